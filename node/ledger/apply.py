@@ -1,0 +1,583 @@
+"""Apply one block (one Raft entry) to the ledger: pure and deterministic.
+
+``apply_block(reader, entry, raft_term, raft_index) -> (results, WriteSet)``
+
+Semantics follow TigerBeetle's state machine (docs/reference/account.md,
+transfer.md, requests/create_transfers.md): idempotent ids, two-phase
+pending/post/void transfers, linked chains, balance-limit flags, balancing
+and closing transfers. No clock, no randomness, no I/O: time comes from the
+entry (leader-stamped) and state from ``reader``. It never raises on a
+well-formed entry: every rejection is a result code.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from . import codec, limits, merkle
+from .ports import StateReader
+from .types import (
+    ACCOUNT_FLAGS_KNOWN,
+    TRANSFER_FLAGS_KNOWN,
+    Account,
+    AccountFlags as AF,
+    BlockHeader,
+    CreateAccountResult as AR,
+    CreateTransferResult as TR,
+    Entry,
+    Head,
+    Operation,
+    PendingStatus,
+    Transfer,
+    TransferFlags as TF,
+    Tx,
+    TxResult,
+    WriteSet,
+)
+
+NS_PER_S = 1_000_000_000
+U128 = limits.u128_max
+U64 = limits.u64_max
+
+#: Transfer results that depend on state that may change. A transfer id that
+#: failed with one of these can never succeed later (TigerBeetle 0.16
+#: ``id_already_failed``), so a retry after a failure cannot apply it.
+TRANSIENT_TRANSFER_RESULTS = frozenset(
+    {
+        TR.debit_account_not_found,
+        TR.credit_account_not_found,
+        TR.pending_transfer_not_found,
+        TR.exceeds_credits,
+        TR.exceeds_debits,
+        TR.debit_account_already_closed,
+        TR.credit_account_already_closed,
+    }
+)
+
+
+class _Layer:
+    __slots__ = ("accounts", "transfers", "status", "account_transfers", "expiry_put", "expiry_delete", "history")
+
+    def __init__(self) -> None:
+        self.accounts: dict[int, Account] = {}
+        self.transfers: dict[int, Transfer] = {}
+        self.status: dict[int, PendingStatus] = {}
+        self.account_transfers: list[tuple[int, int, int]] = []
+        self.expiry_put: list[tuple[int, int]] = []
+        self.expiry_delete: list[tuple[int, int]] = []
+        self.history: list[tuple[int, int, Account]] = []
+
+    def merge_into(self, base: "_Layer") -> None:
+        base.accounts.update(self.accounts)
+        base.transfers.update(self.transfers)
+        base.status.update(self.status)
+        base.account_transfers.extend(self.account_transfers)
+        base.expiry_put.extend(self.expiry_put)
+        base.expiry_delete.extend(self.expiry_delete)
+        base.history.extend(self.history)
+
+
+class _State:
+    """Reads through the chain layer, then the block layer, then storage."""
+
+    def __init__(self, reader: StateReader) -> None:
+        self.reader = reader
+        self.block = _Layer()
+        self.chain = _Layer()
+        self.failed: dict[int, int] = {}
+
+    def account(self, account_id: int) -> Account | None:
+        a = self.chain.accounts.get(account_id)
+        if a is None:
+            a = self.block.accounts.get(account_id)
+        if a is None:
+            a = self.reader.get_account(account_id)
+        return a
+
+    def transfer(self, transfer_id: int) -> Transfer | None:
+        t = self.chain.transfers.get(transfer_id)
+        if t is None:
+            t = self.block.transfers.get(transfer_id)
+        if t is None:
+            t = self.reader.get_transfer(transfer_id)
+        return t
+
+    def status(self, transfer_id: int) -> PendingStatus:
+        s = self.chain.status.get(transfer_id)
+        if s is None:
+            s = self.block.status.get(transfer_id)
+        if s is None:
+            s = self.reader.get_pending_status(transfer_id)
+        return s
+
+    def failed_code(self, transfer_id: int) -> int | None:
+        c = self.failed.get(transfer_id)
+        if c is None:
+            c = self.reader.get_failed_transfer(transfer_id)
+        return c
+
+    def put_account(self, a: Account) -> None:
+        self.chain.accounts[a.id] = a
+        if a.flags & AF.HISTORY:
+            self.chain.history.append((a.id, a.timestamp, a))
+
+    def commit_chain(self) -> None:
+        self.chain.merge_into(self.block)
+        self.chain = _Layer()
+
+    def rollback_chain(self) -> None:
+        self.chain = _Layer()
+
+
+# -- create_accounts ------------------------------------------------------------
+
+
+def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
+    if a.timestamp != 0:
+        return AR.timestamp_must_be_zero
+    if a.flags & ~ACCOUNT_FLAGS_KNOWN:
+        return AR.reserved_flag
+    if a.id == 0:
+        return AR.id_must_not_be_zero
+    if a.id == U128:
+        return AR.id_must_not_be_int_max
+    e = st.account(a.id)
+    if e is not None:
+        if (e.flags & ~AF.LINKED & ~AF.CLOSED) != (a.flags & ~AF.LINKED & ~AF.CLOSED):
+            return AR.exists_with_different_flags
+        if e.user_data_128 != a.user_data_128:
+            return AR.exists_with_different_user_data_128
+        if e.user_data_64 != a.user_data_64:
+            return AR.exists_with_different_user_data_64
+        if e.user_data_32 != a.user_data_32:
+            return AR.exists_with_different_user_data_32
+        if e.ledger != a.ledger:
+            return AR.exists_with_different_ledger
+        if e.code != a.code:
+            return AR.exists_with_different_code
+        return AR.exists
+    if a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        return AR.flags_are_mutually_exclusive
+    if a.debits_pending:
+        return AR.debits_pending_must_be_zero
+    if a.debits_posted:
+        return AR.debits_posted_must_be_zero
+    if a.credits_pending:
+        return AR.credits_pending_must_be_zero
+    if a.credits_posted:
+        return AR.credits_posted_must_be_zero
+    if a.ledger == 0:
+        return AR.ledger_must_not_be_zero
+    if a.code == 0:
+        return AR.code_must_not_be_zero
+    st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp))
+    return AR.ok
+
+
+# -- create_transfers -------------------------------------------------------------
+
+
+def _transfer_exists(t: Transfer, e: Transfer) -> TR:
+    two_phase_resolve = t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER)
+    if (t.flags & ~TF.LINKED) != (e.flags & ~TF.LINKED):
+        return TR.exists_with_different_flags
+    if t.pending_id != e.pending_id:
+        return TR.exists_with_different_pending_id
+    if t.timeout != e.timeout:
+        return TR.exists_with_different_timeout
+    # Post/void may leave account ids, ledger, code and amount to the pending
+    # transfer; compare only what the request states.
+    if (t.debit_account_id or not two_phase_resolve) and t.debit_account_id != e.debit_account_id:
+        return TR.exists_with_different_debit_account_id
+    if (t.credit_account_id or not two_phase_resolve) and t.credit_account_id != e.credit_account_id:
+        return TR.exists_with_different_credit_account_id
+    balancing = t.flags & (TF.BALANCING_DEBIT | TF.BALANCING_CREDIT)
+    if balancing:
+        if t.amount < e.amount:
+            return TR.exists_with_different_amount
+    elif (t.amount or not two_phase_resolve) and t.amount != e.amount:
+        return TR.exists_with_different_amount
+    if t.user_data_128 != e.user_data_128:
+        return TR.exists_with_different_user_data_128
+    if t.user_data_64 != e.user_data_64:
+        return TR.exists_with_different_user_data_64
+    if t.user_data_32 != e.user_data_32:
+        return TR.exists_with_different_user_data_32
+    if (t.ledger or not two_phase_resolve) and t.ledger != e.ledger:
+        return TR.exists_with_different_ledger
+    if (t.code or not two_phase_resolve) and t.code != e.code:
+        return TR.exists_with_different_code
+    return TR.exists
+
+
+def _record_transfer(st: _State, t: Transfer, dr: Account, cr: Account) -> None:
+    st.chain.transfers[t.id] = t
+    st.chain.account_transfers.append((t.debit_account_id, t.timestamp, t.id))
+    st.chain.account_transfers.append((t.credit_account_id, t.timestamp, t.id))
+    st.put_account(dr)
+    st.put_account(cr)
+
+
+def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR:
+    if t.timestamp != 0:
+        return TR.timestamp_must_be_zero
+    if t.flags & ~TRANSFER_FLAGS_KNOWN:
+        return TR.reserved_flag
+    if t.id == 0:
+        return TR.id_must_not_be_zero
+    if t.id == U128:
+        return TR.id_must_not_be_int_max
+    e = st.transfer(t.id)
+    if e is not None:
+        return _transfer_exists(t, e)
+    failed = st.failed_code(t.id)
+    if failed is not None:
+        return TR.id_already_failed
+
+    f = t.flags
+    post = bool(f & TF.POST_PENDING_TRANSFER)
+    void = bool(f & TF.VOID_PENDING_TRANSFER)
+    pending = bool(f & TF.PENDING)
+    if (pending + post + void) > 1:
+        return TR.flags_are_mutually_exclusive
+    if (post or void) and f & (TF.BALANCING_DEBIT | TF.BALANCING_CREDIT | TF.CLOSING_DEBIT | TF.CLOSING_CREDIT):
+        return TR.flags_are_mutually_exclusive
+    if post or void:
+        return _resolve_pending(st, t, member, timestamp, post)
+
+    if t.debit_account_id == 0:
+        return TR.debit_account_id_must_not_be_zero
+    if t.debit_account_id == U128:
+        return TR.debit_account_id_must_not_be_int_max
+    if t.credit_account_id == 0:
+        return TR.credit_account_id_must_not_be_zero
+    if t.credit_account_id == U128:
+        return TR.credit_account_id_must_not_be_int_max
+    if t.debit_account_id == t.credit_account_id:
+        return TR.accounts_must_be_different
+    if t.pending_id != 0:
+        return TR.pending_id_must_be_zero
+    if not pending and t.timeout != 0:
+        return TR.timeout_reserved_for_pending_transfer
+    if not pending and f & (TF.CLOSING_DEBIT | TF.CLOSING_CREDIT):
+        return TR.closing_transfer_must_be_pending
+    if t.ledger == 0:
+        return TR.ledger_must_not_be_zero
+    if t.code == 0:
+        return TR.code_must_not_be_zero
+    dr = st.account(t.debit_account_id)
+    if dr is None:
+        return TR.debit_account_not_found
+    cr = st.account(t.credit_account_id)
+    if cr is None:
+        return TR.credit_account_not_found
+    if dr.owner != member:
+        return TR.debit_account_not_owned
+    if dr.ledger != cr.ledger:
+        return TR.accounts_must_have_the_same_ledger
+    if t.ledger != dr.ledger:
+        return TR.transfer_must_have_the_same_ledger_as_accounts
+    if dr.flags & AF.CLOSED:
+        return TR.debit_account_already_closed
+    if cr.flags & AF.CLOSED:
+        return TR.credit_account_already_closed
+
+    amount = t.amount
+    if f & TF.BALANCING_DEBIT:
+        available = dr.credits_posted - dr.debits_posted - dr.debits_pending
+        amount = min(amount, max(available, 0))
+    if f & TF.BALANCING_CREDIT:
+        available = cr.debits_posted - cr.credits_posted - cr.credits_pending
+        amount = min(amount, max(available, 0))
+
+    if pending:
+        if dr.debits_pending + amount > U128:
+            return TR.overflows_debits_pending
+        if cr.credits_pending + amount > U128:
+            return TR.overflows_credits_pending
+    else:
+        if dr.debits_posted + amount > U128:
+            return TR.overflows_debits_posted
+        if cr.credits_posted + amount > U128:
+            return TR.overflows_credits_posted
+    if dr.debits_pending + dr.debits_posted + amount > U128:
+        return TR.overflows_debits
+    if cr.credits_pending + cr.credits_posted + amount > U128:
+        return TR.overflows_credits
+    if pending and t.timeout and timestamp + t.timeout * NS_PER_S > U64:
+        return TR.overflows_timeout
+    if dr.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
+        return TR.exceeds_credits
+    if cr.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS and cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
+        return TR.exceeds_debits
+
+    if pending:
+        dr = replace(dr, debits_pending=dr.debits_pending + amount, timestamp=timestamp)
+        cr = replace(cr, credits_pending=cr.credits_pending + amount, timestamp=timestamp)
+        st.chain.status[t.id] = PendingStatus.pending
+        if t.timeout:
+            st.chain.expiry_put.append((timestamp + t.timeout * NS_PER_S, t.id))
+    else:
+        dr = replace(dr, debits_posted=dr.debits_posted + amount, timestamp=timestamp)
+        cr = replace(cr, credits_posted=cr.credits_posted + amount, timestamp=timestamp)
+    if f & TF.CLOSING_DEBIT:
+        dr = replace(dr, flags=dr.flags | AF.CLOSED)
+    if f & TF.CLOSING_CREDIT:
+        cr = replace(cr, flags=cr.flags | AF.CLOSED)
+    stored = replace(t, amount=amount, flags=f & ~TF.LINKED, timestamp=timestamp)
+    _record_transfer(st, stored, dr, cr)
+    return TR.ok
+
+
+def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post: bool) -> TR:
+    """Post or void a pending transfer (TigerBeetle two-phase transfers)."""
+    if t.debit_account_id == U128:
+        return TR.debit_account_id_must_not_be_int_max
+    if t.credit_account_id == U128:
+        return TR.credit_account_id_must_not_be_int_max
+    if t.debit_account_id and t.debit_account_id == t.credit_account_id:
+        return TR.accounts_must_be_different
+    if t.pending_id == 0:
+        return TR.pending_id_must_not_be_zero
+    if t.pending_id == U128:
+        return TR.pending_id_must_not_be_int_max
+    if t.pending_id == t.id:
+        return TR.pending_id_must_be_different
+    if t.timeout != 0:
+        return TR.timeout_reserved_for_pending_transfer
+    p = st.transfer(t.pending_id)
+    if p is None:
+        return TR.pending_transfer_not_found
+    if not p.flags & TF.PENDING:
+        return TR.pending_transfer_not_pending
+    dr = st.account(p.debit_account_id)
+    cr = st.account(p.credit_account_id)
+    assert dr is not None and cr is not None, "pending transfer refers to missing accounts"
+    if dr.owner != member:
+        return TR.debit_account_not_owned
+    if t.debit_account_id and t.debit_account_id != p.debit_account_id:
+        return TR.pending_transfer_has_different_debit_account_id
+    if t.credit_account_id and t.credit_account_id != p.credit_account_id:
+        return TR.pending_transfer_has_different_credit_account_id
+    if t.ledger and t.ledger != p.ledger:
+        return TR.pending_transfer_has_different_ledger
+    if t.code and t.code != p.code:
+        return TR.pending_transfer_has_different_code
+    if post:
+        amount = p.amount if t.amount == 0 else t.amount
+        if amount > p.amount:
+            return TR.exceeds_pending_transfer_amount
+    else:
+        if t.amount not in (0, p.amount):
+            return TR.pending_transfer_has_different_amount
+        amount = p.amount
+    status = st.status(p.id)
+    if status == PendingStatus.posted:
+        return TR.pending_transfer_already_posted
+    if status == PendingStatus.voided:
+        return TR.pending_transfer_already_voided
+    if status == PendingStatus.expired:
+        return TR.pending_transfer_expired
+    if p.timeout and p.timestamp + p.timeout * NS_PER_S <= timestamp:
+        return TR.pending_transfer_expired
+    if post:
+        if dr.debits_posted + amount > U128:
+            return TR.overflows_debits_posted
+        if cr.credits_posted + amount > U128:
+            return TR.overflows_credits_posted
+
+    dr_flags, cr_flags = dr.flags, cr.flags
+    if not post:
+        # Voiding a closing transfer reopens the account it closed.
+        if p.flags & TF.CLOSING_DEBIT:
+            dr_flags &= ~AF.CLOSED
+        if p.flags & TF.CLOSING_CREDIT:
+            cr_flags &= ~AF.CLOSED
+    dr = replace(
+        dr,
+        debits_pending=dr.debits_pending - p.amount,
+        debits_posted=dr.debits_posted + (amount if post else 0),
+        flags=dr_flags,
+        timestamp=timestamp,
+    )
+    cr = replace(
+        cr,
+        credits_pending=cr.credits_pending - p.amount,
+        credits_posted=cr.credits_posted + (amount if post else 0),
+        flags=cr_flags,
+        timestamp=timestamp,
+    )
+    st.chain.status[p.id] = PendingStatus.posted if post else PendingStatus.voided
+    if p.timeout:
+        st.chain.expiry_delete.append((p.timestamp + p.timeout * NS_PER_S, p.id))
+    stored = replace(
+        t,
+        debit_account_id=p.debit_account_id,
+        credit_account_id=p.credit_account_id,
+        ledger=p.ledger,
+        code=p.code,
+        amount=amount,
+        flags=t.flags & ~TF.LINKED,
+        timestamp=timestamp,
+    )
+    _record_transfer(st, stored, dr, cr)
+    return TR.ok
+
+
+def _expire_pending(st: _State, block_timestamp: int) -> None:
+    """Void every pending transfer whose timeout has passed by the block's time.
+
+    Decided from the block timestamp in the log, never a local clock, so every
+    validator expires the same transfers in the same block.
+    """
+    for expires_at, transfer_id in st.reader.expiring(block_timestamp):
+        if st.status(transfer_id) != PendingStatus.pending:
+            st.chain.expiry_delete.append((expires_at, transfer_id))
+            continue
+        p = st.transfer(transfer_id)
+        assert p is not None, "expiry index refers to a missing transfer"
+        dr = st.account(p.debit_account_id)
+        cr = st.account(p.credit_account_id)
+        assert dr is not None and cr is not None
+        dr_flags = dr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_DEBIT else dr.flags
+        cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
+        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags))
+        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags))
+        st.chain.status[transfer_id] = PendingStatus.expired
+        st.chain.expiry_delete.append((expires_at, transfer_id))
+    st.commit_chain()
+
+
+# -- transactions and blocks ----------------------------------------------------
+
+
+def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
+    """Apply the events of one transaction with linked-chain semantics.
+
+    Event i gets timestamp ``first_timestamp + i``.
+    """
+    accounts = tx.operation == Operation.create_accounts
+    R = AR if accounts else TR
+    linked_flag = AF.LINKED if accounts else TF.LINKED
+    events = tx.events
+    n = len(events)
+    codes: list[int] = [0] * n
+    i = 0
+    while i < n:
+        # A chain runs from i to the first event without `linked`.
+        j = i
+        while j < n and events[j].flags & linked_flag:
+            j += 1
+        if j == n:
+            # The last event is linked: the chain is open (TigerBeetle).
+            for k in range(i, n):
+                codes[k] = R.linked_event_failed
+            codes[n - 1] = R.linked_event_chain_open
+            break
+        end = j  # inclusive
+        failed_at = -1
+        for k in range(i, end + 1):
+            ev = events[k]
+            if accounts:
+                code = _create_account(st, ev, tx.member_id, first_timestamp + k)
+            else:
+                code = _create_transfer(st, ev, tx.member_id, first_timestamp + k)
+                if code in TRANSIENT_TRANSFER_RESULTS:
+                    st.failed[ev.id] = int(code)
+            if code != R.ok:
+                failed_at = k
+                codes[k] = code
+                break
+        if failed_at >= 0:
+            st.rollback_chain()
+            for k in range(i, end + 1):
+                if k != failed_at:
+                    codes[k] = R.linked_event_failed
+        else:
+            st.commit_chain()
+        i = end + 1
+    return tuple(int(c) for c in codes)
+
+
+def _state_hash(prev: bytes, ws: WriteSet, failed: dict[int, int]) -> bytes:
+    """SHA-256 chain over every state write of the block, in key order."""
+    h = hashlib.sha256(prev)
+    for k in sorted(ws.accounts):
+        h.update(b"A" + codec.encode_account(ws.accounts[k]))
+    for k in sorted(ws.transfers):
+        h.update(b"T" + codec.encode_transfer(ws.transfers[k]))
+    for k in sorted(ws.pending_status):
+        h.update(b"S" + codec.u128(k) + codec.encode_pending_status(ws.pending_status[k]))
+    for k in sorted(failed):
+        h.update(b"F" + codec.u128(k) + failed[k].to_bytes(4, "big"))
+    return h.digest()
+
+
+def apply_block(
+    reader: StateReader, entry: Entry, raft_term: int, raft_index: int
+) -> tuple[list[TxResult], WriteSet]:
+    """Apply one Raft entry as the next block.
+
+    Returns (one TxResult per transaction of the entry, the WriteSet including
+    the new block header and head). A transaction whose hash is already in the chain
+    (a retry) is not applied again: its TxResult repeats the original one.
+    """
+    head: Head = reader.head()
+    st = _State(reader)
+    fresh: list[Tx] = []
+    seen: dict[bytes, int] = {}
+    for tx in entry.txs:
+        if tx.tx_hash in seen or reader.get_tx_result(tx.tx_hash) is not None:
+            continue
+        seen[tx.tx_hash] = len(fresh)
+        fresh.append(tx)
+    events_total = sum(len(tx.events) for tx in fresh)
+    # Strictly increasing: every event gets its own ns, after the previous block.
+    timestamp = max(entry.proposed_timestamp, head.header.timestamp + events_total + 1)
+    _expire_pending(st, timestamp)
+
+    height = head.height + 1
+    first = timestamp - events_total
+    by_hash: dict[bytes, tuple[int, ...]] = {}
+    for tx in fresh:
+        by_hash[tx.tx_hash] = _apply_tx(st, tx, first)
+        first += len(tx.events)
+
+    results: list[TxResult] = []
+    for tx in entry.txs:
+        if tx.tx_hash in by_hash:
+            results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash]))
+        else:
+            prior = reader.get_tx_result(tx.tx_hash)
+            if prior is None:  # duplicate inside this very block
+                results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash]))
+            else:
+                results.append(TxResult(tx.tx_hash, prior[0], prior[1]))
+
+    b = st.block
+    ws = WriteSet(
+        accounts=b.accounts,
+        transfers=b.transfers,
+        pending_status=b.status,
+        account_transfers=b.account_transfers,
+        expiry_put=b.expiry_put,
+        expiry_delete=b.expiry_delete,
+        history=b.history,
+        failed_transfers=st.failed,
+        txs=fresh,
+        tx_codes=[by_hash[tx.tx_hash] for tx in fresh],
+    )
+    header = BlockHeader(
+        height=height,
+        prev_hash=head.header.hash,
+        timestamp=timestamp,
+        tx_merkle_root=merkle.root_from_leaf_hashes([merkle.leaf_hash(tx.envelope) for tx in fresh]),
+        state_hash=_state_hash(head.header.state_hash, ws, st.failed),
+        raft_term=raft_term,
+        raft_index=raft_index,
+        tx_count=len(fresh),
+    )
+    header = replace(header, hash=codec.block_hash(header))
+    ws.header = header
+    ws.head = Head(header=header, tx_total=head.tx_total + len(fresh))
+    return results, ws

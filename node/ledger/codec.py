@@ -1,0 +1,294 @@
+"""Deterministic byte encodings: stored records, Raft entries, block headers.
+
+Every validator must produce identical bytes, so the layouts are fixed:
+integers are big-endian (u128 = 16 bytes), strings are u16-length-prefixed
+UTF-8. Decoders raise :class:`CodecError` on malformed input and nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from . import limits
+from .types import Account, BlockHeader, Entry, Head, Operation, PendingStatus, Transfer, Tx
+
+ENTRY_VERSION = 1
+
+_ACCOUNT = struct.Struct(">16s16s16s16s16s16sQIIII Q")
+_TRANSFER = struct.Struct(">16s16s16s16s16s16sQIIIIIQ")
+_HEADER = struct.Struct(">Q32sQ32s32sQQI")
+_HEAD_TAIL = struct.Struct(">Q")
+_ENTRY_HEAD = struct.Struct(">BQI")
+_TX_HEAD = struct.Struct(">BI")
+
+
+class CodecError(ValueError):
+    """Bytes that do not decode to a well-formed record."""
+
+
+def u128(value: int) -> bytes:
+    return value.to_bytes(16, "big")
+
+
+def from_u128(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def _str(s: str) -> bytes:
+    raw = s.encode()
+    return struct.pack(">H", len(raw)) + raw
+
+
+def _read_str(buf: memoryview, off: int) -> tuple[str, int]:
+    if off + 2 > len(buf):
+        raise CodecError("truncated string length")
+    (n,) = struct.unpack_from(">H", buf, off)
+    off += 2
+    if off + n > len(buf):
+        raise CodecError("truncated string")
+    try:
+        return bytes(buf[off : off + n]).decode(), off + n
+    except UnicodeDecodeError as e:
+        raise CodecError("string is not UTF-8") from e
+
+
+def _read_bytes(buf: memoryview, off: int) -> tuple[bytes, int]:
+    if off + 4 > len(buf):
+        raise CodecError("truncated bytes length")
+    (n,) = struct.unpack_from(">I", buf, off)
+    off += 4
+    if off + n > len(buf):
+        raise CodecError("truncated bytes")
+    return bytes(buf[off : off + n]), off + n
+
+
+# -- records ---------------------------------------------------------------
+
+
+def encode_account(a: Account) -> bytes:
+    return (
+        _ACCOUNT.pack(
+            u128(a.id),
+            u128(a.debits_pending),
+            u128(a.debits_posted),
+            u128(a.credits_pending),
+            u128(a.credits_posted),
+            u128(a.user_data_128),
+            a.user_data_64,
+            a.user_data_32,
+            a.ledger,
+            a.code,
+            a.flags,
+            a.timestamp,
+        )
+        + _str(a.owner)
+    )
+
+
+def _decode_account_at(buf: memoryview, off: int) -> tuple[Account, int]:
+    if off + _ACCOUNT.size > len(buf):
+        raise CodecError("truncated account")
+    f = _ACCOUNT.unpack_from(buf, off)
+    owner, off = _read_str(buf, off + _ACCOUNT.size)
+    return (
+        Account(
+            id=from_u128(f[0]),
+            debits_pending=from_u128(f[1]),
+            debits_posted=from_u128(f[2]),
+            credits_pending=from_u128(f[3]),
+            credits_posted=from_u128(f[4]),
+            user_data_128=from_u128(f[5]),
+            user_data_64=f[6],
+            user_data_32=f[7],
+            ledger=f[8],
+            code=f[9],
+            flags=f[10],
+            timestamp=f[11],
+            owner=owner,
+        ),
+        off,
+    )
+
+
+def decode_account(b: bytes) -> Account:
+    acc, off = _decode_account_at(memoryview(b), 0)
+    if off != len(b):
+        raise CodecError("trailing bytes after account")
+    return acc
+
+
+def encode_transfer(t: Transfer) -> bytes:
+    return _TRANSFER.pack(
+        u128(t.id),
+        u128(t.debit_account_id),
+        u128(t.credit_account_id),
+        u128(t.amount),
+        u128(t.pending_id),
+        u128(t.user_data_128),
+        t.user_data_64,
+        t.user_data_32,
+        t.timeout,
+        t.ledger,
+        t.code,
+        t.flags,
+        t.timestamp,
+    )
+
+
+def _decode_transfer_at(buf: memoryview, off: int) -> tuple[Transfer, int]:
+    if off + _TRANSFER.size > len(buf):
+        raise CodecError("truncated transfer")
+    f = _TRANSFER.unpack_from(buf, off)
+    return (
+        Transfer(
+            id=from_u128(f[0]),
+            debit_account_id=from_u128(f[1]),
+            credit_account_id=from_u128(f[2]),
+            amount=from_u128(f[3]),
+            pending_id=from_u128(f[4]),
+            user_data_128=from_u128(f[5]),
+            user_data_64=f[6],
+            user_data_32=f[7],
+            timeout=f[8],
+            ledger=f[9],
+            code=f[10],
+            flags=f[11],
+            timestamp=f[12],
+        ),
+        off + _TRANSFER.size,
+    )
+
+
+def decode_transfer(b: bytes) -> Transfer:
+    if len(b) != _TRANSFER.size:
+        raise CodecError("transfer record has wrong size")
+    return _decode_transfer_at(memoryview(b), 0)[0]
+
+
+def encode_pending_status(s: PendingStatus) -> bytes:
+    return bytes([int(s)])
+
+
+def decode_pending_status(b: bytes) -> PendingStatus:
+    if len(b) != 1:
+        raise CodecError("pending status has wrong size")
+    try:
+        return PendingStatus(b[0])
+    except ValueError as e:
+        raise CodecError(f"unknown pending status {b[0]}") from e
+
+
+# -- Raft entries ------------------------------------------------------------
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """Encode a Raft entry: version, leader timestamp (ns), transactions."""
+    parts = [_ENTRY_HEAD.pack(ENTRY_VERSION, entry.proposed_timestamp, len(entry.txs))]
+    for tx in entry.txs:
+        parts.append(_str(tx.member_id))
+        parts.append(struct.pack(">I", len(tx.envelope)))
+        parts.append(tx.envelope)
+        parts.append(_TX_HEAD.pack(int(tx.operation), len(tx.events)))
+        if tx.operation == Operation.create_accounts:
+            parts.extend(encode_account(a) for a in tx.events)
+        else:
+            parts.extend(encode_transfer(t) for t in tx.events)
+    return b"".join(parts)
+
+
+def decode_entry(b: bytes) -> Entry:
+    """Decode a Raft entry; raises CodecError if malformed. Recomputes tx hashes."""
+    buf = memoryview(b)
+    if len(buf) < _ENTRY_HEAD.size:
+        raise CodecError("truncated entry")
+    version, ts, n = _ENTRY_HEAD.unpack_from(buf, 0)
+    if version != ENTRY_VERSION:
+        raise CodecError(f"unknown entry version {version}")
+    off = _ENTRY_HEAD.size
+    txs = []
+    for _ in range(n):
+        member, off = _read_str(buf, off)
+        envelope, off = _read_bytes(buf, off)
+        if off + _TX_HEAD.size > len(buf):
+            raise CodecError("truncated transaction")
+        op, count = _TX_HEAD.unpack_from(buf, off)
+        off += _TX_HEAD.size
+        if count > limits.tx_events_max:
+            raise CodecError("too many events")
+        events = []
+        if op == Operation.create_accounts:
+            for _ in range(count):
+                a, off = _decode_account_at(buf, off)
+                events.append(a)
+        elif op == Operation.create_transfers:
+            for _ in range(count):
+                t, off = _decode_transfer_at(buf, off)
+                events.append(t)
+        else:
+            raise CodecError(f"unknown operation {op}")
+        txs.append(
+            Tx(
+                member_id=member,
+                operation=Operation(op),
+                events=tuple(events),
+                envelope=envelope,
+                tx_hash=hashlib.sha256(envelope).digest(),
+            )
+        )
+    if off != len(buf):
+        raise CodecError("trailing bytes after entry")
+    return Entry(proposed_timestamp=ts, txs=tuple(txs))
+
+
+# -- blocks --------------------------------------------------------------------
+
+
+def encode_header(h: BlockHeader) -> bytes:
+    """Canonical header bytes (without ``hash``): what the block hash covers."""
+    return _HEADER.pack(
+        h.height,
+        h.prev_hash,
+        h.timestamp,
+        h.tx_merkle_root,
+        h.state_hash,
+        h.raft_term,
+        h.raft_index,
+        h.tx_count,
+    )
+
+
+def block_hash(h: BlockHeader) -> bytes:
+    """SHA-256 of the canonical header encoding."""
+    return hashlib.sha256(encode_header(h)).digest()
+
+
+def encode_stored_header(h: BlockHeader) -> bytes:
+    return encode_header(h) + h.hash
+
+
+def decode_stored_header(b: bytes) -> BlockHeader:
+    if len(b) != _HEADER.size + 32:
+        raise CodecError("block header has wrong size")
+    f = _HEADER.unpack_from(b, 0)
+    return BlockHeader(*f, hash=bytes(b[_HEADER.size :]))
+
+
+def encode_head(head: Head) -> bytes:
+    return encode_stored_header(head.header) + _HEAD_TAIL.pack(head.tx_total)
+
+
+def decode_head(b: bytes) -> Head:
+    n = _HEADER.size + 32
+    if len(b) != n + _HEAD_TAIL.size:
+        raise CodecError("head has wrong size")
+    return Head(header=decode_stored_header(b[:n]), tx_total=_HEAD_TAIL.unpack_from(b, n)[0])
+
+
+def encode_tx_hashes(hashes: list[bytes]) -> bytes:
+    return b"".join(hashes)
+
+
+def decode_tx_hashes(b: bytes) -> list[bytes]:
+    if len(b) % 32:
+        raise CodecError("tx hash list has wrong size")
+    return [bytes(b[i : i + 32]) for i in range(0, len(b), 32)]

@@ -1,0 +1,34 @@
+"""Protocols the core needs from the outside world. Storage is passed in."""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from .types import Account, Head, PendingStatus, Transfer
+
+
+class StateReader(Protocol):
+    """Read-only view of committed state, as of the previous block.
+
+    Every method returns None (or empty) for what is absent and raises only if
+    the storage itself is broken.
+    """
+
+    def head(self) -> Head: ...
+
+    def get_account(self, account_id: int) -> Account | None: ...
+
+    def get_transfer(self, transfer_id: int) -> Transfer | None: ...
+
+    def get_pending_status(self, transfer_id: int) -> PendingStatus: ...
+
+    def get_failed_transfer(self, transfer_id: int) -> int | None:
+        """Result code of a transfer id that failed with a transient error."""
+        ...
+
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+        """(height, result codes) of an already applied transaction."""
+        ...
+
+    def expiring(self, until_timestamp: int) -> Iterable[tuple[int, int]]:
+        """(expires_at_ns, transfer_id) of pending transfers with expires_at <= until, ascending."""
+        ...

@@ -1,0 +1,310 @@
+"""Domain types of the ledger core: frozen dataclasses and result-code enums.
+
+Semantics and numeric flag values follow TigerBeetle (docs/reference/account.md,
+docs/reference/transfer.md). Money is in integer minor units (u128). Timestamps
+are nanoseconds since the Unix epoch, assigned by the ledger from the block.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AccountFlags(enum.IntFlag):
+    NONE = 0
+    LINKED = 1 << 0
+    DEBITS_MUST_NOT_EXCEED_CREDITS = 1 << 1
+    CREDITS_MUST_NOT_EXCEED_DEBITS = 1 << 2
+    HISTORY = 1 << 3
+    IMPORTED = 1 << 4
+    CLOSED = 1 << 5
+
+
+class TransferFlags(enum.IntFlag):
+    NONE = 0
+    LINKED = 1 << 0
+    PENDING = 1 << 1
+    POST_PENDING_TRANSFER = 1 << 2
+    VOID_PENDING_TRANSFER = 1 << 3
+    BALANCING_DEBIT = 1 << 4
+    BALANCING_CREDIT = 1 << 5
+    CLOSING_DEBIT = 1 << 6
+    CLOSING_CREDIT = 1 << 7
+    IMPORTED = 1 << 8
+
+
+ACCOUNT_FLAGS_KNOWN = (
+    AccountFlags.LINKED
+    | AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS
+    | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
+    | AccountFlags.HISTORY
+    | AccountFlags.CLOSED
+)
+TRANSFER_FLAGS_KNOWN = (
+    TransferFlags.LINKED
+    | TransferFlags.PENDING
+    | TransferFlags.POST_PENDING_TRANSFER
+    | TransferFlags.VOID_PENDING_TRANSFER
+    | TransferFlags.BALANCING_DEBIT
+    | TransferFlags.BALANCING_CREDIT
+    | TransferFlags.CLOSING_DEBIT
+    | TransferFlags.CLOSING_CREDIT
+)
+
+
+class CreateAccountResult(enum.IntEnum):
+    """Result of creating one account, in precedence order (TigerBeetle 0.16)."""
+
+    ok = 0
+    linked_event_failed = 1
+    linked_event_chain_open = 2
+    imported_event_expected = 3
+    imported_event_not_expected = 4
+    timestamp_must_be_zero = 5
+    reserved_field = 6
+    reserved_flag = 7
+    id_must_not_be_zero = 8
+    id_must_not_be_int_max = 9
+    exists_with_different_flags = 10
+    exists_with_different_user_data_128 = 11
+    exists_with_different_user_data_64 = 12
+    exists_with_different_user_data_32 = 13
+    exists_with_different_ledger = 14
+    exists_with_different_code = 15
+    exists = 16
+    flags_are_mutually_exclusive = 17
+    debits_pending_must_be_zero = 18
+    debits_posted_must_be_zero = 19
+    credits_pending_must_be_zero = 20
+    credits_posted_must_be_zero = 21
+    ledger_must_not_be_zero = 22
+    code_must_not_be_zero = 23
+
+
+class CreateTransferResult(enum.IntEnum):
+    """Result of creating one transfer, in precedence order (TigerBeetle 0.16).
+
+    ``debit_account_not_owned`` is ours: a member moves money only out of
+    accounts it owns (design invariant 6).
+    """
+
+    ok = 0
+    linked_event_failed = 1
+    linked_event_chain_open = 2
+    imported_event_expected = 3
+    imported_event_not_expected = 4
+    timestamp_must_be_zero = 5
+    reserved_flag = 6
+    id_must_not_be_zero = 7
+    id_must_not_be_int_max = 8
+    exists_with_different_flags = 9
+    exists_with_different_pending_id = 10
+    exists_with_different_timeout = 11
+    exists_with_different_debit_account_id = 12
+    exists_with_different_credit_account_id = 13
+    exists_with_different_amount = 14
+    exists_with_different_user_data_128 = 15
+    exists_with_different_user_data_64 = 16
+    exists_with_different_user_data_32 = 17
+    exists_with_different_ledger = 18
+    exists_with_different_code = 19
+    exists = 20
+    id_already_failed = 21
+    flags_are_mutually_exclusive = 22
+    debit_account_id_must_not_be_zero = 23
+    debit_account_id_must_not_be_int_max = 24
+    credit_account_id_must_not_be_zero = 25
+    credit_account_id_must_not_be_int_max = 26
+    accounts_must_be_different = 27
+    pending_id_must_be_zero = 28
+    pending_id_must_not_be_zero = 29
+    pending_id_must_not_be_int_max = 30
+    pending_id_must_be_different = 31
+    timeout_reserved_for_pending_transfer = 32
+    closing_transfer_must_be_pending = 33
+    ledger_must_not_be_zero = 34
+    code_must_not_be_zero = 35
+    debit_account_not_found = 36
+    credit_account_not_found = 37
+    debit_account_not_owned = 38
+    accounts_must_have_the_same_ledger = 39
+    transfer_must_have_the_same_ledger_as_accounts = 40
+    pending_transfer_not_found = 41
+    pending_transfer_not_pending = 42
+    pending_transfer_has_different_debit_account_id = 43
+    pending_transfer_has_different_credit_account_id = 44
+    pending_transfer_has_different_ledger = 45
+    pending_transfer_has_different_code = 46
+    exceeds_pending_transfer_amount = 47
+    pending_transfer_has_different_amount = 48
+    pending_transfer_already_posted = 49
+    pending_transfer_already_voided = 50
+    pending_transfer_expired = 51
+    debit_account_already_closed = 52
+    credit_account_already_closed = 53
+    overflows_debits_pending = 54
+    overflows_credits_pending = 55
+    overflows_debits_posted = 56
+    overflows_credits_posted = 57
+    overflows_debits = 58
+    overflows_credits = 59
+    overflows_timeout = 60
+    exceeds_credits = 61
+    exceeds_debits = 62
+
+
+class PendingStatus(enum.IntEnum):
+    """State of a pending transfer (TigerBeetle's TransferPendingStatus)."""
+
+    none = 0
+    pending = 1
+    posted = 2
+    voided = 3
+    expired = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account. Balances are u128 minor units; ``owner`` is the member id."""
+
+    id: int
+    ledger: int
+    code: int
+    owner: str = ""
+    flags: int = 0
+    debits_pending: int = 0
+    debits_posted: int = 0
+    credits_pending: int = 0
+    credits_posted: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    timestamp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A transfer of ``amount`` minor units from the debit to the credit account.
+
+    ``timeout`` is in seconds (pending transfers only); ``timestamp`` in ns.
+    """
+
+    id: int
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    ledger: int
+    code: int
+    flags: int = 0
+    pending_id: int = 0
+    timeout: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    timestamp: int = 0
+
+
+class Operation(enum.IntEnum):
+    create_accounts = 1
+    create_transfers = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """One signed transaction, already verified at ingress.
+
+    ``events`` are Accounts (create_accounts) or Transfers (create_transfers);
+    ``envelope`` is the SignedTransaction bytes as submitted; ``tx_hash`` is
+    SHA-256 of ``envelope``.
+    """
+
+    member_id: str
+    operation: Operation
+    events: tuple
+    envelope: bytes
+    tx_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What one Raft entry carries: the leader-stamped time (ns) and the txs."""
+
+    proposed_timestamp: int
+    txs: tuple[Tx, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """A block header; ``hash`` is SHA-256 of :func:`codec.encode_header`."""
+
+    height: int
+    prev_hash: bytes
+    timestamp: int
+    tx_merkle_root: bytes
+    state_hash: bytes
+    raft_term: int
+    raft_index: int
+    tx_count: int
+    hash: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The chain head: the last block's header plus totals since genesis."""
+
+    header: BlockHeader
+    tx_total: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+
+GENESIS_HASH = bytes(32)
+GENESIS_HEAD = Head(
+    header=BlockHeader(
+        height=0,
+        prev_hash=bytes(32),
+        timestamp=0,
+        tx_merkle_root=bytes(32),
+        state_hash=bytes(32),
+        raft_term=0,
+        raft_index=0,
+        tx_count=0,
+        hash=GENESIS_HASH,
+    ),
+    tx_total=0,
+)
+
+
+@dataclass(slots=True)
+class WriteSet:
+    """The effects of one block, to be committed atomically with the applied index.
+
+    Keys of the dicts are ids; values the full new records. Index lists hold
+    (account_id, timestamp, transfer_id) and (expires_at_ns, transfer_id).
+    ``failed_transfers`` maps transfer ids that failed transiently to their
+    result code; ``tx_codes`` runs parallel to ``txs``.
+    """
+
+    accounts: dict[int, Account] = field(default_factory=dict)
+    transfers: dict[int, Transfer] = field(default_factory=dict)
+    pending_status: dict[int, PendingStatus] = field(default_factory=dict)
+    account_transfers: list[tuple[int, int, int]] = field(default_factory=list)
+    expiry_put: list[tuple[int, int]] = field(default_factory=list)
+    expiry_delete: list[tuple[int, int]] = field(default_factory=list)
+    history: list[tuple[int, int, Account]] = field(default_factory=list)
+    failed_transfers: dict[int, int] = field(default_factory=dict)
+    txs: list[Tx] = field(default_factory=list)
+    tx_codes: list[tuple[int, ...]] = field(default_factory=list)
+    header: BlockHeader | None = None
+    head: Head | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """Per-event result codes of one transaction, and its block height."""
+
+    tx_hash: bytes
+    height: int
+    codes: tuple[int, ...]

@@ -1,0 +1,247 @@
+"""RocksDB storage adapter (rocksdict): column families, one WriteBatch per block.
+
+Layout (keys big-endian so iteration is ordered):
+
+==================  ===============================  =============================
+column family       key                              value
+==================  ===============================  =============================
+accounts            id u128                          codec.encode_account
+transfers           id u128                          codec.encode_transfer
+pending_status      transfer id u128                 1 byte PendingStatus
+transfers_failed    transfer id u128                 u32 result code
+account_transfers   account id u128 + ts u64         transfer id u128
+expiry              expires_at u64 + id u128         (empty)
+history             account id u128 + ts u64         codec.encode_account
+blocks              height u64                       header + hash
+block_txs           height u64                       tx hashes (32 bytes each)
+tx_index            tx hash                          height u64 + pos u32 + codes u16*
+transactions        tx hash                          SignedTransaction bytes
+meta                b"applied_index" / b"head" / ..  u64 / codec.encode_head
+==================  ===============================  =============================
+
+Failure contract: :meth:`RocksStore.commit` writes the block's effects and the
+applied Raft index in one atomic WriteBatch. If RocksDB raises (disk full, I/O
+error) nothing of the block is visible; the caller (the replication adapter)
+must stop the validator rather than skip the block, because every later block
+depends on it. The WAL is not fsynced per block: the fsynced Raft journal is
+the durable record, and entries above the applied index are replayed on start.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Iterator
+
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+
+from node.ledger import codec
+from node.ledger.types import (
+    GENESIS_HEAD,
+    Account,
+    AccountFlags,
+    BlockHeader,
+    Head,
+    PendingStatus,
+    Transfer,
+    WriteSet,
+)
+
+SCHEMA_VERSION = 1
+COLUMN_FAMILIES = (
+    "accounts",
+    "transfers",
+    "pending_status",
+    "transfers_failed",
+    "account_transfers",
+    "expiry",
+    "history",
+    "blocks",
+    "block_txs",
+    "tx_index",
+    "transactions",
+    "meta",
+)
+_U64 = struct.Struct(">Q")
+_TXI = struct.Struct(">QI")
+_U128 = codec.u128
+
+
+class StoreError(RuntimeError):
+    """The data directory cannot be used (corrupt, wrong schema, I/O error)."""
+
+
+def _opts() -> Options:
+    o = Options(raw_mode=True)
+    o.create_if_missing(True)
+    o.create_missing_column_families(True)
+    return o
+
+
+class RocksStore:
+    """The validator's state in RocksDB. Implements node.ledger.ports.StateReader.
+
+    Thread safety: one writer (the Raft apply thread) and any number of readers;
+    each committed block becomes visible atomically.
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            self._db = Rdict(path, _opts(), column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES})
+        except Exception as e:  # rocksdict raises plain Exception
+            raise StoreError(f"cannot open RocksDB at {path}: {e}") from e
+        self.path = path
+        self._cf = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
+        self._cfh = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
+        self._wo = WriteOptions()
+        meta = self._cf["meta"]
+        version = meta.get(b"schema_version")
+        if version is None:
+            meta[b"schema_version"] = _U64.pack(SCHEMA_VERSION)
+        elif _U64.unpack(version)[0] != SCHEMA_VERSION:
+            raise StoreError(f"{path}: schema version {_U64.unpack(version)[0]}, this build needs {SCHEMA_VERSION}")
+        raw_head = meta.get(b"head")
+        try:
+            self._head = codec.decode_head(raw_head) if raw_head is not None else GENESIS_HEAD
+        except codec.CodecError as e:
+            raise StoreError(f"{path}: chain head record is corrupt ({e})") from e
+        raw_applied = meta.get(b"applied_index")
+        self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- StateReader ------------------------------------------------------------
+    def head(self) -> Head:
+        return self._head
+
+    def applied_index(self) -> int:
+        return self._applied_index
+
+    def get_account(self, account_id: int) -> Account | None:
+        raw = self._cf["accounts"].get(_U128(account_id))
+        return None if raw is None else codec.decode_account(raw)
+
+    def get_transfer(self, transfer_id: int) -> Transfer | None:
+        raw = self._cf["transfers"].get(_U128(transfer_id))
+        return None if raw is None else codec.decode_transfer(raw)
+
+    def get_pending_status(self, transfer_id: int) -> PendingStatus:
+        raw = self._cf["pending_status"].get(_U128(transfer_id))
+        return PendingStatus.none if raw is None else codec.decode_pending_status(raw)
+
+    def get_failed_transfer(self, transfer_id: int) -> int | None:
+        raw = self._cf["transfers_failed"].get(_U128(transfer_id))
+        return None if raw is None else struct.unpack(">I", raw)[0]
+
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+        raw = self._cf["tx_index"].get(tx_hash)
+        if raw is None:
+            return None
+        height, _pos = _TXI.unpack_from(raw, 0)
+        n = (len(raw) - _TXI.size) // 2
+        return height, struct.unpack_from(f">{n}H", raw, _TXI.size)
+
+    def expiring(self, until_timestamp: int) -> list[tuple[int, int]]:
+        out = []
+        it = self._cf["expiry"].iter()
+        it.seek_to_first()
+        while it.valid():
+            k = it.key()
+            expires_at = _U64.unpack_from(k, 0)[0]
+            if expires_at > until_timestamp:
+                break
+            out.append((expires_at, codec.from_u128(k[8:24])))
+            it.next()
+        return out
+
+    # -- reads for the API -----------------------------------------------------
+    def get_block(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
+        raw = self._cf["blocks"].get(_U64.pack(height))
+        if raw is None:
+            return None
+        txs = self._cf["block_txs"].get(_U64.pack(height)) or b""
+        return codec.decode_stored_header(raw), codec.decode_tx_hashes(txs)
+
+    def get_transaction(self, tx_hash: bytes) -> bytes | None:
+        return self._cf["transactions"].get(tx_hash)
+
+    def account_transfer_ids(self, account_id: int, ts_min: int = 0, ts_max: int = (1 << 64) - 1) -> Iterator[tuple[int, int]]:
+        """(timestamp, transfer id) of an account's transfers, ascending, within [ts_min, ts_max]."""
+        prefix = _U128(account_id)
+        it = self._cf["account_transfers"].iter()
+        it.seek(prefix + _U64.pack(ts_min))
+        while it.valid():
+            k = it.key()
+            if k[:16] != prefix:
+                break
+            ts = _U64.unpack_from(k, 16)[0]
+            if ts > ts_max:
+                break
+            yield ts, codec.from_u128(it.value())
+            it.next()
+
+    def iter_accounts(self) -> Iterator[Account]:
+        it = self._cf["accounts"].iter()
+        it.seek_to_first()
+        while it.valid():
+            yield codec.decode_account(it.value())
+            it.next()
+
+    # -- writes ------------------------------------------------------------------
+    def commit(self, ws: WriteSet, applied_index: int) -> None:
+        """Write a block's effects and ``applied_index`` in one atomic WriteBatch.
+
+        Raises whatever RocksDB raises; on error nothing is written.
+        """
+        assert ws.head is not None and ws.header is not None
+        assert ws.header.height == self._head.height + 1, "blocks must be committed in order"
+        assert applied_index > self._applied_index, "applied index must grow"
+        wb = WriteBatch(raw_mode=True)
+        h = self._cfh
+        for a in ws.accounts.values():
+            _check_account(a)
+            wb.put(_U128(a.id), codec.encode_account(a), h["accounts"])
+        for t in ws.transfers.values():
+            wb.put(_U128(t.id), codec.encode_transfer(t), h["transfers"])
+        for tid, s in ws.pending_status.items():
+            wb.put(_U128(tid), codec.encode_pending_status(s), h["pending_status"])
+        for tid, code in ws.failed_transfers.items():
+            wb.put(_U128(tid), struct.pack(">I", code), h["transfers_failed"])
+        for account_id, ts, tid in ws.account_transfers:
+            wb.put(_U128(account_id) + _U64.pack(ts), _U128(tid), h["account_transfers"])
+        for expires_at, tid in ws.expiry_delete:
+            wb.delete(_U64.pack(expires_at) + _U128(tid), h["expiry"])
+        for expires_at, tid in ws.expiry_put:
+            wb.put(_U64.pack(expires_at) + _U128(tid), b"", h["expiry"])
+        for account_id, ts, a in ws.history:
+            wb.put(_U128(account_id) + _U64.pack(ts), codec.encode_account(a), h["history"])
+        height = ws.header.height
+        for pos, (tx, codes) in enumerate(zip(ws.txs, ws.tx_codes)):
+            wb.put(tx.tx_hash, _TXI.pack(height, pos) + struct.pack(f">{len(codes)}H", *codes), h["tx_index"])
+            wb.put(tx.tx_hash, tx.envelope, h["transactions"])
+        hb = _U64.pack(height)
+        wb.put(hb, codec.encode_stored_header(ws.header), h["blocks"])
+        wb.put(hb, codec.encode_tx_hashes([tx.tx_hash for tx in ws.txs]), h["block_txs"])
+        wb.put(b"head", codec.encode_head(ws.head), h["meta"])
+        wb.put(b"applied_index", _U64.pack(applied_index), h["meta"])
+        self._db.write(wb, self._wo)
+        self._head = ws.head
+        self._applied_index = applied_index
+
+    def mark_applied(self, applied_index: int) -> None:
+        """Record a Raft index that carried no block (no-op, malformed entry)."""
+        assert applied_index > self._applied_index
+        self._cf["meta"].put(b"applied_index", _U64.pack(applied_index))
+        self._applied_index = applied_index
+
+    def flush(self) -> None:
+        self._db.flush_wal(True)
+
+
+def _check_account(a: Account) -> None:
+    """Assert invariants right before an account is written (TigerBeetle style)."""
+    for v in (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted):
+        assert 0 <= v < 1 << 128, f"account {a.id}: balance out of u128 range"
+    if a.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS:
+        assert a.debits_pending + a.debits_posted <= a.credits_posted, f"account {a.id}: debits exceed credits"
+    if a.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        assert a.credits_pending + a.credits_posted <= a.debits_posted, f"account {a.id}: credits exceed debits"

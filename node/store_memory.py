@@ -1,0 +1,72 @@
+"""Dict-backed store for unit tests and simulation: same contract as node.store.RocksStore."""
+from __future__ import annotations
+
+import bisect
+
+from node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
+
+
+class MemoryStore:
+    """Implements :class:`node.ledger.ports.StateReader` plus ``commit``."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[int, Account] = {}
+        self.transfers: dict[int, Transfer] = {}
+        self.status: dict[int, PendingStatus] = {}
+        self.failed: dict[int, int] = {}
+        self.tx_results: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self.blocks: dict[int, tuple[BlockHeader, list[bytes]]] = {}
+        self.expiry: list[tuple[int, int]] = []
+        self.account_transfers: dict[int, list[tuple[int, int]]] = {}
+        self._head = GENESIS_HEAD
+        self._applied_index = 0
+
+    # StateReader
+    def head(self) -> Head:
+        return self._head
+
+    def get_account(self, account_id: int) -> Account | None:
+        return self.accounts.get(account_id)
+
+    def get_transfer(self, transfer_id: int) -> Transfer | None:
+        return self.transfers.get(transfer_id)
+
+    def get_pending_status(self, transfer_id: int) -> PendingStatus:
+        return self.status.get(transfer_id, PendingStatus.none)
+
+    def get_failed_transfer(self, transfer_id: int) -> int | None:
+        return self.failed.get(transfer_id)
+
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+        return self.tx_results.get(tx_hash)
+
+    def expiring(self, until_timestamp: int):
+        i = bisect.bisect_right(self.expiry, (until_timestamp, 1 << 129))
+        return list(self.expiry[:i])
+
+    def applied_index(self) -> int:
+        return self._applied_index
+
+    def commit(self, ws: WriteSet, applied_index: int) -> None:
+        assert ws.head is not None and ws.header is not None
+        self.accounts.update(ws.accounts)
+        self.transfers.update(ws.transfers)
+        self.status.update(ws.pending_status)
+        self.failed.update(ws.failed_transfers)
+        for item in ws.expiry_delete:
+            i = bisect.bisect_left(self.expiry, item)
+            if i < len(self.expiry) and self.expiry[i] == item:
+                del self.expiry[i]
+        for item in ws.expiry_put:
+            bisect.insort(self.expiry, item)
+        for account_id, ts, transfer_id in ws.account_transfers:
+            self.account_transfers.setdefault(account_id, []).append((ts, transfer_id))
+        h = ws.header.height
+        for tx, codes in zip(ws.txs, ws.tx_codes):
+            self.tx_results[tx.tx_hash] = (h, codes)
+        self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
+        self._head = ws.head
+        self._applied_index = applied_index
+
+    def mark_applied(self, applied_index: int) -> None:
+        self._applied_index = applied_index

@@ -1,0 +1,409 @@
+"""LedgerClient: build, sign, submit, follow the leader, retry with the same bytes, read."""
+from __future__ import annotations
+
+import enum
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
+from client._gen.ledger.v1 import ledger_pb2 as pb
+from client._transport import GrpcTransport, Transport
+
+_U64 = (1 << 64) - 1
+
+
+class AccountFlags(enum.IntFlag):
+    """TigerBeetle account flags."""
+
+    NONE = 0
+    LINKED = 1 << 0
+    DEBITS_MUST_NOT_EXCEED_CREDITS = 1 << 1
+    CREDITS_MUST_NOT_EXCEED_DEBITS = 1 << 2
+    HISTORY = 1 << 3
+    CLOSED = 1 << 5
+
+
+class TransferFlags(enum.IntFlag):
+    """TigerBeetle transfer flags."""
+
+    NONE = 0
+    LINKED = 1 << 0
+    PENDING = 1 << 1
+    POST_PENDING_TRANSFER = 1 << 2
+    VOID_PENDING_TRANSFER = 1 << 3
+    BALANCING_DEBIT = 1 << 4
+    BALANCING_CREDIT = 1 << 5
+    CLOSING_DEBIT = 1 << 6
+    CLOSING_CREDIT = 1 << 7
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account. Balances in minor units (u128); ``owner`` and ``timestamp`` (ns) are set by the ledger."""
+
+    id: int
+    ledger: int
+    code: int
+    flags: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    debits_pending: int = 0
+    debits_posted: int = 0
+    credits_pending: int = 0
+    credits_posted: int = 0
+    timestamp: int = 0
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A transfer of ``amount`` minor units; ``timeout`` in seconds (pending only)."""
+
+    id: int
+    debit_account_id: int = 0
+    credit_account_id: int = 0
+    amount: int = 0
+    ledger: int = 0
+    code: int = 0
+    flags: int = 0
+    pending_id: int = 0
+    timeout: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    timestamp: int = 0
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """Result of one event: ``code`` 0 (``ok``) or a TigerBeetle rejection name."""
+
+    index: int
+    code: int
+    name: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+@dataclass(frozen=True)
+class TransactionResult:
+    tx_hash: bytes
+    height: int
+    results: tuple[EventResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    height: int
+    prev_hash: bytes
+    timestamp: int
+    tx_merkle_root: bytes
+    state_hash: bytes
+    raft_term: int
+    raft_index: int
+    tx_count: int
+    hash: bytes
+
+
+def _u128(v: int) -> pb.UInt128:
+    if not 0 <= v < 1 << 128:
+        raise ValueError(f"{v} is not an unsigned 128-bit integer")
+    return pb.UInt128(hi=v >> 64, lo=v & _U64)
+
+
+def _int(m: pb.UInt128) -> int:
+    return (m.hi << 64) | m.lo
+
+
+def _account_pb(a: Account) -> pb.Account:
+    return pb.Account(
+        id=_u128(a.id),
+        ledger=a.ledger,
+        code=a.code,
+        flags=int(a.flags),
+        user_data_128=_u128(a.user_data_128),
+        user_data_64=a.user_data_64,
+        user_data_32=a.user_data_32,
+    )
+
+
+def _account_from_pb(a: pb.Account) -> Account:
+    return Account(
+        id=_int(a.id),
+        ledger=a.ledger,
+        code=a.code,
+        flags=a.flags,
+        user_data_128=_int(a.user_data_128),
+        user_data_64=a.user_data_64,
+        user_data_32=a.user_data_32,
+        debits_pending=_int(a.debits_pending),
+        debits_posted=_int(a.debits_posted),
+        credits_pending=_int(a.credits_pending),
+        credits_posted=_int(a.credits_posted),
+        timestamp=a.timestamp,
+        owner=a.owner,
+    )
+
+
+def _transfer_pb(t: Transfer) -> pb.Transfer:
+    return pb.Transfer(
+        id=_u128(t.id),
+        debit_account_id=_u128(t.debit_account_id),
+        credit_account_id=_u128(t.credit_account_id),
+        amount=_u128(t.amount),
+        pending_id=_u128(t.pending_id),
+        user_data_128=_u128(t.user_data_128),
+        user_data_64=t.user_data_64,
+        user_data_32=t.user_data_32,
+        timeout=t.timeout,
+        ledger=t.ledger,
+        code=t.code,
+        flags=int(t.flags),
+    )
+
+
+def _transfer_from_pb(t: pb.Transfer) -> Transfer:
+    return Transfer(
+        id=_int(t.id),
+        debit_account_id=_int(t.debit_account_id),
+        credit_account_id=_int(t.credit_account_id),
+        amount=_int(t.amount),
+        pending_id=_int(t.pending_id),
+        user_data_128=_int(t.user_data_128),
+        user_data_64=t.user_data_64,
+        user_data_32=t.user_data_32,
+        timeout=t.timeout,
+        ledger=t.ledger,
+        code=t.code,
+        flags=t.flags,
+        timestamp=t.timestamp,
+    )
+
+
+def _header(h: pb.BlockHeader) -> BlockHeader:
+    return BlockHeader(
+        height=h.height,
+        prev_hash=h.prev_hash,
+        timestamp=h.timestamp,
+        tx_merkle_root=h.tx_merkle_root,
+        state_hash=h.state_hash,
+        raft_term=h.raft_term,
+        raft_index=h.raft_index,
+        tx_count=h.tx_count,
+        hash=h.hash,
+    )
+
+
+def load_private_key(path: str) -> Ed25519PrivateKey:
+    """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return key
+
+
+@dataclass
+class RetryPolicy:
+    """Retries of calls whose outcome is unknown; they resend the very same signed bytes.
+
+    ``deadline_s`` bounds the whole call including retries; ``attempt_timeout_s``
+    each attempt; backoff grows from ``backoff_initial_s`` to ``backoff_max_s``.
+    """
+
+    deadline_s: float = 30.0
+    attempt_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+
+
+class LedgerClient:
+    """A member bank's connection to the validators.
+
+    ``addresses``: gRPC host:port of the validators (any subset; the client
+    follows the leader). Writes are signed with the member's Ed25519 key as
+    ``key_id``. Every call has a finite deadline. Thread-safe.
+
+    Raises the exceptions of :mod:`client._exceptions`.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        member_id: str,
+        key_id: str,
+        private_key: Ed25519PrivateKey,
+        retry: RetryPolicy | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one validator address is required")
+        self._addresses = list(addresses)
+        self._leader: str | None = None
+        self.member_id = member_id
+        self.key_id = key_id
+        self._key = private_key
+        self.retry = retry or RetryPolicy()
+        self._transport = transport or GrpcTransport()
+        self.retries = 0
+
+    @classmethod
+    def from_key_file(cls, addresses: Sequence[str], *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
+        return cls(addresses, member_id=member_id, key_id=key_id, private_key=load_private_key(key_file), **kw)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> "LedgerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- signing ------------------------------------------------------------------
+    def sign_accounts(self, accounts: Iterable[Account]) -> pb.SignedTransaction:
+        """One signed transaction creating ``accounts`` (a linked chain may span them)."""
+        body = pb.Transaction(create_accounts=pb.CreateAccounts(accounts=[_account_pb(a) for a in accounts]))
+        return self._sign(body)
+
+    def sign_transfers(self, transfers: Iterable[Transfer]) -> pb.SignedTransaction:
+        """One signed transaction creating ``transfers``."""
+        body = pb.Transaction(create_transfers=pb.CreateTransfers(transfers=[_transfer_pb(t) for t in transfers]))
+        return self._sign(body)
+
+    def _sign(self, body: pb.Transaction) -> pb.SignedTransaction:
+        raw = body.SerializeToString(deterministic=True)
+        return pb.SignedTransaction(body=raw, member_id=self.member_id, key_id=self.key_id, signature=self._key.sign(raw))
+
+    # -- writes -------------------------------------------------------------------
+    def create_accounts(self, accounts: Sequence[Account]) -> list[EventResult]:
+        """Create accounts in one signed transaction; one EventResult per account."""
+        return list(self.submit([self.sign_accounts(accounts)])[0].results)
+
+    def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
+        """Create transfers in one signed transaction; one EventResult per transfer."""
+        return list(self.submit([self.sign_transfers(transfers)])[0].results)
+
+    def submit(self, signed: Sequence[pb.SignedTransaction]) -> list[TransactionResult]:
+        """Submit signed transactions; returns one TransactionResult each, once committed.
+
+        Retries on unknown outcomes resend the same bytes: the ledger
+        deduplicates by transaction hash and by event id, so nothing applies twice.
+        """
+        req = pb.SubmitRequest(transactions=list(signed))
+        resp = self._call_leader("Submit", req)
+        return [
+            TransactionResult(
+                tx_hash=r.tx_hash,
+                height=r.height,
+                results=tuple(EventResult(e.index, e.code, e.name) for e in r.results),
+            )
+            for r in resp.results
+        ]
+
+    # -- reads ----------------------------------------------------------------------
+    def lookup_accounts(self, ids: Sequence[int], *, address: str | None = None) -> list[Account]:
+        """Accounts found among ``ids`` (LOCAL read from one validator; missing ids are left out)."""
+        req = pb.LookupAccountsRequest(ids=[_u128(i) for i in ids], consistency=pb.READ_CONSISTENCY_LOCAL)
+        resp = self._call_read("LookupAccounts", req, address)
+        return [_account_from_pb(a) for a in resp.accounts]
+
+    def lookup_transfers(self, ids: Sequence[int], *, address: str | None = None) -> list[Transfer]:
+        req = pb.LookupTransfersRequest(ids=[_u128(i) for i in ids], consistency=pb.READ_CONSISTENCY_LOCAL)
+        resp = self._call_read("LookupTransfers", req, address)
+        return [_transfer_from_pb(t) for t in resp.transfers]
+
+    def head(self, *, address: str | None = None) -> BlockHeader:
+        return _header(self._call_read("GetHead", pb.GetHeadRequest(), address).head)
+
+    def block(self, height: int, *, address: str | None = None) -> tuple[BlockHeader, list[bytes]]:
+        resp = self._call_read("GetBlock", pb.GetBlockRequest(height=height), address)
+        return _header(resp.header), list(resp.tx_hashes)
+
+    # -- plumbing -------------------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        rest = [a for a in self._addresses if a != self._leader]
+        random.shuffle(rest)
+        return ([self._leader] if self._leader else []) + rest
+
+    def _call_read(self, method: str, req, address: str | None):
+        targets = [address] if address else self._candidates()
+        deadline = time.monotonic() + self.retry.deadline_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for addr in targets:
+                try:
+                    return self._transport.call(addr, method, req, self._attempt_timeout(deadline))
+                except grpc.RpcError as e:
+                    code = e.code()
+                    if code == grpc.StatusCode.NOT_FOUND:
+                        raise NotFound(e.details()) from None
+                    if code == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise InvalidRequest(e.details()) from None
+                    last = e
+            time.sleep(self.retry.backoff_initial_s)
+        raise Unavailable(f"{method}: no validator answered within {self.retry.deadline_s}s ({_detail(last)})")
+
+    def _attempt_timeout(self, deadline: float) -> float:
+        return max(0.05, min(self.retry.attempt_timeout_s, deadline - time.monotonic()))
+
+    def _call_leader(self, method: str, req):
+        deadline = time.monotonic() + self.retry.deadline_s
+        backoff = self.retry.backoff_initial_s
+        last: Exception | None = None
+        timed_out = False
+        candidates = self._candidates()
+        i = 0
+        while time.monotonic() < deadline:
+            addr = candidates[i % len(candidates)]
+            try:
+                resp = self._transport.call(addr, method, req, self._attempt_timeout(deadline))
+                self._leader = addr
+                return resp
+            except grpc.RpcError as e:
+                last = e
+                code = e.code()
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise InvalidRequest(e.details()) from None
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                    leader = dict(e.trailing_metadata() or ()).get("leader-address")
+                    if leader and leader != addr:
+                        if leader not in self._addresses:
+                            self._addresses.append(leader)
+                        self._leader = leader
+                        candidates = self._candidates()
+                        i = 0
+                        continue
+                elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    timed_out = True
+                elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+                    raise LedgerError(f"{method}: {code.name}: {e.details()}") from None
+            self.retries += 1
+            if addr == self._leader:
+                self._leader = None
+            i += 1
+            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(backoff * 2, self.retry.backoff_max_s)
+        err = Timeout if timed_out else Unavailable
+        raise err(f"{method}: not committed within {self.retry.deadline_s}s, outcome unknown ({_detail(last)}); "
+                  "resubmit the same signed transactions to learn it")
+
+
+def _detail(e: Exception | None) -> str:
+    if isinstance(e, grpc.RpcError):
+        return f"{e.code().name}: {e.details()}"
+    return str(e)

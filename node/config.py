@@ -1,0 +1,136 @@
+"""Validator configuration and the genesis file: frozen, every limit and timeout explicit.
+
+A validator config (JSON) names its own id, data directory and the genesis file;
+the genesis file (JSON) fixes the validators (id, gRPC and Raft addresses) and
+the members (id, Ed25519 public keys by key id, roles). Both are written by
+``ledger-validator init-cluster``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A config or genesis file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ValidatorInfo:
+    id: str
+    grpc_address: str
+    raft_address: str
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    id: str
+    keys: dict[str, bytes]  # key id -> raw Ed25519 public key (32 bytes)
+    roles: tuple[str, ...] = ("member",)
+
+
+@dataclass(frozen=True)
+class Genesis:
+    chain_id: str
+    validators: tuple[ValidatorInfo, ...]
+    members: tuple[MemberInfo, ...]
+    hash: bytes
+
+    def validator(self, validator_id: str) -> ValidatorInfo:
+        for v in self.validators:
+            if v.id == validator_id:
+                return v
+        raise ConfigError(f"validator {validator_id!r} is not in the genesis file")
+
+
+@dataclass(frozen=True)
+class ValidatorConfig:
+    """One validator's settings. Times in seconds unless the name says otherwise."""
+
+    validator_id: str
+    data_dir: str
+    genesis_file: str
+    raft_password: str
+    #: Verification threads (Ed25519 in `cryptography` releases the GIL).
+    verify_threads: int = 2
+    #: gRPC server worker threads.
+    grpc_workers: int = 16
+    #: Raft entries proposed but not yet applied; more queue up into bigger entries.
+    inflight_entries_max: int = 4
+    #: How long Submit waits for its block before answering DEADLINE_EXCEEDED (outcome unknown).
+    submit_timeout_s: float = 10.0
+    #: Raft heartbeat period.
+    append_entries_period_s: float = 0.05
+    raft_min_timeout_s: float = 0.4
+    raft_max_timeout_s: float = 1.4
+    #: A leader that heard from no majority for this long steps down.
+    leader_fallback_timeout_s: float = 3.0
+    #: Safety switches for the chaos suite only: never turn off in production.
+    durable_journal: bool = True
+    raft_fixes: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def journal_file(self) -> str:
+        return os.path.join(self.data_dir, "raft", "journal")
+
+    @property
+    def full_dump_file(self) -> str:
+        return os.path.join(self.data_dir, "raft", "snapshot")
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.data_dir, "db")
+
+
+def load_genesis(path: str) -> Genesis:
+    """Parse a genesis file. Raises ConfigError naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        doc = json.loads(raw)
+    except OSError as e:
+        raise ConfigError(f"cannot read genesis file {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"genesis file {path} is not valid JSON: {e}") from e
+    try:
+        validators = tuple(ValidatorInfo(v["id"], v["grpc_address"], v["raft_address"]) for v in doc["validators"])
+        members = tuple(
+            MemberInfo(
+                m["id"],
+                {k["key_id"]: bytes.fromhex(k["public_key"]) for k in m["keys"]},
+                tuple(m.get("roles", ["member"])),
+            )
+            for m in doc["members"]
+        )
+        chain_id = doc["chain_id"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"genesis file {path} is missing or has a bad field: {e}") from e
+    if len({v.id for v in validators}) != len(validators) or not validators:
+        raise ConfigError(f"genesis file {path}: validator ids must be unique and non-empty")
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return Genesis(chain_id, validators, members, hashlib.sha256(canonical).digest())
+
+
+def load_config(path: str) -> ValidatorConfig:
+    """Parse a validator config; relative paths are relative to the config file."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config {path} is not valid JSON: {e}") from e
+    base = os.path.dirname(os.path.abspath(path))
+    known = set(ValidatorConfig.__dataclass_fields__) - {"extra"}
+    unknown = set(doc) - known
+    if unknown:
+        raise ConfigError(f"config {path}: unknown settings {sorted(unknown)}")
+    for key in ("validator_id", "data_dir", "genesis_file", "raft_password"):
+        if not doc.get(key):
+            raise ConfigError(f"config {path}: {key!r} is required")
+    doc["data_dir"] = os.path.join(base, doc["data_dir"])
+    doc["genesis_file"] = os.path.join(base, doc["genesis_file"])
+    return ValidatorConfig(**doc)

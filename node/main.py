@@ -1,0 +1,150 @@
+"""Composition root: the only module that wires config, store, replica, batcher and gRPC."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client._gen.ledger.v1 import ledger_pb2 as pb
+from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from node.batcher import Batcher
+from node.config import ConfigError, ValidatorConfig, load_genesis
+from node.crypto import Verifier
+from node.replication import LedgerReplica, make_conf
+from node.service import AdminServicer, LedgerServicer
+from node.store import RocksStore, StoreError
+
+log = logging.getLogger("ledger.main")
+
+
+class Validator:
+    """A running validator: RocksDB store, Raft replica, batcher, gRPC server."""
+
+    def __init__(self, cfg: ValidatorConfig) -> None:
+        self.cfg = cfg
+        self.genesis = load_genesis(cfg.genesis_file)
+        me = self.genesis.validator(cfg.validator_id)
+        os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
+        self.store = RocksStore(cfg.db_path)
+        self._check_genesis()
+        peers = [v.raft_address for v in self.genesis.validators if v.id != cfg.validator_id]
+        self._raft_to_grpc = {v.raft_address: v.grpc_address for v in self.genesis.validators}
+        conf = make_conf(
+            journal_file=cfg.journal_file,
+            full_dump_file=cfg.full_dump_file,
+            password=cfg.raft_password,
+            bind_address=me.raft_address,
+            append_entries_period_s=cfg.append_entries_period_s,
+            raft_min_timeout_s=cfg.raft_min_timeout_s,
+            raft_max_timeout_s=cfg.raft_max_timeout_s,
+            leader_fallback_timeout_s=cfg.leader_fallback_timeout_s,
+        )
+        self.replica = LedgerReplica(
+            me.raft_address,
+            peers,
+            conf,
+            self.store,
+            durable_journal=cfg.durable_journal,
+            raft_fixes=cfg.raft_fixes,
+        )
+        self.batcher = Batcher(
+            lambda entry, cb: self.replica.apply_entry(entry, callback=cb),
+            inflight_entries_max=cfg.inflight_entries_max,
+        )
+        self.verifier = Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+        )
+        pb_grpc.add_LedgerServicer_to_server(
+            LedgerServicer(
+                store=self.store,
+                replica=self.replica,
+                batcher=self.batcher,
+                verifier=self.verifier,
+                leader_grpc_address=self.leader_grpc_address,
+                submit_timeout_s=cfg.submit_timeout_s,
+            ),
+            self.server,
+        )
+        pb_grpc.add_AdminServicer_to_server(
+            AdminServicer(
+                validator_id=cfg.validator_id,
+                store=self.store,
+                replica=self.replica,
+                leader_grpc_address=self.leader_grpc_address,
+            ),
+            self.server,
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["Ledger"].full_name,
+                pb.DESCRIPTOR.services_by_name["Admin"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        if self.server.add_insecure_port(me.grpc_address) == 0:
+            raise ConfigError(f"cannot bind gRPC address {me.grpc_address} (in use?)")
+        self.grpc_address = me.grpc_address
+        self._stop = threading.Event()
+
+    def _check_genesis(self) -> None:
+        stored = self.store._cf["meta"].get(b"genesis_hash")
+        if stored is None:
+            self.store._cf["meta"][b"genesis_hash"] = self.genesis.hash
+        elif stored != self.genesis.hash:
+            raise StoreError(
+                f"{self.cfg.db_path} belongs to another chain (genesis hash {stored.hex()[:16]}…, "
+                f"the genesis file has {self.genesis.hash.hex()[:16]}…). Point the config at the right "
+                "data directory or genesis file."
+            )
+
+    def leader_grpc_address(self) -> str | None:
+        raft = self.replica.leader_address()
+        return None if raft is None else self._raft_to_grpc.get(raft)
+
+    def serve(self) -> None:
+        self.batcher.start()
+        self.server.start()
+        log.info(
+            "validator %s serving gRPC on %s (head height %d, applied index %d)",
+            self.cfg.validator_id,
+            self.grpc_address,
+            self.store.head().height,
+            self.store.applied_index(),
+        )
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        serving = None
+        while not self._stop.wait(0.2):
+            ready = self.replica.isReady() and self.replica.leader_address() is not None
+            if ready != serving:
+                status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+                self.health.set("", status)
+                self.health.set("ledger.v1.Ledger", status)
+                serving = ready
+        log.info("validator %s stopping", self.cfg.validator_id)
+        self.server.stop(grace=2).wait()
+        self.batcher.stop()
+        self.replica.destroy()
+        self.store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run(cfg: ValidatorConfig) -> None:
+    """Start a validator and serve until SIGTERM/SIGINT."""
+    v = Validator(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: v.stop())
+    signal.signal(signal.SIGINT, lambda *_: v.stop())
+    v.serve()

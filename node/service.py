@@ -1,0 +1,317 @@
+"""gRPC servicers: limits, decode, verify, propose, and map outcomes to status codes.
+
+Status codes (every message says what to do; never a stack trace):
+
+* INVALID_ARGUMENT — malformed request, transaction or event, bad signature,
+  unknown member/key, a limit exceeded. Nothing of the request was proposed.
+* FAILED_PRECONDITION — this validator is not the leader; trailing metadata
+  ``leader-address`` names the leader's gRPC address when known.
+* UNAVAILABLE — no leader yet, or the proposal was dropped (leader change);
+  the outcome is unknown: retry the same signed transactions.
+* DEADLINE_EXCEEDED — the block did not apply in time; outcome unknown: retry.
+* NOT_FOUND — GetBlock for a height not (yet) in the chain.
+* INTERNAL — a bug; logged with its trace on the server, not sent.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from client._gen.ledger.v1 import ledger_pb2 as pb
+from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from node.batcher import Batcher, ProposalFailed, Submission
+from node.crypto import UnknownKey, Verifier, sha256
+from node.ledger import limits
+from node.ledger.types import (
+    Account,
+    BlockHeader,
+    CreateAccountResult,
+    CreateTransferResult,
+    Operation,
+    Transfer,
+    Tx,
+    TxResult,
+)
+
+log = logging.getLogger("ledger.service")
+
+_U64 = (1 << 64) - 1
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def u128_to_int(m: pb.UInt128) -> int:
+    return (m.hi << 64) | m.lo
+
+
+def int_to_u128(v: int) -> pb.UInt128:
+    return pb.UInt128(hi=v >> 64, lo=v & _U64)
+
+
+def account_from_pb(a: pb.Account) -> Account:
+    return Account(
+        id=u128_to_int(a.id),
+        ledger=a.ledger,
+        code=a.code,
+        owner="",
+        flags=a.flags,
+        debits_pending=u128_to_int(a.debits_pending),
+        debits_posted=u128_to_int(a.debits_posted),
+        credits_pending=u128_to_int(a.credits_pending),
+        credits_posted=u128_to_int(a.credits_posted),
+        user_data_128=u128_to_int(a.user_data_128),
+        user_data_64=a.user_data_64,
+        user_data_32=a.user_data_32,
+        timestamp=a.timestamp,
+    )
+
+
+def account_to_pb(a: Account) -> pb.Account:
+    return pb.Account(
+        id=int_to_u128(a.id),
+        debits_pending=int_to_u128(a.debits_pending),
+        debits_posted=int_to_u128(a.debits_posted),
+        credits_pending=int_to_u128(a.credits_pending),
+        credits_posted=int_to_u128(a.credits_posted),
+        user_data_128=int_to_u128(a.user_data_128),
+        user_data_64=a.user_data_64,
+        user_data_32=a.user_data_32,
+        ledger=a.ledger,
+        code=a.code,
+        flags=int(a.flags),
+        timestamp=a.timestamp,
+        owner=a.owner,
+    )
+
+
+def transfer_from_pb(t: pb.Transfer) -> Transfer:
+    if t.code > 0xFFFF_FFFF:
+        raise BadRequest("code out of range")
+    return Transfer(
+        id=u128_to_int(t.id),
+        debit_account_id=u128_to_int(t.debit_account_id),
+        credit_account_id=u128_to_int(t.credit_account_id),
+        amount=u128_to_int(t.amount),
+        pending_id=u128_to_int(t.pending_id),
+        user_data_128=u128_to_int(t.user_data_128),
+        user_data_64=t.user_data_64,
+        user_data_32=t.user_data_32,
+        timeout=t.timeout,
+        ledger=t.ledger,
+        code=t.code,
+        flags=t.flags,
+        timestamp=t.timestamp,
+    )
+
+
+def transfer_to_pb(t: Transfer) -> pb.Transfer:
+    return pb.Transfer(
+        id=int_to_u128(t.id),
+        debit_account_id=int_to_u128(t.debit_account_id),
+        credit_account_id=int_to_u128(t.credit_account_id),
+        amount=int_to_u128(t.amount),
+        pending_id=int_to_u128(t.pending_id),
+        user_data_128=int_to_u128(t.user_data_128),
+        user_data_64=t.user_data_64,
+        user_data_32=t.user_data_32,
+        timeout=t.timeout,
+        ledger=t.ledger,
+        code=t.code,
+        flags=int(t.flags),
+        timestamp=t.timestamp,
+    )
+
+
+def header_to_pb(h: BlockHeader) -> pb.BlockHeader:
+    return pb.BlockHeader(
+        height=h.height,
+        prev_hash=h.prev_hash,
+        timestamp=h.timestamp,
+        tx_merkle_root=h.tx_merkle_root,
+        state_hash=h.state_hash,
+        raft_term=h.raft_term,
+        raft_index=h.raft_index,
+        tx_count=h.tx_count,
+        hash=h.hash,
+    )
+
+
+def result_to_pb(r: TxResult, operation: Operation) -> pb.TransactionResult:
+    enum = CreateAccountResult if operation == Operation.create_accounts else CreateTransferResult
+    return pb.TransactionResult(
+        tx_hash=r.tx_hash,
+        height=r.height,
+        results=[pb.EventResult(index=i, code=c, name=enum(c).name) for i, c in enumerate(r.codes)],
+    )
+
+
+def _guard(method):
+    """Map unexpected exceptions to INTERNAL without leaking the trace to the client."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except grpc.RpcError:
+            raise
+        except Exception:
+            if context.code() is not None:  # abort() already set a status
+                raise
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the validator log")
+
+    return wrapper
+
+
+def decode_signed(stx: pb.SignedTransaction, index: int) -> Tx:
+    """Stateless checks and decoding of one signed transaction (signature checked elsewhere)."""
+    where = f"transaction {index}"
+    if not stx.member_id or len(stx.member_id.encode()) > limits.member_id_bytes_max:
+        raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
+    if len(stx.signature) != 64:
+        raise BadRequest(f"{where}: signature must be 64 bytes (Ed25519)")
+    envelope = stx.SerializeToString(deterministic=True)
+    if len(envelope) > limits.tx_bytes_max:
+        raise BadRequest(f"{where}: {len(envelope)} bytes exceeds tx_bytes_max={limits.tx_bytes_max}")
+    body = pb.Transaction()
+    try:
+        body.ParseFromString(stx.body)
+    except DecodeError as e:
+        raise BadRequest(f"{where}: body is not a ledger.v1.Transaction ({e})") from e
+    kind = body.WhichOneof("operation")
+    if kind == "create_accounts":
+        events = tuple(account_from_pb(a) for a in body.create_accounts.accounts)
+        if any(a.owner for a in body.create_accounts.accounts):
+            raise BadRequest(f"{where}: account owner is set by the ledger from the signer; leave it empty")
+        op = Operation.create_accounts
+    elif kind == "create_transfers":
+        events = tuple(transfer_from_pb(t) for t in body.create_transfers.transfers)
+        op = Operation.create_transfers
+    else:
+        raise BadRequest(f"{where}: body has no operation (create_accounts or create_transfers)")
+    if not events:
+        raise BadRequest(f"{where}: no events")
+    if len(events) > limits.tx_events_max:
+        raise BadRequest(f"{where}: {len(events)} events exceeds tx_events_max={limits.tx_events_max}")
+    return Tx(member_id=stx.member_id, operation=op, events=events, envelope=envelope, tx_hash=sha256(envelope))
+
+
+class LedgerServicer(pb_grpc.LedgerServicer):
+    def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address, submit_timeout_s: float):
+        self._store = store
+        self._replica = replica
+        self._batcher = batcher
+        self._verifier = verifier
+        self._leader_grpc_address = leader_grpc_address
+        self._submit_timeout_s = submit_timeout_s
+
+    def _require_leader(self, context) -> None:
+        if self._replica._isLeader():
+            return
+        leader = self._leader_grpc_address()
+        if leader is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader elected yet; retry shortly")
+        context.set_trailing_metadata((("leader-address", leader),))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not the leader; send writes to {leader}")
+
+    @_guard
+    def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
+        n = len(request.transactions)
+        if n == 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no transactions")
+        if n > limits.submit_txs_max:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} transactions exceeds submit_txs_max={limits.submit_txs_max}")
+        self._require_leader(context)
+        try:
+            txs = [decode_signed(stx, i) for i, stx in enumerate(request.transactions)]
+        except BadRequest as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        checks = self._verifier.verify_many(
+            [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
+        )
+        for i, ok in enumerate(checks):
+            if isinstance(ok, UnknownKey):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transaction {i}: {ok}")
+            if not ok:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"transaction {i}: bad signature for member {txs[i].member_id!r} key {request.transactions[i].key_id!r}",
+                )
+        # Retries of transactions already in the chain are answered from the index.
+        known = [self._store.get_tx_result(tx.tx_hash) for tx in txs]
+        results: list[TxResult | None] = [
+            None if k is None else TxResult(tx.tx_hash, k[0], k[1]) for tx, k in zip(txs, known)
+        ]
+        fresh = [tx for tx, r in zip(txs, results) if r is None]
+        if fresh:
+            sub = Submission(txs=fresh)
+            self._batcher.submit(sub)
+            if not sub.done.wait(self._submit_timeout_s):
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"not applied within {self._submit_timeout_s}s; outcome unknown, retry the same transactions",
+                )
+            if sub.error is not None:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"proposal not committed ({sub.error}); outcome unknown, retry the same transactions",
+                )
+            it = iter(sub.results)
+            results = [r if r is not None else next(it) for r in results]
+        return pb.SubmitResponse(results=[result_to_pb(r, tx.operation) for r, tx in zip(results, txs)])
+
+    @_guard
+    def LookupAccounts(self, request, context):  # noqa: N802
+        if len(request.ids) > limits.lookup_ids_max:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limits.lookup_ids_max} ids per lookup")
+        height = self._store.head().height
+        found = [self._store.get_account(u128_to_int(i)) for i in request.ids]
+        return pb.LookupAccountsResponse(accounts=[account_to_pb(a) for a in found if a is not None], height=height)
+
+    @_guard
+    def LookupTransfers(self, request, context):  # noqa: N802
+        if len(request.ids) > limits.lookup_ids_max:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limits.lookup_ids_max} ids per lookup")
+        height = self._store.head().height
+        found = [self._store.get_transfer(u128_to_int(i)) for i in request.ids]
+        return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
+
+    @_guard
+    def GetHead(self, request, context):  # noqa: N802
+        return pb.GetHeadResponse(head=header_to_pb(self._store.head().header))
+
+    @_guard
+    def GetBlock(self, request, context):  # noqa: N802
+        block = self._store.get_block(request.height)
+        if block is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no block at height {request.height} (head is {self._store.head().height})")
+        header, tx_hashes = block
+        return pb.GetBlockResponse(header=header_to_pb(header), tx_hashes=tx_hashes)
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, *, validator_id: str, store, replica, leader_grpc_address):
+        self._validator_id = validator_id
+        self._store = store
+        self._replica = replica
+        self._leader_grpc_address = leader_grpc_address
+
+    @_guard
+    def GetStatus(self, request, context):  # noqa: N802
+        st = self._replica.getStatus()
+        return pb.GetStatusResponse(
+            validator_id=self._validator_id,
+            role={0: "follower", 1: "candidate", 2: "leader"}.get(st["state"], str(st["state"])),
+            term=st["raft_term"],
+            commit_index=st["commit_idx"],
+            applied_index=self._store.applied_index(),
+            head=header_to_pb(self._store.head().header),
+            leader_address=self._leader_grpc_address() or "",
+            ready=self._replica.isReady(),
+            log_size=st["log_len"],
+        )

@@ -1,0 +1,292 @@
+"""ledger-validator: the node operator's CLI.
+
+Commands: init-cluster, start, status, demo. Every command has --help.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+DEFAULT_CLUSTER_DIR = "data/cluster"
+
+
+def _write_private_key(path: str):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def init_cluster(directory: str, validators: int, members: list[str], host: str, base_port: int, force: bool) -> None:
+    """Write genesis.json, one config per validator and one key per member under ``directory``."""
+    if os.path.exists(os.path.join(directory, "genesis.json")):
+        if not force:
+            raise click.ClickException(f"{directory} already holds a cluster; use --force to replace it (its data is deleted)")
+        shutil.rmtree(directory)
+    os.makedirs(os.path.join(directory, "members"), exist_ok=True)
+    vals = [
+        {
+            "id": f"v{i}",
+            "grpc_address": f"{host}:{base_port + i}",
+            "raft_address": f"{host}:{base_port + 100 + i}",
+        }
+        for i in range(1, validators + 1)
+    ]
+    mems = []
+    for m in members:
+        pub = _write_private_key(os.path.join(directory, "members", f"{m}.pem"))
+        mems.append({"id": m, "roles": ["member"], "keys": [{"key_id": "k1", "public_key": pub.hex()}]})
+    genesis = {"chain_id": f"local-{secrets.token_hex(4)}", "validators": vals, "members": mems}
+    with open(os.path.join(directory, "genesis.json"), "w") as f:
+        json.dump(genesis, f, indent=2)
+    password = secrets.token_urlsafe(24)
+    for v in vals:
+        vdir = os.path.join(directory, v["id"])
+        os.makedirs(vdir, exist_ok=True)
+        cfg = {
+            "validator_id": v["id"],
+            "data_dir": "data",
+            "genesis_file": "../genesis.json",
+            "raft_password": password,
+        }
+        path = os.path.join(vdir, "config.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(cfg, f, indent=2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run and operate validators of the Raft-replicated ledger."""
+
+
+@main.command("init-cluster")
+@click.option("--dir", "directory", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Where to write the cluster.")
+@click.option("--validators", default=3, show_default=True, help="Number of validators (odd: a majority decides).")
+@click.option("--members", default="bank-a,bank-b", show_default=True, help="Comma-separated member ids; each gets an Ed25519 key.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address all validators listen on.")
+@click.option("--base-port", default=7100, show_default=True, help="gRPC ports are base+1.., Raft ports base+101..")
+@click.option("--force", is_flag=True, help="Replace an existing cluster in --dir (deletes its data).")
+def init_cluster_cmd(directory, validators, members, host, base_port, force):
+    """Generate a local cluster: genesis file, validator configs, member keys."""
+    if validators < 1:
+        raise click.BadParameter("need at least one validator", param_hint="--validators")
+    init_cluster(directory, validators, [m.strip() for m in members.split(",") if m.strip()], host, base_port, force)
+    console.print(f"[green]cluster written to {directory}[/]: genesis.json, v1..v{validators}/config.json, members/*.pem")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Validator config (JSON).")
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def start(config_path, log_level):
+    """Start a validator from its config and serve until SIGTERM/SIGINT."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    from node.config import ConfigError, load_config
+    from node.store import StoreError
+
+    try:
+        cfg = load_config(config_path)
+        from node.main import run
+
+        run(cfg)
+    except (ConfigError, StoreError) as e:
+        console.print(f"[red]cannot start:[/] {e}")
+        sys.exit(2)
+
+
+def _status_rows(genesis_path: str, timeout_s: float = 2.0):
+    import grpc
+
+    from client._gen.ledger.v1 import ledger_pb2 as pb
+    from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+    from node.config import load_genesis
+
+    genesis = load_genesis(genesis_path)
+    rows = []
+    for v in genesis.validators:
+        with grpc.insecure_channel(v.grpc_address) as ch:
+            try:
+                st = pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)
+                rows.append((v, st))
+            except grpc.RpcError as e:
+                rows.append((v, e))
+    return rows
+
+
+def _genesis_path(cluster: str) -> str:
+    path = os.path.join(cluster, "genesis.json")
+    if not os.path.exists(path):
+        raise click.ClickException(f"no genesis.json in {cluster}; run `ledger-validator init-cluster --dir {cluster}` first")
+    return path
+
+
+@main.command()
+@click.option("--cluster", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Cluster directory (holds genesis.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(cluster, as_json):
+    """Show each validator's role, term, commit/applied index and chain head."""
+    rows = _status_rows(_genesis_path(cluster))
+    if as_json:
+        out = []
+        for v, st in rows:
+            if isinstance(st, Exception):
+                out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name})
+            else:
+                out.append(
+                    {
+                        "validator": v.id,
+                        "address": v.grpc_address,
+                        "role": st.role,
+                        "term": st.term,
+                        "commit_index": st.commit_index,
+                        "applied_index": st.applied_index,
+                        "head_height": st.head.height,
+                        "head_hash": st.head.hash.hex(),
+                        "ready": st.ready,
+                    }
+                )
+        click.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"cluster {cluster}")
+    for col in ("validator", "address", "role", "term", "commit index", "applied index", "head height", "head hash", "ready"):
+        table.add_column(col)
+    for v, st in rows:
+        if isinstance(st, Exception):
+            table.add_row(v.id, v.grpc_address, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
+        else:
+            role = f"[bold green]{st.role}[/]" if st.role == "leader" else st.role
+            table.add_row(
+                v.id,
+                v.grpc_address,
+                role,
+                str(st.term),
+                str(st.commit_index),
+                str(st.applied_index),
+                str(st.head.height),
+                st.head.hash.hex()[:16],
+                "yes" if st.ready else "no",
+            )
+    Console().print(table)
+
+
+# -- demo: the README's main job -------------------------------------------------------
+
+
+class LocalCluster:
+    """Validator processes started from a cluster directory; stopped by PID."""
+
+    def __init__(self, directory: str) -> None:
+        from node.config import load_genesis
+
+        self.directory = directory
+        self.genesis = load_genesis(_genesis_path(directory))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, validator_id: str) -> None:
+        vdir = os.path.join(self.directory, validator_id)
+        log = open(os.path.join(vdir, "validator.log"), "ab")
+        self.procs[validator_id] = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "start", "--config", os.path.join(vdir, "config.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=os.getcwd(),
+        )
+
+    def start_all(self) -> None:
+        for v in self.genesis.validators:
+            self.start(v.id)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for vid, p in self.procs.items():
+                if p.poll() is not None:
+                    raise click.ClickException(
+                        f"validator {vid} exited with code {p.returncode}; see {self.directory}/{vid}/validator.log"
+                    )
+            rows = _status_rows(os.path.join(self.directory, "genesis.json"), timeout_s=1.0)
+            ok = [st for _, st in rows if not isinstance(st, Exception)]
+            if len(ok) == len(rows) and any(st.role == "leader" for st in ok) and all(st.ready for st in ok):
+                return
+            time.sleep(0.3)
+        raise click.ClickException(f"cluster not ready after {timeout_s}s; see {self.directory}/v*/validator.log")
+
+    def stop(self, validator_id: str, sig: int = signal.SIGTERM, wait_s: float = 15.0) -> None:
+        p = self.procs.get(validator_id)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(sig)
+        try:
+            p.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+    def stop_all(self) -> None:
+        for vid in list(self.procs):
+            self.stop(vid)
+
+
+@main.command()
+@click.option("--dir", "directory", default="data/demo", show_default=True, help="Cluster and data directory.")
+@click.option("--accounts", default=1000, show_default=True, help="Accounts opened (split across members and ledgers).")
+@click.option("--transfers", default=100_000, show_default=True, help="Transfers to submit.")
+@click.option("--batch", default=100, show_default=True, help="Transfers per signed transaction.")
+@click.option("--concurrency", default=8, show_default=True, help="Concurrent submitting clients.")
+@click.option("--zipf", default=1.1, show_default=True, help="Zipf exponent of account popularity.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--keep-running", is_flag=True, help="Leave the validators running when the workload is done.")
+def demo(directory, accounts, transfers, batch, concurrency, zipf, seed, keep_running):
+    """Start a fresh local 3-validator cluster and drive a bank workload through the SDK."""
+    init_cluster(directory, 3, ["bank-a", "bank-b"], "127.0.0.1", 7100, force=True)
+    cluster = LocalCluster(directory)
+    console.print(f"[bold]starting 3 validators[/] (data and logs under {directory}/)")
+    cluster.start_all()
+    try:
+        cluster.wait_ready()
+        status.callback(cluster=directory, as_json=False)
+        rc = subprocess.call(
+            [
+                sys.executable, "-m", "node.workload",
+                "--cluster", directory,
+                "--accounts", str(accounts),
+                "--transfers", str(transfers),
+                "--batch", str(batch),
+                "--concurrency", str(concurrency),
+                "--zipf", str(zipf),
+                "--seed", str(seed),
+            ]
+        )
+        status.callback(cluster=directory, as_json=False)
+        if rc != 0:
+            raise click.ClickException(f"workload failed with exit code {rc}")
+    finally:
+        if keep_running:
+            pids = ", ".join(f"{v}={p.pid}" for v, p in cluster.procs.items())
+            console.print(f"validators left running (PIDs {pids}); stop them with `kill <pid>`")
+        else:
+            console.print("stopping validators")
+            cluster.stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The bank workload of the README's main job, driven through the member SDK only.
+
+Two member banks open accounts on two ledgers (840 = USD, 978 = EUR, minor
+units), then submit transfers from their own accounts to any account of the same
+ledger, with Zipf-skewed account popularity, in signed batches from concurrent
+clients. Prints throughput, p50/p99 commit latency, per-ledger totals
+(debits = credits) and each validator's head hash.
+
+Usage: python -m node.workload --cluster DIR [--transfers N] ...
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import os
+import random
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from client import Account, LedgerClient, Transfer, load_private_key
+
+LEDGERS = (840, 978)
+ACCOUNT_CODE = 1
+TRANSFER_CODE = 7
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+class Zipf:
+    """Sampler of ranks 0..n-1 with P(k) ∝ 1/(k+1)^s."""
+
+    def __init__(self, n: int, s: float, rng: random.Random) -> None:
+        weights = [1.0 / (k + 1) ** s for k in range(n)]
+        self._cum = list(itertools.accumulate(weights))
+        self._rng = rng
+
+    def sample(self) -> int:
+        return bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cluster", required=True)
+    ap.add_argument("--accounts", type=int, default=1000)
+    ap.add_argument("--transfers", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--zipf", type=float, default=1.1)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    console = Console()
+
+    with open(os.path.join(args.cluster, "genesis.json")) as f:
+        genesis = json.load(f)
+    addresses = [v["grpc_address"] for v in genesis["validators"]]
+    members = [m["id"] for m in genesis["members"]]
+    clients = {
+        m: LedgerClient(
+            addresses,
+            member_id=m,
+            key_id="k1",
+            private_key=load_private_key(os.path.join(args.cluster, "members", f"{m}.pem")),
+        )
+        for m in members
+    }
+
+    # Accounts: member i owns ids i*10^6 + 1..; each on one of the two ledgers.
+    per_member = args.accounts // len(members)
+    owned: dict[str, dict[int, list[int]]] = {m: {lg: [] for lg in LEDGERS} for m in members}
+    for mi, m in enumerate(members):
+        accts = []
+        for k in range(per_member):
+            aid = (mi + 1) * 1_000_000 + k + 1
+            lg = LEDGERS[k % len(LEDGERS)]
+            owned[m][lg].append(aid)
+            accts.append(Account(id=aid, ledger=lg, code=ACCOUNT_CODE))
+        for i in range(0, len(accts), 500):
+            res = clients[m].create_accounts(accts[i : i + 500])
+            bad = [r for r in res if r.name not in ("ok", "exists")]
+            if bad:
+                console.print(f"[red]account creation failed: {bad[:3]}")
+                return 1
+    console.print(f"opened {per_member * len(members)} accounts for {', '.join(members)} on ledgers {LEDGERS}")
+    everyone = {lg: sorted(a for m in members for a in owned[m][lg]) for lg in LEDGERS}
+
+    rng = random.Random(args.seed)
+    batches = []
+    next_id = 1
+    n_batches = (args.transfers + args.batch - 1) // args.batch
+    zipfs = {}
+    for b in range(n_batches):
+        m = members[b % len(members)]
+        size = min(args.batch, args.transfers - b * args.batch)
+        lg = LEDGERS[b % len(LEDGERS) if len(members) % 2 else (b // len(members)) % len(LEDGERS)]
+        src, dst = owned[m][lg], everyone[lg]
+        zs = zipfs.setdefault((m, lg), Zipf(len(src), args.zipf, rng))
+        zd = zipfs.setdefault(("*", lg), Zipf(len(dst), args.zipf, rng))
+        ts = []
+        for _ in range(size):
+            dr = src[zs.sample()]
+            cr = dst[zd.sample()]
+            while cr == dr:
+                cr = dst[zd.sample()]
+            ts.append(Transfer(id=next_id, debit_account_id=dr, credit_account_id=cr, amount=rng.randint(1, 10_000), ledger=lg, code=TRANSFER_CODE))
+            next_id += 1
+        batches.append((m, ts))
+
+    latencies: list[float] = []
+    ok = failed = 0
+    errors: list[str] = []
+    lock = threading.Lock()
+    work = iter(range(len(batches)))
+    work_lock = threading.Lock()
+
+    with Progress(
+        TextColumn("[bold]transfers"), BarColumn(), TextColumn("{task.completed:>7}/{task.total}"),
+        TextColumn("{task.fields[rate]:>8.0f}/s"), TimeRemainingColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("transfers", total=args.transfers, rate=0.0)
+        t0 = time.monotonic()
+
+        def worker() -> None:
+            nonlocal ok, failed
+            while True:
+                with work_lock:
+                    b = next(work, None)
+                if b is None:
+                    return
+                m, ts = batches[b]
+                c = clients[m]
+                signed = c.sign_transfers(ts)
+                start = time.monotonic()
+                try:
+                    res = c.submit([signed])[0]
+                except Exception as e:  # the outcome is unknown: count it, keep going
+                    with lock:
+                        errors.append(f"{type(e).__name__}: {e}")
+                    continue
+                lat = time.monotonic() - start
+                n_ok = sum(1 for r in res.results if r.name in ("ok", "exists"))
+                with lock:
+                    latencies.append(lat)
+                    ok += n_ok
+                    failed += len(res.results) - n_ok
+                    done = ok + failed
+                progress.update(task, completed=done, rate=done / max(1e-9, time.monotonic() - t0))
+
+        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - t0
+
+    latencies.sort()
+    console.print(
+        f"[bold]{ok + failed} transfers committed in {elapsed:.1f}s: {(ok + failed) / elapsed:,.0f} transfers/s[/] "
+        f"({ok} ok, {failed} rejected, {len(errors)} batches with unknown outcome); "
+        f"commit latency per batch of {args.batch}: p50 {percentile(latencies, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:.1f} ms"
+    )
+    for e in errors[:5]:
+        console.print(f"[yellow]  {e}")
+
+    # Wait for every validator to reach the same head, then compare totals and hashes.
+    any_client = clients[members[0]]
+    leader_head = any_client.head(address=any_client._leader or addresses[0])
+    deadline = time.monotonic() + 30
+    heads = {}
+    while time.monotonic() < deadline:
+        heads = {a: any_client.head(address=a) for a in addresses}
+        if all(h.height >= leader_head.height for h in heads.values()) and len({h.hash for h in heads.values()}) == 1:
+            break
+        time.sleep(0.2)
+
+    all_ids = [a for lg in LEDGERS for a in everyone[lg]]
+    table = Table(title="per-ledger totals on each validator (minor units)")
+    for col in ("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"):
+        table.add_column(col)
+    balanced = True
+    for addr in addresses:
+        accts = []
+        for i in range(0, len(all_ids), 1000):
+            accts.extend(any_client.lookup_accounts(all_ids[i : i + 1000], address=addr))
+        for lg in LEDGERS:
+            d = sum(a.debits_posted for a in accts if a.ledger == lg)
+            c = sum(a.credits_posted for a in accts if a.ledger == lg)
+            balanced &= d == c
+            h = heads.get(addr)
+            table.add_row(addr, str(lg), f"{d:,}", f"{c:,}", "yes" if d == c else "[red]NO", str(h.height) if h else "?", h.hash.hex()[:16] if h else "?")
+    console.print(table)
+    same = len({h.hash for h in heads.values()}) == 1 and len(heads) == len(addresses)
+    console.print(
+        ("[green]all validators agree on head " if same else "[red]validators DISAGREE on head ")
+        + ", ".join(f"{a}={h.hash.hex()[:16]}@{h.height}" for a, h in heads.items())
+    )
+    for c in clients.values():
+        c.close()
+    return 0 if (balanced and same and not errors) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The pysyncobj adapter's two safety fixes, driven through the real library.
+
+One in-process replica (autoTick off, so the test drives every message and tick)
+with its real file journal on disk; messages are delivered through the real
+transport callback, replies captured at pysyncobj's TCPTransport.send.
+
+* Raft §5.3, AppendEntries receiver rule 3: "If an existing entry conflicts with
+  a new one (same index but different terms), delete the existing entry and all
+  that follow it" — and only then. Rule 5: commitIndex = min(leaderCommit,
+  index of last new entry).
+* Raft §5.1 / Figure 2: persistent state (log, currentTerm, votedFor) is on
+  stable storage before the server responds to RPCs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest
+from pysyncobj import SyncObjConf
+from pysyncobj.transport import TCPTransport
+
+from node.ledger import codec
+from node.ledger.types import Account, Entry, Operation, Tx
+from node.replication import DurableFileJournal, LedgerReplica
+from node.store_memory import MemoryStore
+
+NOOP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: carried in the log, applies nothing
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def events(monkeypatch):
+    """Ordered record of journal flushes, fsyncs and messages sent."""
+    log: list[tuple] = []
+
+    def recording_send(self, node, message):
+        log.append(("send", message["type"], dict(message)))
+        return True
+
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        log.append(("fsync",))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(TCPTransport, "send", recording_send)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return log
+
+
+def make_replica(tmp_path, events, *, durable=True, raft_fixes=True, peers=1, store=None):
+    conf = SyncObjConf(
+        autoTick=False,
+        journalFile=str(tmp_path / "journal"),
+        fullDumpFile=str(tmp_path / "snapshot"),
+        password="test-password",
+        appendEntriesUseBatch=False,
+        appendEntriesBatchSizeBytes=16 << 20,
+        logCompactionMinEntries=1 << 62,
+        logCompactionMinTime=1 << 40,
+        appendEntriesPeriod=0.01,
+        raftMinTimeout=0.05,
+        raftMaxTimeout=0.06,
+    )
+    me = f"127.0.0.1:{free_port()}"
+    others = [f"127.0.0.1:{free_port()}" for _ in range(peers)]
+    replica = LedgerReplica(
+        me,
+        others,
+        conf,
+        store or MemoryStore(),
+        durable_journal=durable,
+        raft_fixes=raft_fixes,
+        on_journal_flush=lambda n: events.append(("flush", n)),
+    )
+    return replica
+
+
+def deliver(replica, message):
+    transport = replica._SyncObj__transport
+    leader = next(iter(replica.otherNodes))
+    transport._onMessageReceived(leader, message)
+
+
+def append_entries(term, prev_idx, prev_term, entries, commit_index):
+    return {
+        "type": "append_entries",
+        "term": term,
+        "prevLogIdx": prev_idx,
+        "prevLogTerm": prev_term,
+        "entries": [(NOOP, idx, t) for idx, t in entries],
+        "commit_index": commit_index,
+    }
+
+
+def log_indexes(replica):
+    j = replica._journal()
+    return [(e[1], e[2]) for e in (j[i] for i in range(len(j)))]
+
+
+def replies(events):
+    return [e[2] for e in events if e[0] == "send" and e[1] == "next_node_idx"]
+
+
+@pytest.fixture
+def replica_factory(tmp_path, events):
+    made = []
+
+    def factory(**kw):
+        r = make_replica(tmp_path / str(len(made)), events, **kw)
+        made.append(r)
+        return r
+
+    for i in range(4):
+        (tmp_path / str(i)).mkdir()
+    yield factory
+    for r in made:
+        r._destroy()  # with autoTick off this tears down transport and journal at once
+
+
+def test_duplicate_delayed_append_entries_keeps_matching_entries(replica_factory, events):
+    """A stale AppendEntries for 2..3 must not delete the follower's matching 4..5 (§5.3 rule 3)."""
+    r = replica_factory()
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1), (4, 1), (5, 1)], commit_index=3))
+    assert log_indexes(r) == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1)]
+    assert replies(events)[-1]["next_node_idx"] == 6
+
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1)], commit_index=3))
+    assert log_indexes(r) == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 1)], "matching entries were truncated"
+    reply = replies(events)[-1]
+    assert reply["success"] is True
+    # The reply vouches only for what this message covered (index 3), not for 4..5.
+    assert reply["next_node_idx"] == 4
+    assert r.raftCommitIndex == 3
+
+
+def test_without_the_fix_pysyncobj_truncates_matching_entries(replica_factory, events):
+    """The hazard the adapter fixes, shown on the unpatched path (the test above would fail here)."""
+    r = replica_factory(raft_fixes=False)
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1), (4, 1), (5, 1)], commit_index=3))
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1)], commit_index=3))
+    assert log_indexes(r) == [(1, 0), (2, 1), (3, 1)]
+
+
+def test_conflicting_entry_is_truncated_from_the_first_conflict(replica_factory, events):
+    """§5.3 rule 3: same index, different term -> delete it and all that follow."""
+    r = replica_factory()
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1), (4, 1), (5, 1)], commit_index=1))
+    deliver(r, append_entries(2, 2, 1, [(3, 1), (4, 2)], commit_index=1))
+    assert log_indexes(r) == [(1, 0), (2, 1), (3, 1), (4, 2)]
+    assert replies(events)[-1]["next_node_idx"] == 5
+
+
+def test_heartbeat_behind_the_log_neither_truncates_nor_overcommits(replica_factory, events):
+    """An empty AppendEntries with prev=3 vouches for nothing past 3 (§5.3 rule 5)."""
+    r = replica_factory()
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1), (4, 1), (5, 1)], commit_index=1))
+    deliver(r, append_entries(1, 3, 1, [], commit_index=5))
+    assert log_indexes(r)[-1] == (5, 1)
+    assert replies(events)[-1]["next_node_idx"] == 4
+    assert r.raftCommitIndex == 3
+
+
+def test_follower_flushes_journal_before_acknowledging(replica_factory, events):
+    """The AppendEntries reply leaves only after the appended entries are msynced (§5.1)."""
+    r = replica_factory()
+    events.clear()
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1)], commit_index=1))
+    kinds = [e[0] if e[0] != "send" else e[1] for e in events]
+    assert "flush" in kinds and "next_node_idx" in kinds
+    flush_at = kinds.index("flush")
+    assert flush_at < kinds.index("next_node_idx")
+    assert events[flush_at][1] == 3, "the flush must cover both new entries"
+    assert isinstance(r._journal(), DurableFileJournal)
+
+
+def test_without_durable_journal_nothing_is_flushed(replica_factory, events):
+    r = replica_factory(durable=False)
+    events.clear()
+    deliver(r, append_entries(1, 1, 0, [(2, 1), (3, 1)], commit_index=1))
+    assert not [e for e in events if e[0] == "flush"]
+    assert not isinstance(r._journal(), DurableFileJournal)
+
+
+def test_vote_is_sent_only_after_term_and_vote_are_fsynced(replica_factory, events):
+    """currentTerm/votedFor reach the disk (file and directory fsync) before the vote leaves."""
+    r = replica_factory()
+    events.clear()
+    deliver(r, {"type": "request_vote", "term": 7, "last_log_index": 1, "last_log_term": 0})
+    kinds = [e[0] if e[0] != "send" else e[1] for e in events]
+    assert "response_vote" in kinds
+    assert "fsync" in kinds[: kinds.index("response_vote")]
+    assert r.raftCurrentTerm == 7
+
+
+def _entry(n: int) -> bytes:
+    env = f"envelope-{n}".encode()
+    tx = Tx("bank-a", Operation.create_accounts, (Account(id=n, ledger=1, code=1),), env, hashlib.sha256(env).digest())
+    return codec.encode_entry(Entry(proposed_timestamp=1_000 * n, txs=(tx,)))
+
+
+def test_leader_flushes_before_counting_itself_and_applies_exactly_once(replica_factory, events, tmp_path):
+    """A single-validator cluster: the flush of an entry precedes its apply; replay skips it."""
+    store = MemoryStore()
+    r = replica_factory(peers=0, store=store)
+    for _ in range(200):
+        r.doTick(0.01)
+        if r._isLeader() and r.raftLastApplied == r.raftCommitIndex and r.raftCommitIndex >= 2:
+            break
+    assert r._isLeader()
+    applied: list[tuple] = []
+    r._on_applied = lambda idx, res: applied.append(("apply", idx))
+    events.clear()
+    results = []
+    r.apply_entry(_entry(1), callback=lambda res, err: results.append((res, err)))
+    for _ in range(100):
+        r.doTick(0.01)
+        if results:
+            break
+    assert results and results[0][1] == 0 and results[0][0][0].codes == (0,)
+    (idx,) = [i for kind, i in applied]
+    journal_len_at_flush = [e[1] for e in events if e[0] == "flush"]
+    assert journal_len_at_flush, "no flush before the apply"
+    assert store.applied_index() == idx
+    assert store.get_account(1) is not None
+    # Replaying the same Raft index (restart) is skipped: the store already has it.
+    before = store.head()
+    r._SyncObj__raftLastApplied = idx - 1
+    assert r.apply_entry(_entry(1), _doApply=True) is None
+    assert store.head() == before

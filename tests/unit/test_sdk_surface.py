@@ -1,0 +1,63 @@
+"""Pins the SDK's public surface (httpx style) and its independence from the node."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import client
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "Account",
+    "AccountFlags",
+    "BlockHeader",
+    "EventResult",
+    "GrpcTransport",
+    "InvalidRequest",
+    "LedgerClient",
+    "LedgerError",
+    "NotFound",
+    "RetryPolicy",
+    "Timeout",
+    "TransactionResult",
+    "Transfer",
+    "TransferFlags",
+    "Transport",
+    "TransportError",
+    "Unavailable",
+    "load_private_key",
+}
+
+
+def test_public_api_is_pinned():
+    assert set(client.__all__) == EXPECTED
+    for name in EXPECTED:
+        assert getattr(client, name) is not None
+
+
+def test_exception_tree():
+    assert issubclass(client.Timeout, client.TransportError)
+    assert issubclass(client.Unavailable, client.TransportError)
+    assert issubclass(client.TransportError, client.LedgerError)
+    assert issubclass(client.InvalidRequest, client.LedgerError)
+
+
+def test_sdk_imports_without_the_node_dependencies():
+    """A member bank installs the SDK without RocksDB or Raft: importing it must not load them."""
+    code = (
+        "import sys, client; "
+        "bad = [m for m in ('rocksdict', 'pysyncobj', 'node') if m in sys.modules]; "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, f"SDK import pulled in: {out.stdout} {out.stderr}"
+
+
+def test_import_contracts_hold():
+    """import-linter: node.ledger imports no adapter; client imports nothing from node."""
+    exe = pathlib.Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(exe), "--no-cache"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 kept, 0 broken" in out.stdout

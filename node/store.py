@@ -107,6 +107,10 @@ class RocksStore:
         self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
 
     def close(self) -> None:
+        # Column-family views keep the DB (and its LOCK file) open while they are
+        # referenced: drop them first, or reopening the path in this process fails.
+        self._cf.clear()
+        self._cfh.clear()
         self._db.close()
 
     # -- StateReader ------------------------------------------------------------

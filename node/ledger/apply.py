@@ -39,6 +39,12 @@ NS_PER_S = 1_000_000_000
 U128 = limits.u128_max
 U64 = limits.u64_max
 
+#: Bits outside the known flags. Plain ints on purpose: ``~`` of an IntFlag
+#: complements only within the enum's defined members, so ``~ACCOUNT_FLAGS_KNOWN``
+#: would be just IMPORTED and every higher bit would pass unnoticed.
+ACCOUNT_FLAGS_RESERVED = ~int(ACCOUNT_FLAGS_KNOWN)
+TRANSFER_FLAGS_RESERVED = ~int(TRANSFER_FLAGS_KNOWN)
+
 #: Transfer results that depend on state that may change. A transfer id that
 #: failed with one of these can never succeed later (TigerBeetle 0.16
 #: ``id_already_failed``), so a retry after a failure cannot apply it.
@@ -135,7 +141,7 @@ class _State:
 def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
     if a.timestamp != 0:
         return AR.timestamp_must_be_zero
-    if a.flags & ~ACCOUNT_FLAGS_KNOWN:
+    if a.flags & ACCOUNT_FLAGS_RESERVED:
         return AR.reserved_flag
     if a.id == 0:
         return AR.id_must_not_be_zero
@@ -221,7 +227,7 @@ def _record_transfer(st: _State, t: Transfer, dr: Account, cr: Account) -> None:
 def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR:
     if t.timestamp != 0:
         return TR.timestamp_must_be_zero
-    if t.flags & ~TRANSFER_FLAGS_KNOWN:
+    if t.flags & TRANSFER_FLAGS_RESERVED:
         return TR.reserved_flag
     if t.id == 0:
         return TR.id_must_not_be_zero
@@ -380,6 +386,12 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         return TR.pending_transfer_expired
     if p.timeout and p.timestamp + p.timeout * NS_PER_S <= timestamp:
         return TR.pending_transfer_expired
+    # The only movement allowed in a closed account is voiding a pending
+    # transfer (TigerBeetle docs/reference/account.md, flags.closed).
+    if post and dr.flags & AF.CLOSED:
+        return TR.debit_account_already_closed
+    if post and cr.flags & AF.CLOSED:
+        return TR.credit_account_already_closed
     if post:
         if dr.debits_posted + amount > U128:
             return TR.overflows_debits_posted
@@ -424,11 +436,14 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
     return TR.ok
 
 
-def _expire_pending(st: _State, block_timestamp: int) -> None:
+def _expire_pending(st: _State, block_timestamp: int, stamp: int) -> None:
     """Void every pending transfer whose timeout has passed by the block's time.
 
     Decided from the block timestamp in the log, never a local clock, so every
-    validator expires the same transfers in the same block.
+    validator expires the same transfers in the same block. The released
+    accounts are stamped ``stamp``: after the previous block and before the
+    block's first event (TigerBeetle expires in its own pulse before the
+    batch), so each account's history records stay unique and in time order.
     """
     for expires_at, transfer_id in st.reader.expiring(block_timestamp):
         if st.status(transfer_id) != PendingStatus.pending:
@@ -441,8 +456,10 @@ def _expire_pending(st: _State, block_timestamp: int) -> None:
         assert dr is not None and cr is not None
         dr_flags = dr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_DEBIT else dr.flags
         cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
-        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags))
-        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags))
+        # Stamped with the expiry instant: keeping the account's older timestamp
+        # would overwrite the history record of its previous change.
+        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags, timestamp=stamp))
+        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags, timestamp=stamp))
         st.chain.status[transfer_id] = PendingStatus.expired
         st.chain.expiry_delete.append((expires_at, transfer_id))
     st.commit_chain()
@@ -534,10 +551,12 @@ def apply_block(
     events_total = sum(len(tx.events) for tx in fresh)
     # Strictly increasing: every event gets its own ns, after the previous block.
     timestamp = max(entry.proposed_timestamp, head.header.timestamp + events_total + 1)
-    _expire_pending(st, timestamp)
-
     height = head.height + 1
     first = timestamp - events_total
+    # first - 1 >= the previous block's timestamp, which no earlier block used
+    # for an event or an expiry.
+    _expire_pending(st, timestamp, first - 1)
+
     by_hash: dict[bytes, tuple[int, ...]] = {}
     for tx in fresh:
         by_hash[tx.tx_hash] = _apply_tx(st, tx, first)

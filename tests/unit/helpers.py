@@ -1,0 +1,150 @@
+"""Builders for unit tests of the ledger core: events, transactions, entries, a driver.
+
+Every transaction gets unique envelope bytes (a sequence number plus the encoded
+events), and ``tx_hash = SHA-256(envelope)`` exactly as ``codec.decode_entry``
+computes it, so a Tx built here is the Tx a validator decodes from the Raft log.
+Reuse a Tx object (or pass the same ``nonce``) to model a client's retry.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from typing import Iterable
+
+from node.ledger import codec
+from node.ledger.apply import apply_block
+from node.ledger.types import (
+    Account,
+    Entry,
+    Operation,
+    PendingStatus,
+    Transfer,
+    Tx,
+    TxResult,
+    WriteSet,
+)
+from node.store_memory import MemoryStore
+
+NS = 1_000_000_000
+U128_MAX = (1 << 128) - 1
+U64_MAX = (1 << 64) - 1
+MEMBER = "bank-a"
+OTHER = "bank-b"
+#: A realistic start time (2024-01-01T00:00:00Z in ns).
+T0 = 1_704_067_200 * NS
+
+_nonces = itertools.count(1)
+
+
+def account(id: int, *, ledger: int = 1, code: int = 1, flags: int = 0, **kw) -> Account:
+    return Account(id=id, ledger=ledger, code=code, flags=int(flags), **kw)
+
+
+def transfer(
+    id: int, debit: int = 0, credit: int = 0, amount: int = 0, *, ledger: int = 1, code: int = 1, flags: int = 0, **kw
+) -> Transfer:
+    return Transfer(
+        id=id, debit_account_id=debit, credit_account_id=credit, amount=amount, ledger=ledger, code=code, flags=int(flags), **kw
+    )
+
+
+def resolve(id: int, pending_id: int, flags: int, amount: int = 0, **kw) -> Transfer:
+    """A post/void transfer; accounts, ledger and code default to 0 (taken from the pending transfer)."""
+    fields = dict(debit_account_id=0, credit_account_id=0, ledger=0, code=0) | kw
+    return Transfer(id=id, amount=amount, flags=int(flags), pending_id=pending_id, **fields)
+
+
+def make_tx(member: str, operation: Operation, events: Iterable, *, nonce: int | None = None) -> Tx:
+    events = tuple(events)
+    n = next(_nonces) if nonce is None else nonce
+    enc = codec.encode_account if operation == Operation.create_accounts else codec.encode_transfer
+    envelope = b"test-envelope/" + member.encode() + b"/" + n.to_bytes(8, "big") + b"".join(enc(e) for e in events)
+    return Tx(member, operation, events, envelope, hashlib.sha256(envelope).digest())
+
+
+def accounts_tx(*events: Account, member: str = MEMBER, nonce: int | None = None) -> Tx:
+    return make_tx(member, Operation.create_accounts, events, nonce=nonce)
+
+
+def transfers_tx(*events: Transfer, member: str = MEMBER, nonce: int | None = None) -> Tx:
+    return make_tx(member, Operation.create_transfers, events, nonce=nonce)
+
+
+def entry(proposed_timestamp: int, *txs: Tx) -> Entry:
+    return Entry(proposed_timestamp=proposed_timestamp, txs=tuple(txs))
+
+
+class Ledger:
+    """Drives apply_block + commit over a store, one block per call, like the Raft adapter.
+
+    The leader clock starts at ``T0`` and advances 1 ms per block unless a test
+    passes ``ts`` (a proposed timestamp) or calls :meth:`advance`.
+    """
+
+    def __init__(self, store=None, *, term: int = 1) -> None:
+        self.store = store if store is not None else MemoryStore()
+        self.term = term
+        self.raft_index = 0
+        self.clock = T0
+        self.entries: list[Entry] = []
+        self.writesets: list[WriteSet] = []
+
+    def advance(self, seconds: float) -> None:
+        self.clock += int(seconds * NS)
+
+    def block(self, *txs: Tx, ts: int | None = None) -> list[TxResult]:
+        if ts is None:
+            self.clock += 1_000_000
+            ts = self.clock
+        e = entry(ts, *txs)
+        self.raft_index += 1
+        results, ws = apply_block(self.store, e, self.term, self.raft_index)
+        self.store.commit(ws, self.raft_index)
+        self.entries.append(e)
+        self.writesets.append(ws)
+        return results
+
+    @property
+    def ws(self) -> WriteSet:
+        """The WriteSet of the last block."""
+        return self.writesets[-1]
+
+    def create_accounts(self, *events: Account, member: str = MEMBER) -> tuple[int, ...]:
+        [r] = self.block(accounts_tx(*events, member=member))
+        return r.codes
+
+    def create_transfers(self, *events: Transfer, member: str = MEMBER) -> tuple[int, ...]:
+        [r] = self.block(transfers_tx(*events, member=member))
+        return r.codes
+
+    def acct(self, account_id: int) -> Account:
+        a = self.store.get_account(account_id)
+        assert a is not None, f"account {account_id} does not exist"
+        return a
+
+    def balances(self, account_id: int) -> tuple[int, int, int, int]:
+        """(debits_pending, debits_posted, credits_pending, credits_posted)."""
+        a = self.acct(account_id)
+        return a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted
+
+    def status(self, transfer_id: int) -> PendingStatus:
+        return self.store.get_pending_status(transfer_id)
+
+
+def conservation(accounts: Iterable[Account]) -> dict[int, tuple[int, int, int, int]]:
+    """Per ledger: (sum debits_pending, sum credits_pending, sum debits_posted, sum credits_posted)."""
+    out: dict[int, list[int]] = {}
+    for a in accounts:
+        s = out.setdefault(a.ledger, [0, 0, 0, 0])
+        s[0] += a.debits_pending
+        s[1] += a.credits_pending
+        s[2] += a.debits_posted
+        s[3] += a.credits_posted
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def assert_conserved(accounts: Iterable[Account]) -> None:
+    """Design invariant 1: per ledger, debits equal credits, pending and posted alike."""
+    for ledger, (dp, cp, dpo, cpo) in conservation(accounts).items():
+        assert dp == cp, f"ledger {ledger}: pending debits {dp} != pending credits {cp}"
+        assert dpo == cpo, f"ledger {ledger}: posted debits {dpo} != posted credits {cpo}"

@@ -122,10 +122,14 @@ class _State:
             c = self.reader.get_failed_transfer(transfer_id)
         return c
 
-    def put_account(self, a: Account) -> None:
+    def put_account(self, a: Account, event_timestamp: int) -> None:
+        """Stage an account write; history accounts also record their balances at ``event_timestamp``.
+
+        ``Account.timestamp`` stays the creation time (TigerBeetle account.md §timestamp).
+        """
         self.chain.accounts[a.id] = a
         if a.flags & AF.HISTORY:
-            self.chain.history.append((a.id, a.timestamp, a))
+            self.chain.history.append((a.id, event_timestamp, a))
 
     def commit_chain(self) -> None:
         self.chain.merge_into(self.block)
@@ -176,7 +180,7 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
         return AR.ledger_must_not_be_zero
     if a.code == 0:
         return AR.code_must_not_be_zero
-    st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp))
+    st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp), timestamp)
     return AR.ok
 
 
@@ -220,8 +224,8 @@ def _record_transfer(st: _State, t: Transfer, dr: Account, cr: Account) -> None:
     st.chain.transfers[t.id] = t
     st.chain.account_transfers.append((t.debit_account_id, t.timestamp, t.id))
     st.chain.account_transfers.append((t.credit_account_id, t.timestamp, t.id))
-    st.put_account(dr)
-    st.put_account(cr)
+    st.put_account(dr, t.timestamp)
+    st.put_account(cr, t.timestamp)
 
 
 def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR:
@@ -318,14 +322,14 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
         return TR.exceeds_debits
 
     if pending:
-        dr = replace(dr, debits_pending=dr.debits_pending + amount, timestamp=timestamp)
-        cr = replace(cr, credits_pending=cr.credits_pending + amount, timestamp=timestamp)
+        dr = replace(dr, debits_pending=dr.debits_pending + amount)
+        cr = replace(cr, credits_pending=cr.credits_pending + amount)
         st.chain.status[t.id] = PendingStatus.pending
         if t.timeout:
             st.chain.expiry_put.append((timestamp + t.timeout * NS_PER_S, t.id))
     else:
-        dr = replace(dr, debits_posted=dr.debits_posted + amount, timestamp=timestamp)
-        cr = replace(cr, credits_posted=cr.credits_posted + amount, timestamp=timestamp)
+        dr = replace(dr, debits_posted=dr.debits_posted + amount)
+        cr = replace(cr, credits_posted=cr.credits_posted + amount)
     if f & TF.CLOSING_DEBIT:
         dr = replace(dr, flags=dr.flags | AF.CLOSED)
     if f & TF.CLOSING_CREDIT:
@@ -369,12 +373,14 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         return TR.pending_transfer_has_different_ledger
     if t.code and t.code != p.code:
         return TR.pending_transfer_has_different_code
+    # Post: 0 or u128 max means the full pending amount (TigerBeetle < 0.16 used 0,
+    # 0.16 uses AMOUNT_MAX; both are accepted), less posts part of it.
+    if t.amount > p.amount and t.amount != U128:
+        return TR.exceeds_pending_transfer_amount
     if post:
-        amount = p.amount if t.amount == 0 else t.amount
-        if amount > p.amount:
-            return TR.exceeds_pending_transfer_amount
+        amount = p.amount if t.amount in (0, U128) else t.amount
     else:
-        if t.amount not in (0, p.amount):
+        if t.amount not in (0, U128, p.amount):
             return TR.pending_transfer_has_different_amount
         amount = p.amount
     status = st.status(p.id)
@@ -387,7 +393,8 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
     if p.timeout and p.timestamp + p.timeout * NS_PER_S <= timestamp:
         return TR.pending_transfer_expired
     # The only movement allowed in a closed account is voiding a pending
-    # transfer (TigerBeetle docs/reference/account.md, flags.closed).
+    # transfer (TigerBeetle account.md flags.closed); that includes the
+    # closing transfer itself, which can be voided to reopen but not posted.
     if post and dr.flags & AF.CLOSED:
         return TR.debit_account_already_closed
     if post and cr.flags & AF.CLOSED:
@@ -410,14 +417,12 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         debits_pending=dr.debits_pending - p.amount,
         debits_posted=dr.debits_posted + (amount if post else 0),
         flags=dr_flags,
-        timestamp=timestamp,
     )
     cr = replace(
         cr,
         credits_pending=cr.credits_pending - p.amount,
         credits_posted=cr.credits_posted + (amount if post else 0),
         flags=cr_flags,
-        timestamp=timestamp,
     )
     st.chain.status[p.id] = PendingStatus.posted if post else PendingStatus.voided
     if p.timeout:
@@ -429,6 +434,10 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         ledger=p.ledger,
         code=p.code,
         amount=amount,
+        # Zero user_data is inherited from the pending transfer (TigerBeetle transfer.md).
+        user_data_128=t.user_data_128 or p.user_data_128,
+        user_data_64=t.user_data_64 or p.user_data_64,
+        user_data_32=t.user_data_32 or p.user_data_32,
         flags=t.flags & ~TF.LINKED,
         timestamp=timestamp,
     )
@@ -458,8 +467,8 @@ def _expire_pending(st: _State, block_timestamp: int, stamp: int) -> None:
         cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
         # Stamped with the expiry instant: keeping the account's older timestamp
         # would overwrite the history record of its previous change.
-        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags, timestamp=stamp))
-        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags, timestamp=stamp))
+        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags), stamp)
+        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags), stamp)
         st.chain.status[transfer_id] = PendingStatus.expired
         st.chain.expiry_delete.append((expires_at, transfer_id))
     st.commit_chain()

@@ -187,10 +187,10 @@ class Model:
         dr, cr = self.accounts[p.dr], self.accounts[p.cr]
         if dr.owner != member:
             return TR.debit_account_not_owned
+        if t.amount > p.amount:
+            return TR.exceeds_pending_transfer_amount
         if post:
             amount = p.amount if t.amount == 0 else t.amount
-            if amount > p.amount:
-                return TR.exceeds_pending_transfer_amount
         else:
             if t.amount not in (0, p.amount):
                 return TR.pending_transfer_has_different_amount

@@ -16,10 +16,14 @@ except ImportError as e:  # pragma: no cover - only before the install step ran
 
 from client._client import (
     Account,
+    AccountBalance,
+    AccountFilter,
     AccountFlags,
     BlockHeader,
     EventResult,
     LedgerClient,
+    Page,
+    QueryFilter,
     RetryPolicy,
     TransactionResult,
     Transfer,
@@ -31,6 +35,8 @@ from client._transport import GrpcTransport, Transport
 
 __all__ = [
     "Account",
+    "AccountBalance",
+    "AccountFilter",
     "AccountFlags",
     "BlockHeader",
     "EventResult",
@@ -39,6 +45,8 @@ __all__ = [
     "LedgerClient",
     "LedgerError",
     "NotFound",
+    "Page",
+    "QueryFilter",
     "RetryPolicy",
     "Timeout",
     "TransactionResult",

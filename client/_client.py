@@ -118,6 +118,70 @@ class BlockHeader:
     hash: bytes
 
 
+@dataclass(frozen=True)
+class AccountFilter:
+    """One account's transfers or balances (TigerBeetle AccountFilter).
+
+    Zero fields do not filter; timestamps are ns, inclusive, 0 = unbounded;
+    ``debits``/``credits`` pick the side (neither = both); ``reversed`` = newest first.
+    """
+
+    account_id: int
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    code: int = 0
+    timestamp_min: int = 0
+    timestamp_max: int = 0
+    limit: int = 0
+    debits: bool = False
+    credits: bool = False
+    reversed: bool = False
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    """All accounts or transfers matching the non-zero fields (TigerBeetle QueryFilter)."""
+
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    ledger: int = 0
+    code: int = 0
+    timestamp_min: int = 0
+    timestamp_max: int = 0
+    limit: int = 0
+    reversed: bool = False
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    """A ``history`` account's balances (minor units) right after the change at ``timestamp`` (ns)."""
+
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a query. ``next_timestamp`` is the cursor for the next page
+    (use it as timestamp_min, or timestamp_max when reversed); 0 = last page.
+    ``height`` is the chain height the page was read at."""
+
+    items: list
+    next_timestamp: int
+    height: int
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 def _u128(v: int) -> pb.UInt128:
     if not 0 <= v < 1 << 128:
         raise ValueError(f"{v} is not an unsigned 128-bit integer")
@@ -204,6 +268,36 @@ def _header(h: pb.BlockHeader) -> BlockHeader:
         raft_index=h.raft_index,
         tx_count=h.tx_count,
         hash=h.hash,
+    )
+
+
+def _account_filter_pb(f: AccountFilter) -> pb.AccountFilter:
+    return pb.AccountFilter(
+        account_id=_u128(f.account_id),
+        user_data_128=_u128(f.user_data_128),
+        user_data_64=f.user_data_64,
+        user_data_32=f.user_data_32,
+        code=f.code,
+        timestamp_min=f.timestamp_min,
+        timestamp_max=f.timestamp_max,
+        limit=f.limit,
+        debits=f.debits,
+        credits=f.credits,
+        reversed=f.reversed,
+    )
+
+
+def _query_filter_pb(f: QueryFilter) -> pb.QueryFilter:
+    return pb.QueryFilter(
+        user_data_128=_u128(f.user_data_128),
+        user_data_64=f.user_data_64,
+        user_data_32=f.user_data_32,
+        ledger=f.ledger,
+        code=f.code,
+        timestamp_min=f.timestamp_min,
+        timestamp_max=f.timestamp_max,
+        limit=f.limit,
+        reversed=f.reversed,
     )
 
 
@@ -326,6 +420,30 @@ class LedgerClient:
         req = pb.LookupTransfersRequest(ids=[_u128(i) for i in ids], consistency=pb.READ_CONSISTENCY_LOCAL)
         resp = self._call_read("LookupTransfers", req, address)
         return [_transfer_from_pb(t) for t in resp.transfers]
+
+    def get_account_transfers(self, f: AccountFilter, *, address: str | None = None) -> Page:
+        """A page of one account's transfers by time (LOCAL read); items are Transfers."""
+        resp = self._call_read("GetAccountTransfers", pb.GetAccountTransfersRequest(filter=_account_filter_pb(f)), address)
+        return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
+
+    def get_account_balances(self, f: AccountFilter, *, address: str | None = None) -> Page:
+        """A page of a ``history`` account's balances after each change; items are AccountBalances."""
+        resp = self._call_read("GetAccountBalances", pb.GetAccountBalancesRequest(filter=_account_filter_pb(f)), address)
+        items = [
+            AccountBalance(_int(b.debits_pending), _int(b.debits_posted), _int(b.credits_pending), _int(b.credits_posted), b.timestamp)
+            for b in resp.balances
+        ]
+        return Page(items, resp.next_timestamp, resp.height)
+
+    def query_accounts(self, f: QueryFilter, *, address: str | None = None) -> Page:
+        """A page of accounts matching ``f``, by creation time."""
+        resp = self._call_read("QueryAccounts", pb.QueryAccountsRequest(filter=_query_filter_pb(f)), address)
+        return Page([_account_from_pb(a) for a in resp.accounts], resp.next_timestamp, resp.height)
+
+    def query_transfers(self, f: QueryFilter, *, address: str | None = None) -> Page:
+        """A page of transfers matching ``f``, by time."""
+        resp = self._call_read("QueryTransfers", pb.QueryTransfersRequest(filter=_query_filter_pb(f)), address)
+        return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
 
     def head(self, *, address: str | None = None) -> BlockHeader:
         return _header(self._call_read("GetHead", pb.GetHeadRequest(), address).head)

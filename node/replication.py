@@ -262,7 +262,9 @@ class LedgerReplica(SyncObj):
             self._notify(raft_index, None)
             return None
         try:
-            results, ws = apply_block(store, decoded, self.raftCurrentTerm, raft_index)
+            # The entry's own term from the log, not raftCurrentTerm: a follower that
+            # applies (or replays) the entry in a later term must build the same header.
+            results, ws = apply_block(store, decoded, self._entry_term(raft_index), raft_index)
         except Exception:
             # A bug in the core on a well-formed entry: every replica hits it on
             # replay, so stopping is the only way not to diverge.
@@ -271,6 +273,14 @@ class LedgerReplica(SyncObj):
         self._commit_or_die(lambda: store.commit(ws, raft_index))
         self._notify(raft_index, results)
         return results
+
+    def _entry_term(self, raft_index: int) -> int:
+        """Term of the log entry at ``raft_index`` (it is in the log while it is applied)."""
+        log_ = self._journal()
+        entry = log_[raft_index - log_[0][1]]
+        if entry[1] != raft_index:
+            raise LookupError(f"raft log holds index {entry[1]} where {raft_index} was expected")
+        return entry[2]
 
     def _commit_or_die(self, write: Callable[[], None]) -> None:
         try:

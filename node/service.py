@@ -25,6 +25,7 @@ from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from node.batcher import Batcher, ProposalFailed, Submission
 from node.crypto import UnknownKey, Verifier, sha256
 from node.ledger import limits
+from node.store import QUERY_LIMIT_MAX, AccountFilter, QueryFilter
 from node.ledger.types import (
     Account,
     BlockHeader,
@@ -280,6 +281,87 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         height = self._store.head().height
         found = [self._store.get_transfer(u128_to_int(i)) for i in request.ids]
         return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
+
+    def _account_filter(self, f: pb.AccountFilter, context) -> AccountFilter:
+        account_id = u128_to_int(f.account_id)
+        if account_id == 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter.account_id must not be zero")
+        self._check_filter(f, context)
+        return AccountFilter(
+            account_id=account_id,
+            user_data_128=u128_to_int(f.user_data_128),
+            user_data_64=f.user_data_64,
+            user_data_32=f.user_data_32,
+            code=f.code,
+            timestamp_min=f.timestamp_min,
+            timestamp_max=f.timestamp_max,
+            limit=f.limit or QUERY_LIMIT_MAX,
+            debits=f.debits or not f.credits,
+            credits=f.credits or not f.debits,
+            reversed=f.reversed,
+        )
+
+    @staticmethod
+    def _check_filter(f, context) -> None:
+        if f.limit > QUERY_LIMIT_MAX:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"filter.limit must be at most {QUERY_LIMIT_MAX}")
+        if f.timestamp_max and f.timestamp_min > f.timestamp_max:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter.timestamp_min is after filter.timestamp_max")
+
+    def _query_filter(self, f: pb.QueryFilter, context) -> QueryFilter:
+        self._check_filter(f, context)
+        return QueryFilter(
+            user_data_128=u128_to_int(f.user_data_128),
+            user_data_64=f.user_data_64,
+            user_data_32=f.user_data_32,
+            ledger=f.ledger,
+            code=f.code,
+            timestamp_min=f.timestamp_min,
+            timestamp_max=f.timestamp_max,
+            limit=f.limit or QUERY_LIMIT_MAX,
+            reversed=f.reversed,
+        )
+
+    @_guard
+    def GetAccountTransfers(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        transfers, cursor = self._store.get_account_transfers(self._account_filter(request.filter, context))
+        return pb.GetAccountTransfersResponse(
+            transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
+        )
+
+    @_guard
+    def GetAccountBalances(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        rows, cursor = self._store.get_account_balances(self._account_filter(request.filter, context))
+        return pb.GetAccountBalancesResponse(
+            balances=[
+                pb.AccountBalance(
+                    debits_pending=int_to_u128(a.debits_pending),
+                    debits_posted=int_to_u128(a.debits_posted),
+                    credits_pending=int_to_u128(a.credits_pending),
+                    credits_posted=int_to_u128(a.credits_posted),
+                    timestamp=ts,
+                )
+                for ts, a in rows
+            ],
+            height=height,
+            next_timestamp=cursor,
+        )
+
+    @_guard
+    def QueryAccounts(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        accounts, cursor = self._store.query_accounts(self._query_filter(request.filter, context))
+        return pb.QueryAccountsResponse(accounts=[account_to_pb(a) for a in accounts], height=height, next_timestamp=cursor)
+
+    @_guard
+    def QueryTransfers(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        transfers, cursor = self._store.query_transfers(self._query_filter(request.filter, context))
+        return pb.QueryTransfersResponse(
+            transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
+        )
 
     @_guard
     def GetHead(self, request, context):  # noqa: N802

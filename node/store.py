@@ -12,6 +12,10 @@ transfers_failed    transfer id u128                 u32 result code
 account_transfers   account id u128 + ts u64         transfer id u128
 expiry              expires_at u64 + id u128         (empty)
 history             account id u128 + ts u64         codec.encode_account
+transfers_by_ts     ts u64                           transfer id u128
+transfer_index      field u8 + value u128 + ts u64   transfer id u128
+accounts_by_ts      ts u64                           account id u128
+account_index       field u8 + value u128 + ts u64   account id u128
 blocks              height u64                       header + hash
 block_txs           height u64                       tx hashes (32 bytes each)
 tx_index            tx hash                          height u64 + pos u32 + codes u16*
@@ -29,7 +33,8 @@ the durable record, and entries above the applied index are replayed on start.
 from __future__ import annotations
 
 import struct
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
@@ -45,7 +50,7 @@ from node.ledger.types import (
     WriteSet,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMN_FAMILIES = (
     "accounts",
     "transfers",
@@ -54,6 +59,10 @@ COLUMN_FAMILIES = (
     "account_transfers",
     "expiry",
     "history",
+    "transfers_by_ts",
+    "transfer_index",
+    "accounts_by_ts",
+    "account_index",
     "blocks",
     "block_txs",
     "tx_index",
@@ -63,6 +72,52 @@ COLUMN_FAMILIES = (
 _U64 = struct.Struct(">Q")
 _TXI = struct.Struct(">QI")
 _U128 = codec.u128
+
+
+#: Secondary index fields (QueryFilter): tag byte -> attribute.
+INDEX_FIELDS = {1: "user_data_128", 2: "user_data_64", 3: "user_data_32", 4: "ledger", 5: "code"}
+#: Results of one query at most (TigerBeetle's batch limit).
+QUERY_LIMIT_MAX = 8_190
+
+
+@dataclass(frozen=True)
+class AccountFilter:
+    """TigerBeetle AccountFilter. Zero fields do not filter; timestamps in ns, inclusive."""
+
+    account_id: int
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    code: int = 0
+    timestamp_min: int = 0
+    timestamp_max: int = 0
+    limit: int = QUERY_LIMIT_MAX
+    debits: bool = True
+    credits: bool = True
+    reversed: bool = False
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    """TigerBeetle QueryFilter over all accounts or all transfers."""
+
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    ledger: int = 0
+    code: int = 0
+    timestamp_min: int = 0
+    timestamp_max: int = 0
+    limit: int = QUERY_LIMIT_MAX
+    reversed: bool = False
+
+
+def _matches(obj, f) -> bool:
+    for attr in ("user_data_128", "user_data_64", "user_data_32", "ledger", "code"):
+        want = getattr(f, attr, 0)
+        if want and getattr(obj, attr) != want:
+            return False
+    return True
 
 
 class StoreError(RuntimeError):
@@ -183,6 +238,111 @@ class RocksStore:
             yield ts, codec.from_u128(it.value())
             it.next()
 
+    def _scan(self, cf: str, prefix: bytes, ts_min: int, ts_max: int, reverse: bool) -> Iterator[tuple[int, bytes]]:
+        """(ts, value) of keys ``prefix + ts`` with ts in [ts_min, ts_max], in key order or reversed.
+
+        Cost is proportional to the entries visited, never to the column family's size.
+        """
+        it = self._cf[cf].iter()
+        n = len(prefix)
+        if reverse:
+            it.seek_for_prev(prefix + _U64.pack(ts_max))
+        else:
+            it.seek(prefix + _U64.pack(ts_min))
+        while it.valid():
+            k = it.key()
+            if k[:n] != prefix:
+                break
+            ts = _U64.unpack_from(k, n)[0]
+            if ts < ts_min or ts > ts_max:
+                break
+            yield ts, it.value()
+            if reverse:
+                it.prev()
+            else:
+                it.next()
+
+    @staticmethod
+    def _bounds(f) -> tuple[int, int, int]:
+        ts_min = f.timestamp_min
+        ts_max = f.timestamp_max or (1 << 64) - 1
+        limit = min(f.limit or QUERY_LIMIT_MAX, QUERY_LIMIT_MAX)
+        return ts_min, ts_max, limit
+
+    @staticmethod
+    def _next_cursor(results: list, limit: int, reverse: bool, ts_of: Callable) -> int:
+        """Cursor for the next page (the next timestamp_min, or timestamp_max if reversed); 0 = done."""
+        if len(results) < limit or not results:
+            return 0
+        last = ts_of(results[-1])
+        return last - 1 if reverse else last + 1
+
+    def get_account_transfers(self, f: AccountFilter) -> tuple[list[Transfer], int]:
+        """An account's transfers by time (TigerBeetle get_account_transfers); (transfers, next cursor)."""
+        ts_min, ts_max, limit = self._bounds(f)
+        both = f.debits == f.credits
+        out: list[Transfer] = []
+        for _ts, raw_id in self._scan("account_transfers", _U128(f.account_id), ts_min, ts_max, f.reversed):
+            t = self.get_transfer(codec.from_u128(raw_id))
+            if t is None:
+                continue
+            if not both and not ((f.debits and t.debit_account_id == f.account_id) or (f.credits and t.credit_account_id == f.account_id)):
+                continue
+            if not _matches(t, f):
+                continue
+            out.append(t)
+            if len(out) == limit:
+                break
+        return out, self._next_cursor(out, limit, f.reversed, lambda t: t.timestamp)
+
+    def get_account_balances(self, f: AccountFilter) -> tuple[list[tuple[int, Account]], int]:
+        """Balances of a ``history`` account after each change: [(timestamp, account)], next cursor."""
+        ts_min, ts_max, limit = self._bounds(f)
+        filtering = any((f.user_data_128, f.user_data_64, f.user_data_32, f.code)) or f.debits != f.credits
+        out: list[tuple[int, Account]] = []
+        for ts, raw in self._scan("history", _U128(f.account_id), ts_min, ts_max, f.reversed):
+            if filtering:
+                raw_id = self._cf["transfers_by_ts"].get(_U64.pack(ts))
+                t = None if raw_id is None else self.get_transfer(codec.from_u128(raw_id))
+                if t is None or not _matches(t, f):
+                    continue
+                if f.debits != f.credits and not (
+                    (f.debits and t.debit_account_id == f.account_id) or (f.credits and t.credit_account_id == f.account_id)
+                ):
+                    continue
+            out.append((ts, codec.decode_account(raw)))
+            if len(out) == limit:
+                break
+        return out, self._next_cursor(out, limit, f.reversed, lambda r: r[0])
+
+    def _query(self, kind: str, f: QueryFilter, get: Callable[[int], object]) -> tuple[list, int]:
+        ts_min, ts_max, limit = self._bounds(f)
+        # Scan the index of the first filtering field; check the others on the records.
+        for tag, attr in INDEX_FIELDS.items():
+            value = getattr(f, attr)
+            if value:
+                cf, prefix = f"{kind}_index", bytes([tag]) + _U128(value)
+                break
+        else:
+            cf, prefix = f"{kind}s_by_ts", b""
+        out: list = []
+        for _ts, raw_id in self._scan(cf, prefix, ts_min, ts_max, f.reversed):
+            obj = get(codec.from_u128(raw_id))
+            if obj is None or not _matches(obj, f):
+                continue
+            out.append(obj)
+            if len(out) == limit:
+                break
+        return out, self._next_cursor(out, limit, f.reversed, lambda o: o.timestamp)
+
+    def query_transfers(self, f: QueryFilter) -> tuple[list[Transfer], int]:
+        """Transfers matching ``f`` by time (TigerBeetle query_transfers); (transfers, next cursor)."""
+        return self._query("transfer", f, self.get_transfer)
+
+    def query_accounts(self, f: QueryFilter) -> tuple[list[Account], int]:
+        """Accounts matching ``f`` by creation time (TigerBeetle query_accounts)."""
+        return self._query("account", f, self.get_account)
+
     def iter_accounts(self) -> Iterator[Account]:
         it = self._cf["accounts"].iter()
         it.seek_to_first()
@@ -205,7 +365,21 @@ class RocksStore:
             _check_account(a)
             wb.put(_U128(a.id), codec.encode_account(a), h["accounts"])
         for t in ws.transfers.values():
-            wb.put(_U128(t.id), codec.encode_transfer(t), h["transfers"])
+            tid, ts = _U128(t.id), _U64.pack(t.timestamp)
+            wb.put(tid, codec.encode_transfer(t), h["transfers"])
+            wb.put(ts, tid, h["transfers_by_ts"])
+            for tag, attr in INDEX_FIELDS.items():
+                value = getattr(t, attr)
+                if value:
+                    wb.put(bytes([tag]) + _U128(value) + ts, tid, h["transfer_index"])
+        for account_id in ws.created_accounts:
+            a = ws.accounts[account_id]
+            aid, ts = _U128(a.id), _U64.pack(a.timestamp)
+            wb.put(ts, aid, h["accounts_by_ts"])
+            for tag, attr in INDEX_FIELDS.items():
+                value = getattr(a, attr)
+                if value:
+                    wb.put(bytes([tag]) + _U128(value) + ts, aid, h["account_index"])
         for tid, s in ws.pending_status.items():
             wb.put(_U128(tid), codec.encode_pending_status(s), h["pending_status"])
         for tid, code in ws.failed_transfers.items():

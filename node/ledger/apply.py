@@ -62,7 +62,7 @@ TRANSIENT_TRANSFER_RESULTS = frozenset(
 
 
 class _Layer:
-    __slots__ = ("accounts", "transfers", "status", "account_transfers", "expiry_put", "expiry_delete", "history")
+    __slots__ = ("accounts", "transfers", "status", "account_transfers", "expiry_put", "expiry_delete", "history", "created")
 
     def __init__(self) -> None:
         self.accounts: dict[int, Account] = {}
@@ -72,6 +72,7 @@ class _Layer:
         self.expiry_put: list[tuple[int, int]] = []
         self.expiry_delete: list[tuple[int, int]] = []
         self.history: list[tuple[int, int, Account]] = []
+        self.created: list[int] = []
 
     def merge_into(self, base: "_Layer") -> None:
         base.accounts.update(self.accounts)
@@ -81,6 +82,7 @@ class _Layer:
         base.expiry_put.extend(self.expiry_put)
         base.expiry_delete.extend(self.expiry_delete)
         base.history.extend(self.history)
+        base.created.extend(self.created)
 
 
 class _State:
@@ -181,6 +183,7 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
     if a.code == 0:
         return AR.code_must_not_be_zero
     st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp), timestamp)
+    st.chain.created.append(a.id)
     return AR.ok
 
 
@@ -591,6 +594,7 @@ def apply_block(
         expiry_put=b.expiry_put,
         expiry_delete=b.expiry_delete,
         history=b.history,
+        created_accounts=b.created,
         failed_transfers=st.failed,
         txs=fresh,
         tx_codes=[by_hash[tx.tx_hash] for tx in fresh],

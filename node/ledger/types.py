@@ -295,6 +295,8 @@ class WriteSet:
     expiry_delete: list[tuple[int, int]] = field(default_factory=list)
     history: list[tuple[int, int, Account]] = field(default_factory=list)
     failed_transfers: dict[int, int] = field(default_factory=dict)
+    #: Ids of the accounts created by this block (the rest of ``accounts`` are updates).
+    created_accounts: list[int] = field(default_factory=list)
     txs: list[Tx] = field(default_factory=list)
     tx_codes: list[tuple[int, ...]] = field(default_factory=list)
     header: BlockHeader | None = None

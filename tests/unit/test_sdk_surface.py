@@ -11,6 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 EXPECTED = {
     "Account",
+    "AccountBalance",
+    "AccountFilter",
     "AccountFlags",
     "BlockHeader",
     "EventResult",
@@ -19,6 +21,8 @@ EXPECTED = {
     "LedgerClient",
     "LedgerError",
     "NotFound",
+    "Page",
+    "QueryFilter",
     "RetryPolicy",
     "Timeout",
     "TransactionResult",

@@ -67,6 +67,10 @@ class ValidatorConfig:
     raft_max_timeout_s: float = 1.4
     #: A leader that heard from no majority for this long steps down.
     leader_fallback_timeout_s: float = 3.0
+    #: Listen addresses when they differ from the advertised ones in genesis (NAT,
+    #: containers): e.g. "0.0.0.0:7101". Empty = listen on the genesis address.
+    grpc_listen_address: str = ""
+    raft_listen_address: str = ""
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True

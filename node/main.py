@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from concurrent import futures
 
@@ -23,6 +24,20 @@ from node.store import RocksStore, StoreError
 log = logging.getLogger("ledger.main")
 
 
+def _check_bindable(address: str, what: str) -> None:
+    """Fail at start, with a message, if ``address`` cannot be bound (pysyncobj would retry silently)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, int(port)))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"cannot bind the {what} address {address}: {e}. Is another validator running, or is the "
+            f"address not one of this host's? Set raft_listen_address in the config to listen elsewhere."
+        ) from e
+
+
 class Validator:
     """A running validator: RocksDB store, Raft replica, batcher, gRPC server."""
 
@@ -31,6 +46,8 @@ class Validator:
         self.genesis = load_genesis(cfg.genesis_file)
         me = self.genesis.validator(cfg.validator_id)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
+        raft_listen = cfg.raft_listen_address or me.raft_address
+        _check_bindable(raft_listen, "Raft")
         self.store = RocksStore(cfg.db_path)
         self._check_genesis()
         peers = [v.raft_address for v in self.genesis.validators if v.id != cfg.validator_id]
@@ -39,7 +56,7 @@ class Validator:
             journal_file=cfg.journal_file,
             full_dump_file=cfg.full_dump_file,
             password=cfg.raft_password,
-            bind_address=me.raft_address,
+            bind_address=raft_listen,
             append_entries_period_s=cfg.append_entries_period_s,
             raft_min_timeout_s=cfg.raft_min_timeout_s,
             raft_max_timeout_s=cfg.raft_max_timeout_s,
@@ -60,7 +77,13 @@ class Validator:
         self.verifier = Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+                # gRPC sets SO_REUSEPORT by default: a second process on a taken address would bind
+                # silently and share its traffic. Fail instead.
+                ("grpc.so_reuseport", 0),
+            ],
         )
         pb_grpc.add_LedgerServicer_to_server(
             LedgerServicer(
@@ -93,7 +116,11 @@ class Validator:
             ),
             self.server,
         )
-        if self.server.add_insecure_port(me.grpc_address) == 0:
+        try:
+            bound = self.server.add_insecure_port(me.grpc_address)
+        except RuntimeError:  # grpcio raises on a failed bind; older versions returned 0
+            bound = 0
+        if bound == 0:
             raise ConfigError(f"cannot bind gRPC address {me.grpc_address} (in use?)")
         self.grpc_address = me.grpc_address
         self._stop = threading.Event()

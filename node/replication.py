@@ -362,4 +362,7 @@ def make_conf(
         dynamicMembershipChange=False,
         onStateChanged=on_state_changed,
         useFork=False,
+        # Peers re-resolve a restarted validator's name quickly (pysyncobj caches 600 s by default).
+        dnsCacheTime=5.0,
+        dnsFailCacheTime=5.0,
     )

@@ -116,12 +116,13 @@ class Validator:
             ),
             self.server,
         )
+        grpc_listen = cfg.grpc_listen_address or me.grpc_address
         try:
-            bound = self.server.add_insecure_port(me.grpc_address)
+            bound = self.server.add_insecure_port(grpc_listen)
         except RuntimeError:  # grpcio raises on a failed bind; older versions returned 0
             bound = 0
         if bound == 0:
-            raise ConfigError(f"cannot bind gRPC address {me.grpc_address} (in use?)")
+            raise ConfigError(f"cannot bind gRPC address {grpc_listen} (in use, or not an address of this host?)")
         self.grpc_address = me.grpc_address
         self._stop = threading.Event()
 

@@ -67,6 +67,10 @@ class ValidatorConfig:
     raft_max_timeout_s: float = 1.4
     #: A leader that heard from no majority for this long steps down.
     leader_fallback_timeout_s: float = 3.0
+    #: Log compaction: snapshot (RocksDB checkpoint) once the Raft journal holds this
+    #: many entries (one entry = one block), or after this many seconds.
+    log_compaction_min_entries: int = 10_000
+    log_compaction_min_time_s: float = 3600.0
     #: Listen addresses when they differ from the advertised ones in genesis (NAT,
     #: containers): e.g. "0.0.0.0:7101". Empty = listen on the genesis address.
     grpc_listen_address: str = ""

@@ -61,6 +61,8 @@ class Validator:
             raft_min_timeout_s=cfg.raft_min_timeout_s,
             raft_max_timeout_s=cfg.raft_max_timeout_s,
             leader_fallback_timeout_s=cfg.leader_fallback_timeout_s,
+            log_compaction_min_entries=cfg.log_compaction_min_entries,
+            log_compaction_min_time_s=cfg.log_compaction_min_time_s,
         )
         self.replica = LedgerReplica(
             me.raft_address,

@@ -22,6 +22,13 @@ What the library does not give, and this module adds (see ../shared/design.md):
 * **Exactly-once apply.** Inside the replicated method the entry's Raft index is
   ``raftLastApplied + 1``; the store writes it with the block in one WriteBatch
   and entries at or below it are skipped on replay.
+* **Snapshots are RocksDB checkpoints.** Log compaction writes the snapshot
+  file as a header (pysyncobj's raft data and our applied index) followed by a
+  tar of a RocksDB checkpoint (hard links; the WAL is synced first), fsynced
+  before pysyncobj renames it into place; the directory is fsynced before the
+  journal drops the compacted entries. The deserializer runs both at start-up
+  and on snapshot install and cannot tell which: it keeps the local DB when its
+  applied index is at or beyond the snapshot's, else installs the checkpoint.
 * **Apply never raises.** A raising ``@replicated`` method is retried forever and
   wedges the node. Malformed entries are recorded as applied with no block; a
   storage failure stops the process (fail-stop) with a clear log line, because
@@ -34,6 +41,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import struct
+import tarfile
 import threading
 import time
 from typing import Callable
@@ -42,6 +52,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import syncobj as _syncobj_mod
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.pickle import dumps as _pickle_dumps
+from pysyncobj.pickle import loads as _pickle_loads
 from pysyncobj.transport import TCPTransport
 
 from node.ledger import codec, limits
@@ -51,6 +62,7 @@ from node.ledger.types import TxResult
 log = logging.getLogger("ledger.replication")
 
 EXIT_STORAGE_FAILURE = 74  # EX_IOERR
+SNAPSHOT_MAGIC = b"LEDGER-SNAPSHOT-1\n"
 
 
 def _fsync_dir(path: str) -> None:
@@ -85,6 +97,7 @@ class DurableFileJournal(FileJournal):
 
     def __init__(self, journalFile: str, on_flush: Callable[[int], None] | None = None):  # noqa: N803
         super().__init__(journalFile)
+        self._path = journalFile
         self._FileJournal__metaStorer = DurableMetaStorer(journalFile + ".meta")
         self._dirty = False
         self._on_flush = on_flush
@@ -99,6 +112,9 @@ class DurableFileJournal(FileJournal):
         self._dirty = True
 
     def deleteEntriesTo(self, entryTo):  # noqa: N802,N803
+        # Log compaction: the snapshot that replaces these entries was renamed
+        # into this directory; make that rename durable before they go.
+        _fsync_dir(self._path)
         super().deleteEntriesTo(entryTo)
         self._dirty = True
 
@@ -222,6 +238,10 @@ class LedgerReplica(SyncObj):
         self._on_applied = on_applied
         self._on_journal_flush = on_journal_flush
         self.applied_cond = threading.Condition()
+        self.snapshots_written = 0
+        self.snapshots_installed = 0
+        conf.serializer = self._write_snapshot
+        conf.deserializer = self._read_snapshot
         with _journal_factory_lock:
             original = _syncobj_mod.createJournal
             if durable_journal:
@@ -305,6 +325,49 @@ class LedgerReplica(SyncObj):
             except Exception:
                 log.exception("on_applied callback failed")
 
+    # -- snapshots ----------------------------------------------------------------
+    def _write_snapshot(self, file_name: str, raft_data) -> None:
+        """pysyncobj serializer: ``raft_data`` = (last applied entry, previous entry, cluster)."""
+        started = time.monotonic()
+        ckpt = file_name + ".checkpoint"
+        shutil.rmtree(ckpt, ignore_errors=True)
+        applied = self._store.checkpoint(ckpt)
+        header = _pickle_dumps((raft_data, applied))
+        with open(file_name, "wb") as f:
+            f.write(SNAPSHOT_MAGIC + struct.pack(">I", len(header)) + header)
+            with tarfile.open(fileobj=f, mode="w|") as tar:
+                tar.add(ckpt, arcname="db")
+            f.flush()
+            os.fsync(f.fileno())
+        shutil.rmtree(ckpt, ignore_errors=True)
+        self.snapshots_written += 1
+        log.info("snapshot at raft index %d (applied index %d) written in %.0f ms",
+                 raft_data[0][1], applied, (time.monotonic() - started) * 1000)
+
+    def _read_snapshot(self, file_name: str):
+        """pysyncobj deserializer: install the snapshot unless the local DB is already at or beyond it."""
+        with open(file_name, "rb") as f:
+            magic = f.read(len(SNAPSHOT_MAGIC))
+            if magic != SNAPSHOT_MAGIC:
+                raise ValueError(f"{file_name} is not a ledger snapshot")
+            (n,) = struct.unpack(">I", f.read(4))
+            raft_data, applied = _pickle_loads(f.read(n))
+            if self._store.applied_index() >= applied:
+                log.info("snapshot at applied index %d: local DB is at %d, kept", applied, self._store.applied_index())
+                return raft_data
+            target = os.path.join(os.path.dirname(os.path.abspath(self._store.path)), "db.installing")
+            shutil.rmtree(target, ignore_errors=True)
+            os.makedirs(target)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                tar.extractall(target, filter="data")
+        self._store.replace_from_checkpoint(os.path.join(target, "db"))
+        shutil.rmtree(target, ignore_errors=True)
+        self.snapshots_installed += 1
+        log.warning("installed snapshot: applied index %d, head height %d", applied, self._store.head().height)
+        with self.applied_cond:
+            self.applied_cond.notify_all()
+        return raft_data
+
     # -- status -------------------------------------------------------------------
     def role(self) -> str:
         state = self.getStatus()["state"]
@@ -336,13 +399,15 @@ def make_conf(
     raft_min_timeout_s: float = 0.4,
     raft_max_timeout_s: float = 1.4,
     leader_fallback_timeout_s: float = 3.0,
+    log_compaction_min_entries: int = 10_000,
+    log_compaction_min_time_s: float = 3600.0,
     on_state_changed=None,
 ) -> SyncObjConf:
     """pysyncobj configuration with every setting the adapter relies on made explicit.
 
-    Log compaction is off (min entries/time set out of reach) until snapshots are
-    RocksDB checkpoints; ``fullDumpFile`` is still set, as pysyncobj needs it with
-    a journal. ``appendEntriesUseBatch=False``: our batcher makes few large entries,
+    Log compaction runs when the journal holds more than
+    ``log_compaction_min_entries`` entries or ``log_compaction_min_time_s`` passed;
+    the snapshot is a RocksDB checkpoint (see LedgerReplica). ``appendEntriesUseBatch=False``: our batcher makes few large entries,
     so each is sent at once instead of waiting for the next period.
     """
     return SyncObjConf(
@@ -356,8 +421,9 @@ def make_conf(
         raftMinTimeout=raft_min_timeout_s,
         raftMaxTimeout=raft_max_timeout_s,
         leaderFallbackTimeout=leader_fallback_timeout_s,
-        logCompactionMinEntries=1 << 62,
-        logCompactionMinTime=1 << 40,
+        logCompactionMinEntries=log_compaction_min_entries,
+        logCompactionMinTime=log_compaction_min_time_s,
+        logCompactionBatchSize=1 << 20,
         commandsQueueSize=100_000,
         dynamicMembershipChange=False,
         onStateChanged=on_state_changed,

@@ -32,11 +32,13 @@ the durable record, and entries above the applied index are replayed on start.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from node.ledger import codec
 from node.ledger.types import (
@@ -139,15 +141,20 @@ class RocksStore:
     """
 
     def __init__(self, path: str) -> None:
+        self.path = path
+        self._wo = WriteOptions()
+        self._retired: list[tuple[Rdict, dict, dict, str]] = []
+        self._open()
+
+    def _open(self) -> None:
+        path = self.path
         try:
-            self._db = Rdict(path, _opts(), column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES})
+            db = Rdict(path, _opts(), column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES})
         except Exception as e:  # rocksdict raises plain Exception
             raise StoreError(f"cannot open RocksDB at {path}: {e}") from e
-        self.path = path
-        self._cf = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
-        self._cfh = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
-        self._wo = WriteOptions()
-        meta = self._cf["meta"]
+        cf = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
+        cfh = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        meta = cf["meta"]
         version = meta.get(b"schema_version")
         if version is None:
             meta[b"schema_version"] = _U64.pack(SCHEMA_VERSION)
@@ -155,18 +162,61 @@ class RocksStore:
             raise StoreError(f"{path}: schema version {_U64.unpack(version)[0]}, this build needs {SCHEMA_VERSION}")
         raw_head = meta.get(b"head")
         try:
-            self._head = codec.decode_head(raw_head) if raw_head is not None else GENESIS_HEAD
+            head = codec.decode_head(raw_head) if raw_head is not None else GENESIS_HEAD
         except codec.CodecError as e:
             raise StoreError(f"{path}: chain head record is corrupt ({e})") from e
         raw_applied = meta.get(b"applied_index")
+        # Swap whole objects: a concurrent reader keeps using the old views until it returns.
+        self._db, self._cf, self._cfh = db, cf, cfh
+        self._head = head
         self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
 
     def close(self) -> None:
         # Column-family views keep the DB (and its LOCK file) open while they are
         # referenced: drop them first, or reopening the path in this process fails.
+        self._release_retired()
         self._cf.clear()
         self._cfh.clear()
         self._db.close()
+
+    def _release_retired(self) -> None:
+        for db, cf, cfh, old_path in self._retired:
+            cf.clear()
+            cfh.clear()
+            db.close()
+            shutil.rmtree(old_path, ignore_errors=True)
+        self._retired.clear()
+
+    # -- snapshots ------------------------------------------------------------------
+    def checkpoint(self, dest: str) -> int:
+        """Write a RocksDB checkpoint (hard links, consistent, durable) to ``dest``; return its applied index.
+
+        The WAL is synced first, so the live DB holds everything the checkpoint
+        holds even after a power loss.
+        """
+        applied = self._applied_index
+        self._db.flush_wal(True)
+        Checkpoint(self._db).create_checkpoint(dest)
+        return applied
+
+    def replace_from_checkpoint(self, checkpoint_dir: str) -> None:
+        """Make the checkpoint at ``checkpoint_dir`` the live DB (snapshot install).
+
+        The old DB directory is moved aside and deleted once no reader can use it
+        (at the next replace or close). Raises StoreError if the checkpoint does not open.
+        """
+        self._release_retired()
+        old = (self._db, self._cf, self._cfh)
+        aside = f"{self.path}.replaced-{os.getpid()}-{len(os.listdir(os.path.dirname(self.path) or '.'))}"
+        os.replace(self.path, aside)
+        os.replace(checkpoint_dir, self.path)
+        try:
+            self._open()
+        except StoreError:
+            os.replace(self.path, checkpoint_dir)
+            os.replace(aside, self.path)
+            raise
+        self._retired.append((*old, aside))
 
     # -- StateReader ------------------------------------------------------------
     def head(self) -> Head:

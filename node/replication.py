@@ -355,7 +355,7 @@ class LedgerReplica(SyncObj):
             if self._store.applied_index() >= applied:
                 log.info("snapshot at applied index %d: local DB is at %d, kept", applied, self._store.applied_index())
                 return raft_data
-            target = os.path.join(os.path.dirname(os.path.abspath(self._store.path)), "db.installing")
+            target = os.path.abspath(self._store.path) + ".installing"
             shutil.rmtree(target, ignore_errors=True)
             os.makedirs(target)
             with tarfile.open(fileobj=f, mode="r|") as tar:

@@ -144,10 +144,17 @@ class RocksStore:
         self.path = path
         self._wo = WriteOptions()
         self._retired: list[tuple[Rdict, dict, dict, str]] = []
-        self._open()
+        self._open(self._active_dir())
 
-    def _open(self) -> None:
-        path = self.path
+    def _active_dir(self) -> str:
+        """The live DB directory: ``path``, or the installed snapshot named in ``path.active``."""
+        try:
+            with open(self.path + ".active") as f:
+                return os.path.join(os.path.dirname(os.path.abspath(self.path)), f.read().strip())
+        except FileNotFoundError:
+            return self.path
+
+    def _open(self, path: str) -> None:
         try:
             db = Rdict(path, _opts(), column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES})
         except Exception as e:  # rocksdict raises plain Exception
@@ -168,6 +175,7 @@ class RocksStore:
         raw_applied = meta.get(b"applied_index")
         # Swap whole objects: a concurrent reader keeps using the old views until it returns.
         self._db, self._cf, self._cfh = db, cf, cfh
+        self.live_path = path
         self._head = head
         self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
 
@@ -205,18 +213,30 @@ class RocksStore:
         The old DB directory is moved aside and deleted once no reader can use it
         (at the next replace or close). Raises StoreError if the checkpoint does not open.
         """
+        # RocksDB locks by path within a process, so the new DB gets a new directory
+        # and ``path.active`` names it; the old one is closed and deleted later.
         self._release_retired()
-        old = (self._db, self._cf, self._cfh)
-        aside = f"{self.path}.replaced-{os.getpid()}-{len(os.listdir(os.path.dirname(self.path) or '.'))}"
-        os.replace(self.path, aside)
-        os.replace(checkpoint_dir, self.path)
+        old = (self._db, self._cf, self._cfh, self.live_path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        generation = 1 + max(
+            [int(n.rsplit("-", 1)[1]) for n in os.listdir(parent) if n.startswith(os.path.basename(self.path) + ".gen-")] or [0]
+        )
+        name = f"{os.path.basename(self.path)}.gen-{generation}"
+        target = os.path.join(parent, name)
+        os.replace(checkpoint_dir, target)
+        self._open(target)
+        tmp = self.path + ".active.tmp"
+        with open(tmp, "w") as f:
+            f.write(name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path + ".active")
+        dfd = os.open(parent, os.O_RDONLY)
         try:
-            self._open()
-        except StoreError:
-            os.replace(self.path, checkpoint_dir)
-            os.replace(aside, self.path)
-            raise
-        self._retired.append((*old, aside))
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._retired.append(old)
 
     # -- StateReader ------------------------------------------------------------
     def head(self) -> Head:

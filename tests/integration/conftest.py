@@ -1,0 +1,215 @@
+"""Fixtures for integration tests: real validator processes on 127.0.0.1.
+
+``cluster`` (one per test) and ``cluster_module`` (one per test module) write a
+fresh 3-validator cluster with ``init_cluster`` into a temporary directory, on a
+range of ports probed free (never the demo's 7100 range), start the validators
+with :class:`node.cli.LocalCluster`, wait until a leader is elected and every
+validator is ready, and always stop the processes they started, by PID.
+
+Ports: a base is taken only if all six of its ports bind on 127.0.0.1 *and* an
+exclusive ``flock`` on ``$TMPDIR/ledger-test-ports/<base>.lock`` is granted. The
+lock is held until teardown (the kernel drops it if the test process dies), so
+concurrent test sessions on this machine never pick the same range even while
+one of them has a validator down and its ports momentarily free.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import click
+import grpc
+import pytest
+
+from client import LedgerClient, RetryPolicy, load_private_key
+from node.cli import LocalCluster, _status_rows, init_cluster
+
+VALIDATORS = 3
+MEMBERS = ("bank-a", "bank-b")
+#: First base port probed. gRPC ports are base+1..base+3, Raft ports base+101..base+103.
+BASE_PORT_MIN = 17_100
+#: Distance between probed bases; also keeps clusters of concurrent runs apart.
+BASE_PORT_STEP = 200
+#: Bases probed before giving up.
+BASE_PORT_PROBES_MAX = 200
+#: Attempts to bring a cluster up (a port probed free may be taken before a validator binds it).
+CLUSTER_START_ATTEMPTS_MAX = 3
+#: Time for a fresh cluster to elect a leader and report every validator ready.
+CLUSTER_READY_TIMEOUT_S = 60.0
+#: Time a validator gets to exit after SIGTERM before it is SIGKILLed.
+VALIDATOR_STOP_TIMEOUT_S = 15.0
+
+
+def _port_free(port: int) -> bool:
+    # No SO_REUSEADDR: a port still held by anyone (listening or TIME_WAIT) counts as taken.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports(base: int) -> list[int]:
+    return [base + i for i in range(1, VALIDATORS + 1)] + [base + 100 + i for i in range(1, VALIDATORS + 1)]
+
+
+def _reserve(base: int) -> int | None:
+    """An fd holding an exclusive flock on ``base``'s lock file, or None if another session holds it."""
+    lock_dir = os.path.join(tempfile.gettempdir(), "ledger-test-ports")
+    os.makedirs(lock_dir, exist_ok=True)
+    fd = os.open(os.path.join(lock_dir, f"{base}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def reserve_base_port(start: int) -> tuple[int, int]:
+    """(base, lock fd): the first base at or after ``start`` that is unreserved and whose ports are all free."""
+    for k in range(BASE_PORT_PROBES_MAX):
+        base = start + k * BASE_PORT_STEP
+        if base + 100 + VALIDATORS > 65_535:
+            break
+        fd = _reserve(base)
+        if fd is None:
+            continue
+        if all(_port_free(p) for p in _ports(base)):
+            return base, fd
+        os.close(fd)
+    raise RuntimeError(f"no free port range found from {start} in {BASE_PORT_PROBES_MAX} probes")
+
+
+@dataclass
+class Cluster:
+    """A running local cluster and helpers to reach it."""
+
+    directory: str
+    base_port: int
+    local: LocalCluster
+
+    @property
+    def genesis_path(self) -> str:
+        return os.path.join(self.directory, "genesis.json")
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Validator id -> gRPC address."""
+        return {v.id: v.grpc_address for v in self.local.genesis.validators}
+
+    def key_file(self, member: str) -> str:
+        return os.path.join(self.directory, "members", f"{member}.pem")
+
+    def private_key(self, member: str):
+        return load_private_key(self.key_file(member))
+
+    def client(self, member: str, retry: RetryPolicy | None = None) -> LedgerClient:
+        return LedgerClient(
+            list(self.addresses.values()),
+            member_id=member,
+            key_id="k1",
+            private_key=self.private_key(member),
+            retry=retry,
+        )
+
+    def status(self, timeout_s: float = 1.0):
+        """[(ValidatorInfo, GetStatusResponse | grpc.RpcError)] for every validator."""
+        return _status_rows(self.genesis_path, timeout_s=timeout_s)
+
+    def leader(self, timeout_s: float = 30.0, exclude: tuple[str, ...] = ()) -> str:
+        """Id of the validator that reports itself leader (and not in ``exclude``), agreed by the others."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rows = [(v, st) for v, st in self.status() if not isinstance(st, grpc.RpcError)]
+            leaders = [v for v, st in rows if st.role == "leader" and v.id not in exclude]
+            if len(leaders) == 1:
+                lead = leaders[0]
+                followers = [st for v, st in rows if v.id != lead.id and v.id not in exclude]
+                if all(st.leader_address == lead.grpc_address for st in followers):
+                    return lead.id
+            time.sleep(0.1)
+        raise AssertionError(f"no single agreed leader within {timeout_s}s: {self.status()}")
+
+    def followers(self, leader: str) -> list[str]:
+        return [vid for vid in self.addresses if vid != leader]
+
+
+def _stop_started(local: LocalCluster) -> None:
+    """SIGTERM every validator this fixture started (by PID, all at once), then wait for each."""
+    for p in local.procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for vid in list(local.procs):
+        local.stop(vid, wait_s=VALIDATOR_STOP_TIMEOUT_S)  # SIGKILLs a validator that did not exit in time
+
+
+@contextmanager
+def running_cluster(directory: str, start_port: int):
+    """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit."""
+    attempt_start = start_port
+    for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
+        base, lock_fd = reserve_base_port(attempt_start)
+        local = None
+        try:
+            init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True)
+            local = LocalCluster(directory)
+            local.start_all()
+            local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
+        except BaseException as e:
+            try:
+                if local is not None:
+                    _stop_started(local)
+            finally:
+                os.close(lock_fd)
+            if local is None or not isinstance(e, click.ClickException):
+                raise
+            logs = {vid: _tail(os.path.join(directory, vid, "validator.log")) for vid in local.procs}
+            if attempt + 1 == CLUSTER_START_ATTEMPTS_MAX:
+                raise RuntimeError(f"cluster did not start: {e.message}\n{logs}") from None
+            attempt_start = base + BASE_PORT_STEP  # e.g. a port was taken between probe and bind
+            continue
+        break
+    try:
+        yield Cluster(directory=directory, base_port=base, local=local)
+    finally:
+        try:
+            _stop_started(local)
+        finally:
+            os.close(lock_fd)
+        still = {vid: p.pid for vid, p in local.procs.items() if p.poll() is None}
+        assert not still, f"validators still running after teardown: {still}"
+
+
+def _tail(path: str, n: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _start_port() -> int:
+    # Spread concurrent test runs (other worktrees, xdist workers) over different ranges.
+    return BASE_PORT_MIN + (os.getpid() % 20) * BASE_PORT_STEP
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A fresh 3-validator cluster for one test (the test may kill and restart validators)."""
+    with running_cluster(str(tmp_path / "cluster"), _start_port()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cluster_module(tmp_path_factory):
+    """A 3-validator cluster shared by the tests of one module; they must leave it running."""
+    with running_cluster(str(tmp_path_factory.mktemp("cluster")), _start_port()) as c:
+        yield c

@@ -1,0 +1,297 @@
+"""Error contract of the gRPC front end, through real gRPC against a running cluster.
+
+node/service.py's module docstring is the contract: INVALID_ARGUMENT for a
+malformed request, transaction or event, a bad signature or an unknown member
+(nothing proposed); FAILED_PRECONDITION with trailing metadata ``leader-address``
+on a follower; never a stack trace in a message. The standard services: gRPC
+health checking (grpc/grpc doc/health-checking.md) answers SERVING, and server
+reflection (grpc/grpc doc/server-reflection.md) lists ``ledger.v1.Ledger``.
+
+"Nothing applied" is checked with a barrier: after each rejected request a valid
+control transaction is committed through the leader; it must land alone in the
+very next block, and the rejected request's ids must be absent on every validator.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from client import Account, LedgerClient
+from client._gen.ledger.v1 import ledger_pb2 as pb
+from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+RPC_TIMEOUT_S = 5.0
+SETTLE_TIMEOUT_S = 15.0
+MESSAGE_CHARS_MAX = 300
+#: Account ids of this module; each request gets its own.
+_ids: Iterator[int] = iter(range(9_000_001, 9_100_000))
+
+
+@pytest.fixture(scope="module")
+def channels(cluster_module):
+    """Validator id -> an insecure gRPC channel to it; closed after the module."""
+    chans = {vid: grpc.insecure_channel(addr) for vid, addr in cluster_module.addresses.items()}
+    yield chans
+    for ch in chans.values():
+        ch.close()
+
+
+@pytest.fixture(scope="module")
+def signer(cluster_module):
+    """An SDK client of bank-a, used here only to sign valid transactions."""
+    with cluster_module.client("bank-a") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def keys(cluster_module):
+    """Member id -> its Ed25519 private key."""
+    return {m: cluster_module.private_key(m) for m in ("bank-a", "bank-b")}
+
+
+def ledger(channels, vid: str) -> pb_grpc.LedgerStub:
+    return pb_grpc.LedgerStub(channels[vid])
+
+
+def heads(channels) -> dict[str, tuple[int, bytes]]:
+    out = {}
+    for vid in channels:
+        h = ledger(channels, vid).GetHead(pb.GetHeadRequest(), timeout=RPC_TIMEOUT_S).head
+        out[vid] = (h.height, h.hash)
+    return out
+
+
+def settled_height(channels) -> int:
+    """The head height once every validator has applied everything (bounded wait)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        seen = heads(channels)
+        if len(set(seen.values())) == 1:
+            return next(iter(seen.values()))[0]
+        time.sleep(0.05)
+    raise AssertionError(f"validators did not agree on a head within {SETTLE_TIMEOUT_S}s: {seen}")
+
+
+def new_accounts(n: int = 2) -> list[Account]:
+    return [Account(id=next(_ids), ledger=840, code=1) for _ in range(n)]
+
+
+def u128(v: int) -> pb.UInt128:
+    return pb.UInt128(hi=v >> 64, lo=v & ((1 << 64) - 1))
+
+
+def absent_everywhere(channels, ids: list[int]) -> None:
+    for vid in channels:
+        resp = ledger(channels, vid).LookupAccounts(
+            pb.LookupAccountsRequest(ids=[u128(i) for i in ids]), timeout=RPC_TIMEOUT_S
+        )
+        assert not resp.accounts, f"{vid} holds accounts of a rejected request: {resp.accounts}"
+
+
+def assert_nothing_applied(channels, cluster, signer, height_before: int, rejected_ids: list[int]) -> None:
+    """Barrier: a valid control transaction commits alone in block height_before+1; rejected ids are absent."""
+    control = signer.sign_accounts(new_accounts(1))
+    resp = ledger(channels, cluster.leader()).Submit(pb.SubmitRequest(transactions=[control]), timeout=RPC_TIMEOUT_S)
+    (result,) = resp.results
+    assert [e.name for e in result.results] == ["ok"]
+    assert result.height == height_before + 1, "a rejected request was applied in a block of its own"
+    assert settled_height(channels) == height_before + 1
+    for vid in channels:
+        block = ledger(channels, vid).GetBlock(pb.GetBlockRequest(height=result.height), timeout=RPC_TIMEOUT_S)
+        assert list(block.tx_hashes) == [result.tx_hash], f"{vid}: the control's block holds other transactions"
+    absent_everywhere(channels, rejected_ids)
+
+
+def assert_clear_message(err: grpc.RpcError, code: grpc.StatusCode, *phrases: str) -> None:
+    details = err.details() or ""
+    assert err.code() == code, (err.code(), details)
+    for p in phrases:
+        assert p in details, details
+    assert "Traceback" not in details and 'File "' not in details, details
+    assert len(details) <= MESSAGE_CHARS_MAX, details
+
+
+# -- INVALID_ARGUMENT, nothing applied --------------------------------------------------
+
+
+def _signed_raw(keys, raw: bytes) -> pb.SignedTransaction:
+    """``raw`` as the body, validly signed by bank-a: only the body is wrong."""
+    return pb.SignedTransaction(body=raw, member_id="bank-a", key_id="k1", signature=keys["bank-a"].sign(raw))
+
+
+def _malformed_body(signer, keys, ids):
+    return _signed_raw(keys, b"\xff\xff\xff\xff\x0f")  # a tag with wire type 7: not protobuf
+
+
+def _no_operation(signer, keys, ids):
+    return _signed_raw(keys, b"")
+
+
+def _no_events(signer, keys, ids):
+    return _signed_raw(keys, pb.Transaction(create_accounts=pb.CreateAccounts()).SerializeToString(deterministic=True))
+
+
+def _bad_signature(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    sig = bytearray(stx.signature)
+    sig[0] ^= 0x01
+    stx.signature = bytes(sig)
+    return stx
+
+
+def _short_signature(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    stx.signature = stx.signature[:32]
+    return stx
+
+
+def _signed_by_another_member(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    stx.signature = keys["bank-b"].sign(stx.body)  # bank-b's key, claiming to be bank-a
+    return stx
+
+
+def _unknown_member(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    stx.member_id = "bank-zz"
+    return stx
+
+
+def _unknown_key(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    stx.key_id = "k9"
+    return stx
+
+
+def _empty_member(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    stx.member_id = ""
+    return stx
+
+
+BAD_TRANSACTIONS = {
+    "malformed body": (_malformed_body, ("transaction 0", "body is not a ledger.v1.Transaction")),
+    "body without operation": (_no_operation, ("transaction 0", "no operation")),
+    "body without events": (_no_events, ("transaction 0", "no events")),
+    "bad signature": (_bad_signature, ("transaction 0", "bad signature", "bank-a")),
+    "signature not 64 bytes": (_short_signature, ("transaction 0", "signature must be 64 bytes")),
+    "signed by another member": (_signed_by_another_member, ("transaction 0", "bad signature", "bank-a")),
+    "unknown member": (_unknown_member, ("transaction 0", "unknown member", "bank-zz")),
+    "unknown key id": (_unknown_key, ("transaction 0", "unknown member", "k9")),
+    "empty member id": (_empty_member, ("transaction 0", "member_id")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRANSACTIONS))
+def test_bad_transaction_is_invalid_argument_and_nothing_is_applied(case, cluster_module, channels, signer, keys):
+    build, phrases = BAD_TRANSACTIONS[case]
+    ids = [a.id for a in new_accounts()]
+    stx = build(signer, keys, ids)
+    leader = cluster_module.leader()
+    before = settled_height(channels)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger(channels, leader).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
+    assert_clear_message(err.value, grpc.StatusCode.INVALID_ARGUMENT, *phrases)
+    assert {h for h, _ in heads(channels).values()} == {before}
+    assert_nothing_applied(channels, cluster_module, signer, before, ids)
+
+
+def test_one_bad_transaction_rejects_the_whole_request(cluster_module, channels, signer):
+    good_ids = [a.id for a in new_accounts()]
+    bad_ids = [a.id for a in new_accounts()]
+    good = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in good_ids])
+    bad = _bad_signature(signer, {}, bad_ids)
+    before = settled_height(channels)
+    with pytest.raises(grpc.RpcError) as err:
+        ledger(channels, cluster_module.leader()).Submit(pb.SubmitRequest(transactions=[good, bad]), timeout=RPC_TIMEOUT_S)
+    assert_clear_message(err.value, grpc.StatusCode.INVALID_ARGUMENT, "transaction 1", "bad signature")
+    assert_nothing_applied(channels, cluster_module, signer, before, good_ids + bad_ids)
+
+
+def test_empty_request_is_invalid_argument_on_every_validator(cluster_module, channels, signer):
+    before = settled_height(channels)
+    for vid in channels:  # checked before the leader check: followers answer the same
+        with pytest.raises(grpc.RpcError) as err:
+            ledger(channels, vid).Submit(pb.SubmitRequest(), timeout=RPC_TIMEOUT_S)
+        assert_clear_message(err.value, grpc.StatusCode.INVALID_ARGUMENT, "no transactions")
+    assert_nothing_applied(channels, cluster_module, signer, before, [])
+
+
+# -- followers ----------------------------------------------------------------------------
+
+
+def test_follower_answers_submit_with_failed_precondition_and_leader_address(cluster_module, channels, signer):
+    leader = cluster_module.leader()
+    leader_address = cluster_module.addresses[leader]
+    before = settled_height(channels)
+    for follower in cluster_module.followers(leader):
+        ids = [a.id for a in new_accounts()]
+        stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+        with pytest.raises(grpc.RpcError) as err:
+            ledger(channels, follower).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
+        assert_clear_message(err.value, grpc.StatusCode.FAILED_PRECONDITION, "not the leader", leader_address)
+        trailing = dict(err.value.trailing_metadata() or ())
+        assert trailing.get("leader-address") == leader_address
+        assert_nothing_applied(channels, cluster_module, signer, before, ids)
+        before += 1
+
+
+def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channels):
+    leader = cluster_module.leader()
+    follower = cluster_module.followers(leader)[0]
+    ids = [a.id for a in new_accounts()]
+    with cluster_module.client("bank-b") as full:
+        sdk = LedgerClient([cluster_module.addresses[follower]], member_id="bank-b", key_id="k1",
+                           private_key=cluster_module.private_key("bank-b"))
+        with sdk:
+            results = sdk.create_accounts([Account(id=i, ledger=978, code=1) for i in ids])
+        assert [r.name for r in results] == ["ok", "ok"]
+        settled_height(channels)
+        for address in cluster_module.addresses.values():
+            found = full.lookup_accounts(ids, address=address)
+            assert sorted(a.id for a in found) == ids
+            assert {a.owner for a in found} == {"bank-b"}
+
+
+# -- standard services ------------------------------------------------------------------
+
+
+def test_health_service_answers_serving(channels):
+    for vid, ch in channels.items():
+        stub = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "ledger.v1.Ledger"):
+            # The validator publishes its health every 0.2 s once it is ready: a short bounded wait.
+            deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            while True:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT_S).status
+                if status == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.SERVING, (vid, service, status)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=RPC_TIMEOUT_S)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_server_reflection_lists_the_ledger_service(channels):
+    for vid, ch in channels.items():
+        db = ProtoReflectionDescriptorDatabase(ch)
+        services = set(db.get_services())
+        assert {"ledger.v1.Ledger", "ledger.v1.Admin", "grpc.health.v1.Health"} <= services, (vid, services)
+        # The descriptors served are the contract's: a client can build requests from them alone.
+        pool = descriptor_pool.DescriptorPool(db)
+        svc = pool.FindServiceByName("ledger.v1.Ledger")
+        assert {m.name for m in svc.methods} == {m.name for m in pb.DESCRIPTOR.services_by_name["Ledger"].methods}
+        submit = svc.FindMethodByName("Submit")
+        assert (submit.input_type.full_name, submit.output_type.full_name) == (
+            "ledger.v1.SubmitRequest",
+            "ledger.v1.SubmitResponse",
+        )

@@ -152,14 +152,19 @@ def _stop_started(local: LocalCluster) -> None:
 
 
 @contextmanager
-def running_cluster(directory: str, start_port: int):
-    """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit."""
+def running_cluster(directory: str, start_port: int, config_overrides: dict | None = None):
+    """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit.
+
+    ``config_overrides`` are written into every validator's config.json before start.
+    """
     attempt_start = start_port
     for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
         base, lock_fd = reserve_base_port(attempt_start)
         local = None
         try:
             init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True)
+            if config_overrides:
+                _override_configs(directory, config_overrides)
             local = LocalCluster(directory)
             local.start_all()
             local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
@@ -188,6 +193,18 @@ def running_cluster(directory: str, start_port: int):
         assert not still, f"validators still running after teardown: {still}"
 
 
+def _override_configs(directory: str, overrides: dict) -> None:
+    import json
+
+    for i in range(1, VALIDATORS + 1):
+        path = os.path.join(directory, f"v{i}", "config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg.update(overrides)
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+
+
 def _tail(path: str, n: int = 20) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -205,6 +222,13 @@ def _start_port() -> int:
 def cluster(tmp_path):
     """A fresh 3-validator cluster for one test (the test may kill and restart validators)."""
     with running_cluster(str(tmp_path / "cluster"), _start_port()) as c:
+        yield c
+
+
+@pytest.fixture
+def compacting_cluster(tmp_path):
+    """A fresh cluster whose validators snapshot and compact their Raft log every 10 blocks."""
+    with running_cluster(str(tmp_path / "cluster"), _start_port(), {"log_compaction_min_entries": 10}) as c:
         yield c
 
 

@@ -410,15 +410,32 @@ class LedgerClient:
         ]
 
     # -- reads ----------------------------------------------------------------------
-    def lookup_accounts(self, ids: Sequence[int], *, address: str | None = None) -> list[Account]:
-        """Accounts found among ``ids`` (LOCAL read from one validator; missing ids are left out)."""
-        req = pb.LookupAccountsRequest(ids=[_u128(i) for i in ids], consistency=pb.READ_CONSISTENCY_LOCAL)
-        resp = self._call_read("LookupAccounts", req, address)
+    def _read(self, method: str, req, address: str | None, linearizable: bool):
+        if linearizable:
+            if address is not None:
+                raise ValueError("a linearizable read goes to the leader; do not pass address")
+            return self._call_leader(method, req)
+        return self._call_read(method, req, address)
+
+    @staticmethod
+    def _consistency(linearizable: bool) -> int:
+        return pb.READ_CONSISTENCY_LINEARIZABLE if linearizable else pb.READ_CONSISTENCY_LOCAL
+
+    def lookup_accounts(self, ids: Sequence[int], *, address: str | None = None, linearizable: bool = False) -> list[Account]:
+        """Accounts found among ``ids`` (missing ids are left out).
+
+        Default: a LOCAL read from one validator (may lag the leader). With
+        ``linearizable=True`` the leader answers after a read barrier through the
+        Raft log: the result reflects every write acknowledged before the call.
+        """
+        req = pb.LookupAccountsRequest(ids=[_u128(i) for i in ids], consistency=self._consistency(linearizable))
+        resp = self._read("LookupAccounts", req, address, linearizable)
         return [_account_from_pb(a) for a in resp.accounts]
 
-    def lookup_transfers(self, ids: Sequence[int], *, address: str | None = None) -> list[Transfer]:
-        req = pb.LookupTransfersRequest(ids=[_u128(i) for i in ids], consistency=pb.READ_CONSISTENCY_LOCAL)
-        resp = self._call_read("LookupTransfers", req, address)
+    def lookup_transfers(self, ids: Sequence[int], *, address: str | None = None, linearizable: bool = False) -> list[Transfer]:
+        """Transfers found among ``ids``; consistency as in :meth:`lookup_accounts`."""
+        req = pb.LookupTransfersRequest(ids=[_u128(i) for i in ids], consistency=self._consistency(linearizable))
+        resp = self._read("LookupTransfers", req, address, linearizable)
         return [_transfer_from_pb(t) for t in resp.transfers]
 
     def get_account_transfers(self, f: AccountFilter, *, address: str | None = None) -> Page:
@@ -445,8 +462,10 @@ class LedgerClient:
         resp = self._call_read("QueryTransfers", pb.QueryTransfersRequest(filter=_query_filter_pb(f)), address)
         return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
 
-    def head(self, *, address: str | None = None) -> BlockHeader:
-        return _header(self._call_read("GetHead", pb.GetHeadRequest(), address).head)
+    def head(self, *, address: str | None = None, linearizable: bool = False) -> BlockHeader:
+        """The chain head of one validator (or, linearizable, of the leader after a read barrier)."""
+        req = pb.GetHeadRequest(consistency=self._consistency(linearizable))
+        return _header(self._read("GetHead", req, address, linearizable).head)
 
     def block(self, height: int, *, address: str | None = None) -> tuple[BlockHeader, list[bytes]]:
         resp = self._call_read("GetBlock", pb.GetBlockRequest(height=height), address)

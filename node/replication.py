@@ -274,6 +274,12 @@ class LedgerReplica(SyncObj):
         store = self._store
         if raft_index <= store.applied_index():
             return None  # replay after restart: already in RocksDB
+        if entry == codec.READ_BARRIER_ENTRY:
+            # Committed in the current term by the leader: every write acknowledged
+            # before it is applied now, so a read served after this is linearizable.
+            self._commit_or_die(lambda: store.mark_applied(raft_index))
+            self._notify(raft_index, None)
+            return store.head().height
         try:
             decoded = codec.decode_entry(entry)
         except codec.CodecError as e:
@@ -367,6 +373,21 @@ class LedgerReplica(SyncObj):
         with self.applied_cond:
             self.applied_cond.notify_all()
         return raft_data
+
+    def read_barrier(self, timeout_s: float) -> bool:
+        """Commit a read barrier through the log (Raft §8: a leader must exchange heartbeats
+        with a majority before answering read-only requests; committing an entry in its
+        term does that). True once applied here; False on timeout or lost leadership.
+        """
+        done = threading.Event()
+        outcome: list[bool] = []
+
+        def on_result(res, err) -> None:
+            outcome.append(err == 0 and res is not None)
+            done.set()
+
+        self.apply_entry(codec.READ_BARRIER_ENTRY, callback=on_result)
+        return done.wait(timeout_s) and bool(outcome and outcome[0])
 
     # -- status -------------------------------------------------------------------
     def role(self) -> str:

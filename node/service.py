@@ -220,6 +220,17 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         context.set_trailing_metadata((("leader-address", leader),))
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not the leader; send writes to {leader}")
 
+    def _consistent_read(self, consistency: int, context) -> None:
+        """For LINEARIZABLE reads: be the leader and pass a read barrier through the log."""
+        if consistency != pb.READ_CONSISTENCY_LINEARIZABLE:
+            return
+        self._require_leader(context)
+        if not self._replica.read_barrier(self._submit_timeout_s):
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "read barrier not committed (leadership lost or no majority); retry on the leader",
+            )
+
     @_guard
     def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
         n = len(request.transactions)
@@ -270,6 +281,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def LookupAccounts(self, request, context):  # noqa: N802
         if len(request.ids) > limits.lookup_ids_max:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limits.lookup_ids_max} ids per lookup")
+        self._consistent_read(request.consistency, context)
         height = self._store.head().height
         found = [self._store.get_account(u128_to_int(i)) for i in request.ids]
         return pb.LookupAccountsResponse(accounts=[account_to_pb(a) for a in found if a is not None], height=height)
@@ -278,6 +290,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def LookupTransfers(self, request, context):  # noqa: N802
         if len(request.ids) > limits.lookup_ids_max:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {limits.lookup_ids_max} ids per lookup")
+        self._consistent_read(request.consistency, context)
         height = self._store.head().height
         found = [self._store.get_transfer(u128_to_int(i)) for i in request.ids]
         return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
@@ -365,6 +378,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
     @_guard
     def GetHead(self, request, context):  # noqa: N802
+        self._consistent_read(request.consistency, context)
         return pb.GetHeadResponse(head=header_to_pb(self._store.head().header))
 
     @_guard

@@ -13,6 +13,8 @@ from . import limits
 from .types import Account, BlockHeader, Entry, Head, Operation, PendingStatus, Transfer, Tx
 
 ENTRY_VERSION = 1
+#: A Raft entry that carries no block: a read barrier for linearizable reads.
+READ_BARRIER_ENTRY = b"\x00read-barrier"
 
 _ACCOUNT = struct.Struct(">16s16s16s16s16s16sQIIII Q")
 _TRANSFER = struct.Struct(">16s16s16s16s16s16sQIIIIIQ")

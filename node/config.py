@@ -75,6 +75,11 @@ class ValidatorConfig:
     #: containers): e.g. "0.0.0.0:7101". Empty = listen on the genesis address.
     grpc_listen_address: str = ""
     raft_listen_address: str = ""
+    #: Peer Raft address (as in genesis) -> address to dial instead; the chaos suite
+    #: routes every validator-to-validator link through its own Toxiproxy listener.
+    raft_peer_dial: dict = field(default_factory=dict)
+    #: Seconds between attempts to reconnect a lost Raft connection.
+    connection_retry_time_s: float = 1.0
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True

@@ -63,6 +63,7 @@ class Validator:
             leader_fallback_timeout_s=cfg.leader_fallback_timeout_s,
             log_compaction_min_entries=cfg.log_compaction_min_entries,
             log_compaction_min_time_s=cfg.log_compaction_min_time_s,
+            connection_retry_time_s=cfg.connection_retry_time_s,
         )
         self.replica = LedgerReplica(
             me.raft_address,
@@ -71,6 +72,7 @@ class Validator:
             self.store,
             durable_journal=cfg.durable_journal,
             raft_fixes=cfg.raft_fixes,
+            peer_dial=cfg.raft_peer_dial,
         )
         self.batcher = Batcher(
             lambda entry, cb: self.replica.apply_entry(entry, callback=cb),

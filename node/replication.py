@@ -53,6 +53,8 @@ from pysyncobj import syncobj as _syncobj_mod
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.pickle import dumps as _pickle_dumps
 from pysyncobj.pickle import loads as _pickle_loads
+from pysyncobj.monotonic import monotonic as monotonicTime
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from node.ledger import codec, limits
@@ -143,6 +145,22 @@ class LedgerTransport(TCPTransport):
         self._replica = syncObj
         self._reply_cap: int | None = None
 
+    def _connectIfNecessarySingle(self, node):  # noqa: N802
+        """As pysyncobj's, but dial a peer at its configured dial address (e.g. a Toxiproxy
+        listener in the chaos suite); the peer's identity stays its genesis Raft address."""
+        dial = self._replica._peer_dial.get(node.address)
+        if dial is None:
+            return super()._connectIfNecessarySingle(node)
+        if node in self._connections and self._connections[node].state != CONNECTION_STATE.DISCONNECTED:
+            return True
+        if not self._shouldConnect(node):
+            return False
+        if node in self._lastConnectAttempt and monotonicTime() - self._lastConnectAttempt[node] < self._syncObj.conf.connectionRetryTime:
+            return False
+        self._lastConnectAttempt[node] = monotonicTime()
+        host, port = dial.rsplit(":", 1)
+        return self._connections[node].connect(host, int(port))
+
     def send(self, node, message):
         if message.get("type") in ("next_node_idx", "response_vote"):
             self._replica._sync_journal()
@@ -224,6 +242,7 @@ class LedgerReplica(SyncObj):
         raft_fixes: bool = True,
         on_applied: Callable[[int, list[TxResult] | None], None] | None = None,
         on_journal_flush: Callable[[int], None] | None = None,
+        peer_dial: dict[str, str] | None = None,
     ) -> None:
         if not conf.password:
             raise ValueError("the Raft port must have a password (pysyncobj unpickles what it receives)")
@@ -233,6 +252,7 @@ class LedgerReplica(SyncObj):
             raise ValueError("appendEntriesBatchSizeBytes must exceed entry_bytes_max")
         # State before SyncObj.__init__: its tick thread starts inside it.
         self._store = store
+        self._peer_dial = dict(peer_dial or {})
         self._durable = durable_journal
         self._raft_fixes = raft_fixes
         self._on_applied = on_applied
@@ -422,6 +442,7 @@ def make_conf(
     leader_fallback_timeout_s: float = 3.0,
     log_compaction_min_entries: int = 10_000,
     log_compaction_min_time_s: float = 3600.0,
+    connection_retry_time_s: float = 1.0,
     on_state_changed=None,
 ) -> SyncObjConf:
     """pysyncobj configuration with every setting the adapter relies on made explicit.
@@ -450,6 +471,7 @@ def make_conf(
         onStateChanged=on_state_changed,
         useFork=False,
         # Peers re-resolve a restarted validator's name quickly (pysyncobj caches 600 s by default).
+        connectionRetryTime=connection_retry_time_s,
         dnsCacheTime=5.0,
         dnsFailCacheTime=5.0,
     )

@@ -456,10 +456,12 @@ class RocksStore:
             wb.put(_U128(tid), struct.pack(">I", code), h["transfers_failed"])
         for account_id, ts, tid in ws.account_transfers:
             wb.put(_U128(account_id) + _U64.pack(ts), _U128(tid), h["account_transfers"])
-        for expires_at, tid in ws.expiry_delete:
-            wb.delete(_U64.pack(expires_at) + _U128(tid), h["expiry"])
+        # Puts before deletes: a pending transfer created and resolved in the same
+        # block has its expiry key in both lists, and must not stay indexed.
         for expires_at, tid in ws.expiry_put:
             wb.put(_U64.pack(expires_at) + _U128(tid), b"", h["expiry"])
+        for expires_at, tid in ws.expiry_delete:
+            wb.delete(_U64.pack(expires_at) + _U128(tid), h["expiry"])
         for account_id, ts, a in ws.history:
             wb.put(_U128(account_id) + _U64.pack(ts), codec.encode_account(a), h["history"])
         height = ws.header.height

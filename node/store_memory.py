@@ -53,12 +53,14 @@ class MemoryStore:
         self.transfers.update(ws.transfers)
         self.status.update(ws.pending_status)
         self.failed.update(ws.failed_transfers)
+        # Puts before deletes: a pending transfer created and resolved in the same
+        # block has its expiry key in both lists, and must not stay indexed.
+        for item in ws.expiry_put:
+            bisect.insort(self.expiry, item)
         for item in ws.expiry_delete:
             i = bisect.bisect_left(self.expiry, item)
             if i < len(self.expiry) and self.expiry[i] == item:
                 del self.expiry[i]
-        for item in ws.expiry_put:
-            bisect.insort(self.expiry, item)
         for account_id, ts, transfer_id in ws.account_transfers:
             self.account_transfers.setdefault(account_id, []).append((ts, transfer_id))
         h = ws.header.height

@@ -190,25 +190,29 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
 # -- create_transfers -------------------------------------------------------------
 
 
-def _transfer_exists(t: Transfer, e: Transfer) -> TR:
-    two_phase_resolve = t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER)
+def _transfer_exists(st: _State, t: Transfer, e: Transfer) -> TR:
+    """Compare a request with the transfer that already has its id (TigerBeetle
+    state_machine.zig ``create_transfer_exists``)."""
     if (t.flags & ~TF.LINKED) != (e.flags & ~TF.LINKED):
         return TR.exists_with_different_flags
     if t.pending_id != e.pending_id:
         return TR.exists_with_different_pending_id
     if t.timeout != e.timeout:
         return TR.exists_with_different_timeout
-    # Post/void may leave account ids, ledger, code and amount to the pending
-    # transfer; compare only what the request states.
-    if (t.debit_account_id or not two_phase_resolve) and t.debit_account_id != e.debit_account_id:
+    if t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
+        # Same flags and pending id: ``e`` resolved the same pending transfer.
+        p = st.transfer(t.pending_id)
+        assert p is not None, "post/void refers to a missing pending transfer"
+        return _resolve_exists(t, e, p)
+    if t.debit_account_id != e.debit_account_id:
         return TR.exists_with_different_debit_account_id
-    if (t.credit_account_id or not two_phase_resolve) and t.credit_account_id != e.credit_account_id:
+    if t.credit_account_id != e.credit_account_id:
         return TR.exists_with_different_credit_account_id
-    balancing = t.flags & (TF.BALANCING_DEBIT | TF.BALANCING_CREDIT)
-    if balancing:
+    # Balancing: ``amount`` is an upper bound, so a retry moving at least as much is the same request.
+    if t.flags & (TF.BALANCING_DEBIT | TF.BALANCING_CREDIT):
         if t.amount < e.amount:
             return TR.exists_with_different_amount
-    elif (t.amount or not two_phase_resolve) and t.amount != e.amount:
+    elif t.amount != e.amount:
         return TR.exists_with_different_amount
     if t.user_data_128 != e.user_data_128:
         return TR.exists_with_different_user_data_128
@@ -216,9 +220,36 @@ def _transfer_exists(t: Transfer, e: Transfer) -> TR:
         return TR.exists_with_different_user_data_64
     if t.user_data_32 != e.user_data_32:
         return TR.exists_with_different_user_data_32
-    if (t.ledger or not two_phase_resolve) and t.ledger != e.ledger:
+    if t.ledger != e.ledger:
         return TR.exists_with_different_ledger
-    if (t.code or not two_phase_resolve) and t.code != e.code:
+    if t.code != e.code:
+        return TR.exists_with_different_code
+    return TR.exists
+
+
+def _resolve_exists(t: Transfer, e: Transfer, p: Transfer) -> TR:
+    """A post/void retried under the same id (TigerBeetle ``post_or_void_pending_transfer_exists``).
+
+    What the request leaves zero was taken from the pending transfer ``p`` (accounts,
+    ledger, code, user_data) and the full-amount sentinels stand for ``p.amount``,
+    so they are compared as resolved, not as stated: an identical retry is ``exists``.
+    """
+    if t.debit_account_id and t.debit_account_id != e.debit_account_id:
+        return TR.exists_with_different_debit_account_id
+    if t.credit_account_id and t.credit_account_id != e.credit_account_id:
+        return TR.exists_with_different_credit_account_id
+    amount = p.amount if t.amount in (0, U128) else t.amount
+    if amount != e.amount:
+        return TR.exists_with_different_amount
+    if (t.user_data_128 or p.user_data_128) != e.user_data_128:
+        return TR.exists_with_different_user_data_128
+    if (t.user_data_64 or p.user_data_64) != e.user_data_64:
+        return TR.exists_with_different_user_data_64
+    if (t.user_data_32 or p.user_data_32) != e.user_data_32:
+        return TR.exists_with_different_user_data_32
+    if t.ledger and t.ledger != e.ledger:
+        return TR.exists_with_different_ledger
+    if t.code and t.code != e.code:
         return TR.exists_with_different_code
     return TR.exists
 
@@ -242,7 +273,7 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
         return TR.id_must_not_be_int_max
     e = st.transfer(t.id)
     if e is not None:
-        return _transfer_exists(t, e)
+        return _transfer_exists(st, t, e)
     failed = st.failed_code(t.id)
     if failed is not None:
         return TR.id_already_failed
@@ -308,11 +339,12 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
             return TR.overflows_debits_pending
         if cr.credits_pending + amount > U128:
             return TR.overflows_credits_pending
-    else:
-        if dr.debits_posted + amount > U128:
-            return TR.overflows_debits_posted
-        if cr.credits_posted + amount > U128:
-            return TR.overflows_credits_posted
+    # Checked for pending transfers too, as TigerBeetle does: a pending amount is
+    # posted later, so it must fit the posted balance as well.
+    if dr.debits_posted + amount > U128:
+        return TR.overflows_debits_posted
+    if cr.credits_posted + amount > U128:
+        return TR.overflows_credits_posted
     if dr.debits_pending + dr.debits_posted + amount > U128:
         return TR.overflows_debits
     if cr.credits_pending + cr.credits_posted + amount > U128:
@@ -497,17 +529,18 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
         j = i
         while j < n and events[j].flags & linked_flag:
             j += 1
-        if j == n:
-            # The last event is linked: the chain is open (TigerBeetle).
-            for k in range(i, n):
-                codes[k] = R.linked_event_failed
-            codes[n - 1] = R.linked_event_chain_open
-            break
-        end = j  # inclusive
+        # If the last event is linked the chain is open: its events before the last
+        # are still applied in order (so the first failure keeps its own code and a
+        # transient one burns its id), then the last event fails the chain with
+        # linked_event_chain_open (TigerBeetle state_machine.zig execute_create).
+        open_chain = j == n
+        end = n - 1 if open_chain else j  # inclusive
         failed_at = -1
         for k in range(i, end + 1):
             ev = events[k]
-            if accounts:
+            if open_chain and k == end:
+                code = R.linked_event_chain_open
+            elif accounts:
                 code = _create_account(st, ev, tx.member_id, first_timestamp + k)
             else:
                 code = _create_transfer(st, ev, tx.member_id, first_timestamp + k)
@@ -522,6 +555,8 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
             for k in range(i, end + 1):
                 if k != failed_at:
                     codes[k] = R.linked_event_failed
+            if open_chain:
+                codes[end] = R.linked_event_chain_open
         else:
             st.commit_chain()
         i = end + 1

@@ -1,0 +1,1 @@
+"""Resilience drills: Toxiproxy between validators, process faults, a bank workload, checkers."""

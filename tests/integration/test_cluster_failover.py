@@ -286,3 +286,56 @@ def test_leader_sigkill_under_load_loses_nothing_and_applies_nothing_twice(clust
         f"{old_leader}; first commit by {new_leader} {t_failover:.1f}s after it), {len(unknown)} unknown outcome "
         f"({applied_unknown} of them applied); head {head.height}; {time.monotonic() - t_begin:.1f}s"
     )
+
+
+def test_follower_catching_up_in_a_later_term_builds_the_same_chain(cluster):
+    """A block's header carries the term of its log entry, whoever applies it and when.
+
+    Follower F misses blocks of term T; the leader dies; F and the other follower
+    G elect G (Raft §5.4.1: F's log is behind, so only G can win) in a term > T,
+    and F applies the term-T entries it missed in that later term (§5.3: G brings
+    F's log in line). F's blocks must be identical to G's (design invariant 4).
+    Regression: the adapter stamped headers with the replica's current term, so
+    F's chain forked at the first block it caught up on.
+    """
+    reader = cluster.client("bank-a")
+    leader = cluster.leader()
+    lagging, other = cluster.followers(leader)
+    term_before = next(st.term for v, st in cluster.status() if v.id == leader)
+
+    cluster.local.stop(lagging, signal.SIGKILL)
+    with cluster.client("bank-a") as bank_a:
+        accounts = [Account(id=i, ledger=840, code=1) for i in (1, 2)]
+        assert [r.name for r in bank_a.create_accounts(accounts)] == ["ok", "ok"]
+        for n in range(5):
+            t = Transfer(id=100 + n, debit_account_id=1, credit_account_id=2, amount=10 + n, ledger=840, code=7)
+            assert [r.name for r in bank_a.create_transfers([t])] == ["ok"]
+    missed = reader.head(address=cluster.addresses[leader])
+    assert missed.raft_term == term_before
+
+    cluster.local.stop(leader, signal.SIGKILL)
+    cluster.local.start(lagging)
+    new_leader = cluster.leader(exclude=(leader,))
+    assert new_leader == other, "the follower with the shorter log must not win the election (Raft §5.4.1)"
+
+    def caught_up():
+        h = reader.head(address=cluster.addresses[lagging])
+        return h if h.height >= missed.height else None
+
+    wait_until(caught_up, CONVERGE_TIMEOUT_S, f"{lagging} caught up to height {missed.height}")
+    for height in range(1, missed.height + 1):
+        mine, _ = reader.block(height, address=cluster.addresses[lagging])
+        theirs, _ = reader.block(height, address=cluster.addresses[other])
+        assert mine == theirs, (
+            f"block {height}: {lagging} built term {mine.raft_term} hash {mine.hash.hex()[:16]}, "
+            f"{other} built term {theirs.raft_term} hash {theirs.hash.hex()[:16]}"
+        )
+    assert reader.block(missed.height, address=cluster.addresses[other])[0].raft_term == term_before
+
+    cluster.local.start(leader)
+    wait_until(
+        lambda: len({(h.height, h.hash) for h in (reader.head(address=a) for a in cluster.addresses.values())}) == 1,
+        CONVERGE_TIMEOUT_S,
+        "all validators on the same head after the old leader rejoined",
+    )
+    reader.close()

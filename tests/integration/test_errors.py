@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from client import Account, LedgerClient
+from client import Account, LedgerClient, Transfer
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
@@ -294,4 +294,49 @@ def test_server_reflection_lists_the_ledger_service(channels):
         assert (submit.input_type.full_name, submit.output_type.full_name) == (
             "ledger.v1.SubmitRequest",
             "ledger.v1.SubmitResponse",
+        )
+
+
+# -- exactly once -------------------------------------------------------------------------
+
+
+def test_retry_of_the_same_signed_transaction_returns_the_original_result(cluster_module, channels, signer):
+    """Design invariant 3: a retry of the very same bytes answers from the index, no new block, no new effect."""
+    leader = cluster_module.leader()
+    debit, credit = new_accounts()
+    opened = ledger(channels, leader).Submit(
+        pb.SubmitRequest(transactions=[signer.sign_accounts([debit, credit])]), timeout=RPC_TIMEOUT_S
+    )
+    assert [e.name for e in opened.results[0].results] == ["ok", "ok"]
+    transfer_ids = [next(_ids), next(_ids)]
+    stx = signer.sign_transfers(
+        [Transfer(id=t, debit_account_id=debit.id, credit_account_id=credit.id, amount=7 + k, ledger=840, code=7)
+         for k, t in enumerate(transfer_ids)]
+    )
+
+    (first,) = ledger(channels, leader).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S).results
+    assert [(e.index, e.code, e.name) for e in first.results] == [(0, 0, "ok"), (1, 0, "ok")]
+    height = settled_height(channels)
+    assert first.height == height
+    head_before = heads(channels)
+
+    for _ in range(2):
+        (again,) = ledger(channels, leader).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S).results
+        assert (again.tx_hash, again.height) == (first.tx_hash, first.height)
+        assert list(again.results) == list(first.results)
+    assert heads(channels) == head_before, "a retry created a new block"
+    assert settled_height(channels) == height
+
+    for vid in channels:
+        block = ledger(channels, vid).GetBlock(pb.GetBlockRequest(height=first.height), timeout=RPC_TIMEOUT_S)
+        assert list(block.tx_hashes) == [first.tx_hash], vid
+        found = ledger(channels, vid).LookupTransfers(
+            pb.LookupTransfersRequest(ids=[u128(t) for t in transfer_ids]), timeout=RPC_TIMEOUT_S
+        ).transfers
+        assert [f.id.lo for f in found] == transfer_ids, vid
+        accounts = ledger(channels, vid).LookupAccounts(
+            pb.LookupAccountsRequest(ids=[u128(debit.id), u128(credit.id)]), timeout=RPC_TIMEOUT_S
+        ).accounts
+        assert [(a.debits_posted.lo, a.credits_posted.lo) for a in accounts] == [(15, 0), (0, 15)], (
+            f"{vid}: money moved more than once"
         )

@@ -1,0 +1,230 @@
+"""The Jepsen bank workload on the ledger, driven through the member SDK.
+
+N accounts with ``debits_must_not_exceed_credits`` are funded from a mint
+account so that the sum of their net balances (credits_posted - debits_posted)
+is a fixed TOTAL. Concurrent client processes then either transfer a random
+amount between two of them or read all balances with a linearizable read; every
+operation is recorded in the history (chaos/history.py) with its invoke and
+completion time and outcome. Afterwards :func:`collect_final_state` reads every
+validator's chain and balances for the checkers.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from client import (
+    Account,
+    AccountFlags,
+    InvalidRequest,
+    LedgerClient,
+    LedgerError,
+    NotFound,
+    RetryPolicy,
+    Transfer,
+    TransportError,
+    load_private_key,
+)
+from chaos.history import History
+
+LEDGER = 840
+CODE = 1
+MINT_ACCOUNT = 1_000_000
+MEMBERS = ("bank-a", "bank-b")
+TRANSFER_ID_BASE = 10_000_000
+
+
+@dataclass
+class BankConfig:
+    """Shape of the workload. Amounts in minor units; times in seconds."""
+
+    accounts: int = 5
+    initial_balance: int = 100
+    amount_max: int = 20
+    concurrency: int = 4
+    read_fraction: float = 0.25
+    #: Pause between a process's operations (keeps histories checkable by Porcupine).
+    think_time_s: float = 0.02
+    #: Deadline of one operation, retries included; past it the outcome is unknown.
+    op_deadline_s: float = 2.0
+
+
+@dataclass
+class Bank:
+    addresses: list[str]
+    cluster_dir: str
+    cfg: BankConfig
+    seed: int
+    clients: dict[str, LedgerClient] = field(default_factory=dict)
+    owner: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def account_ids(self) -> list[int]:
+        return list(range(1, self.cfg.accounts + 1))
+
+    @property
+    def total(self) -> int:
+        return self.cfg.accounts * self.cfg.initial_balance
+
+    def initial_balances(self) -> dict[int, int]:
+        return {a: self.cfg.initial_balance for a in self.account_ids}
+
+    def _client(self, member: str, deadline_s: float) -> LedgerClient:
+        import os
+
+        key = load_private_key(os.path.join(self.cluster_dir, "members", f"{member}.pem"))
+        retry = RetryPolicy(deadline_s=deadline_s, attempt_timeout_s=min(1.0, deadline_s), backoff_initial_s=0.02, backoff_max_s=0.2)
+        return LedgerClient(self.addresses, member_id=member, key_id="k1", private_key=key, retry=retry)
+
+    def setup(self, timeout_s: float = 60.0) -> None:
+        """Open and fund the accounts (before any fault). Raises LedgerError if that fails."""
+        setup_clients = {m: self._client(m, timeout_s) for m in MEMBERS}
+        for i, a in enumerate(self.account_ids):
+            self.owner[a] = MEMBERS[i % len(MEMBERS)]
+        for m in MEMBERS:
+            mine = [Account(id=a, ledger=LEDGER, code=CODE, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS) for a in self.account_ids if self.owner[a] == m]
+            if m == MEMBERS[0]:
+                mine.append(Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE))
+            res = setup_clients[m].create_accounts(mine)
+            if any(r.name not in ("ok", "exists") for r in res):
+                raise LedgerError(f"bank setup: account creation failed: {res}")
+        funding = [
+            Transfer(id=TRANSFER_ID_BASE - a, debit_account_id=MINT_ACCOUNT, credit_account_id=a,
+                     amount=self.cfg.initial_balance, ledger=LEDGER, code=CODE)
+            for a in self.account_ids
+        ]
+        res = setup_clients[MEMBERS[0]].create_transfers(funding)
+        if any(r.name not in ("ok", "exists") for r in res):
+            raise LedgerError(f"bank setup: funding failed: {res}")
+        for c in setup_clients.values():
+            c.close()
+        self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS}
+
+    def run(self, history: History, duration_s: float, stop: threading.Event | None = None) -> dict[str, int]:
+        """Run the concurrent clients for ``duration_s``; return counts of outcomes."""
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + duration_s
+        process_ids = itertools.count()
+        transfer_ids = itertools.count(TRANSFER_ID_BASE + 1)
+        lock = threading.Lock()
+        counts: dict[str, int] = {}
+
+        def count(key: str) -> None:
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+
+        def worker(worker_no: int) -> None:
+            rng = random.Random(self.seed * 1000 + worker_no)
+            with lock:
+                process = next(process_ids)
+            while time.monotonic() < deadline and not stop.is_set():
+                if rng.random() < self.cfg.read_fraction:
+                    unknown = self._read(history, process, count)
+                else:
+                    with lock:
+                        tid = next(transfer_ids)
+                    unknown = self._transfer(history, process, tid, rng, count)
+                if unknown:  # Jepsen: a process with an unknown outcome is retired
+                    with lock:
+                        process = next(process_ids)
+                time.sleep(self.cfg.think_time_s)
+
+        threads = [threading.Thread(target=worker, args=(i,), name=f"bank-{i}") for i in range(self.cfg.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return counts
+
+    def _transfer(self, history: History, process: int, tid: int, rng: random.Random, count) -> bool:
+        src, dst = rng.sample(self.account_ids, 2)
+        amount = rng.randint(1, self.cfg.amount_max)
+        value = {"id": tid, "from": src, "to": dst, "amount": amount}
+        client = self.clients[self.owner[src]]
+        history.record(process, "invoke", "transfer", value)
+        try:
+            [r] = client.create_transfers(
+                [Transfer(id=tid, debit_account_id=src, credit_account_id=dst, amount=amount, ledger=LEDGER, code=CODE)]
+            )
+        except TransportError as e:
+            history.record(process, "info", "transfer", {**value, "result": f"unknown: {type(e).__name__}"})
+            count("transfer:info")
+            return True
+        except (InvalidRequest, NotFound, LedgerError) as e:
+            history.record(process, "fail", "transfer", {**value, "result": f"refused: {e}"})
+            count("transfer:fail")
+            return False
+        if r.name in ("ok", "exists"):
+            history.record(process, "ok", "transfer", {**value, "result": "ok"})
+            count("transfer:ok")
+        else:
+            history.record(process, "fail", "transfer", {**value, "result": r.name})
+            count(f"transfer:fail")
+        return False
+
+    def _read(self, history: History, process: int, count) -> bool:
+        history.record(process, "invoke", "read", None)
+        client = self.clients[MEMBERS[0]]
+        try:
+            accounts = client.lookup_accounts(self.account_ids, linearizable=True)
+        except LedgerError as e:
+            # A read has no effect: whatever went wrong, it observed nothing.
+            history.record(process, "fail", "read", {"error": f"{type(e).__name__}"})
+            count("read:fail")
+            return False
+        balances = {str(a.id): a.credits_posted - a.debits_posted for a in accounts}
+        history.record(process, "ok", "read", {"balances": balances})
+        count("read:ok")
+        return False
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+
+
+def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: list[int], timeout_s: float = 60.0) -> dict:
+    """Wait until every validator has the same head, then read each one's chain, balances and transfers.
+
+    Returns the final_state document of chaos/checkers.py. Validators that do
+    not answer are reported with an ``error``.
+    """
+    reader = bank._client(MEMBERS[0], 5.0)
+    deadline = time.monotonic() + timeout_s
+    heads: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        heads = {}
+        for vid, addr in addresses.items():
+            try:
+                heads[vid] = reader.head(address=addr)
+            except LedgerError:
+                pass
+        if len(heads) == len(addresses) and len({(h.height, h.hash) for h in heads.values()}) == 1:
+            break
+        time.sleep(0.3)
+    state: dict = {
+        "validators": {},
+        "accounts": bank.account_ids,
+        "total": bank.total,
+        "initial_balances": {str(a): b for a, b in bank.initial_balances().items()},
+    }
+    for vid, addr in addresses.items():
+        try:
+            head = reader.head(address=addr)
+            chain = [reader.block(h, address=addr)[0].hash.hex() for h in range(1, head.height + 1)]
+            accounts = reader.lookup_accounts(bank.account_ids, address=addr)
+            present: list[int] = []
+            for i in range(0, len(transfer_ids), 1000):
+                present.extend(t.id for t in reader.lookup_transfers(transfer_ids[i : i + 1000], address=addr))
+            state["validators"][vid] = {
+                "head": {"height": head.height, "hash": head.hash.hex()},
+                "chain": chain,
+                "balances": {str(a.id): a.credits_posted - a.debits_posted for a in accounts},
+                "transfers_present": sorted(present),
+            }
+        except LedgerError as e:
+            state["validators"][vid] = {"error": f"{type(e).__name__}: {e}"}
+    reader.close()
+    return state

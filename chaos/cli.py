@@ -1,0 +1,175 @@
+"""The chaos suite's CLI: ``python -m chaos list | run SCENARIO|all | smoke``.
+
+A run starts a fresh 3-validator cluster whose validator-to-validator links go
+through Toxiproxy, funds the bank, runs the bank workload while a seeded nemesis
+injects faults, heals, waits for the validators to converge, reads their final
+state, runs the checkers and writes a report (Markdown + plot) into the run
+directory. Exit code 0 iff every checker passed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+DEFAULT_OUT = "data/chaos"
+#: Quiet tail after the nemesis healed, so recovery shows in the history.
+RECOVERY_TAIL_S = 5.0
+#: Scenarios of the CI smoke run (short: a few minutes in all).
+SMOKE_SCENARIOS = ("partition-leader", "kill-leader", "pause-leader")
+
+
+def _porcupine_binary() -> str | None:
+    here = os.path.join(os.path.dirname(sys.executable), "ledger-porcupine")
+    return here if os.path.exists(here) else shutil.which("ledger-porcupine")
+
+
+def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: bool, concurrency: int, base_port: int) -> bool:
+    """One run of ``name``; returns True iff every checker passed."""
+    from chaos import checkers
+    from chaos.bank import Bank, BankConfig, collect_final_state
+    from chaos.cluster import ChaosCluster
+    from chaos.history import History, read_history
+    from chaos.nemesis import SCENARIOS, Nemesis
+    from chaos.report import write_report
+
+    scenario = SCENARIOS[name]
+    run_dir = os.path.abspath(os.path.join(out, f"{name}-seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"))
+    os.makedirs(run_dir, exist_ok=True)
+    console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
+    console.print(scenario.description)
+    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe)
+    history_path = os.path.join(run_dir, "history.jsonl")
+    timeline_path = os.path.join(run_dir, "faults.jsonl")
+    started = time.time()
+    try:
+        cluster.start()
+        bank = Bank(addresses=list(cluster.addresses.values()), cluster_dir=cluster.directory,
+                    cfg=BankConfig(concurrency=concurrency), seed=seed)
+        bank.setup()
+        t0 = time.monotonic_ns()
+        history = History(history_path, t0)
+        nemesis = Nemesis(cluster, scenario, seed=seed, duration_s=duration_s, t0_ns=t0, timeline_path=timeline_path)
+        counts: dict = {}
+        worker = threading.Thread(target=lambda: counts.update(bank.run(history, duration_s + RECOVERY_TAIL_S)))
+        worker.start()
+        nemesis.start()
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.5)
+        nemesis.stop()  # heals everything
+        worker.join()
+        history.close()
+        console.print(f"workload: {counts}")
+        records = list(read_history(history_path))
+        transfer_ids = sorted({r["value"]["id"] for r in records if r["f"] == "transfer" and r["type"] == "invoke"})
+        final_state = collect_final_state(bank, cluster.addresses, transfer_ids)
+        bank.close()
+    finally:
+        cluster.stop()
+    with open(os.path.join(run_dir, "final_state.json"), "w") as f:
+        json.dump(final_state, f)
+    total = final_state["total"]
+    porcupine = _porcupine_binary()
+    results = [
+        checkers.check_read_totals(records, total),
+        checkers.check_acknowledged_present(records, final_state),
+        checkers.check_failed_absent(records, final_state),
+        checkers.check_agreement(final_state),
+        checkers.check_limits(records, final_state),
+        checkers.check_conservation(final_state, total),
+        checkers.check_linearizable(history_path, final_state["initial_balances"], porcupine, 120.0),
+    ]
+    meta = {
+        "scenario": name,
+        "description": scenario.description,
+        "seed": seed,
+        "duration_s": duration_s,
+        "unsafe": unsafe,
+        "concurrency": concurrency,
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "counts": counts,
+        "command": f"python -m chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
+    }
+    report = write_report(run_dir, meta, results, timeline_path, history_path)
+    table = Table(title=f"{name} seed {seed}")
+    table.add_column("checker")
+    table.add_column("verdict")
+    table.add_column("evidence")
+    ok = True
+    for r in results:
+        verdict = "[green]pass" if r.passed else ("[yellow]undecided" if r.passed is None else "[red]FAIL")
+        ok &= r.passed is not False
+        table.add_row(r.name, verdict, r.evidence[:120])
+    console.print(table)
+    console.print(f"report: {report}")
+    return ok
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Resilience drills against a local 3-validator cluster behind Toxiproxy."""
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List the scenarios."""
+    from chaos.nemesis import SCENARIOS
+
+    table = Table()
+    table.add_column("scenario")
+    table.add_column("what it does")
+    for name, s in SCENARIOS.items():
+        table.add_row(name, s.description)
+    console.print(table)
+
+
+@main.command()
+@click.argument("scenario")
+@click.option("--seed", default=1, show_default=True, help="Seed of the nemesis schedule and the workload: a run replays from it.")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds of faults per scenario (plus a recovery tail).")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, help="Where run directories (history, faults, report) go.")
+@click.option("--unsafe", is_flag=True, help="Switch the adapter's durability and truncation fixes off (demonstration only).")
+@click.option("--concurrency", default=4, show_default=True, help="Concurrent bank clients.")
+@click.option("--base-port", default=19100, show_default=True, help="First port of the cluster's range.")
+def run(scenario, seed, duration, out, unsafe, concurrency, base_port) -> None:
+    """Run SCENARIO (or `all`) and check the history; exit 1 if a checker failed."""
+    from chaos.nemesis import SCENARIOS
+
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise click.BadParameter(f"unknown scenario {unknown[0]!r}; see `python -m chaos list`")
+    verdicts = {}
+    for n in names:
+        verdicts[n] = run_scenario(n, seed=seed, duration_s=duration, out=out, unsafe=unsafe, concurrency=concurrency, base_port=base_port)
+    if len(names) > 1:
+        for n, v in verdicts.items():
+            console.print(f"{n:20} {'[green]pass' if v else '[red]FAIL'}")
+    sys.exit(0 if all(verdicts.values()) else 1)
+
+
+@main.command()
+@click.option("--duration", default=20.0, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--out", default=DEFAULT_OUT, show_default=True)
+def smoke(duration, seed, out) -> None:
+    """The short CI subset: a few scenarios, `--duration` seconds each."""
+    ok = all(
+        run_scenario(n, seed=seed, duration_s=duration, out=out, unsafe=False, concurrency=4, base_port=19100)
+        for n in SMOKE_SCENARIOS
+    )
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

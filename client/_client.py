@@ -193,8 +193,17 @@ def _int(m: pb.UInt128) -> int:
 
 
 def _account_pb(a: Account) -> pb.Account:
+    # Balances and timestamp are sent as given: the ledger answers non-zero ones
+    # with ``*_must_be_zero`` (TigerBeetle create_accounts) instead of the SDK
+    # silently dropping them and reporting ``ok``.
+    # Zero balances stay unset, so a valid request's signed bytes are unchanged.
     return pb.Account(
         id=_u128(a.id),
+        debits_pending=_u128(a.debits_pending) if a.debits_pending else None,
+        debits_posted=_u128(a.debits_posted) if a.debits_posted else None,
+        credits_pending=_u128(a.credits_pending) if a.credits_pending else None,
+        credits_posted=_u128(a.credits_posted) if a.credits_posted else None,
+        timestamp=a.timestamp,
         ledger=a.ledger,
         code=a.code,
         flags=int(a.flags),
@@ -236,6 +245,8 @@ def _transfer_pb(t: Transfer) -> pb.Transfer:
         ledger=t.ledger,
         code=t.code,
         flags=int(t.flags),
+        # Sent as given: non-zero is answered with ``timestamp_must_be_zero`` (TigerBeetle).
+        timestamp=t.timestamp,
     )
 
 

@@ -134,7 +134,12 @@ class Model:
                 return TR.exists_with_different_debit_account_id
             if (t.credit_account_id or not resolve) and e.cr != t.credit_account_id:
                 return TR.exists_with_different_credit_account_id
-            if (t.amount or not resolve) and e.amount != t.amount:
+            if resolve:
+                # 0 stands for the pending amount (TigerBeetle post_or_void_pending_transfer_exists).
+                full = self.transfers[t.pending_id].amount
+                if e.amount != (t.amount or full):
+                    return TR.exists_with_different_amount
+            elif e.amount != t.amount:
                 return TR.exists_with_different_amount
             if (t.ledger or not resolve) and e.ledger != t.ledger:
                 return TR.exists_with_different_ledger
@@ -209,7 +214,11 @@ class Model:
         return TR.ok
 
     def apply_tx(self, tx: Tx, first_ts: int) -> tuple[int, ...]:
-        """Linked chains: all or nothing; the failing event keeps its code, the rest linked_event_failed."""
+        """Linked chains: all or nothing; the failing event keeps its code, the rest linked_event_failed.
+
+        An open chain (last event linked) runs like any chain and then fails at its last
+        event with linked_event_chain_open (TigerBeetle state_machine.zig execute_create).
+        """
         accounts = tx.operation == Operation.create_accounts
         R = AR if accounts else TR
         linked = AF.LINKED if accounts else TF.LINKED
@@ -220,16 +229,18 @@ class Model:
             if not ev.flags & linked:
                 chains.append(cur)
                 cur = []
-        if cur:
-            for i in cur:
-                codes[i] = R.linked_event_failed
-            codes[cur[-1]] = R.linked_event_chain_open
+        open_chain = cur  # the last event is linked: TigerBeetle still applies the events before it
+        if open_chain:
+            chains.append(open_chain)
         for chain in chains:
             snapshot = _snapshot(self)
             for i in chain:
                 ev = tx.events[i]
-                c = (self.create_account(ev, tx.member_id) if accounts
-                     else self.create_transfer(ev, tx.member_id, first_ts + i))
+                if chain is open_chain and i == chain[-1]:
+                    c = R.linked_event_chain_open
+                else:
+                    c = (self.create_account(ev, tx.member_id) if accounts
+                         else self.create_transfer(ev, tx.member_id, first_ts + i))
                 if c != R.ok:
                     failed_ids = set(self.failed)
                     _restore(self, snapshot)
@@ -237,6 +248,8 @@ class Model:
                     for k in chain:
                         codes[k] = R.linked_event_failed
                     codes[i] = c
+                    if chain is open_chain:
+                        codes[chain[-1]] = R.linked_event_chain_open
                     break
         return tuple(int(c) for c in codes)
 

@@ -286,6 +286,32 @@ def test_pending_balancing_debit_counts_pending_debits(led):
     assert led.balances(A) == (100, 0, 0, 100)
 
 
+@pytest.mark.parametrize(
+    "setup, event, code",
+    [
+        # A pending transfer must also fit the posted balance it may later move into.
+        (T(50, A, B, U128_MAX), T(100, A, C, 1, flags=P), TR.overflows_debits_posted),
+        (T(50, A, B, U128_MAX), T(100, C, B, 1, flags=P), TR.overflows_credits_posted),
+        # Pending overflow is reported before posted overflow.
+        (T(50, A, B, U128_MAX, flags=P), T(100, A, C, 1, flags=P), TR.overflows_debits_pending),
+    ],
+    ids=["pending-over-debits-posted", "pending-over-credits-posted", "pending-first"],
+)
+def test_overflow_precedence_for_pending_transfers(led, setup, event, code):
+    # state_machine.zig create_transfer: overflows_debits_pending/credits_pending only
+    # for pending transfers, then overflows_debits_posted/credits_posted for every transfer.
+    assert led.create_transfers(setup) == (TR.ok,)
+    assert led.create_transfers(event) == (code,)
+    assert led.store.get_transfer(100) is None
+
+
+def test_overflows_debits_needs_pending_and_posted_together(led):
+    # Neither balance alone overflows, their sum does (account.md: debits_pending + debits_posted fit u128).
+    assert led.create_transfers(T(50, A, B, U128_MAX - 5, flags=P), T(51, A, B, 5)) == (TR.ok, TR.ok)
+    assert led.create_transfers(T(100, A, C, 1, flags=P)) == (TR.overflows_debits,)
+    assert led.create_transfers(T(101, C, B, 1, flags=P)) == (TR.overflows_credits,)
+
+
 # -- id_already_failed (TigerBeetle 0.16: transient failures poison the id) ----------
 
 

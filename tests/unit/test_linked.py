@@ -90,6 +90,46 @@ def test_chain_open_at_the_end_of_a_transaction(led):
     assert led.balances(A) == (0, 1, 0, 0)
 
 
+def test_open_chain_reports_the_first_failure_with_its_own_code(led):
+    # state_machine.zig execute_create: the events of an open chain are applied in
+    # order like any chain; the first failure keeps its code, the last event is
+    # linked_event_chain_open, everything else linked_event_failed.
+    assert led.create_transfers(T(10, A, B, 1, flags=L), T(11, A, A, 1, flags=L), T(12, A, B, 1, flags=L)) == (
+        TR.linked_event_failed,
+        TR.accounts_must_be_different,
+        TR.linked_event_chain_open,
+    )
+    assert led.create_transfers(T(13, A, A, 1, flags=L), T(14, A, B, 1, flags=L)) == (
+        TR.accounts_must_be_different,
+        TR.linked_event_chain_open,
+    )
+    assert all(led.store.get_transfer(i) is None for i in range(10, 15))
+    assert led.balances(A) == (0, 0, 0, 0)
+
+
+def test_open_chain_rolls_back_events_that_succeeded(led):
+    assert led.create_transfers(T(10, A, B, 5, flags=L | TF.PENDING, timeout=1), T(11, B, C, 1, flags=L)) == (
+        TR.linked_event_failed,
+        TR.linked_event_chain_open,
+    )
+    assert led.store.get_transfer(10) is None and led.status(10) == 0
+    assert led.store.expiring(1 << 64) == []
+    assert led.ws.transfers == {} and led.ws.accounts == {} and led.ws.account_transfers == []
+    # Ids of rolled-back events stay free.
+    assert led.create_transfers(T(10, A, B, 5), T(11, B, C, 1)) == (TR.ok, TR.ok)
+
+
+def test_transient_failure_in_an_open_chain_burns_the_id(led):
+    # The failing event ran, so its transient failure is recorded (id_already_failed).
+    assert led.create_transfers(T(10, A, MISSING, 1, flags=L), T(11, A, B, 1, flags=L)) == (
+        TR.credit_account_not_found,
+        TR.linked_event_chain_open,
+    )
+    assert led.store.get_failed_transfer(10) == TR.credit_account_not_found
+    assert led.store.get_failed_transfer(11) is None
+    assert led.create_transfers(T(10, A, B, 1), T(11, A, B, 1)) == (TR.id_already_failed, TR.ok)
+
+
 def test_single_linked_event_is_an_open_chain(led):
     assert led.create_transfers(T(10, A, B, 1, flags=L)) == (TR.linked_event_chain_open,)
 
@@ -127,6 +167,16 @@ def test_account_chain_all_or_nothing():
     )
     assert led.store.accounts == {}
     assert led.create_accounts(account(1, flags=AF.LINKED), account(2)) == (AR.ok, AR.ok)
+
+
+def test_account_open_chain_reports_the_failing_event():
+    led = Ledger()
+    assert led.create_accounts(account(1, flags=AF.LINKED), account(2, ledger=0, flags=AF.LINKED), account(3, flags=AF.LINKED)) == (
+        AR.linked_event_failed,
+        AR.ledger_must_not_be_zero,
+        AR.linked_event_chain_open,
+    )
+    assert led.store.accounts == {}
 
 
 def test_account_chain_open():

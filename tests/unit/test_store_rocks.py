@@ -255,3 +255,26 @@ def test_unusable_path_is_a_store_error(tmp_path):
     f.write_bytes(b"x")
     with pytest.raises(StoreError):
         RocksStore(str(f))
+
+
+def test_pending_transfer_resolved_in_its_own_block_leaves_no_expiry_key(path):
+    # The WriteSet carries the expiry key in expiry_put and expiry_delete; the
+    # WriteBatch must end with it deleted, as MemoryStore does.
+    s = RocksStore(path)
+    try:
+        led = Ledger(s)
+        led.create_accounts(account(1), account(2))
+        codes = led.create_transfers(
+            T(10, 1, 2, 5, flags=P, timeout=1),
+            resolve(11, 10, TF.POST_PENDING_TRANSFER),
+            T(12, 1, 2, 5, flags=P, timeout=1),
+            resolve(13, 12, TF.VOID_PENDING_TRANSFER),
+            T(14, 1, 2, 5, flags=P, timeout=1),
+        )
+        assert codes == (TR.ok,) * 5
+        assert [tid for _, tid in s.expiring(1 << 64)] == [14]
+        assert dict(s._cf["expiry"].items()).keys() == {
+            struct.pack(">Q", s.get_transfer(14).timestamp + NS) + codec.u128(14)
+        }
+    finally:
+        s.close()

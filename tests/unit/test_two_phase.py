@@ -260,3 +260,81 @@ def test_account_created_closed_rejects_transfers():
     led = Ledger()
     led.block(accounts_tx(account(A, flags=AF.CLOSED), account(B)))
     assert led.create_transfers(T(10, A, B, 1, flags=P)) == (TR.debit_account_already_closed,)
+
+
+# -- retries of a post/void under the same id (TigerBeetle state_machine.zig
+#    post_or_void_pending_transfer_exists): fields the request left to the pending
+#    transfer are compared as resolved, so an identical request is `exists` ----------
+
+
+def test_retried_post_that_inherited_user_data_is_exists(led):
+    # transfer.md user_data_*: a post/void with zero user_data takes the pending transfer's.
+    led.create_transfers(T(10, A, B, 100, flags=P, user_data_128=5, user_data_64=6, user_data_32=7))
+    assert led.create_transfers(resolve(11, 10, POST)) == (TR.ok,)
+    posted = led.store.get_transfer(11)
+    assert (posted.user_data_128, posted.user_data_64, posted.user_data_32) == (5, 6, 7)
+    # A new envelope with the same request (e.g. a client that re-signs on retry).
+    assert led.create_transfers(resolve(11, 10, POST)) == (TR.exists,)
+    assert led.create_transfers(resolve(11, 10, POST, user_data_64=6)) == (TR.exists,)
+    assert led.create_transfers(resolve(11, 10, POST, user_data_128=9)) == (TR.exists_with_different_user_data_128,)
+    assert led.create_transfers(resolve(11, 10, POST, user_data_64=9)) == (TR.exists_with_different_user_data_64,)
+    assert led.create_transfers(resolve(11, 10, POST, user_data_32=9)) == (TR.exists_with_different_user_data_32,)
+    assert led.balances(A) == (0, 100, 0, 0)
+
+
+def test_retried_post_with_own_user_data_must_repeat_it(led):
+    led.create_transfers(T(10, A, B, 100, flags=P, user_data_32=7))
+    assert led.create_transfers(resolve(11, 10, POST, user_data_32=8)) == (TR.ok,)
+    assert led.store.get_transfer(11).user_data_32 == 8
+    assert led.create_transfers(resolve(11, 10, POST, user_data_32=8)) == (TR.exists,)
+    # Zero now means "the pending transfer's" (7), which is not what was stored.
+    assert led.create_transfers(resolve(11, 10, POST)) == (TR.exists_with_different_user_data_32,)
+
+
+def test_retried_post_of_the_full_amount_with_amount_max_is_exists(led):
+    # transfer.md amount: AMOUNT_MAX (2^128 - 1) posts the pending transfer's amount.
+    led.create_transfers(T(10, A, B, 100, flags=P))
+    assert led.create_transfers(resolve(11, 10, POST, amount=U128_MAX)) == (TR.ok,)
+    assert led.store.get_transfer(11).amount == 100
+    assert led.create_transfers(resolve(11, 10, POST, amount=U128_MAX)) == (TR.exists,)
+    assert led.create_transfers(resolve(11, 10, POST, amount=100)) == (TR.exists,)
+    assert led.create_transfers(resolve(11, 10, POST)) == (TR.exists,)  # 0 also means full here
+    assert led.create_transfers(resolve(11, 10, POST, amount=99)) == (TR.exists_with_different_amount,)
+
+
+def test_retried_partial_post_with_a_full_amount_sentinel_is_a_different_amount(led):
+    led.create_transfers(T(10, A, B, 100, flags=P))
+    assert led.create_transfers(resolve(11, 10, POST, amount=40)) == (TR.ok,)
+    assert led.create_transfers(resolve(11, 10, POST)) == (TR.exists_with_different_amount,)
+    assert led.create_transfers(resolve(11, 10, POST, amount=U128_MAX)) == (TR.exists_with_different_amount,)
+    assert led.create_transfers(resolve(11, 10, POST, amount=40)) == (TR.exists,)
+
+
+def test_retried_void_is_exists_whether_or_not_it_states_the_amount(led):
+    led.create_transfers(T(10, A, B, 100, flags=P, user_data_64=3))
+    assert led.create_transfers(resolve(11, 10, VOID)) == (TR.ok,)
+    assert led.create_transfers(resolve(11, 10, VOID)) == (TR.exists,)
+    assert led.create_transfers(resolve(11, 10, VOID, amount=100, debit_account_id=A, credit_account_id=B, ledger=1, code=1)) == (
+        TR.exists,
+    )
+    assert led.create_transfers(resolve(11, 10, VOID, amount=50)) == (TR.exists_with_different_amount,)
+    assert led.create_transfers(resolve(11, 10, VOID, debit_account_id=C)) == (TR.exists_with_different_debit_account_id,)
+    assert led.create_transfers(resolve(11, 10, VOID, credit_account_id=C)) == (TR.exists_with_different_credit_account_id,)
+    assert led.create_transfers(resolve(11, 10, VOID, ledger=2)) == (TR.exists_with_different_ledger,)
+    assert led.create_transfers(resolve(11, 10, VOID, code=2)) == (TR.exists_with_different_code,)
+    assert led.balances(A) == (0, 0, 0, 0)
+
+
+def test_retried_post_naming_another_pending_transfer_is_a_different_pending_id(led):
+    led.create_transfers(T(10, A, B, 100, flags=P), T(20, A, B, 100, flags=P))
+    led.create_transfers(resolve(11, 10, POST))
+    assert led.create_transfers(resolve(11, 20, POST)) == (TR.exists_with_different_pending_id,)
+    assert led.status(20) == PendingStatus.pending
+
+
+@pytest.mark.parametrize("resolution", [POST, VOID], ids=["post", "void"])
+def test_pending_transfer_resolved_in_its_own_block_leaves_no_expiry_entry(led, resolution):
+    # The block's WriteSet both adds and removes the expiry key; the removal must win.
+    assert led.create_transfers(T(10, A, B, 100, flags=P, timeout=1), resolve(11, 10, resolution)) == (TR.ok, TR.ok)
+    assert (10 in {tid for _, tid in led.ws.expiry_put}) and (10 in {tid for _, tid in led.ws.expiry_delete})
+    assert led.store.expiring(1 << 64) == []

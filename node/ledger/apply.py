@@ -124,13 +124,15 @@ class _State:
             c = self.reader.get_failed_transfer(transfer_id)
         return c
 
-    def put_account(self, a: Account, event_timestamp: int) -> None:
+    def put_account(self, a: Account, event_timestamp: int | None) -> None:
         """Stage an account write; history accounts also record their balances at ``event_timestamp``.
 
         ``Account.timestamp`` stays the creation time (TigerBeetle account.md §timestamp).
         """
         self.chain.accounts[a.id] = a
-        if a.flags & AF.HISTORY:
+        # TigerBeetle get_account_balances.md: one balance per transfer, at the
+        # transfer's timestamp; creation and expiry add none.
+        if a.flags & AF.HISTORY and event_timestamp is not None:
             self.chain.history.append((a.id, event_timestamp, a))
 
     def commit_chain(self) -> None:
@@ -182,7 +184,7 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
         return AR.ledger_must_not_be_zero
     if a.code == 0:
         return AR.code_must_not_be_zero
-    st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp), timestamp)
+    st.put_account(replace(a, owner=member, flags=a.flags & ~AF.LINKED, timestamp=timestamp), None)
     st.chain.created.append(a.id)
     return AR.ok
 
@@ -502,8 +504,8 @@ def _expire_pending(st: _State, block_timestamp: int, stamp: int) -> None:
         cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
         # Stamped with the expiry instant: keeping the account's older timestamp
         # would overwrite the history record of its previous change.
-        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags), stamp)
-        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags), stamp)
+        st.put_account(replace(dr, debits_pending=dr.debits_pending - p.amount, flags=dr_flags), None)
+        st.put_account(replace(cr, credits_pending=cr.credits_pending - p.amount, flags=cr_flags), None)
         st.chain.status[transfer_id] = PendingStatus.expired
         st.chain.expiry_delete.append((expires_at, transfer_id))
     st.commit_chain()

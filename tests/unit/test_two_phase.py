@@ -157,18 +157,18 @@ def test_expiry_needs_no_transaction_and_no_local_clock(led):
     assert led.ws.header.tx_count == 0
 
 
-def test_expired_accounts_are_stamped_between_blocks(led):
-    # The released accounts get a timestamp after the previous block and before
-    # this block's events, so history (keyed by account timestamp) stays ordered.
+def test_expiry_adds_no_balance_history_row(led):
+    # TigerBeetle get_account_balances.md: one balance per transfer, at the transfer's
+    # timestamp; an expiry releases the reservation but records no history row.
     led.create_accounts(account(9, flags=AF.HISTORY))
     led.create_transfers(T(10, 9, B, 100, flags=P, timeout=1))
     prev_head = led.store.head().header.timestamp
     led.advance(2)
     led.block(transfers_tx(T(11, 9, C, 1)))
-    expiry = [h for h in led.ws.history if h[2].debits_pending == 0 and h[2].debits_posted == 0]
-    post = [h for h in led.ws.history if h[2].debits_posted == 1]
-    assert len(expiry) == 1 and len(post) == 1
-    assert prev_head <= expiry[0][1] < post[0][1] < led.ws.header.timestamp
+    assert led.balances(9)[0] == 0, "the reservation was not released"
+    rows = [h for h in led.ws.history if h[0] == 9]
+    assert len(rows) == 1 and rows[0][2].debits_posted == 1 and rows[0][2].debits_pending == 0
+    assert prev_head < rows[0][1] < led.ws.header.timestamp
 
 
 def test_posting_removes_the_expiry(led):

@@ -86,7 +86,7 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         checkers.check_failed_absent(records, final_state),
         checkers.check_agreement(final_state),
         checkers.check_limits(records, final_state),
-        checkers.check_conservation(final_state, total),
+        checkers.check_conservation(final_state, total, records),
         checkers.check_linearizable(history_path, final_state["initial_balances"], porcupine, 120.0),
     ]
     meta = {

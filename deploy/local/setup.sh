@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a development/demo environment from a fresh clone:
-#   .venv with the validator, the SDK and the test tools; generated protobuf code.
+#   .venv with the validator, the SDK, the test tools and the chaos suite; generated
+#   protobuf code; the Toxiproxy server (a Go program) as .venv/bin/toxiproxy-server.
 # Idempotent: re-running only installs what changed. Usage: bash deploy/local/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,41 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing the validator, SDK and test dependencies into .venv" >&2
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[node,dev]"
+.venv/bin/python -m pip install --quiet -e ".[node,dev,chaos]"
 echo "==> generating protobuf/gRPC code from proto/" >&2
 .venv/bin/python proto/generate.py
+
+# The chaos suite's fault injector. Built from source with the Go toolchain, pinned;
+# re-installed only when the pin changes. Without `go` the chaos suite (and its
+# integration test) cannot run; everything else still works.
+TOXIPROXY_VERSION=v2.12.0
+if [ "$(cat .venv/toxiproxy-server.version 2>/dev/null)" != "$TOXIPROXY_VERSION" ] || [ ! -x .venv/bin/toxiproxy-server ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "==> installing toxiproxy-server $TOXIPROXY_VERSION into .venv/bin" >&2
+    gobin="$(mktemp -d)"
+    if ! GOBIN="$gobin" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >"$gobin/go.log" 2>&1; then
+      cat "$gobin/go.log" >&2
+      echo "ERROR: go install of toxiproxy-server $TOXIPROXY_VERSION failed (output above)" >&2
+      exit 1
+    fi
+    cp "$gobin/server" .venv/bin/toxiproxy-server
+    rm -rf "$gobin"
+    echo "$TOXIPROXY_VERSION" > .venv/toxiproxy-server.version
+  else
+    echo "WARNING: 'go' not found: toxiproxy-server not installed; the chaos suite will not run" >&2
+  fi
+fi
+
+# The chaos suite's linearizability checker (Porcupine, a Go library): built from
+# chaos/porcupine (go.mod/go.sum pin it) into .venv/bin; `go build` is incremental, so
+# re-running is cheap. Without `go` the linearizability check of a chaos run is
+# reported as undecided; everything else still works.
+if command -v go >/dev/null 2>&1; then
+  echo "==> building ledger-porcupine into .venv/bin" >&2
+  repo="$PWD"
+  if ! (cd chaos/porcupine && go build -o "$repo/.venv/bin/ledger-porcupine" .); then
+    echo "WARNING: go build of chaos/porcupine failed (output above): the chaos suite's linearizability check will be undecided" >&2
+  fi
+else
+  echo "WARNING: 'go' not found: ledger-porcupine not built; the chaos suite's linearizability check will be undecided" >&2
+fi

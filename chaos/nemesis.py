@@ -1,0 +1,231 @@
+"""The seeded nemesis: scenarios, and a thread that injects their faults on a schedule.
+
+A run alternates quiet periods (``QUIET_S``) and fault windows (``WINDOW_S``)
+until ``duration_s`` has passed. Everything random — period lengths, the fault
+of each window (scenario ``mixed``), its parameters and which validator it hits —
+comes from ``random.Random(seed)``, and every window draws the same number of
+values whatever happens, so the same seed gives the same schedule, and the same
+targets when the cluster's roles are the same (a target named by role, e.g. "the
+leader", is looked up when its window opens). Every fault start and end is
+appended to a JSONL timeline::
+
+    {"time_ns": <monotonic_ns - t0_ns>, "event": "start"|"end", "fault": kind,
+     "targets": [validator ids], "detail": {...}}
+
+``start`` is stamped once the fault is in place, ``end`` once it is healed. Each
+window ends with :meth:`ChaosCluster.heal`, so faults never pile up.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+#: Quiet period before each fault window, seconds (drawn uniformly).
+QUIET_S = (3.0, 6.0)
+#: Fault window length, seconds (drawn uniformly).
+WINDOW_S = (5.0, 10.0)
+#: A window shorter than this (the run is about to end) is not opened.
+WINDOW_MIN_S = 1.0
+#: How long the nemesis looks for the current leader when a fault needs it.
+LEADER_LOOKUP_TIMEOUT_S = 3.0
+#: Uniform draws per window: the schedule never depends on what a fault needs.
+DRAWS_PER_WINDOW = 4
+#: Latency fault: per-direction delay and jitter, milliseconds.
+LATENCY_MS = (50, 250)
+#: Bandwidth fault: KB/s each way.
+BANDWIDTH_KB = (4, 64)
+#: Reset-peer fault: RST this long after a connection's first bytes, milliseconds.
+RESET_TIMEOUT_MS = (0, 1000)
+#: Bound on the time stop() waits for the nemesis thread (a heal can restart validators).
+JOIN_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    #: Fault kind injected in every window, or "mixed" (a random kind per window).
+    fault: str
+
+
+_SCENARIOS = [
+    Scenario("partition-leader", "Cut the leader off from both followers (silent blackhole, both ways); the followers elect a new leader.", "partition-leader"),
+    Scenario("partition-follower", "Cut one follower off (a minority of one); the majority keeps committing.", "partition-follower"),
+    Scenario("partition-majority", "Isolate every validator from the others: no majority anywhere, nothing may commit.", "partition-majority"),
+    Scenario("one-way-cut", "The leader's outgoing bytes to both followers are dropped; it still receives theirs.", "one-way-cut"),
+    Scenario("latency-jitter", "Every link delays each direction by 50–250 ms with jitter up to half that.", "latency-jitter"),
+    Scenario("bandwidth", "Every link is limited to 4–64 KB/s each way.", "bandwidth"),
+    Scenario("reset-peer", "The leader's connections are reset (TCP RST) 0–1000 ms after their first bytes, again and again.", "reset-peer"),
+    Scenario("kill-leader", "SIGKILL the leader; restart it when the window ends.", "kill-leader"),
+    Scenario("kill-follower", "SIGKILL a follower; restart it when the window ends.", "kill-follower"),
+    Scenario("pause-leader", "SIGSTOP the leader (hung, sockets open); SIGCONT it when the window ends.", "pause-leader"),
+    Scenario("restart-all", "SIGKILL all three validators at once and start them again.", "restart-all"),
+]
+#: Fault kinds ``mixed`` chooses from, in a fixed order (the seed indexes into it).
+FAULT_KINDS: tuple[str, ...] = tuple(s.fault for s in _SCENARIOS)
+_SCENARIOS.append(Scenario("mixed", "Each window injects one of the faults above, chosen by the seed.", "mixed"))
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
+
+
+def _pick(items: list[str], u: float) -> str:
+    return sorted(items)[min(int(u * len(items)), len(items) - 1)]
+
+
+class Nemesis:
+    """Injects ``scenario``'s faults into ``cluster`` from a thread; :meth:`stop` heals."""
+
+    def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
+        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
+        self.cluster = cluster
+        self.scenario = scenario
+        self.seed = seed
+        self.duration_s = duration_s
+        self.t0_ns = t0_ns
+        self.timeline_path = timeline_path
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timeline = None
+        self._lock = threading.Lock()
+        #: The exception that ended the thread early, if any (stop() re-raises it).
+        self.error: BaseException | None = None
+        self.windows = 0
+
+    # -- control --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._timeline = open(self.timeline_path, "a")
+        self._thread = threading.Thread(target=self._run, name=f"nemesis-{self.scenario.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the current window (healing it), join the thread, heal everything once more."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_TIMEOUT_S)
+            if self._thread.is_alive():
+                raise RuntimeError(f"nemesis thread did not stop within {JOIN_TIMEOUT_S}s")
+        try:
+            self.cluster.heal()
+        finally:
+            if self._timeline is not None:
+                self._timeline.close()
+                self._timeline = None
+        if self.error is not None:
+            raise RuntimeError(f"nemesis failed: {self.error!r}") from self.error
+
+    # -- the schedule ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.duration_s
+        try:
+            # Bounded: every iteration waits at least QUIET_S[0], so at most duration/QUIET_S[0] windows.
+            for _ in range(int(self.duration_s / QUIET_S[0]) + 1):
+                quiet_s, window_s, kind, draws = self._draw(self._rng)
+                if self._stop.wait(max(0.0, min(quiet_s, deadline - time.monotonic()))):
+                    return
+                window_s = min(window_s, deadline - time.monotonic())
+                if window_s < WINDOW_MIN_S:
+                    return
+                self._window(kind, draws, window_s)
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # reported by stop(); the run must still heal
+            self.error = e
+
+    def _window(self, kind: str, draws: list[float], window_s: float) -> None:
+        try:
+            targets, detail = self._inject(kind, draws)
+        except BaseException:
+            self.cluster.heal()  # a half-injected fault must not outlive the error
+            raise
+        detail["window_s"] = round(window_s, 3)
+        self._record("start", kind, targets, detail)
+        self.windows += 1
+        try:
+            self._stop.wait(window_s)
+        finally:
+            healed = self.cluster.heal()
+            self._record("end", kind, targets, {"heal": healed})
+
+    def _leader_or_pick(self, u: float) -> tuple[str, bool]:
+        leader = self.cluster.leader(timeout_s=LEADER_LOOKUP_TIMEOUT_S)
+        if leader is not None:
+            return leader, True
+        return _pick(self.cluster.validator_ids, u), False
+
+    def _inject(self, kind: str, d: list[float]) -> tuple[list[str], dict]:
+        """Put fault ``kind`` in place; ``d`` are this window's uniform draws. Returns (targets, detail)."""
+        c = self.cluster
+        ids = list(c.validator_ids)
+        if kind in ("partition-leader", "one-way-cut", "kill-leader", "pause-leader", "reset-peer"):
+            leader, known = self._leader_or_pick(d[0])
+            detail = {"leader": leader if known else None}
+            others = sorted(set(ids) - {leader})
+            if kind == "partition-leader":
+                c.partition([{leader}, set(others)])
+            elif kind == "one-way-cut":
+                for f in others:
+                    c.cut_one_way(leader, f)
+                detail["dropped"] = [f"{leader}->{f}" for f in others]
+            elif kind == "kill-leader":
+                c.kill(leader, signal.SIGKILL)
+            elif kind == "pause-leader":
+                c.pause(leader)
+            else:
+                timeout_ms = int(RESET_TIMEOUT_MS[0] + d[1] * (RESET_TIMEOUT_MS[1] - RESET_TIMEOUT_MS[0]))
+                c.reset_peer([leader], timeout_ms=timeout_ms)
+                detail["timeout_ms"] = timeout_ms
+            return [leader], detail
+        if kind in ("partition-follower", "kill-follower"):
+            leader, known = self._leader_or_pick(d[0])
+            follower = _pick([v for v in ids if v != leader], d[1])
+            if kind == "partition-follower":
+                c.partition([{follower}, set(ids) - {follower}])
+            else:
+                c.kill(follower, signal.SIGKILL)
+            return [follower], {"leader": leader if known else None}
+        if kind == "partition-majority":
+            c.partition([{v} for v in ids])
+            return sorted(ids), {}
+        if kind == "latency-jitter":
+            latency_ms = int(LATENCY_MS[0] + d[1] * (LATENCY_MS[1] - LATENCY_MS[0]))
+            jitter_ms = int(d[2] * latency_ms / 2)
+            c.latency(latency_ms, jitter_ms)
+            return sorted(ids), {"latency_ms": latency_ms, "jitter_ms": jitter_ms}
+        if kind == "bandwidth":
+            rate_kb = int(BANDWIDTH_KB[0] + d[1] * (BANDWIDTH_KB[1] - BANDWIDTH_KB[0]))
+            c.bandwidth(rate_kb)
+            return sorted(ids), {"rate_kb": rate_kb}
+        if kind == "restart-all":
+            c.restart_all()
+            return sorted(ids), {}
+        raise ValueError(f"unknown fault {kind!r}")
+
+    def _record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:
+        line = {"time_ns": time.monotonic_ns() - self.t0_ns, "event": event, "fault": kind, "targets": list(targets), "detail": detail}
+        with self._lock:
+            self._timeline.write(json.dumps(line) + "\n")
+            self._timeline.flush()
+
+    def _draw(self, rng: random.Random) -> tuple[float, float, str, list[float]]:
+        """One window's randomness: (quiet_s, window_s, fault kind, uniform draws for its targets/parameters)."""
+        quiet_s = rng.uniform(*QUIET_S)
+        window_s = rng.uniform(*WINDOW_S)
+        kind = self.scenario.fault if self.scenario.fault != "mixed" else rng.choice(FAULT_KINDS)
+        return quiet_s, window_s, kind, [rng.random() for _ in range(DRAWS_PER_WINDOW)]
+
+    def schedule(self, windows: int) -> list[dict]:
+        """The first ``windows`` windows this seed draws, without injecting anything (its own
+        generator): for reports, and to show that a seed replays."""
+        rng = random.Random(self.seed)
+        out = []
+        for _ in range(windows):
+            quiet_s, window_s, kind, draws = self._draw(rng)
+            out.append({"quiet_s": quiet_s, "window_s": window_s, "fault": kind, "draws": draws})
+        return out

@@ -11,11 +11,11 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client._convert import account_fields, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
 from client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from client._transport import GrpcTransport, Transport
 
-_U64 = (1 << 64) - 1
 
 
 class AccountFlags(enum.IntFlag):
@@ -182,14 +182,8 @@ class Page:
         return len(self.items)
 
 
-def _u128(v: int) -> pb.UInt128:
-    if not 0 <= v < 1 << 128:
-        raise ValueError(f"{v} is not an unsigned 128-bit integer")
-    return pb.UInt128(hi=v >> 64, lo=v & _U64)
-
-
-def _int(m: pb.UInt128) -> int:
-    return (m.hi << 64) | m.lo
+_u128 = u128
+_int = from_u128
 
 
 def _account_pb(a: Account) -> pb.Account:
@@ -214,72 +208,20 @@ def _account_pb(a: Account) -> pb.Account:
 
 
 def _account_from_pb(a: pb.Account) -> Account:
-    return Account(
-        id=_int(a.id),
-        ledger=a.ledger,
-        code=a.code,
-        flags=a.flags,
-        user_data_128=_int(a.user_data_128),
-        user_data_64=a.user_data_64,
-        user_data_32=a.user_data_32,
-        debits_pending=_int(a.debits_pending),
-        debits_posted=_int(a.debits_posted),
-        credits_pending=_int(a.credits_pending),
-        credits_posted=_int(a.credits_posted),
-        timestamp=a.timestamp,
-        owner=a.owner,
-    )
+    return Account(**account_fields(a))
 
 
 def _transfer_pb(t: Transfer) -> pb.Transfer:
-    return pb.Transfer(
-        id=_u128(t.id),
-        debit_account_id=_u128(t.debit_account_id),
-        credit_account_id=_u128(t.credit_account_id),
-        amount=_u128(t.amount),
-        pending_id=_u128(t.pending_id),
-        user_data_128=_u128(t.user_data_128),
-        user_data_64=t.user_data_64,
-        user_data_32=t.user_data_32,
-        timeout=t.timeout,
-        ledger=t.ledger,
-        code=t.code,
-        flags=int(t.flags),
-        # Sent as given: non-zero is answered with ``timestamp_must_be_zero`` (TigerBeetle).
-        timestamp=t.timestamp,
-    )
+    # Sent as given, timestamp included: non-zero is answered with ``timestamp_must_be_zero``.
+    return transfer_to_pb(t)
 
 
 def _transfer_from_pb(t: pb.Transfer) -> Transfer:
-    return Transfer(
-        id=_int(t.id),
-        debit_account_id=_int(t.debit_account_id),
-        credit_account_id=_int(t.credit_account_id),
-        amount=_int(t.amount),
-        pending_id=_int(t.pending_id),
-        user_data_128=_int(t.user_data_128),
-        user_data_64=t.user_data_64,
-        user_data_32=t.user_data_32,
-        timeout=t.timeout,
-        ledger=t.ledger,
-        code=t.code,
-        flags=t.flags,
-        timestamp=t.timestamp,
-    )
+    return Transfer(**transfer_fields(t))
 
 
 def _header(h: pb.BlockHeader) -> BlockHeader:
-    return BlockHeader(
-        height=h.height,
-        prev_hash=h.prev_hash,
-        timestamp=h.timestamp,
-        tx_merkle_root=h.tx_merkle_root,
-        state_hash=h.state_hash,
-        raft_term=h.raft_term,
-        raft_index=h.raft_index,
-        tx_count=h.tx_count,
-        hash=h.hash,
-    )
+    return BlockHeader(**header_fields(h))
 
 
 def _account_filter_pb(f: AccountFilter) -> pb.AccountFilter:

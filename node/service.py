@@ -20,6 +20,7 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
+from client._convert import account_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from node.batcher import Batcher, ProposalFailed, Submission
@@ -39,107 +40,22 @@ from node.ledger.types import (
 
 log = logging.getLogger("ledger.service")
 
-_U64 = (1 << 64) - 1
 
 
 class BadRequest(ValueError):
     pass
 
 
-def u128_to_int(m: pb.UInt128) -> int:
-    return (m.hi << 64) | m.lo
-
-
-def int_to_u128(v: int) -> pb.UInt128:
-    return pb.UInt128(hi=v >> 64, lo=v & _U64)
+u128_to_int = from_u128
+int_to_u128 = u128
 
 
 def account_from_pb(a: pb.Account) -> Account:
-    return Account(
-        id=u128_to_int(a.id),
-        ledger=a.ledger,
-        code=a.code,
-        owner="",
-        flags=a.flags,
-        debits_pending=u128_to_int(a.debits_pending),
-        debits_posted=u128_to_int(a.debits_posted),
-        credits_pending=u128_to_int(a.credits_pending),
-        credits_posted=u128_to_int(a.credits_posted),
-        user_data_128=u128_to_int(a.user_data_128),
-        user_data_64=a.user_data_64,
-        user_data_32=a.user_data_32,
-        timestamp=a.timestamp,
-    )
-
-
-def account_to_pb(a: Account) -> pb.Account:
-    return pb.Account(
-        id=int_to_u128(a.id),
-        debits_pending=int_to_u128(a.debits_pending),
-        debits_posted=int_to_u128(a.debits_posted),
-        credits_pending=int_to_u128(a.credits_pending),
-        credits_posted=int_to_u128(a.credits_posted),
-        user_data_128=int_to_u128(a.user_data_128),
-        user_data_64=a.user_data_64,
-        user_data_32=a.user_data_32,
-        ledger=a.ledger,
-        code=a.code,
-        flags=int(a.flags),
-        timestamp=a.timestamp,
-        owner=a.owner,
-    )
+    return Account(**account_fields(a))
 
 
 def transfer_from_pb(t: pb.Transfer) -> Transfer:
-    if t.code > 0xFFFF_FFFF:
-        raise BadRequest("code out of range")
-    return Transfer(
-        id=u128_to_int(t.id),
-        debit_account_id=u128_to_int(t.debit_account_id),
-        credit_account_id=u128_to_int(t.credit_account_id),
-        amount=u128_to_int(t.amount),
-        pending_id=u128_to_int(t.pending_id),
-        user_data_128=u128_to_int(t.user_data_128),
-        user_data_64=t.user_data_64,
-        user_data_32=t.user_data_32,
-        timeout=t.timeout,
-        ledger=t.ledger,
-        code=t.code,
-        flags=t.flags,
-        timestamp=t.timestamp,
-    )
-
-
-def transfer_to_pb(t: Transfer) -> pb.Transfer:
-    return pb.Transfer(
-        id=int_to_u128(t.id),
-        debit_account_id=int_to_u128(t.debit_account_id),
-        credit_account_id=int_to_u128(t.credit_account_id),
-        amount=int_to_u128(t.amount),
-        pending_id=int_to_u128(t.pending_id),
-        user_data_128=int_to_u128(t.user_data_128),
-        user_data_64=t.user_data_64,
-        user_data_32=t.user_data_32,
-        timeout=t.timeout,
-        ledger=t.ledger,
-        code=t.code,
-        flags=int(t.flags),
-        timestamp=t.timestamp,
-    )
-
-
-def header_to_pb(h: BlockHeader) -> pb.BlockHeader:
-    return pb.BlockHeader(
-        height=h.height,
-        prev_hash=h.prev_hash,
-        timestamp=h.timestamp,
-        tx_merkle_root=h.tx_merkle_root,
-        state_hash=h.state_hash,
-        raft_term=h.raft_term,
-        raft_index=h.raft_index,
-        tx_count=h.tx_count,
-        hash=h.hash,
-    )
+    return Transfer(**transfer_fields(t))
 
 
 def result_to_pb(r: TxResult, operation: Operation) -> pb.TransactionResult:

@@ -1,0 +1,190 @@
+"""The client side of the ``ours`` part: a separate process that drives the cluster through the SDK.
+
+Talks to :mod:`node.bench.ours` with JSON lines: it reads one spec line on
+stdin, opens the accounts, signs every batch in advance (so the timed window
+measures the cluster, not the workload generator), prints ``ready``, then runs
+each phase it is told to (``{"cmd": "run", ...}``) and prints ``progress`` lines
+and one ``done`` line with the latencies. Only the member SDK (``client``) is
+used to talk to the validators.
+
+Usage: python -m node.bench.driver   (spec and commands on stdin)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+from client import Account, LedgerClient, Transfer, load_private_key
+from node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
+
+#: Seconds between progress lines.
+PROGRESS_PERIOD_S = 0.5
+#: Accounts per create_accounts transaction while opening them.
+OPEN_ACCOUNTS_CHUNK = 1_000
+
+
+def emit(**event) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def _clients(cluster: str, members: list[str]) -> dict[str, LedgerClient]:
+    addresses = _addresses(cluster)
+    return {
+        m: LedgerClient(addresses, member_id=m, key_id="k1",
+                        private_key=load_private_key(os.path.join(cluster, "members", f"{m}.pem")))
+        for m in members
+    }
+
+
+def _open_accounts(wl: Workload, clients: dict[str, LedgerClient], names: list[str]) -> None:
+    for mi, m in enumerate(names):
+        ids = wl.account_ids(mi)
+        for i in range(0, len(ids), OPEN_ACCOUNTS_CHUNK):
+            res = clients[m].create_accounts([Account(id=a, ledger=LEDGER, code=ACCOUNT_CODE) for a in ids[i : i + OPEN_ACCOUNTS_CHUNK]])
+            bad = [r for r in res if r.name not in ("ok", "exists")]
+            if bad:
+                raise RuntimeError(f"opening accounts failed: {bad[:3]}")
+
+
+def _run_phase(signed: list, first: int, count: int, concurrency: int, rate_tps: float | None, batch: int) -> dict:
+    """Submit signed batches ``first..first+count-1``; closed loop, or open loop at ``rate_tps`` transfers/s."""
+    latencies: list[float] = [0.0] * count
+    ok = rejected = 0
+    errors: list[str] = []
+    lock = threading.Lock()
+    nxt = iter(range(count))
+    done = 0
+    period = None if not rate_tps else batch / rate_tps
+    t0 = time.monotonic()
+
+    def worker() -> None:
+        nonlocal ok, rejected, done
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            client, stx = signed[first + i]
+            start = time.monotonic()
+            if period is not None:
+                scheduled = t0 + i * period
+                if scheduled > start:
+                    time.sleep(scheduled - start)
+                # Latency from the scheduled send time: a late start counts (no coordinated omission).
+                start = scheduled
+            try:
+                res = client.submit([stx])[0]
+            except Exception as e:  # outcome unknown: count it, keep going
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                    done += 1
+                latencies[i] = float("nan")
+                continue
+            lat = time.monotonic() - start
+            n_ok = sum(1 for r in res.results if r.code == 0)
+            latencies[i] = lat
+            with lock:
+                ok += n_ok
+                rejected += len(res.results) - n_ok
+                done += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency if period is None else 4 * concurrency)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(PROGRESS_PERIOD_S)
+        with lock:
+            emit(event="progress", batches=done, transfers=ok + rejected, elapsed_s=time.monotonic() - t0)
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    return dict(
+        elapsed_s=elapsed,
+        transfers_ok=ok,
+        transfers_rejected=rejected,
+        batches=count,
+        batches_failed=len(errors),
+        errors=errors[:5],
+        latencies_s=[x for x in latencies if x == x],
+    )
+
+
+def _addresses(cluster: str) -> list[str]:
+    with open(os.path.join(cluster, "genesis.json")) as f:
+        return [v["grpc_address"] for v in json.load(f)["validators"]]
+
+
+def _check(wl: Workload, clients: dict[str, LedgerClient], addresses: list[str], applied_amount: int, timeout_s: float = 60.0) -> dict:
+    """Every validator: same head, and debits = credits = the sum of the accepted amounts."""
+    any_client = next(iter(clients.values()))
+    target = any_client.head(linearizable=True).height
+    deadline = time.monotonic() + timeout_s
+    heads = {}
+    while time.monotonic() < deadline:
+        heads = {a: any_client.head(address=a) for a in addresses}
+        if all(h.height >= target for h in heads.values()):
+            break
+        time.sleep(0.2)
+    ids = list(range(1, wl.accounts + 1))
+    per_validator = {}
+    for a in addresses:
+        debits = credits = 0
+        for i in range(0, len(ids), 5_000):
+            for acct in any_client.lookup_accounts(ids[i : i + 5_000], address=a):
+                debits += acct.debits_posted
+                credits += acct.credits_posted
+        per_validator[a] = dict(debits=debits, credits=credits, height=heads[a].height, head=heads[a].hash.hex()[:16])
+    same_head = len({(v["height"], v["head"]) for v in per_validator.values()}) == 1
+    balanced = all(v["debits"] == v["credits"] == applied_amount for v in per_validator.values())
+    return dict(same_head=same_head, balanced=balanced, expected_amount=applied_amount, validators=per_validator)
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.readline())
+    wl = Workload(**spec["workload"])
+    names = member_names(wl.members)
+    clients = _clients(spec["cluster"], names)
+    t = time.monotonic()
+    _open_accounts(wl, clients, names)
+    accounts_s = time.monotonic() - t
+    t = time.monotonic()
+    total = spec["batches_total"]
+    batches = wl.batches(0, total)
+    amounts = [sum(r[3] for r in b.transfers) for b in batches]
+    signed = []
+    for b in batches:
+        c = clients[names[b.member]]
+        stx = c.sign_transfers(
+            Transfer(id=i, debit_account_id=d, credit_account_id=cr, amount=amt, ledger=LEDGER, code=TRANSFER_CODE)
+            for i, d, cr, amt in b.transfers
+        )
+        signed.append((c, stx))
+    emit(event="ready", accounts_s=accounts_s, presign_s=time.monotonic() - t,
+         envelope_bytes=sum(len(s.SerializeToString()) for _, s in signed[:50]) / max(1, min(50, len(signed))))
+    applied_amount = 0
+    comparable = True  # every batch so far committed with every transfer accepted
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "run":
+            res = _run_phase(signed, cmd["first"], cmd["count"], cmd["concurrency"], cmd.get("rate_tps"), wl.batch)
+            comparable &= not res["batches_failed"] and not res["transfers_rejected"]
+            applied_amount += sum(amounts[cmd["first"] : cmd["first"] + cmd["count"]])
+            emit(event="done", **res)
+        elif cmd["cmd"] == "check":
+            if not comparable:
+                emit(event="checked", skipped="some batches failed or were rejected; totals not comparable")
+            else:
+                emit(event="checked", **_check(wl, clients, _addresses(spec["cluster"]), applied_amount))
+        elif cmd["cmd"] == "quit":
+            break
+    for c in clients.values():
+        c.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

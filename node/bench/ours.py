@@ -1,0 +1,149 @@
+"""Part 1: our cluster — 3 validators on 127.0.0.1 with durable journals, driven through the SDK.
+
+A fresh cluster (``node.cli.init_cluster`` + ``LocalCluster``) on a free port
+block; the client is a separate process (:mod:`node.bench.driver`) so its CPU
+does not share the validators' GIL. Two phases: *peak* (closed loop,
+``concurrency`` clients each with one batch in flight) and *half load* (open
+loop at half the peak rate, the issue's latency target). CPU per transfer is
+the validators' user+system CPU over the phase (/proc), divided by transfers.
+Validators are stopped by PID at the end.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+from rich.markup import escape
+
+from node.bench import profiler, ui
+from node.bench.measure import CpuMeter, cpu_seconds, free_port_block, latency_summary
+from node.bench.proc import JsonLineProcess
+from node.bench.workload import Workload, member_names
+
+#: Seconds the driver may take to open accounts and sign every batch.
+DRIVER_SETUP_S_MAX = 600.0
+#: Seconds without a line from the driver (it prints progress every 0.5 s) before a phase counts as stuck.
+PHASE_SILENCE_S_MAX = 60.0
+#: Seconds for the conservation check (it reads every account from every validator).
+CHECK_S_MAX = 180.0
+
+
+def _leader(cluster_dir: str):
+    from node.cli import _status_rows
+
+    for v, st in _status_rows(os.path.join(cluster_dir, "genesis.json"), timeout_s=2.0):
+        if not isinstance(st, Exception) and st.role == "leader":
+            return v.id, st
+    return None, None
+
+
+def run(cfg, wl: Workload, work_dir: str) -> dict:
+    from node.cli import LocalCluster, init_cluster
+
+    base = free_port_block(cfg.base_port, [1, 2, 3, 101, 102, 103])
+    cluster_dir = os.path.join(work_dir, "ours")
+    init_cluster(cluster_dir, 3, member_names(cfg.members), "127.0.0.1", base, force=True)
+    cluster = LocalCluster(cluster_dir)
+    peak_batches = math.ceil(cfg.transfers / cfg.batch)
+    half_batches = math.ceil(cfg.half_load_transfers / cfg.batch) if cfg.half_load_transfers else 0
+    ui.step(f"ours: 3 validators on 127.0.0.1:{base + 1}-{base + 3} (Raft {base + 101}-{base + 103}), data in {cluster_dir}")
+    cluster.start_all()
+    driver = None
+    result: dict = {"ports": {"grpc": [base + i for i in (1, 2, 3)], "raft": [base + 100 + i for i in (1, 2, 3)]}}
+    try:
+        cluster.wait_ready()
+        pids = {vid: p.pid for vid, p in cluster.procs.items()}
+        result["validator_pids"] = pids
+        driver = JsonLineProcess([sys.executable, "-m", "node.bench.driver"], log_path=os.path.join(work_dir, "ours-driver.log"))
+        driver.send({"cluster": cluster_dir, "workload": wl.spec(), "batches_total": peak_batches + half_batches})
+        ui.note(f"driver pid {driver.pid}: opening {cfg.accounts:,} accounts for {cfg.members} members, signing {peak_batches + half_batches:,} batches in advance")
+        ready = driver.recv_event("ready", DRIVER_SETUP_S_MAX)
+        ui.note(f"accounts opened in {ready['accounts_s']:.1f}s, batches signed in {ready['presign_s']:.1f}s "
+                f"(signed transaction ≈ {ready['envelope_bytes']:,.0f} bytes)")
+        result["envelope_bytes"] = ready["envelope_bytes"]
+
+        def phase(name: str, first: int, count: int, rate_tps: float | None, profile: bool) -> dict:
+            leader_id, st0 = _leader(cluster_dir)
+            meter = CpuMeter(lambda: list(pids.values()))
+            drv0 = cpu_seconds(driver.pid) or 0.0
+            spy = None
+            raw = os.path.join(cfg.out_dir, f"profile-{leader_id}-leader.txt")
+            if profile and leader_id is not None:
+                spy = profiler.start(pids[leader_id], raw, os.path.join(work_dir, "py-spy.log"))
+                if spy is None:
+                    ui.warn("py-spy not found: no profile (pip install py-spy)")
+            meter.start()
+            driver.send({"cmd": "run", "first": first, "count": count, "concurrency": cfg.concurrency, "rate_tps": rate_tps})
+            label = f"ours {name}" + (f" @ {rate_tps:,.0f}/s" if rate_tps else "")
+            with ui.progress(label, count * cfg.batch) as update:
+                done = driver.recv_event(
+                    "done", PHASE_SILENCE_S_MAX,
+                    on_other=lambda m: update(m["transfers"], m["transfers"] / max(1e-9, m["elapsed_s"])),
+                )
+                update(done["transfers_ok"] + done["transfers_rejected"], (done["transfers_ok"] + done["transfers_rejected"]) / done["elapsed_s"])
+            cpu = meter.stop()
+            profiler.stop(spy)
+            drv_cpu = (cpu_seconds(driver.pid) or 0.0) - drv0
+            _, st1 = _leader(cluster_dir)
+            n = done["transfers_ok"] + done["transfers_rejected"]
+            entries = (st1.commit_index - st0.commit_index) if (st0 is not None and st1 is not None) else None
+            out = {
+                "transfers": n,
+                "transfers_ok": done["transfers_ok"],
+                "transfers_rejected": done["transfers_rejected"],
+                "batches_failed": done["batches_failed"],
+                "errors": done["errors"],
+                "elapsed_s": done["elapsed_s"],
+                "transfers_per_s": n / done["elapsed_s"],
+                "latency": latency_summary(done["latencies_s"]),
+                "latencies_s": done["latencies_s"],
+                "cpu_s": cpu,
+                "cpu_per_validator_s": {vid: meter.per_pid.get(pid, 0.0) for vid, pid in pids.items()},
+                "cpu_us_per_transfer": cpu / n * 1e6 if n else float("nan"),
+                "client_cpu_s": drv_cpu,
+                "machine_cpu_s": meter.machine_seconds,
+                # Busy CPU of everything else on the machine (other programs disturb the numbers).
+                "other_cpu_s": None if meter.machine_seconds is None else max(0.0, meter.machine_seconds - cpu - drv_cpu),
+                "leader": leader_id,
+                "raft_entries": entries,
+                "transfers_per_entry": (n / entries) if entries else None,
+                "offered_tps": rate_tps,
+            }
+            if spy is not None and os.path.exists(raw):
+                out["profile"] = {"raw": raw, **profiler.summarize(raw)}
+            return out
+
+        peak = phase("peak", 0, peak_batches, None, cfg.profile)
+        result["peak"] = peak
+        ui.note(_line(peak))
+        if half_batches:
+            half = phase("half load", peak_batches, half_batches, peak["transfers_per_s"] / 2, False)
+            result["half_load"] = half
+            ui.note(_line(half))
+        driver.send({"cmd": "check"})
+        check = driver.recv_event("checked", CHECK_S_MAX)
+        check.pop("event", None)
+        result["check"] = check
+        if check.get("skipped"):
+            ui.warn(escape(f"conservation check skipped: {check['skipped']}"))
+        elif check["balanced"] and check["same_head"]:
+            ui.note("[green]check: every validator at the same head, debits = credits = sum of submitted amounts[/]")
+        else:
+            ui.warn(escape(f"check FAILED: {check}"))
+        driver.send({"cmd": "quit"})
+    finally:
+        if driver is not None:
+            driver.stop()
+        ui.note("stopping validators")
+        cluster.stop_all()
+    return result
+
+
+def _line(r: dict) -> str:
+    lat = r["latency"]
+    per_entry = f", {r['transfers_per_entry']:.0f} transfers/Raft entry" if r.get("transfers_per_entry") else ""
+    return (f"{r['transfers_per_s']:,.0f} transfers/s; per batch p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; "
+            f"{r['cpu_us_per_transfer']:.0f} µs validator CPU/transfer{per_entry}"
+            + (f"; [yellow]{r['batches_failed']} batches failed[/]" if r["batches_failed"] else ""))

@@ -1,0 +1,237 @@
+"""The benchmark's output: one table (rich), the issue's targets, a JSON file and a latency plot."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+#: The issue's targets (issue 5, "Targets").
+TARGET_TPS_MIN = 10_000
+TARGET_VS_POSTGRES_MIN = 3.0
+TARGET_VS_RAFT_MIN = 0.7
+TARGET_HALF_LOAD_P99_MS_MAX = 50.0
+TARGET_HISTORY_GROWTH_MAX = 1.20
+#: Cores' worth of CPU used by other programs during a measurement above which the row says so.
+OTHERS_CORES_WARN = 0.1
+#: Width of the printed tables when stdout is not a terminal (files, CI logs).
+TABLE_WIDTH_PIPED = 180
+
+
+def _f(v, fmt="{:,.0f}", none="—") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return none
+    return fmt.format(v)
+
+
+def _others(part: dict) -> str:
+    """A warning when other programs kept the machine busy during a measurement."""
+    other, elapsed = part.get("other_cpu_s"), part.get("elapsed_s")
+    if other is None or not elapsed:
+        return ""
+    cores = other / elapsed
+    return f"; [yellow]others used {cores:.1f} cores[/]" if cores >= OTHERS_CORES_WARN else ""
+
+
+def _rows(res: dict) -> list[dict]:
+    """One row per system: name, tps, latency, cpu, note."""
+    rows = []
+    ours = res.get("ours", {})
+    batch = res["config"]["batch"]
+    if "peak" in ours:
+        p = ours["peak"]
+        rows.append(dict(key="ours", name="ours: 3 validators via SDK", tps=p["transfers_per_s"], lat=p["latency"],
+                         cpu=p["cpu_us_per_transfer"],
+                         note=f"{p['transfers']:,} transfers, {_f(p.get('transfers_per_entry'))}/Raft entry; latency per batch"
+                         + (f"; [red]{p['batches_failed']} batches failed[/]" if p["batches_failed"] else "") + _others(p)))
+    if "half_load" in ours:
+        h = ours["half_load"]
+        rows.append(dict(key="ours_half", name="ours at ½ peak (open loop)", tps=h["transfers_per_s"], lat=h["latency"],
+                         cpu=h["cpu_us_per_transfer"], note=f"offered {h['offered_tps']:,.0f}/s; latency from scheduled send" + _others(h)))
+    raft = res.get("raft", {})
+    if "entries_per_s" in raft:
+        rows.append(dict(key="raft", name="bare pysyncobj, same bytes", tps=raft["transfers_per_s"], lat=raft["latency"],
+                         cpu=raft["cpu_us_per_transfer"],
+                         note=f"{raft['entries_per_s']:,.0f} entries/s of {raft['entry_bytes_mean'] / 1e3:,.1f} kB × {batch}; latency per entry" + _others(raft)))
+    pg = res.get("postgres", {})
+    if "batch" in pg:
+        b = pg["batch"]
+        rows.append(dict(key="pg", name=f"PostgreSQL {pg.get('version', '').split()[0]}, SQL txn per batch", tps=b["transfers_per_s"],
+                         lat=b["latency"], cpu=b["cpu_us_per_transfer"],
+                         note=f"server CPU (+{b['client_cpu_us_per_transfer']:,.0f} µs client); latency per batch"
+                         + (f"; [red]{b['units_failed']} txns failed[/]" if b["units_failed"] else "") + _others(b)))
+    if "single" in pg:
+        s = pg["single"]
+        rows.append(dict(key="pg_single", name="PostgreSQL, SQL txn per transfer", tps=s["transfers_per_s"], lat=s["latency"],
+                         cpu=s["cpu_us_per_transfer"],
+                         note=f"server CPU (+{s['client_cpu_us_per_transfer']:,.0f} µs client); latency per transfer"
+                         + (f"; [red]{s['units_failed']} txns failed[/]" if s["units_failed"] else "") + _others(s)))
+    crypto = res.get("crypto", {})
+    for lib in ("cryptography", "pynacl"):
+        r = crypto.get("rates", {}).get(f"{lib} 200B")
+        if not r:
+            continue
+        body = crypto["rates"].get(f"{lib} batch body", {})
+        for threads, v, vb in ((1, r["verifies_per_s_1_thread"], body.get("verifies_per_s_1_thread")),
+                               (crypto["cores"], r["verifies_per_s_all_cores"], body.get("verifies_per_s_all_cores"))):
+            rows.append(dict(key=f"crypto_{lib}_{threads}", name=f"Ed25519 verify, {lib}, {threads} thread{'s' if threads > 1 else ''}",
+                             tps=v * batch, lat=None, cpu=threads * 1e6 / v / batch,
+                             note=f"{v:,.0f} verifies/s of 200 B ({_f(vb)}/s of the {body.get('bytes', 0):,} B batch body), "
+                                  f"one per {batch} transfers" + _others(crypto)))
+    return rows
+
+
+def tables(res: dict) -> list[Table]:
+    cfg = res["config"]
+    out = []
+    t = Table(title=(f"raft-ledger bench: {cfg['skew']} over {cfg['accounts']:,} accounts, batch {cfg['batch']}, "
+                     f"concurrency {cfg['concurrency']}, {res['machine']['cpus']} cores"), title_justify="left")
+    for col, just in (("system", "left"), ("transfers/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"), ("p99.9 ms", "right"),
+                      ("CPU µs/transfer", "right"), ("ours ÷ this", "right"), ("note", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    rows = _rows(res)
+    ours_tps = next((r["tps"] for r in rows if r["key"] == "ours"), None)
+    for r in rows:
+        lat = r["lat"] or {}
+        ratio = None if ours_tps is None or r["key"].startswith("ours") else ours_tps / r["tps"]
+        t.add_row(r["name"], _f(r["tps"]), _f(lat.get("p50_ms"), "{:,.1f}"), _f(lat.get("p99_ms"), "{:,.1f}"),
+                  _f(lat.get("p999_ms"), "{:,.1f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
+    for part in ("ours", "raft", "crypto", "postgres", "history"):
+        p = res.get(part, {})
+        if "skipped" in p or "error" in p:
+            t.add_row(part, "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
+    out.append(t)
+
+    hist = res.get("history", {})
+    if hist.get("rows"):
+        h = Table(title=f"history growth: core apply + RocksStore commit, no network (blocks of {hist['block_transfers']:,} transfers)"
+                        + _others(hist), title_justify="left")
+        for col in ("stored transfers", "CPU µs/transfer", "apply thread µs", "median block µs", "wall µs", "vs smallest", "DB MB"):
+            h.add_column(col, justify="right")
+        for r in hist["rows"]:
+            h.add_row(f"{r['stored_transfers']:,}", f"{r['cpu_us_per_transfer']:.1f}", f"{r['thread_cpu_us_per_transfer']:.1f}",
+                      f"{r['median_block_thread_cpu_us_per_transfer']:.1f}", f"{r['wall_us_per_transfer']:.1f}",
+                      f"{r['vs_smallest']:.2f}×", f"{r['db_bytes'] / 1e6:,.0f}")
+        out.append(h)
+
+    tg = Table(title="issue 5 targets", title_justify="left")
+    for col in ("target", "measured", ""):
+        tg.add_column(col)
+    for name, value, ok in targets(res):
+        tg.add_row(name, value, "" if ok is None else ("[green]met[/]" if ok else "[red]missed[/]"))
+    out.append(tg)
+
+    prof = res.get("ours", {}).get("peak", {}).get("profile")
+    if prof and prof.get("samples"):
+        peak = res["ours"]["peak"]
+        leader_cpu = peak["cpu_per_validator_s"].get(peak["leader"], 0.0)
+        per_t = leader_cpu / peak["transfers"] * 1e6 if peak["transfers"] else 0.0
+        for kind in ("self", "inclusive"):
+            pt = Table(title=f"leader {peak['leader']} profile ({kind}; py-spy, {prof['samples']:,} samples, "
+                             f"leader CPU {per_t:.0f} µs/transfer)", title_justify="left")
+            for col in ("function", "% samples", "≈ µs/transfer"):
+                pt.add_column(col, justify="left" if col == "function" else "right")
+            for fn, frac in prof[kind][:15]:
+                pt.add_row(fn, f"{frac * 100:.1f}", f"{frac * per_t:.1f}")
+            out.append(pt)
+    return out
+
+
+def targets(res: dict) -> list[tuple[str, str, bool | None]]:
+    out = []
+    peak = res.get("ours", {}).get("peak")
+    tps = peak["transfers_per_s"] if peak else None
+    out.append((f"≥ {TARGET_TPS_MIN:,} transfers/s (batch ≥ 100)", _f(tps) + "/s" if tps else "not run",
+                None if tps is None else (tps >= TARGET_TPS_MIN and res["config"]["batch"] >= 100)))
+    pg = res.get("postgres", {}).get("batch")
+    r = tps / pg["transfers_per_s"] if (tps and pg) else None
+    out.append((f"≥ {TARGET_VS_POSTGRES_MIN:g}× PostgreSQL (SQL txn per batch)", _f(r, "{:.2f}×", "not run"), None if r is None else r >= TARGET_VS_POSTGRES_MIN))
+    raft = res.get("raft", {})
+    r = tps / raft["transfers_per_s"] if (tps and "transfers_per_s" in raft) else None
+    out.append((f"≥ {TARGET_VS_RAFT_MIN:g}× bare pysyncobj", _f(r, "{:.2f}×", "not run"), None if r is None else r >= TARGET_VS_RAFT_MIN))
+    half = res.get("ours", {}).get("half_load")
+    p99 = half["latency"]["p99_ms"] if half else None
+    out.append((f"p99 ≤ {TARGET_HALF_LOAD_P99_MS_MAX:g} ms at ½ peak", _f(p99, "{:.1f} ms", "not run"),
+                None if p99 is None else p99 <= TARGET_HALF_LOAD_P99_MS_MAX))
+    rows = res.get("history", {}).get("rows") or []
+    if len(rows) >= 2:
+        g = max(r["cpu_us_per_transfer"] for r in rows) / min(r["cpu_us_per_transfer"] for r in rows)
+        span = f"{rows[0]['stored_transfers']:,} → {rows[-1]['stored_transfers']:,}"
+        out.append((f"cost/transfer within {round((TARGET_HISTORY_GROWTH_MAX - 1) * 100)}% from 10^4 to 10^7", f"max/min {g:.2f} over {span}",
+                    (g <= TARGET_HISTORY_GROWTH_MAX) if rows[-1]["stored_transfers"] >= 10**7 else None))
+    else:
+        out.append(("cost/transfer within 20% from 10^4 to 10^7", "not run", None))
+    return out
+
+
+def print_tables(res: dict, console: Console | None = None) -> str:
+    """Print the tables to stdout and return them as plain text."""
+    console = console or Console(width=None if sys.stdout.isatty() else TABLE_WIDTH_PIPED)
+    for t in tables(res):
+        console.print(t)
+    rec = Console(record=True, width=TABLE_WIDTH_PIPED, file=open(os.devnull, "w"))
+    for t in tables(res):
+        rec.print(t)
+    return rec.export_text()
+
+
+def write_json(res: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1, default=str, allow_nan=True)
+
+
+def plot_latency(res: dict, path: str) -> str | None:
+    """Histogram and CDF of commit latency per system; None if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series = []
+    ours = res.get("ours", {})
+    if "peak" in ours:
+        series.append(("ours (per batch)", ours["peak"]["latencies_s"]))
+    if "half_load" in ours:
+        series.append(("ours at ½ peak (per batch)", ours["half_load"]["latencies_s"]))
+    if "latencies_s" in res.get("raft", {}):
+        series.append(("bare pysyncobj (per entry)", res["raft"]["latencies_s"]))
+    pg = res.get("postgres", {})
+    if "batch" in pg:
+        series.append(("PostgreSQL, txn per batch", pg["batch"]["latencies_s"]))
+    if "single" in pg:
+        series.append(("PostgreSQL, txn per transfer", pg["single"]["latencies_s"]))
+    series = [(n, [x * 1e3 for x in v if x > 0]) for n, v in series if v]
+    if not series:
+        return None
+    lo = max(0.05, min(min(v) for _, v in series))
+    hi = max(max(v) for _, v in series)
+    import numpy as np
+
+    bins = np.logspace(np.log10(lo), np.log10(hi * 1.01), 60)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    for name, v in series:
+        a1.hist(v, bins=bins, histtype="step", linewidth=1.5, label=f"{name} (n={len(v):,})", weights=np.full(len(v), 1 / len(v)))
+        s = np.sort(v)
+        a2.plot(s, np.arange(1, len(s) + 1) / len(s), label=name)
+    cfg = res["config"]
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.set_xlabel("commit latency (ms, log scale)")
+        a.grid(True, which="both", alpha=0.3)
+    a1.set_ylabel("fraction of commits per bin")
+    a1.set_title("latency histogram")
+    a2.set_ylabel("fraction ≤ x")
+    a2.set_title("latency CDF")
+    a2.axhline(0.99, color="grey", linestyle=":", linewidth=1)
+    a1.legend(fontsize=8)
+    fig.suptitle(f"{cfg['skew']} over {cfg['accounts']:,} accounts, batch {cfg['batch']}, concurrency {cfg['concurrency']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

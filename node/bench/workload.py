@@ -1,0 +1,136 @@
+"""The one workload every part runs: signed batches of transfers between N accounts.
+
+Accounts are ids 1..N on ledger 840, no balance-limit flags; member ``m`` of
+``M`` owns the accounts with ``(id - 1) % M == m``. A batch is signed by one
+member (round robin) and every transfer in it debits one of that member's
+accounts (the node rejects debits of accounts the signer does not own) and
+credits any other account. ``uniform`` draws accounts uniformly; ``zipf`` with
+P(rank k) ∝ 1/(k+1)^s, rank 0 being the lowest id (hot accounts, the case
+where row locks serialize a SQL database). Amounts 1..10,000 minor units.
+Generation is deterministic given the seed, so every part sees the same
+transfers in the same batches.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+LEDGER = 840
+ACCOUNT_CODE = 1
+TRANSFER_CODE = 7
+AMOUNT_MAX = 10_000
+
+#: (transfer id, debit account id, credit account id, amount)
+TransferRow = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One signed transaction's worth of transfers, signed by ``member`` (an index)."""
+
+    member: int
+    transfers: list[TransferRow]
+
+
+def member_names(n: int) -> list[str]:
+    return [f"bank-{i + 1}" for i in range(n)]
+
+
+def owner_index(account_id: int, members: int) -> int:
+    return (account_id - 1) % members
+
+
+class _Sampler:
+    """Draws from ``population`` uniformly or Zipf-skewed by position."""
+
+    def __init__(self, population: list[int], skew: str, exponent: float, rng: random.Random) -> None:
+        self._pop = population
+        self._rng = rng
+        self._cum = None
+        if skew == "zipf":
+            self._cum = list(itertools.accumulate(1.0 / (k + 1) ** exponent for k in range(len(population))))
+
+    def draw(self, k: int) -> list[int]:
+        if self._cum is None:
+            pop, rnd = self._pop, self._rng.randrange
+            n = len(pop)
+            return [pop[rnd(n)] for _ in range(k)]
+        return self._rng.choices(self._pop, cum_weights=self._cum, k=k)
+
+
+class Workload:
+    """Deterministic batches of transfers; ``batches(first, count)`` with transfer ids from 1."""
+
+    def __init__(self, *, accounts: int, members: int, skew: str, zipf_exponent: float, batch: int, seed: int) -> None:
+        self.accounts = accounts
+        self.members = members
+        self.skew = skew
+        self.zipf_exponent = zipf_exponent
+        self.batch = batch
+        self.seed = seed
+        rng = random.Random(seed)
+        self._rng = rng
+        everyone = list(range(1, accounts + 1))
+        self._credit = _Sampler(everyone, skew, zipf_exponent, rng)
+        self._debit = [
+            _Sampler([a for a in everyone if owner_index(a, members) == m], skew, zipf_exponent, rng)
+            for m in range(members)
+        ]
+        self._made = 0  # batches generated so far
+        self._cache: list[Batch] = []
+
+    @classmethod
+    def from_config(cls, cfg) -> "Workload":
+        return cls(
+            accounts=cfg.accounts, members=cfg.members, skew=cfg.skew,
+            zipf_exponent=cfg.zipf_exponent, batch=cfg.batch, seed=cfg.seed,
+        )
+
+    def spec(self) -> dict:
+        return dict(accounts=self.accounts, members=self.members, skew=self.skew,
+                    zipf_exponent=self.zipf_exponent, batch=self.batch, seed=self.seed)
+
+    def account_ids(self, member: int) -> list[int]:
+        return [a for a in range(1, self.accounts + 1) if owner_index(a, self.members) == member]
+
+    def _make(self) -> Batch:
+        b = self._made
+        self._made += 1
+        m = b % self.members
+        first_id = b * self.batch + 1
+        dr = self._debit[m].draw(self.batch)
+        cr = self._credit.draw(self.batch)
+        rows = []
+        for i in range(self.batch):
+            d, c = dr[i], cr[i]
+            while c == d:
+                c = self._credit.draw(1)[0]
+            rows.append((first_id + i, d, c, self._rng.randint(1, AMOUNT_MAX)))
+        return Batch(m, rows)
+
+    def batches(self, first: int, count: int) -> list[Batch]:
+        """Batches ``first .. first+count-1`` (cached: the same call gives the same transfers)."""
+        while len(self._cache) < first + count:
+            self._cache.append(self._make())
+        return self._cache[first : first + count]
+
+    def stream(self, first: int, count: int):
+        """Like :meth:`batches` but generated on the fly without caching (history preload)."""
+        if first != self._made or self._cache:
+            raise ValueError("stream() continues a fresh generator only")
+        for _ in range(count):
+            yield self._make()
+
+
+def signed_batch_bytes(batch: int) -> tuple[int, int]:
+    """(body, envelope) bytes of a real signed transaction of ``batch`` transfers of this workload."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from client import LedgerClient, Transfer
+
+    c = LedgerClient(["127.0.0.1:1"], member_id="bank-1", key_id="k1", private_key=Ed25519PrivateKey.generate())
+    stx = c.sign_transfers(Transfer(id=50_000 + i, debit_account_id=9_999, credit_account_id=1_234, amount=5_000,
+                                    ledger=LEDGER, code=TRANSFER_CODE) for i in range(batch))
+    c.close()
+    return len(stx.body), len(stx.SerializeToString(deterministic=True))

@@ -35,9 +35,9 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import client._client as _sdk
 from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from node.ledger import codec
@@ -82,36 +82,11 @@ INDEX_FIELDS = {1: "user_data_128", 2: "user_data_64", 3: "user_data_32", 4: "le
 QUERY_LIMIT_MAX = 8_190
 
 
-@dataclass(frozen=True)
-class AccountFilter:
-    """TigerBeetle AccountFilter. Zero fields do not filter; timestamps in ns, inclusive."""
-
-    account_id: int
-    user_data_128: int = 0
-    user_data_64: int = 0
-    user_data_32: int = 0
-    code: int = 0
-    timestamp_min: int = 0
-    timestamp_max: int = 0
-    limit: int = QUERY_LIMIT_MAX
-    debits: bool = True
-    credits: bool = True
-    reversed: bool = False
-
-
-@dataclass(frozen=True)
-class QueryFilter:
-    """TigerBeetle QueryFilter over all accounts or all transfers."""
-
-    user_data_128: int = 0
-    user_data_64: int = 0
-    user_data_32: int = 0
-    ledger: int = 0
-    code: int = 0
-    timestamp_min: int = 0
-    timestamp_max: int = 0
-    limit: int = QUERY_LIMIT_MAX
-    reversed: bool = False
+# The SDK's filter types (zero = no filter; limit 0 = QUERY_LIMIT_MAX; debits and
+# credits both False = both sides): the node imports the client's plain types, never
+# the other way round.
+AccountFilter = _sdk.AccountFilter
+QueryFilter = _sdk.QueryFilter
 
 
 def _matches(obj, f) -> bool:

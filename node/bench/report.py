@@ -88,7 +88,9 @@ def _rows(res: dict) -> list[dict]:
 def tables(res: dict) -> list[Table]:
     cfg = res["config"]
     out = []
-    t = Table(title=(f"raft-ledger bench: {cfg['skew']} over {cfg['accounts']:,} accounts, batch {cfg['batch']}, "
+    code = res.get("code") or {}
+    at = f" at {code['commit']}{'+dirty' if code.get('modified') else ''}" if code.get("commit") else ""
+    t = Table(title=(f"raft-ledger bench{at}: {cfg['skew']} over {cfg['accounts']:,} accounts, batch {cfg['batch']}, "
                      f"concurrency {cfg['concurrency']}, {res['machine']['cpus']} cores"), title_justify="left")
     for col, just in (("system", "left"), ("transfers/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"), ("p99.9 ms", "right"),
                       ("CPU µs/transfer", "right"), ("ours ÷ this", "right"), ("note", "left")):

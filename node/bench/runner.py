@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -38,6 +39,23 @@ def _machine() -> dict:
             "versions": versions}
 
 
+def _code() -> dict:
+    """The commit measured and any uncommitted changes to it (numbers are only comparable at the same code)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "modified": [line[3:] for line in dirty.splitlines()] if dirty else []}
+
+
 def _loadavg() -> list[float] | None:
     try:
         return list(os.getloadavg())
@@ -53,12 +71,15 @@ def run(cfg: BenchConfig) -> dict:
     cfg_doc = {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in dataclasses.asdict(cfg).items()}
     res: dict = {"config": cfg_doc, "machine": _machine(), "started": stamp, "work_dir": work_dir, "durations_s": {}}
     res["machine"]["loadavg_at_start"] = _loadavg()
+    res["code"] = _code()
     if res["machine"]["loadavg_at_start"] and res["machine"]["loadavg_at_start"][0] > 0.5:
         ui.warn(f"the machine is busy before the run (load average {res['machine']['loadavg_at_start'][0]:.2f}): "
                 "numbers will be lower and noisier than on an idle machine")
     wl = Workload.from_config(cfg)
     body_bytes, envelope_bytes = signed_batch_bytes(cfg.batch)
     res["signed_batch"] = {"body_bytes": body_bytes, "envelope_bytes": envelope_bytes}
+    code = res["code"]
+    ui.step(f"code: {code['commit']} {code['subject'] or ''}" + (f" + uncommitted changes to {', '.join(code['modified'])}" if code["modified"] else ""))
     ui.step(f"workload: {cfg.skew} over {cfg.accounts:,} accounts of {cfg.members} members, {cfg.batch} transfers per signed "
             f"transaction (≈{envelope_bytes:,} bytes), {cfg.concurrency} concurrent clients; work dir {work_dir}")
 
@@ -107,8 +128,13 @@ def run(cfg: BenchConfig) -> dict:
         f.write(text)
     report.write_json(res, base + ".json")
     png = report.plot_latency(res, os.path.join(cfg.out_dir, f"latency-{stamp}.png"))
-    ui.step(f"wrote {base}.json, {base}.txt" + (f", {png}" if png else " (no plot: pip install matplotlib)")
-            + f" in {res['durations_s']['total']:.0f}s")
+    if png:
+        plot = f", {png}"
+    elif importlib.util.find_spec("matplotlib") is None:
+        plot = " (no latency plot: pip install matplotlib)"
+    else:
+        plot = " (no latency plot: no part measured latencies)"
+    ui.step(f"wrote {base}.json, {base}.txt{plot} in {res['durations_s']['total']:.0f}s")
     if any("error" in res.get(p, {}) for p in PARTS):
         ui.warn(f"some parts failed; tracebacks in {work_dir}/errors.log (kept)")
     return res

@@ -408,10 +408,11 @@ class RocksStore:
         h = self._cfh
         for a in ws.accounts.values():
             _check_account(a)
-            wb.put(_U128(a.id), codec.encode_account(a), h["accounts"])
+            raw = ws.encoded_accounts.get(a.id) or codec.encode_account(a)
+            wb.put(_U128(a.id), raw, h["accounts"])
         for t in ws.transfers.values():
             tid, ts = _U128(t.id), _U64.pack(t.timestamp)
-            wb.put(tid, codec.encode_transfer(t), h["transfers"])
+            wb.put(tid, ws.encoded_transfers.get(t.id) or codec.encode_transfer(t), h["transfers"])
             wb.put(ts, tid, h["transfers_by_ts"])
             for tag, attr in INDEX_FIELDS.items():
                 value = getattr(t, attr)

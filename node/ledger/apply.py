@@ -571,12 +571,19 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
 
 
 def _state_hash(prev: bytes, ws: WriteSet, failed: dict[int, int]) -> bytes:
-    """SHA-256 chain over every state write of the block, in key order."""
+    """SHA-256 chain over every state write of the block, in key order.
+
+    The record encodings are kept in ``ws.encoded`` so the store writes the very
+    bytes that were hashed instead of encoding every record a second time.
+    """
     h = hashlib.sha256(prev)
+    enc_a, enc_t = ws.encoded_accounts, ws.encoded_transfers
     for k in sorted(ws.accounts):
-        h.update(b"A" + codec.encode_account(ws.accounts[k]))
+        b = enc_a[k] = codec.encode_account(ws.accounts[k])
+        h.update(b"A" + b)
     for k in sorted(ws.transfers):
-        h.update(b"T" + codec.encode_transfer(ws.transfers[k]))
+        b = enc_t[k] = codec.encode_transfer(ws.transfers[k])
+        h.update(b"T" + b)
     for k in sorted(ws.pending_status):
         h.update(b"S" + codec.u128(k) + codec.encode_pending_status(ws.pending_status[k]))
     for k in sorted(failed):

@@ -295,6 +295,9 @@ class WriteSet:
     expiry_delete: list[tuple[int, int]] = field(default_factory=list)
     history: list[tuple[int, int, Account]] = field(default_factory=list)
     failed_transfers: dict[int, int] = field(default_factory=dict)
+    #: codec encodings of ``accounts`` / ``transfers`` by id, filled while hashing.
+    encoded_accounts: dict[int, bytes] = field(default_factory=dict)
+    encoded_transfers: dict[int, bytes] = field(default_factory=dict)
     #: Ids of the accounts created by this block (the rest of ``accounts`` are updates).
     created_accounts: list[int] = field(default_factory=list)
     txs: list[Tx] = field(default_factory=list)

@@ -162,7 +162,7 @@ class Bank:
             count("transfer:ok")
         else:
             history.record(process, "fail", "transfer", {**value, "result": r.name})
-            count(f"transfer:fail")
+            count("transfer:fail")
         return False
 
     def _read(self, history: History, process: int, count) -> bool:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import enum
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client._convert import account_fields, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
+from client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
 from client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from client._transport import GrpcTransport, Transport
@@ -224,36 +224,6 @@ def _header(h: pb.BlockHeader) -> BlockHeader:
     return BlockHeader(**header_fields(h))
 
 
-def _account_filter_pb(f: AccountFilter) -> pb.AccountFilter:
-    return pb.AccountFilter(
-        account_id=_u128(f.account_id),
-        user_data_128=_u128(f.user_data_128),
-        user_data_64=f.user_data_64,
-        user_data_32=f.user_data_32,
-        code=f.code,
-        timestamp_min=f.timestamp_min,
-        timestamp_max=f.timestamp_max,
-        limit=f.limit,
-        debits=f.debits,
-        credits=f.credits,
-        reversed=f.reversed,
-    )
-
-
-def _query_filter_pb(f: QueryFilter) -> pb.QueryFilter:
-    return pb.QueryFilter(
-        user_data_128=_u128(f.user_data_128),
-        user_data_64=f.user_data_64,
-        user_data_32=f.user_data_32,
-        ledger=f.ledger,
-        code=f.code,
-        timestamp_min=f.timestamp_min,
-        timestamp_max=f.timestamp_max,
-        limit=f.limit,
-        reversed=f.reversed,
-    )
-
-
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
     with open(path, "rb") as f:
@@ -393,12 +363,12 @@ class LedgerClient:
 
     def get_account_transfers(self, f: AccountFilter, *, address: str | None = None) -> Page:
         """A page of one account's transfers by time (LOCAL read); items are Transfers."""
-        resp = self._call_read("GetAccountTransfers", pb.GetAccountTransfersRequest(filter=_account_filter_pb(f)), address)
+        resp = self._call_read("GetAccountTransfers", pb.GetAccountTransfersRequest(filter=account_filter_to_pb(f)), address)
         return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
 
     def get_account_balances(self, f: AccountFilter, *, address: str | None = None) -> Page:
         """A page of a ``history`` account's balances after each change; items are AccountBalances."""
-        resp = self._call_read("GetAccountBalances", pb.GetAccountBalancesRequest(filter=_account_filter_pb(f)), address)
+        resp = self._call_read("GetAccountBalances", pb.GetAccountBalancesRequest(filter=account_filter_to_pb(f)), address)
         items = [
             AccountBalance(_int(b.debits_pending), _int(b.debits_posted), _int(b.credits_pending), _int(b.credits_posted), b.timestamp)
             for b in resp.balances
@@ -407,12 +377,12 @@ class LedgerClient:
 
     def query_accounts(self, f: QueryFilter, *, address: str | None = None) -> Page:
         """A page of accounts matching ``f``, by creation time."""
-        resp = self._call_read("QueryAccounts", pb.QueryAccountsRequest(filter=_query_filter_pb(f)), address)
+        resp = self._call_read("QueryAccounts", pb.QueryAccountsRequest(filter=query_filter_to_pb(f)), address)
         return Page([_account_from_pb(a) for a in resp.accounts], resp.next_timestamp, resp.height)
 
     def query_transfers(self, f: QueryFilter, *, address: str | None = None) -> Page:
         """A page of transfers matching ``f``, by time."""
-        resp = self._call_read("QueryTransfers", pb.QueryTransfersRequest(filter=_query_filter_pb(f)), address)
+        resp = self._call_read("QueryTransfers", pb.QueryTransfersRequest(filter=query_filter_to_pb(f)), address)
         return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
 
     def head(self, *, address: str | None = None, linearizable: bool = False) -> BlockHeader:

@@ -64,3 +64,25 @@ def header_fields(h: pb.BlockHeader) -> dict:
 
 def header_to_pb(h) -> pb.BlockHeader:
     return pb.BlockHeader(**{name: getattr(h, name) for name in HEADER_FIELDS})
+
+
+ACCOUNT_FILTER_U128 = ("account_id", "user_data_128")
+ACCOUNT_FILTER_SCALARS = ("user_data_64", "user_data_32", "code", "timestamp_min", "timestamp_max", "limit", "debits", "credits", "reversed")
+QUERY_FILTER_U128 = ("user_data_128",)
+QUERY_FILTER_SCALARS = ("user_data_64", "user_data_32", "ledger", "code", "timestamp_min", "timestamp_max", "limit", "reversed")
+
+
+def account_filter_fields(m: pb.AccountFilter) -> dict:
+    return _fields(m, ACCOUNT_FILTER_U128, ACCOUNT_FILTER_SCALARS)
+
+
+def account_filter_to_pb(f) -> pb.AccountFilter:
+    return _to_pb(pb.AccountFilter, f, ACCOUNT_FILTER_U128, ACCOUNT_FILTER_SCALARS)
+
+
+def query_filter_fields(m: pb.QueryFilter) -> dict:
+    return _fields(m, QUERY_FILTER_U128, QUERY_FILTER_SCALARS)
+
+
+def query_filter_to_pb(f) -> pb.QueryFilter:
+    return _to_pb(pb.QueryFilter, f, QUERY_FILTER_U128, QUERY_FILTER_SCALARS)

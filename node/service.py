@@ -20,16 +20,15 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
-from client._convert import account_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
+from client._convert import account_fields, account_filter_fields, query_filter_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from node.batcher import Batcher, ProposalFailed, Submission
+from node.batcher import Batcher, Submission
 from node.crypto import UnknownKey, Verifier, sha256
 from node.ledger import limits
 from node.store import QUERY_LIMIT_MAX, AccountFilter, QueryFilter
 from node.ledger.types import (
     Account,
-    BlockHeader,
     CreateAccountResult,
     CreateTransferResult,
     Operation,
@@ -212,23 +211,11 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
 
     def _account_filter(self, f: pb.AccountFilter, context) -> AccountFilter:
-        account_id = u128_to_int(f.account_id)
-        if account_id == 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter.account_id must not be zero")
         self._check_filter(f, context)
-        return AccountFilter(
-            account_id=account_id,
-            user_data_128=u128_to_int(f.user_data_128),
-            user_data_64=f.user_data_64,
-            user_data_32=f.user_data_32,
-            code=f.code,
-            timestamp_min=f.timestamp_min,
-            timestamp_max=f.timestamp_max,
-            limit=f.limit or QUERY_LIMIT_MAX,
-            debits=f.debits or not f.credits,
-            credits=f.credits or not f.debits,
-            reversed=f.reversed,
-        )
+        fields = account_filter_fields(f)
+        if fields["account_id"] == 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter.account_id must not be zero")
+        return AccountFilter(**fields)
 
     @staticmethod
     def _check_filter(f, context) -> None:
@@ -239,17 +226,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
     def _query_filter(self, f: pb.QueryFilter, context) -> QueryFilter:
         self._check_filter(f, context)
-        return QueryFilter(
-            user_data_128=u128_to_int(f.user_data_128),
-            user_data_64=f.user_data_64,
-            user_data_32=f.user_data_32,
-            ledger=f.ledger,
-            code=f.code,
-            timestamp_min=f.timestamp_min,
-            timestamp_max=f.timestamp_max,
-            limit=f.limit or QUERY_LIMIT_MAX,
-            reversed=f.reversed,
-        )
+        return QueryFilter(**query_filter_fields(f))
 
     @_guard
     def GetAccountTransfers(self, request, context):  # noqa: N802

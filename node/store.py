@@ -38,7 +38,7 @@ import struct
 from typing import Callable, Iterator
 
 import client._client as _sdk
-from rocksdict import Checkpoint, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
 from node.ledger import codec
 from node.ledger.types import (

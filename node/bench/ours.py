@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 
 from rich.markup import escape
 

@@ -87,36 +87,48 @@ def encode_account(a: Account) -> bytes:
     )
 
 
+def _account_from(f: tuple, owner: str) -> Account:
+    # Positional: keyword construction of 13 fields costs twice as much, and
+    # the store decodes two accounts per transfer.
+    return Account(
+        int.from_bytes(f[0], "big"), f[8], f[9], owner, f[10],
+        int.from_bytes(f[1], "big"), int.from_bytes(f[2], "big"),
+        int.from_bytes(f[3], "big"), int.from_bytes(f[4], "big"),
+        int.from_bytes(f[5], "big"), f[6], f[7], f[11],
+    )
+
+
 def _decode_account_at(buf: memoryview, off: int) -> tuple[Account, int]:
     if off + _ACCOUNT.size > len(buf):
         raise CodecError("truncated account")
     f = _ACCOUNT.unpack_from(buf, off)
     owner, off = _read_str(buf, off + _ACCOUNT.size)
-    return (
-        Account(
-            id=from_u128(f[0]),
-            debits_pending=from_u128(f[1]),
-            debits_posted=from_u128(f[2]),
-            credits_pending=from_u128(f[3]),
-            credits_posted=from_u128(f[4]),
-            user_data_128=from_u128(f[5]),
-            user_data_64=f[6],
-            user_data_32=f[7],
-            ledger=f[8],
-            code=f[9],
-            flags=f[10],
-            timestamp=f[11],
-            owner=owner,
-        ),
-        off,
-    )
+    return _account_from(f, owner), off
+
+
+#: Owner strings seen by decode_account: there are as many as members, and
+#: decoding the same few bytes to str for every account read is wasted work.
+_OWNERS: dict[bytes, str] = {}
 
 
 def decode_account(b: bytes) -> Account:
-    acc, off = _decode_account_at(memoryview(b), 0)
-    if off != len(b):
-        raise CodecError("trailing bytes after account")
-    return acc
+    n = _ACCOUNT.size
+    if len(b) < n + 2:
+        raise CodecError("truncated account")
+    f = _ACCOUNT.unpack_from(b, 0)
+    size = int.from_bytes(b[n : n + 2], "big")
+    if n + 2 + size != len(b):
+        raise CodecError("account record has wrong size")
+    raw = bytes(b[n + 2 :])
+    owner = _OWNERS.get(raw)
+    if owner is None:
+        try:
+            owner = raw.decode()
+        except UnicodeDecodeError as e:
+            raise CodecError("string is not UTF-8") from e
+        if len(_OWNERS) < 4096:
+            _OWNERS[raw] = owner
+    return _account_from(f, owner)
 
 
 def encode_transfer(t: Transfer) -> bytes:
@@ -141,21 +153,12 @@ def _decode_transfer_at(buf: memoryview, off: int) -> tuple[Transfer, int]:
     if off + _TRANSFER.size > len(buf):
         raise CodecError("truncated transfer")
     f = _TRANSFER.unpack_from(buf, off)
+    fb = int.from_bytes
     return (
         Transfer(
-            id=from_u128(f[0]),
-            debit_account_id=from_u128(f[1]),
-            credit_account_id=from_u128(f[2]),
-            amount=from_u128(f[3]),
-            pending_id=from_u128(f[4]),
-            user_data_128=from_u128(f[5]),
-            user_data_64=f[6],
-            user_data_32=f[7],
-            timeout=f[8],
-            ledger=f[9],
-            code=f[10],
-            flags=f[11],
-            timestamp=f[12],
+            fb(f[0], "big"), fb(f[1], "big"), fb(f[2], "big"), fb(f[3], "big"),
+            f[9], f[10], f[11], fb(f[4], "big"), f[8],
+            fb(f[5], "big"), f[6], f[7], f[12],
         ),
         off + _TRANSFER.size,
     )

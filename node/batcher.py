@@ -50,7 +50,11 @@ class Submission:
 
 
 class Batcher:
-    """Turns submissions into entries proposed via ``propose(bytes, callback)``."""
+    """Turns submissions into entries proposed via ``propose(entry_bytes, entry, callback)``.
+
+    ``entry`` is the decoded form of ``entry_bytes`` (what the leader would get
+    back from ``codec.decode_entry``), so the leader need not decode its own entries.
+    """
 
     def __init__(self, propose, *, inflight_entries_max: int = 4, block_events_max: int = limits.block_events_max) -> None:
         self._propose = propose
@@ -100,7 +104,8 @@ class Batcher:
 
     def _dispatch(self, batch: list[Submission]) -> None:
         txs = tuple(tx for sub in batch for tx in sub.txs)
-        entry = codec.encode_entry(Entry(proposed_timestamp=time.time_ns(), txs=txs))
+        decoded = Entry(proposed_timestamp=time.time_ns(), txs=txs)
+        entry = codec.encode_entry(decoded)
         self.entries_proposed += 1
         self.txs_proposed += len(txs)
 
@@ -119,7 +124,7 @@ class Batcher:
                     sub.done.set()
 
         try:
-            self._propose(entry, on_result)
+            self._propose(entry, decoded, on_result)
         except Exception as e:  # a broken replica must not kill the batcher thread
             log.exception("proposal failed")
             self._slots.release()

@@ -75,7 +75,7 @@ class Validator:
             peer_dial=cfg.raft_peer_dial,
         )
         self.batcher = Batcher(
-            lambda entry, cb: self.replica.apply_entry(entry, callback=cb),
+            self.replica.propose,
             inflight_entries_max=cfg.inflight_entries_max,
         )
         self.verifier = Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)

@@ -59,7 +59,7 @@ from pysyncobj.transport import TCPTransport
 
 from node.ledger import codec, limits
 from node.ledger.apply import apply_block
-from node.ledger.types import TxResult
+from node.ledger.types import Entry, TxResult
 
 log = logging.getLogger("ledger.replication")
 
@@ -258,6 +258,9 @@ class LedgerReplica(SyncObj):
         self._on_applied = on_applied
         self._on_journal_flush = on_journal_flush
         self.applied_cond = threading.Condition()
+        # Entries this validator proposed, decoded: entry bytes -> Entry (see propose).
+        self._proposed: dict[bytes, Entry] = {}
+        self._proposed_lock = threading.Lock()
         self.snapshots_written = 0
         self.snapshots_installed = 0
         conf.serializer = self._write_snapshot
@@ -287,6 +290,24 @@ class LedgerReplica(SyncObj):
         super()._onTick(timeToWait)
 
     # -- the state machine ----------------------------------------------------------
+    #: Proposed entries kept decoded; older ones (never committed) are dropped.
+    PROPOSED_KEPT_MAX = 256
+
+    def propose(self, entry: bytes, decoded: Entry, callback) -> None:
+        """Propose ``entry`` (``codec.encode_entry(decoded)``) as the next block.
+
+        The leader keeps ``decoded`` and applies it when the entry commits instead
+        of decoding its own bytes again (3-4% of a leader's CPU at peak). Followers,
+        and a leader that replays, decode the bytes: the results are the same,
+        because ``decode_entry(encode_entry(e)) == e`` (tests/unit/test_codec.py).
+        ``callback(result, error)`` as for any pysyncobj replicated call.
+        """
+        with self._proposed_lock:
+            if len(self._proposed) >= self.PROPOSED_KEPT_MAX:
+                del self._proposed[next(iter(self._proposed))]
+            self._proposed[entry] = decoded
+        self.apply_entry(entry, callback=callback)
+
     @replicated
     def apply_entry(self, entry: bytes):
         """Apply one Raft entry as one block. Never raises (see module docstring)."""
@@ -300,8 +321,11 @@ class LedgerReplica(SyncObj):
             self._commit_or_die(lambda: store.mark_applied(raft_index))
             self._notify(raft_index, None)
             return store.head().height
+        with self._proposed_lock:
+            decoded = self._proposed.pop(entry, None)
         try:
-            decoded = codec.decode_entry(entry)
+            if decoded is None:
+                decoded = codec.decode_entry(entry)
         except codec.CodecError as e:
             log.error("raft entry %d is malformed (%s); recorded as applied with no block", raft_index, e)
             self._commit_or_die(lambda: store.mark_applied(raft_index))

@@ -70,12 +70,12 @@ def _read_bytes(buf: memoryview, off: int) -> tuple[bytes, int]:
 def encode_account(a: Account) -> bytes:
     return (
         _ACCOUNT.pack(
-            u128(a.id),
-            u128(a.debits_pending),
-            u128(a.debits_posted),
-            u128(a.credits_pending),
-            u128(a.credits_posted),
-            u128(a.user_data_128),
+            a.id.to_bytes(16, "big"),
+            a.debits_pending.to_bytes(16, "big"),
+            a.debits_posted.to_bytes(16, "big"),
+            a.credits_pending.to_bytes(16, "big"),
+            a.credits_posted.to_bytes(16, "big"),
+            a.user_data_128.to_bytes(16, "big"),
             a.user_data_64,
             a.user_data_32,
             a.ledger,
@@ -133,12 +133,12 @@ def decode_account(b: bytes) -> Account:
 
 def encode_transfer(t: Transfer) -> bytes:
     return _TRANSFER.pack(
-        u128(t.id),
-        u128(t.debit_account_id),
-        u128(t.credit_account_id),
-        u128(t.amount),
-        u128(t.pending_id),
-        u128(t.user_data_128),
+        t.id.to_bytes(16, "big"),
+        t.debit_account_id.to_bytes(16, "big"),
+        t.credit_account_id.to_bytes(16, "big"),
+        t.amount.to_bytes(16, "big"),
+        t.pending_id.to_bytes(16, "big"),
+        t.user_data_128.to_bytes(16, "big"),
         t.user_data_64,
         t.user_data_32,
         t.timeout,

@@ -278,3 +278,58 @@ def test_pending_transfer_resolved_in_its_own_block_leaves_no_expiry_key(path):
         }
     finally:
         s.close()
+
+
+# -- the account cache (RocksStore.get_account) ---------------------------------
+
+
+def test_account_cache_follows_commits_and_matches_rocksdb(path):
+    s = RocksStore(path)
+    led = Ledger(s)
+    run_workload(led)
+    led.block(transfers_tx(T(70, 1, 2, 7)))
+    for account_id in (1, 2, 3, 4):
+        cached = s.get_account(account_id)
+        assert cached == codec.decode_account(s._cf["accounts"][codec.u128(account_id)])
+    assert s.get_account(2).credits_posted == 100 + 2 + 7
+    assert s.get_account(999) is None
+
+
+class _ReadThenCommit:
+    """Stands in for the accounts column family: the read returns what was on
+    disk, then a block commits before the reader gets to fill the cache."""
+
+    def __init__(self, cf, commit) -> None:
+        self.cf, self.commit = cf, commit
+
+    def get(self, key):
+        raw = self.cf.get(key)
+        commit, self.commit = self.commit, None
+        if commit is not None:  # once: the block's own reads go straight through
+            commit()
+        return raw
+
+
+def test_a_read_racing_a_commit_never_caches_the_older_record(path):
+    s = RocksStore(path)
+    led = Ledger(s)
+    run_workload(led)
+    s._accounts.clear()  # account 2 is not cached: the next read goes to RocksDB
+    cf = s._cf
+    s._cf = {**cf, "accounts": _ReadThenCommit(cf["accounts"], lambda: led.block(transfers_tx(T(71, 1, 2, 9))))}
+    stale = s.get_account(2)  # read before the block, returned as read
+    s._cf = cf
+    assert s.get_account(2).credits_posted == stale.credits_posted + 9
+
+
+def test_installing_a_snapshot_drops_cached_accounts(path, tmp_path):
+    s = RocksStore(path)
+    led = Ledger(s)
+    run_workload(led)
+    before = s.get_account(2)
+    s.checkpoint(str(tmp_path / "ckpt"))
+    led.block(transfers_tx(T(72, 1, 2, 11)))
+    assert s.get_account(2).credits_posted == before.credits_posted + 11  # cached by the commit
+    s.replace_from_checkpoint(str(tmp_path / "ckpt"))
+    assert s.get_account(2) == before
+    s.close()

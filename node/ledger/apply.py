@@ -530,16 +530,35 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
     """
     accounts = tx.operation == Operation.create_accounts
     R = AR if accounts else TR
+    create = _create_account if accounts else _create_transfer
     linked_flag = AF.LINKED if accounts else TF.LINKED
     events = tx.events
+    member = tx.member_id
     n = len(events)
     codes: list[int] = [0] * n
+    chain_layer = st.chain
     i = 0
     while i < n:
         # A chain runs from i to the first event without `linked`.
         j = i
         while j < n and events[j].flags & linked_flag:
             j += 1
+        if j == i:
+            # An unlinked event: it writes only once every check passed, so there is
+            # nothing to roll back and it writes straight into the block layer
+            # (a chain layer per event cost ~4.5 µs, most of it merging).
+            ev = events[i]
+            st.chain = st.block
+            try:
+                code = create(st, ev, member, first_timestamp + i)
+            finally:
+                st.chain = chain_layer
+            if code:
+                codes[i] = code
+                if not accounts and code in TRANSIENT_TRANSFER_RESULTS:
+                    st.failed[ev.id] = int(code)
+            i += 1
+            continue
         # If the last event is linked the chain is open: its events before the last
         # are still applied in order (so the first failure keeps its own code and a
         # transient one burns its id), then the last event fails the chain with

@@ -198,14 +198,18 @@ def _drive(conns, units, fn, label: str, transfers_per_unit: int, server: _Serve
                 with lock:
                     state["errors"].append(f"{type(e).__name__}: {e}")
                     state["done"] += 1
+                    state["last_done"] = max(state["last_done"], time.monotonic())
                 continue
-            latencies[i] = time.monotonic() - t
+            end = time.monotonic()
+            latencies[i] = end - t
             with lock:
                 state["done"] += 1
                 state["ok"] += n
+                state["last_done"] = max(state["last_done"], end)
 
     meter.start()
     t0 = time.monotonic()
+    state["last_done"] = t0
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in conns]
     for th in threads:
         th.start()
@@ -214,7 +218,10 @@ def _drive(conns, units, fn, label: str, transfers_per_unit: int, server: _Serve
             time.sleep(PROGRESS_PERIOD_S)
             done = state["done"] * transfers_per_unit
             update(done, done / (time.monotonic() - t0))
-        elapsed = time.monotonic() - t0
+        for th in threads:
+            th.join()
+        # The last completion, not now: the loop above wakes every PROGRESS_PERIOD_S.
+        elapsed = state["last_done"] - t0
         update(state["done"] * transfers_per_unit, state["done"] * transfers_per_unit / elapsed)
     cpu = meter.stop()
     client_cpu = (cpu_seconds(os.getpid()) or 0.0) - me0

@@ -460,23 +460,33 @@ class RocksStore:
         assert ws.header.height == self._head.height + 1, "blocks must be committed in order"
         assert applied_index > self._applied_index, "applied index must grow"
         wb = WriteBatch(raw_mode=True)
+        put = wb.put
         h = self._cfh
+        cf_accounts = h["accounts"]
+        enc_a = ws.encoded_accounts
         for a in ws.accounts.values():
             _check_account(a)
-            raw = ws.encoded_accounts.get(a.id) or codec.encode_account(a)
-            wb.put(a.id.to_bytes(16, "big"), raw, h["accounts"])
-        transfer_index = h["transfer_index"]
+            raw = enc_a.get(a.id) or codec.encode_account(a)
+            put(raw[:16], raw, cf_accounts)  # the record starts with the id (codec layout)
+        cf_transfers, cf_by_ts, cf_index = h["transfers"], h["transfers_by_ts"], h["transfer_index"]
+        enc_t = ws.encoded_transfers
         for t in ws.transfers.values():
-            tid, ts = t.id.to_bytes(16, "big"), _U64.pack(t.timestamp)
-            wb.put(tid, ws.encoded_transfers.get(t.id) or codec.encode_transfer(t), h["transfers"])
-            wb.put(ts, tid, h["transfers_by_ts"])
+            raw = enc_t.get(t.id) or codec.encode_transfer(t)
+            # The record starts with the id and ends with the timestamp (codec layout).
+            tid, ts = raw[:16], raw[-8:]
+            put(tid, raw, cf_transfers)
+            put(ts, tid, cf_by_ts)
             # INDEX_FIELDS' tags, spelled out: getattr per field per transfer is measurable.
-            for tag, value in (
-                (b"\x01", t.user_data_128), (b"\x02", t.user_data_64), (b"\x03", t.user_data_32),
-                (b"\x04", t.ledger), (b"\x05", t.code),
-            ):
-                if value:
-                    wb.put(tag + value.to_bytes(16, "big") + ts, tid, transfer_index)
+            if t.user_data_128:
+                put(b"\x01" + t.user_data_128.to_bytes(16, "big") + ts, tid, cf_index)
+            if t.user_data_64:
+                put(b"\x02" + t.user_data_64.to_bytes(16, "big") + ts, tid, cf_index)
+            if t.user_data_32:
+                put(b"\x03" + t.user_data_32.to_bytes(16, "big") + ts, tid, cf_index)
+            if t.ledger:
+                put(b"\x04" + t.ledger.to_bytes(16, "big") + ts, tid, cf_index)
+            if t.code:
+                put(b"\x05" + t.code.to_bytes(16, "big") + ts, tid, cf_index)
         for account_id in ws.created_accounts:
             a = ws.accounts[account_id]
             aid, ts = a.id.to_bytes(16, "big"), _U64.pack(a.timestamp)
@@ -489,8 +499,9 @@ class RocksStore:
             wb.put(tid.to_bytes(16, "big"), codec.encode_pending_status(s), h["pending_status"])
         for tid, code in ws.failed_transfers.items():
             wb.put(tid.to_bytes(16, "big"), struct.pack(">I", code), h["transfers_failed"])
+        cf_account_transfers = h["account_transfers"]
         for account_id, ts, tid in ws.account_transfers:
-            wb.put(account_id.to_bytes(16, "big") + _U64.pack(ts), tid.to_bytes(16, "big"), h["account_transfers"])
+            put(account_id.to_bytes(16, "big") + _U64.pack(ts), tid.to_bytes(16, "big"), cf_account_transfers)
         # Puts before deletes: a pending transfer created and resolved in the same
         # block has its expiry key in both lists, and must not stay indexed.
         for expires_at, tid in ws.expiry_put:

@@ -73,6 +73,15 @@ def test_transfer_round_trip(t):
     assert len(b) == len(codec.encode_transfer(transfer(1, 2, 3, 4)))  # fixed size
 
 
+def test_records_start_with_the_id_and_transfers_end_with_the_timestamp():
+    # RocksStore.commit slices keys out of the encoded records instead of encoding twice.
+    t = FULL_TRANSFER
+    b = codec.encode_transfer(replace(t, timestamp=0x0102030405060708))
+    assert b[:16] == codec.u128(t.id) and b[-8:] == struct.pack(">Q", 0x0102030405060708)
+    a = codec.encode_account(FULL_ACCOUNT)
+    assert a[:16] == codec.u128(FULL_ACCOUNT.id)
+
+
 def test_integers_are_big_endian_u128():
     # Keys and records sort by id when compared as bytes (design.md "Storage layout").
     b = codec.encode_account(account(0x0102))

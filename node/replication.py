@@ -170,14 +170,39 @@ class LedgerTransport(TCPTransport):
 
     def setOnMessageReceivedCallback(self, callback):  # noqa: N802
         def on_message(node, message):
-            if self._replica._raft_fixes and message.get("type") == "append_entries":
+            kind = message.get("type")
+            if self._replica._raft_fixes and kind == "append_entries":
                 message = self._fix_append_entries(message)
+            if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+                self._on_success_reply(callback, node, message)
+                return
             try:
                 callback(node, message)
             finally:
                 self._reply_cap = None
 
         super().setOnMessageReceivedCallback(on_message if callback is not None else None)
+
+    def _on_success_reply(self, callback, node, message) -> None:
+        """Let a successful AppendEntries reply raise matchIndex, never lower nextIndex.
+
+        pysyncobj sets nextIndex to the reply's index on every success, so with
+        several entries in flight each ack of an older entry moved nextIndex back
+        and the leader sent the newer entries again: at peak every entry went to
+        every follower about twice (1,535 entry sends for 384 entries x 2
+        followers in a traced run). Raft only needs nextIndex as a hint; a
+        leader may pipeline past it and falls back on a failed consistency check,
+        which pysyncobj signals with ``reset`` and still handles itself (the
+        Raft paper §5.3; etcd's raft keeps next = max(next, match + 1) the same way).
+        """
+        next_index = getattr(self._replica, "_SyncObj__raftNextIndex", None)
+        before = None if next_index is None else next_index.get(node)
+        try:
+            callback(node, message)
+        finally:
+            self._reply_cap = None
+        if before is not None and next_index.get(node, before) < before:
+            next_index[node] = before
 
     def _fix_append_entries(self, m: dict) -> dict:
         """Raft §5.3 receiver rules 3–5 around pysyncobj's handler.

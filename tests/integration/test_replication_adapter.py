@@ -10,12 +10,17 @@ transport callback, replies captured at pysyncobj's TCPTransport.send.
   index of last new entry).
 * Raft §5.1 / Figure 2: persistent state (log, currentTerm, votedFor) is on
   stable storage before the server responds to RPCs.
+
+And one performance fix on the leader side: a successful reply raises matchIndex but
+never moves nextIndex back (pipelined entries are not sent twice); a failed
+consistency check still rewinds it.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import socket
+import time
 
 import pytest
 from pysyncobj import SyncObjConf
@@ -235,3 +240,76 @@ def test_leader_flushes_before_counting_itself_and_applies_exactly_once(replica_
     r._SyncObj__raftLastApplied = idx - 1
     assert r.apply_entry(_entry(1), _doApply=True) is None
     assert store.head() == before
+
+
+def _sent_entry_indexes(events) -> list[int]:
+    return [idx for e in events if e[0] == "send" and e[1] == "append_entries" for _c, idx, _t in e[2].get("entries", [])]
+
+
+def _leader_with_one_follower(replica_factory, events):
+    """A real replica elected leader by one (simulated, connected) follower."""
+    r = replica_factory(peers=1)
+    follower = next(iter(r.otherNodes))
+    # The test is the follower: no TCP connection is attempted (a refused one would
+    # mark the follower disconnected), and the leader counts it as connected.
+    r._SyncObj__transport._connectIfNecessarySingle = lambda node: False
+    r._SyncObj__connectedNodes.add(follower)
+    for _ in range(200):
+        r.doTick(0.01)
+        if any(e[0] == "send" and e[1] == "request_vote" for e in events):
+            break
+    transport = r._SyncObj__transport
+    transport._onMessageReceived(follower, {"type": "response_vote", "term": r.raftCurrentTerm})
+    assert r._isLeader()
+    r.doTick(0.0)  # the new leader's no-op goes out
+    return r, follower
+
+
+def _ack(r, follower, next_idx, *, success=True, reset=False):
+    r._SyncObj__transport._onMessageReceived(
+        follower, {"type": "next_node_idx", "next_node_idx": next_idx, "reset": reset, "success": success}
+    )
+
+
+def test_ack_of_an_older_entry_does_not_resend_the_newer_ones(replica_factory, events):
+    """Pipelined AppendEntries: an ack for entry k raises matchIndex to k but must not move
+    nextIndex back below what was already sent (pysyncobj did, so every entry in flight
+    went out again)."""
+    r, follower = _leader_with_one_follower(replica_factory, events)
+    noop = r._SyncObj__getCurrentLogIndex()
+    _ack(r, follower, noop + 1)
+    r.doTick(0.0)
+    events.clear()
+    for n in (1, 2, 3):
+        r.apply_entry(_entry(n), callback=lambda res, err: None)
+    r.doTick(0.0)
+    first = noop + 1
+    assert sorted(_sent_entry_indexes(events)) == [first, first + 1, first + 2]
+    events.clear()
+
+    _ack(r, follower, first + 1)  # the follower has acknowledged only the first of the three
+    assert r._SyncObj__raftMatchIndex[follower] == first
+    assert r._SyncObj__raftNextIndex[follower] == first + 3
+    for _ in range(3):
+        time.sleep(0.02)  # past appendEntriesPeriod: each tick sends (heartbeats)
+        r.doTick(0.0)
+    assert any(e[0] == "send" and e[1] == "append_entries" for e in events), "no heartbeat: the check proves nothing"
+    assert _sent_entry_indexes(events) == [], "entries already in flight were sent again"
+    assert r.raftCommitIndex == first  # the majority (leader + follower) holds only the first
+
+
+def test_a_failed_consistency_check_still_rewinds_next_index(replica_factory, events):
+    """If the follower lacks entries (a message was lost), its reset reply moves nextIndex
+    back and the leader resends from there (Raft §5.3)."""
+    r, follower = _leader_with_one_follower(replica_factory, events)
+    noop = r._SyncObj__getCurrentLogIndex()
+    _ack(r, follower, noop + 1)
+    for n in (1, 2, 3):
+        r.apply_entry(_entry(n), callback=lambda res, err: None)
+    r.doTick(0.0)
+    events.clear()
+    _ack(r, follower, noop + 2, success=False, reset=True)  # it holds only the first new entry
+    assert r._SyncObj__raftNextIndex[follower] == noop + 2
+    time.sleep(0.02)  # past appendEntriesPeriod: the next tick sends
+    r.doTick(0.0)
+    assert sorted(set(_sent_entry_indexes(events))) == [noop + 2, noop + 3]

@@ -432,7 +432,7 @@ def demo(directory, accounts, transfers, batch, concurrency, zipf, seed, keep_ru
 @click.option("--batch", default=100, show_default=True, help="Transfers per signed transaction (and per PostgreSQL transaction).")
 @click.option("--concurrency", default=8, show_default=True, help="Concurrent clients (SDK threads, Raft proposers, SQL connections).")
 @click.option("--transfers", type=int, default=None, help="Transfers at peak load on our cluster [100,000; --quick 30,000].")
-@click.option("--half-load-transfers", type=int, default=None, help="Transfers at half the peak rate, 0 = skip [30,000; --quick 15,000].")
+@click.option("--half-load-transfers", type=int, default=None, help="Transfers at half the peak rate, 0 = skip [60,000; --quick 15,000].")
 @click.option("--raft-entries", type=int, default=None, help="Entries for bare pysyncobj, one batch each [2,000; --quick 1,000].")
 @click.option("--pg-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction per batch [100,000; --quick 30,000].")
 @click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, 0 = skip [20,000; --quick 8,000].")

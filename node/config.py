@@ -57,6 +57,9 @@ class ValidatorConfig:
     verify_threads: int = 2
     #: gRPC server worker threads.
     grpc_workers: int = 16
+    #: Python's young-generation GC threshold (allocations); startup objects are
+    #: frozen out of collections (node/main.py _tune_gc). 0 = Python's default (700).
+    gc_gen0_threshold: int = 50_000
     #: Raft entries proposed but not yet applied; more queue up into bigger entries.
     inflight_entries_max: int = 4
     #: How long Submit waits for its block before answering DEADLINE_EXCEEDED (outcome unknown).

@@ -1,6 +1,7 @@
 """Composition root: the only module that wires config, store, replica, batcher and gRPC."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -146,6 +147,7 @@ class Validator:
         return None if raft is None else self._raft_to_grpc.get(raft)
 
     def serve(self) -> None:
+        _tune_gc(self.cfg.gc_gen0_threshold)
         self.batcher.start()
         self.server.start()
         log.info(
@@ -172,6 +174,26 @@ class Validator:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _tune_gc(gen0_threshold: int) -> None:
+    """Keep Python's cycle collector off the commit path.
+
+    With the default thresholds a validator at peak ran a full (generation 2)
+    collection every few seconds, 20-40 ms each with the GIL held and nothing
+    to collect: every thread stalls, and a 50 ms hiccup shows at p99. The
+    objects that exist once the validator is set up (modules, gRPC, protobuf
+    descriptors: ~50,000) are moved out of the collector's way with
+    ``gc.freeze()`` (Python docs, gc.freeze), and the young generation is
+    collected every ``gen0_threshold`` allocations instead of 700. Reference
+    cycles are still collected. 0 leaves Python's defaults.
+    """
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def run(cfg: ValidatorConfig) -> None:

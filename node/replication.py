@@ -19,6 +19,14 @@ What the library does not give, and this module adds (see ../shared/design.md):
   drops entries the follower already holds, leaves the rest to the library,
   caps the leader commit index at the last entry the message vouches for
   (receiver rule 5) and never reports a match beyond it.
+* **nextIndex never moves back on success.** pysyncobj sets a follower's
+  nextIndex to the index in every successful reply, so with several entries in
+  flight each ack of an older one made the leader send the newer ones again
+  (every entry went out about twice at peak). A successful reply now only raises
+  matchIndex; a failed consistency check (``reset``) still rewinds nextIndex
+  (:meth:`LedgerTransport._on_success_reply`).
+* **The leader does not decode its own entries.** :meth:`LedgerReplica.propose`
+  keeps the decoded entry the batcher encoded and applies that when it commits.
 * **Exactly-once apply.** Inside the replicated method the entry's Raft index is
   ``raftLastApplied + 1``; the store writes it with the block in one WriteBatch
   and entries at or below it are skipped on replay.

@@ -28,7 +28,7 @@ class BenchConfig:
     #: Transfers submitted to our cluster at full load (closed loop, ``concurrency`` clients).
     transfers: int = 100_000
     #: Transfers submitted at half of the measured peak rate (open loop); 0 = skip that phase.
-    half_load_transfers: int = 30_000
+    half_load_transfers: int = 60_000  # 600 batches: p99 is not just the 3rd-worst sample
     #: Entries the bare pysyncobj cluster replicates (each one batch's encoded entry).
     raft_entries: int = 2_000
     #: Transfers PostgreSQL executes one batch per SQL transaction, and one transfer per SQL transaction.

@@ -54,6 +54,7 @@ def _open_accounts(wl: Workload, clients: dict[str, LedgerClient], names: list[s
 def _run_phase(signed: list, first: int, count: int, concurrency: int, rate_tps: float | None, batch: int) -> dict:
     """Submit signed batches ``first..first+count-1``; closed loop, or open loop at ``rate_tps`` transfers/s."""
     latencies: list[float] = [0.0] * count
+    send_lags: list[float] = []  # open loop: how late the driver sent each batch (its own stalls)
     ok = rejected = 0
     errors: list[str] = []
     lock = threading.Lock()
@@ -76,6 +77,9 @@ def _run_phase(signed: list, first: int, count: int, concurrency: int, rate_tps:
                 scheduled = t0 + i * period
                 if scheduled > start:
                     time.sleep(scheduled - start)
+                lag = time.monotonic() - scheduled
+                with lock:
+                    send_lags.append(lag)
                 # Latency from the scheduled send time: a late start counts (no coordinated omission).
                 start = scheduled
             try:
@@ -110,6 +114,7 @@ def _run_phase(signed: list, first: int, count: int, concurrency: int, rate_tps:
     elapsed = last_done - t0
     return dict(
         elapsed_s=elapsed,
+        send_lag_p99_ms=(sorted(send_lags)[int(0.99 * (len(send_lags) - 1))] * 1000) if send_lags else None,
         transfers_ok=ok,
         transfers_rejected=rejected,
         batches=count,

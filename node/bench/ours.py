@@ -109,6 +109,8 @@ def run(cfg, wl: Workload, work_dir: str) -> dict:
                 "raft_entries": entries,
                 "transfers_per_entry": (n / entries) if entries else None,
                 "offered_tps": rate_tps,
+                # How late the driver itself sent (open loop); part of the latency above.
+                "send_lag_p99_ms": done.get("send_lag_p99_ms"),
             }
             if spy is not None and os.path.exists(raw):
                 out["profile"] = {"raw": raw, **profiler.summarize(raw)}
@@ -145,4 +147,5 @@ def _line(r: dict) -> str:
     per_entry = f", {r['transfers_per_entry']:.0f} transfers/Raft entry" if r.get("transfers_per_entry") else ""
     return (f"{r['transfers_per_s']:,.0f} transfers/s; per batch p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; "
             f"{r['cpu_us_per_transfer']:.0f} µs validator CPU/transfer{per_entry}"
+            + (f"; driver send lag p99 {r['send_lag_p99_ms']:.1f} ms" if r.get("send_lag_p99_ms") is not None else "")
             + (f"; [yellow]{r['batches_failed']} batches failed[/]" if r["batches_failed"] else ""))

@@ -51,7 +51,9 @@ def _rows(res: dict) -> list[dict]:
     if "half_load" in ours:
         h = ours["half_load"]
         rows.append(dict(key="ours_half", name="ours at ½ peak (open loop)", tps=h["transfers_per_s"], lat=h["latency"],
-                         cpu=h["cpu_us_per_transfer"], note=f"offered {h['offered_tps']:,.0f}/s; latency from scheduled send" + _others(h)))
+                         cpu=h["cpu_us_per_transfer"], note=f"offered {h['offered_tps']:,.0f}/s; latency from scheduled send"
+                         + (f" (driver's own send lag p99 {h['send_lag_p99_ms']:.1f} ms)" if h.get("send_lag_p99_ms") is not None else "")
+                         + _others(h)))
     raft = res.get("raft", {})
     if "entries_per_s" in raft:
         rows.append(dict(key="raft", name="bare pysyncobj, same bytes", tps=raft["transfers_per_s"], lat=raft["latency"],

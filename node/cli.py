@@ -437,7 +437,7 @@ def demo(directory, accounts, transfers, batch, concurrency, zipf, seed, keep_ru
 @click.option("--pg-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction per batch [100,000; --quick 30,000].")
 @click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, 0 = skip [20,000; --quick 8,000].")
 @click.option("--history-max", type=click.Choice(["10000", "100000", "1000000", "10000000"]), default=None,
-              help="Largest stored history measured [1000000; --quick 100000]. 10000000 takes about 12-15 minutes more.")
+              help="Largest stored history measured [1000000; --quick 100000]. 10000000 (an 8 GB RocksDB) takes about 5 minutes more.")
 @click.option("--quick", is_flag=True, help="About 2 minutes: smaller counts (explicit options still win).")
 @click.option("--skip-ours", is_flag=True, help="Skip our cluster.")
 @click.option("--skip-raft", is_flag=True, help="Skip bare pysyncobj.")

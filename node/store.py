@@ -28,7 +28,7 @@ filter (a new transfer id is a miss that should not touch the SST files), all sh
 one block cache, and decoded accounts are kept in a write-through cache
 (:meth:`RocksStore.get_account`), so applying a transfer reads its two accounts from
 memory. Measured with ``ledger-validator bench`` (history part): core apply + commit
-from 56.7 to 25 µs per transfer on the same machine, flat from 10^4 to 10^7 stored.
+from 56.7 to 24 µs per transfer at 10^4 stored on the same machine, 31 µs at 10^7.
 
 Failure contract: :meth:`RocksStore.commit` writes the block's effects and the
 applied Raft index in one atomic WriteBatch. If RocksDB raises (disk full, I/O

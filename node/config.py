@@ -130,6 +130,23 @@ def load_genesis(path: str) -> Genesis:
     return Genesis(chain_id, validators, members, hashlib.sha256(canonical).digest())
 
 
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+
+
+def _check_types(path: str, doc: dict) -> None:
+    """Each setting must have its field's JSON type (a bool is not a number), so a typo
+    like ``"inflight_entries_max": "4"`` is a clear start-up error, not a crash later."""
+    for name, f in ValidatorConfig.__dataclass_fields__.items():
+        if name not in doc:
+            continue
+        allowed = _TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        value = doc[name]
+        if allowed is None:
+            continue
+        if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+            raise ConfigError(f"config {path}: {name!r} must be {f.type}, not {type(value).__name__} {value!r}")
+
+
 def load_config(path: str) -> ValidatorConfig:
     """Parse a validator config; relative paths are relative to the config file."""
     try:
@@ -147,6 +164,7 @@ def load_config(path: str) -> ValidatorConfig:
     for key in ("validator_id", "data_dir", "genesis_file", "raft_password"):
         if not doc.get(key):
             raise ConfigError(f"config {path}: {key!r} is required")
+    _check_types(path, doc)
     doc["data_dir"] = os.path.join(base, doc["data_dir"])
     doc["genesis_file"] = os.path.join(base, doc["genesis_file"])
     return ValidatorConfig(**doc)

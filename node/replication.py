@@ -181,11 +181,11 @@ class LedgerTransport(TCPTransport):
             kind = message.get("type")
             if self._replica._raft_fixes and kind == "append_entries":
                 message = self._fix_append_entries(message)
-            if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
-                self._on_success_reply(callback, node, message)
-                return
             try:
-                callback(node, message)
+                if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+                    self._on_success_reply(callback, node, message)
+                else:
+                    callback(node, message)
             finally:
                 self._reply_cap = None
 
@@ -205,10 +205,7 @@ class LedgerTransport(TCPTransport):
         """
         next_index = getattr(self._replica, "_SyncObj__raftNextIndex", None)
         before = None if next_index is None else next_index.get(node)
-        try:
-            callback(node, message)
-        finally:
-            self._reply_cap = None
+        callback(node, message)
         if before is not None and next_index.get(node, before) < before:
             next_index[node] = before
 

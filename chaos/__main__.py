@@ -1,3 +1,3 @@
-from chaos.cli import main
+from raft_ledger_chaos.cli import main
 
 main()

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from client import (
+from raft_ledger_client import (
     Account,
     AccountFlags,
     InvalidRequest,
@@ -28,7 +28,7 @@ from client import (
     TransportError,
     load_private_key,
 )
-from chaos.history import History
+from raft_ledger_chaos.history import History
 
 LEDGER = 840
 CODE = 1

@@ -48,7 +48,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from chaos.history import pair_operations, read_history
+from raft_ledger_chaos.history import pair_operations, read_history
 
 #: Offending items quoted in ``evidence`` (all of them go into ``details``, up to ``details_items_max``).
 evidence_items_max = 5

@@ -1,4 +1,4 @@
-"""The chaos suite's CLI: ``python -m chaos list | run SCENARIO|all | smoke``.
+"""The chaos suite's CLI: ``python -m raft_ledger_chaos list | run SCENARIO|all | smoke``.
 
 A run starts a fresh 3-validator cluster whose validator-to-validator links go
 through Toxiproxy, funds the bank, runs the bank workload while a seeded nemesis
@@ -35,12 +35,12 @@ def _porcupine_binary() -> str | None:
 
 def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: bool, concurrency: int, base_port: int) -> bool:
     """One run of ``name``; returns True iff every checker passed."""
-    from chaos import checkers
-    from chaos.bank import Bank, BankConfig, collect_final_state
-    from chaos.cluster import ChaosCluster
-    from chaos.history import History, read_history
-    from chaos.nemesis import SCENARIOS, Nemesis
-    from chaos.report import write_report
+    from raft_ledger_chaos import checkers
+    from raft_ledger_chaos.bank import Bank, BankConfig, collect_final_state
+    from raft_ledger_chaos.cluster import ChaosCluster
+    from raft_ledger_chaos.history import History, read_history
+    from raft_ledger_chaos.nemesis import SCENARIOS, Nemesis
+    from raft_ledger_chaos.report import write_report
 
     scenario = SCENARIOS[name]
     run_dir = os.path.abspath(os.path.join(out, f"{name}-seed{seed}-{time.strftime('%Y%m%dT%H%M%S')}"))
@@ -98,7 +98,7 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         "concurrency": concurrency,
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "counts": counts,
-        "command": f"python -m chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
+        "command": f"python -m raft_ledger_chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
     }
     report = write_report(run_dir, meta, results, timeline_path, history_path)
     table = Table(title=f"{name} seed {seed}")
@@ -123,7 +123,7 @@ def main() -> None:
 @main.command("list")
 def list_cmd() -> None:
     """List the scenarios."""
-    from chaos.nemesis import SCENARIOS
+    from raft_ledger_chaos.nemesis import SCENARIOS
 
     table = Table()
     table.add_column("scenario")
@@ -143,12 +143,12 @@ def list_cmd() -> None:
 @click.option("--base-port", default=19100, show_default=True, help="First port of the cluster's range.")
 def run(scenario, seed, duration, out, unsafe, concurrency, base_port) -> None:
     """Run SCENARIO (or `all`) and check the history; exit 1 if a checker failed."""
-    from chaos.nemesis import SCENARIOS
+    from raft_ledger_chaos.nemesis import SCENARIOS
 
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        raise click.BadParameter(f"unknown scenario {unknown[0]!r}; see `python -m chaos list`")
+        raise click.BadParameter(f"unknown scenario {unknown[0]!r}; see `python -m raft_ledger_chaos list`")
     verdicts = {}
     for n in names:
         verdicts[n] = run_scenario(n, seed=seed, duration_s=duration, out=out, unsafe=unsafe, concurrency=concurrency, base_port=base_port)

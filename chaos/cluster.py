@@ -56,7 +56,7 @@ import time
 
 import grpc
 
-from chaos.toxi import ToxiproxyServer
+from raft_ledger_chaos.toxi import ToxiproxyServer
 
 VALIDATORS = 3
 MEMBERS = ("bank-a", "bank-b")
@@ -155,7 +155,7 @@ class ChaosCluster:
         """Init the cluster, start Toxiproxy and its proxies, start the validators, wait until ready."""
         import click
 
-        from node.cli import LocalCluster, init_cluster
+        from raft_ledger_node.cli import LocalCluster, init_cluster
 
         start = self.base_port
         for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
@@ -287,7 +287,7 @@ class ChaosCluster:
 
     def status(self, timeout_s: float = 1.0):
         """[(ValidatorInfo, GetStatusResponse | grpc.RpcError)] for every validator, in genesis order."""
-        from node.cli import _status_rows
+        from raft_ledger_node.cli import _status_rows
 
         return _status_rows(self.genesis_path, timeout_s=timeout_s)
 

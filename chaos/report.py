@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from chaos.history import pair_operations, read_history
+from raft_ledger_chaos.history import pair_operations, read_history
 
 PLOT_NAME = "throughput_latency.png"
 REPORT_NAME = "report.md"

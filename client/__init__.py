@@ -2,7 +2,7 @@
 
 Depends on grpcio, protobuf and cryptography only, never on ``node``::
 
-    from client import LedgerClient, Account, Transfer
+    from raft_ledger_client import LedgerClient, Account, Transfer
     with LedgerClient.from_key_file(["127.0.0.1:7101"], member_id="bank-a",
                                     key_id="k1", key_file="bank-a.pem") as c:
         c.create_accounts([Account(id=1, ledger=840, code=1)])
@@ -10,11 +10,11 @@ Depends on grpcio, protobuf and cryptography only, never on ``node``::
 from __future__ import annotations
 
 try:
-    from client._gen.ledger.v1 import ledger_pb2 as _pb  # noqa: F401
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as _pb  # noqa: F401
 except ImportError as e:  # pragma: no cover - only before the install step ran
     raise ImportError("generated protobuf code missing: run `python proto/generate.py` (the README's setup does)") from e
 
-from client._client import (
+from raft_ledger_client._client import (
     Account,
     AccountBalance,
     AccountFilter,
@@ -30,8 +30,8 @@ from client._client import (
     TransferFlags,
     load_private_key,
 )
-from client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, TransportError, Unavailable
-from client._transport import GrpcTransport, Transport
+from raft_ledger_client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, TransportError, Unavailable
+from raft_ledger_client._transport import GrpcTransport, Transport
 
 __all__ = [
     "Account",

@@ -11,10 +11,10 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
-from client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from client._transport import GrpcTransport, Transport
+from raft_ledger_client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
+from raft_ledger_client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client._transport import GrpcTransport, Transport
 
 
 

@@ -7,7 +7,7 @@ same field names; ``*_to_pb(obj)`` reads those attributes from any object.
 """
 from __future__ import annotations
 
-from client._gen.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 
 _U64 = (1 << 64) - 1
 

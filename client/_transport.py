@@ -6,7 +6,7 @@ from typing import Protocol
 
 import grpc
 
-from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
 
 class Transport(Protocol):

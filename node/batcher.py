@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from pysyncobj import FAIL_REASON
 
-from node.ledger import codec, limits
-from node.ledger.types import Entry, Tx, TxResult
+from raft_ledger_node.ledger import codec, limits
+from raft_ledger_node.ledger.types import Entry, Tx, TxResult
 
 log = logging.getLogger("ledger.batcher")
 

@@ -100,12 +100,12 @@ def start(config_path, log_level):
     """Start a validator from its config and serve until SIGTERM/SIGINT."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
-    from node.config import ConfigError, load_config
-    from node.store import StoreError
+    from raft_ledger_node.config import ConfigError, load_config
+    from raft_ledger_node.store import StoreError
 
     try:
         cfg = load_config(config_path)
-        from node.main import run
+        from raft_ledger_node.main import run
 
         run(cfg)
     except (ConfigError, StoreError) as e:
@@ -116,9 +116,9 @@ def start(config_path, log_level):
 def _status_rows(genesis_path: str, timeout_s: float = 2.0):
     import grpc
 
-    from client._gen.ledger.v1 import ledger_pb2 as pb
-    from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
-    from node.config import load_genesis
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+    from raft_ledger_node.config import load_genesis
 
     genesis = load_genesis(genesis_path)
     rows = []
@@ -192,7 +192,7 @@ def status(cluster, as_json):
 
 
 def _member_client(cluster: str, member: str, key_file: str | None):
-    from client import LedgerClient, load_private_key
+    from raft_ledger_client import LedgerClient, load_private_key
 
     genesis = json.load(open(_genesis_path(cluster)))
     addresses = [v["grpc_address"] for v in genesis["validators"]]
@@ -248,7 +248,7 @@ def member():
 @click.option("--user-data-128", type=int, default=0)
 def member_create_account(cluster, member, key_file, account_id, ledger, code, flags, user_data_128):
     """Create one account owned by --member."""
-    from client import Account, AccountFlags
+    from raft_ledger_client import Account, AccountFlags
 
     with _member_client(cluster, member, key_file) as c:
         [r] = c.create_accounts([Account(id=account_id, ledger=ledger, code=code, flags=_flags(AccountFlags, flags), user_data_128=user_data_128)])
@@ -269,7 +269,7 @@ def member_create_account(cluster, member, key_file, account_id, ledger, code, f
 @click.option("--flags", default="", help="Comma-separated: pending, post_pending_transfer, void_pending_transfer, balancing_debit, balancing_credit, closing_debit, closing_credit.")
 def member_create_transfer(cluster, member, key_file, transfer_id, debit_account_id, credit_account_id, amount, ledger, code, pending_id, timeout, flags):
     """Create one transfer (single-phase, pending, post or void), signed by --member."""
-    from client import Transfer, TransferFlags
+    from raft_ledger_client import Transfer, TransferFlags
 
     f = _flags(TransferFlags, flags)
     if f & (TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER):
@@ -299,7 +299,7 @@ def member_lookup_accounts(cluster, member, key_file, ids):
 @click.option("--after", "cursor", type=int, default=0, help="Cursor printed by the previous page.")
 def member_account_transfers(cluster, member, key_file, account_id, limit, reverse, cursor):
     """List an account's transfers by time, a page at a time."""
-    from client import AccountFilter
+    from raft_ledger_client import AccountFilter
 
     f = AccountFilter(account_id=account_id, limit=limit, reversed=reverse,
                       **({"timestamp_max": cursor} if reverse and cursor else {"timestamp_min": cursor}))
@@ -315,7 +315,7 @@ def member_account_transfers(cluster, member, key_file, account_id, limit, rever
 @click.option("--limit", type=int, default=20, show_default=True)
 def member_account_balances(cluster, member, key_file, account_id, limit):
     """Balance history of an account created with the `history` flag."""
-    from client import AccountFilter
+    from raft_ledger_client import AccountFilter
 
     with _member_client(cluster, member, key_file) as c:
         page = c.get_account_balances(AccountFilter(account_id=account_id, limit=limit))
@@ -329,7 +329,7 @@ class LocalCluster:
     """Validator processes started from a cluster directory; stopped by PID."""
 
     def __init__(self, directory: str) -> None:
-        from node.config import load_genesis
+        from raft_ledger_node.config import load_genesis
 
         self.directory = directory
         self.genesis = load_genesis(_genesis_path(directory))
@@ -339,7 +339,7 @@ class LocalCluster:
         vdir = os.path.join(self.directory, validator_id)
         log = open(os.path.join(vdir, "validator.log"), "ab")
         self.procs[validator_id] = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "start", "--config", os.path.join(vdir, "config.json")],
+            [sys.executable, "-m", "raft_ledger_node.cli", "start", "--config", os.path.join(vdir, "config.json")],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=os.getcwd(),
@@ -400,7 +400,7 @@ def demo(directory, accounts, transfers, batch, concurrency, zipf, seed, keep_ru
         status.callback(cluster=directory, as_json=False)
         rc = subprocess.call(
             [
-                sys.executable, "-m", "node.workload",
+                sys.executable, "-m", "raft_ledger_node.workload",
                 "--cluster", directory,
                 "--accounts", str(accounts),
                 "--transfers", str(transfers),
@@ -461,8 +461,8 @@ def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_loa
     double-entry SQL transactions; and the CPU cost per transfer as stored
     history grows. Prints one table, writes JSON, text and a latency plot to --out.
     """
-    from node.bench.config import BenchConfig
-    from node.bench.runner import run
+    from raft_ledger_node.bench.config import BenchConfig
+    from raft_ledger_node.bench.runner import run
 
     given = {
         "transfers": transfers, "half_load_transfers": half_load_transfers, "raft_entries": raft_entries,

@@ -13,14 +13,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from node.batcher import Batcher
-from node.config import ConfigError, ValidatorConfig, load_genesis
-from node.crypto import Verifier
-from node.replication import LedgerReplica, make_conf
-from node.service import AdminServicer, LedgerServicer
-from node.store import RocksStore, StoreError
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_node.batcher import Batcher
+from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
+from raft_ledger_node.crypto import Verifier
+from raft_ledger_node.replication import LedgerReplica, make_conf
+from raft_ledger_node.service import AdminServicer, LedgerServicer
+from raft_ledger_node.store import RocksStore, StoreError
 
 log = logging.getLogger("ledger.main")
 

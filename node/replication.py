@@ -65,9 +65,9 @@ from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from node.ledger import codec, limits
-from node.ledger.apply import apply_block
-from node.ledger.types import Entry, TxResult
+from raft_ledger_node.ledger import codec, limits
+from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.types import Entry, TxResult
 
 log = logging.getLogger("ledger.replication")
 

@@ -20,14 +20,14 @@ import logging
 import grpc
 from google.protobuf.message import DecodeError
 
-from client._convert import account_fields, account_filter_fields, query_filter_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from node.batcher import Batcher, Submission
-from node.crypto import UnknownKey, Verifier, sha256
-from node.ledger import limits
-from node.store import QUERY_LIMIT_MAX, AccountFilter, QueryFilter
-from node.ledger.types import (
+from raft_ledger_client._convert import account_fields, account_filter_fields, query_filter_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_node.batcher import Batcher, Submission
+from raft_ledger_node.crypto import UnknownKey, Verifier, sha256
+from raft_ledger_node.ledger import limits
+from raft_ledger_node.store import QUERY_LIMIT_MAX, AccountFilter, QueryFilter
+from raft_ledger_node.ledger.types import (
     Account,
     CreateAccountResult,
     CreateTransferResult,

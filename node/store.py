@@ -45,11 +45,11 @@ import struct
 import threading
 from typing import Callable, Iterator
 
-import client._client as _sdk
+import raft_ledger_client._client as _sdk
 from rocksdict import BlockBasedOptions, Cache, Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
-from node.ledger import codec
-from node.ledger.types import (
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.types import (
     GENESIS_HEAD,
     Account,
     AccountFlags,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bisect
 
-from node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
+from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
 
 
 class MemoryStore:

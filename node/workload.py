@@ -6,7 +6,7 @@ ledger, with Zipf-skewed account popularity, in signed batches from concurrent
 clients. Prints throughput, p50/p99 commit latency, per-ledger totals
 (debits = credits) and each validator's head hash.
 
-Usage: python -m node.workload --cluster DIR [--transfers N] ...
+Usage: python -m raft_ledger_node.workload --cluster DIR [--transfers N] ...
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
 
 LEDGERS = (840, 978)
 ACCOUNT_CODE = 1

@@ -10,11 +10,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $($PYTHON --version)" >&2
   "$PYTHON" -m venv .venv
 fi
-echo "==> installing the validator, SDK and test dependencies into .venv" >&2
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[node,dev,chaos]"
-echo "==> generating protobuf/gRPC code from proto/" >&2
+# The generated package (client/pb) must exist before the project is installed: it is
+# one of the packages it lists. grpcio-tools has the same pin as the `dev` extra.
+echo "==> generating protobuf/gRPC code from proto/ into client/pb" >&2
+.venv/bin/python -m pip install --quiet "grpcio-tools==1.85.1"
 .venv/bin/python proto/generate.py
+echo "==> installing the validator, SDK and test dependencies into .venv" >&2
+.venv/bin/python -m pip install --quiet -e ".[node,dev,chaos]"
 
 # The chaos suite's fault injector. Built from source with the Go toolchain, pinned;
 # re-installed only when the pin changes. Without `go` the chaos suite (and its

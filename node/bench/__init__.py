@@ -16,6 +16,6 @@ same transfer workload (:mod:`node.bench.workload`):
 :mod:`node.bench.report` prints one table and writes JSON and a latency plot.
 The benchmark is a measuring stick, not a test: nothing here asserts a target.
 """
-from node.bench.config import BenchConfig
+from raft_ledger_node.bench.config import BenchConfig
 
 __all__ = ["BenchConfig"]

@@ -13,7 +13,7 @@ entry in flight each), so the number is what replication alone can commit.
 Entries are real ones: a batch of the workload, signed, decoded and encoded
 with ``node.ledger.codec`` exactly as the batcher encodes a one-transaction entry.
 
-Usage: python -m node.bench.bare_raft   (spec and commands as JSON lines on stdin)
+Usage: python -m raft_ledger_node.bench.bare_raft   (spec and commands as JSON lines on stdin)
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import time
 from pysyncobj import FAIL_REASON, SyncObj, replicated
 from pysyncobj import syncobj as _syncobj_mod
 
-from node.bench import ui
-from node.bench.measure import CpuMeter, free_port_block, latency_summary
-from node.bench.proc import JsonLineProcess
-from node.replication import DurableFileJournal, LedgerTransport, _journal_factory_lock, make_conf
+from raft_ledger_node.bench import ui
+from raft_ledger_node.bench.measure import CpuMeter, free_port_block, latency_summary
+from raft_ledger_node.bench.proc import JsonLineProcess
+from raft_ledger_node.replication import DurableFileJournal, LedgerTransport, _journal_factory_lock, make_conf
 
 PROGRESS_PERIOD_S = 0.5
 #: Distinct entries written for the leader to cycle through.
@@ -176,11 +176,11 @@ def build_entries(wl, count: int) -> list[bytes]:
     """Encoded one-transaction entries of the workload's first batches, as the batcher encodes them."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from client import LedgerClient, Transfer
-    from node.crypto import sha256
-    from node.ledger import codec
-    from node.ledger.types import Entry, Operation, Transfer as CoreTransfer, Tx
-    from node.bench.workload import LEDGER, TRANSFER_CODE, member_names
+    from raft_ledger_client import LedgerClient, Transfer
+    from raft_ledger_node.crypto import sha256
+    from raft_ledger_node.ledger import codec
+    from raft_ledger_node.ledger.types import Entry, Operation, Transfer as CoreTransfer, Tx
+    from raft_ledger_node.bench.workload import LEDGER, TRANSFER_CODE, member_names
 
     names = member_names(wl.members)
     signers = [LedgerClient(["127.0.0.1:1"], member_id=n, key_id="k1", private_key=Ed25519PrivateKey.generate()) for n in names]
@@ -218,7 +218,7 @@ def run(cfg, wl, work_dir: str) -> dict:
     procs = []
     try:
         for i, a in enumerate(addrs):
-            p = JsonLineProcess([sys.executable, "-m", "node.bench.bare_raft"], log_path=os.path.join(d, f"r{i + 1}.log"))
+            p = JsonLineProcess([sys.executable, "-m", "raft_ledger_node.bench.bare_raft"], log_path=os.path.join(d, f"r{i + 1}.log"))
             p.send({"self": a, "peers": [x for x in addrs if x != a], "dir": os.path.join(d, f"r{i + 1}"),
                     "password": password, "entries_file": entries_file})
             procs.append(p)

@@ -7,7 +7,7 @@ each phase it is told to (``{"cmd": "run", ...}``) and prints ``progress`` lines
 and one ``done`` line with the latencies. Only the member SDK (``client``) is
 used to talk to the validators.
 
-Usage: python -m node.bench.driver   (spec and commands on stdin)
+Usage: python -m raft_ledger_node.bench.driver   (spec and commands on stdin)
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import sys
 import threading
 import time
 
-from client import Account, LedgerClient, Transfer, load_private_key
-from node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
+from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 #: Seconds between progress lines.
 PROGRESS_PERIOD_S = 0.5

@@ -13,8 +13,8 @@ import os
 import threading
 import time
 
-from node.bench import ui
-from node.bench.config import CRYPTO_MESSAGE_BYTES
+from raft_ledger_node.bench import ui
+from raft_ledger_node.bench.config import CRYPTO_MESSAGE_BYTES
 
 
 def _rate(verify, msgs, sig_for, threads: int, seconds: float) -> float:

@@ -18,9 +18,9 @@ import shutil
 import statistics
 import time
 
-from node.bench import ui
-from node.bench.config import HISTORY_BLOCK_TXS, HISTORY_SIZES
-from node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names, signed_batch_bytes
+from raft_ledger_node.bench import ui
+from raft_ledger_node.bench.config import HISTORY_BLOCK_TXS, HISTORY_SIZES
+from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names, signed_batch_bytes
 
 #: Events per create_accounts transaction while opening accounts.
 OPEN_ACCOUNTS_CHUNK = 8_000
@@ -30,7 +30,7 @@ class _Chain:
     """Applies blocks to a RocksStore the way the replica does: apply_block, then commit with the Raft index."""
 
     def __init__(self, path: str) -> None:
-        from node.store import RocksStore
+        from raft_ledger_node.store import RocksStore
 
         self.store = RocksStore(path)
         self.raft_index = 0
@@ -38,8 +38,8 @@ class _Chain:
         self.transfers = 0
 
     def apply(self, txs: tuple) -> None:
-        from node.ledger.apply import apply_block
-        from node.ledger.types import Entry
+        from raft_ledger_node.ledger.apply import apply_block
+        from raft_ledger_node.ledger.types import Entry
 
         self.raft_index += 1
         self.timestamp += 10**6
@@ -49,8 +49,8 @@ class _Chain:
 
 
 def _tx(member: str, op, events: tuple, envelope_bytes: int, serial: int):
-    from node.crypto import sha256
-    from node.ledger.types import Tx
+    from raft_ledger_node.crypto import sha256
+    from raft_ledger_node.ledger.types import Tx
 
     # Unique envelope of the real size: the bytes are stored and hashed, never verified here.
     envelope = serial.to_bytes(8, "big") + os.urandom(max(0, envelope_bytes - 8))
@@ -58,7 +58,7 @@ def _tx(member: str, op, events: tuple, envelope_bytes: int, serial: int):
 
 
 def run(cfg, work_dir: str) -> dict:
-    from node.ledger.types import Account, Operation, Transfer
+    from raft_ledger_node.ledger.types import Account, Operation, Transfer
 
     sizes = [s for s in HISTORY_SIZES if s <= cfg.history_max]
     d = os.path.join(work_dir, "history")

@@ -16,10 +16,10 @@ import sys
 
 from rich.markup import escape
 
-from node.bench import profiler, ui
-from node.bench.measure import CpuMeter, cpu_seconds, free_port_block, latency_summary
-from node.bench.proc import JsonLineProcess
-from node.bench.workload import Workload, member_names
+from raft_ledger_node.bench import profiler, ui
+from raft_ledger_node.bench.measure import CpuMeter, cpu_seconds, free_port_block, latency_summary
+from raft_ledger_node.bench.proc import JsonLineProcess
+from raft_ledger_node.bench.workload import Workload, member_names
 
 #: Seconds the driver may take to open accounts and sign every batch.
 DRIVER_SETUP_S_MAX = 600.0
@@ -30,7 +30,7 @@ CHECK_S_MAX = 180.0
 
 
 def _leader(cluster_dir: str):
-    from node.cli import _status_rows
+    from raft_ledger_node.cli import _status_rows
 
     for v, st in _status_rows(os.path.join(cluster_dir, "genesis.json"), timeout_s=2.0):
         if not isinstance(st, Exception) and st.role == "leader":
@@ -39,7 +39,7 @@ def _leader(cluster_dir: str):
 
 
 def run(cfg, wl: Workload, work_dir: str) -> dict:
-    from node.cli import LocalCluster, init_cluster
+    from raft_ledger_node.cli import LocalCluster, init_cluster
 
     base = free_port_block(cfg.base_port, [1, 2, 3, 101, 102, 103])
     cluster_dir = os.path.join(work_dir, "ours")
@@ -55,7 +55,7 @@ def run(cfg, wl: Workload, work_dir: str) -> dict:
         cluster.wait_ready()
         pids = {vid: p.pid for vid, p in cluster.procs.items()}
         result["validator_pids"] = pids
-        driver = JsonLineProcess([sys.executable, "-m", "node.bench.driver"], log_path=os.path.join(work_dir, "ours-driver.log"))
+        driver = JsonLineProcess([sys.executable, "-m", "raft_ledger_node.bench.driver"], log_path=os.path.join(work_dir, "ours-driver.log"))
         driver.send({"cluster": cluster_dir, "workload": wl.spec(), "batches_total": peak_batches + half_batches})
         ui.note(f"driver pid {driver.pid}: opening {cfg.accounts:,} accounts for {cfg.members} members, signing {peak_batches + half_batches:,} batches in advance")
         ready = driver.recv_event("ready", DRIVER_SETUP_S_MAX)

@@ -36,9 +36,9 @@ import time
 
 from rich.markup import escape
 
-from node.bench import ui
-from node.bench.measure import CpuMeter, children, cpu_seconds, free_port_block, latency_summary
-from node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, member_names, owner_index
+from raft_ledger_node.bench import ui
+from raft_ledger_node.bench.measure import CpuMeter, children, cpu_seconds, free_port_block, latency_summary
+from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, member_names, owner_index
 
 APT_HINT = "sudo apt-get install -y postgresql   (Debian/Ubuntu; the benchmark runs its own server, no service needed)"
 PIP_HINT = "pip install -e '.[bench]'   (or: pip install 'psycopg[binary]')"

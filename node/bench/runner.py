@@ -13,10 +13,10 @@ import traceback
 
 from rich.markup import escape
 
-from node.bench import report, ui
-from node.bench.config import BenchConfig
-from node.bench.measure import CpuMeter
-from node.bench.workload import Workload, signed_batch_bytes
+from raft_ledger_node.bench import report, ui
+from raft_ledger_node.bench.config import BenchConfig
+from raft_ledger_node.bench.measure import CpuMeter
+from raft_ledger_node.bench.workload import Workload, signed_batch_bytes
 
 PARTS = ("ours", "raft", "crypto", "postgres", "history")
 
@@ -84,7 +84,7 @@ def run(cfg: BenchConfig) -> dict:
             f"transaction (≈{envelope_bytes:,} bytes), {cfg.concurrency} concurrent clients; work dir {work_dir}")
 
     def part(name: str):
-        from node.bench import bare_raft, ed25519, history, ours, postgres
+        from raft_ledger_node.bench import bare_raft, ed25519, history, ours, postgres
 
         return {
             "ours": lambda: ours.run(cfg, wl, work_dir),

@@ -127,7 +127,7 @@ def signed_batch_bytes(batch: int) -> tuple[int, int]:
     """(body, envelope) bytes of a real signed transaction of ``batch`` transfers of this workload."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from client import LedgerClient, Transfer
+    from raft_ledger_client import LedgerClient, Transfer
 
     c = LedgerClient(["127.0.0.1:1"], member_id="bank-1", key_id="k1", private_key=Ed25519PrivateKey.generate())
     stx = c.sign_transfers(Transfer(id=50_000 + i, debit_account_id=9_999, credit_account_id=1_234, amount=5_000,

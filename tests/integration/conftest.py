@@ -27,8 +27,8 @@ import click
 import grpc
 import pytest
 
-from client import LedgerClient, RetryPolicy, load_private_key
-from node.cli import LocalCluster, _status_rows, init_cluster
+from raft_ledger_client import LedgerClient, RetryPolicy, load_private_key
+from raft_ledger_node.cli import LocalCluster, _status_rows, init_cluster
 
 VALIDATORS = 3
 MEMBERS = ("bank-a", "bank-b")

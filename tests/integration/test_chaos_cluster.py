@@ -24,7 +24,7 @@ import time
 import grpc
 import pytest
 
-from chaos.toxi import find_binary
+from raft_ledger_chaos.toxi import find_binary
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,7 +47,7 @@ LEDGER = 840
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
-    from chaos.cluster import ChaosCluster
+    from raft_ledger_chaos.cluster import ChaosCluster
 
     # Spread concurrent sessions over different ranges; the port locks keep them apart anyway.
     base = 17_100 + (os.getpid() % 20) * 200
@@ -95,7 +95,7 @@ def converged_head(chaos, min_height: int = 0):
 
 def write_accounts(chaos, vids: list[str], first_id: int) -> int:
     """Create accounts through ``vids`` only (the SDK follows their leader); returns the head height after."""
-    from client import Account, LedgerClient, RetryPolicy, load_private_key
+    from raft_ledger_client import Account, LedgerClient, RetryPolicy, load_private_key
 
     key = load_private_key(os.path.join(chaos.directory, "members", "bank-a.pem"))
     addresses = [chaos.addresses[v] for v in vids]

@@ -2,7 +2,7 @@
 
 A real Toxiproxy server on every validator link, a real 3-validator cluster,
 the bank workload and Porcupine (chaos/). The full drill is
-`python -m chaos run all --duration 60` (README).
+`python -m raft_ledger_chaos run all --duration 60` (README).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from chaos import toxi
+from raft_ledger_chaos import toxi
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ SMOKE_DURATION_S = float(os.environ.get("CHAOS_SMOKE_DURATION_S", "15"))
 @pytest.mark.skipif(toxi.find_binary() is None, reason="toxiproxy-server not installed: run `bash deploy/local/setup.sh` (needs Go)")
 @pytest.mark.parametrize("scenario", ["partition-leader", "kill-leader", "pause-leader"])
 def test_chaos_smoke(scenario, tmp_path):
-    from chaos.cli import run_scenario
+    from raft_ledger_chaos.cli import run_scenario
 
     assert run_scenario(
         scenario, seed=7, duration_s=SMOKE_DURATION_S, out=str(tmp_path), unsafe=False, concurrency=3, base_port=25100

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from client import Account, AccountFlags, RetryPolicy, Timeout, Transfer, Unavailable
-from node.ledger import limits
+from raft_ledger_client import Account, AccountFlags, RetryPolicy, Timeout, Transfer, Unavailable
+from raft_ledger_node.ledger import limits
 
 pytestmark = pytest.mark.integration
 

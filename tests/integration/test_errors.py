@@ -22,9 +22,9 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from client import Account, LedgerClient, Transfer
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_client import Account, LedgerClient, Transfer
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 

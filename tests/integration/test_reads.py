@@ -9,9 +9,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client import Account, Transfer
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from client._gen.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_client import Account, Transfer
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 

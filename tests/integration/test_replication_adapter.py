@@ -26,10 +26,10 @@ import pytest
 from pysyncobj import SyncObjConf
 from pysyncobj.transport import TCPTransport
 
-from node.ledger import codec
-from node.ledger.types import Account, Entry, Operation, Tx
-from node.replication import DurableFileJournal, LedgerReplica
-from node.store_memory import MemoryStore
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.types import Account, Entry, Operation, Tx
+from raft_ledger_node.replication import DurableFileJournal, LedgerReplica
+from raft_ledger_node.store_memory import MemoryStore
 
 NOOP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: carried in the log, applies nothing
 

@@ -31,8 +31,8 @@ from typing import Callable, Union
 
 import pytest
 
-from client import Account, AccountFilter, AccountFlags as AF, QueryFilter, Transfer, TransferFlags as TF
-from node.ledger.types import CreateAccountResult as AR, CreateTransferResult as TR
+from raft_ledger_client import Account, AccountFilter, AccountFlags as AF, QueryFilter, Transfer, TransferFlags as TF
+from raft_ledger_node.ledger.types import CreateAccountResult as AR, CreateTransferResult as TR
 
 pytestmark = pytest.mark.integration
 

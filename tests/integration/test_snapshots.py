@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from client import Account, Transfer
+from raft_ledger_client import Account, Transfer
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from node.ledger.apply import apply_block
-from node.ledger.types import (
+from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.types import (
     Account,
     AccountFlags as AF,
     CreateAccountResult as AR,
@@ -34,7 +34,7 @@ from node.ledger.types import (
     TransferFlags as TF,
     Tx,
 )
-from node.store_memory import MemoryStore
+from raft_ledger_node.store_memory import MemoryStore
 
 EXAMPLES = int(os.environ.get("LEDGER_MODEL_EXAMPLES", "200"))
 NS = 1_000_000_000

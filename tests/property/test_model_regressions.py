@@ -5,7 +5,7 @@ here against the same Model and core.
 """
 from __future__ import annotations
 
-from node.ledger.types import Account, Operation, Transfer, TransferFlags as TF
+from raft_ledger_node.ledger.types import Account, Operation, Transfer, TransferFlags as TF
 
 from tests_property_support import run_program
 

@@ -1,7 +1,7 @@
 """Replays a fixed program against the core and the reference Model of test_ledger_model.py."""
 from __future__ import annotations
 
-from node.ledger.types import Account, CreateAccountResult, CreateTransferResult, Operation
+from raft_ledger_node.ledger.types import Account, CreateAccountResult, CreateTransferResult, Operation
 
 from test_ledger_model import LedgerMachine, make_tx
 

@@ -11,9 +11,9 @@ import hashlib
 import itertools
 from typing import Iterable
 
-from node.ledger import codec
-from node.ledger.apply import apply_block
-from node.ledger.types import (
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.types import (
     Account,
     Entry,
     Operation,
@@ -23,7 +23,7 @@ from node.ledger.types import (
     TxResult,
     WriteSet,
 )
-from node.store_memory import MemoryStore
+from raft_ledger_node.store_memory import MemoryStore
 
 NS = 1_000_000_000
 U128_MAX = (1 << 128) - 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import MEMBER, OTHER, U128_MAX, Ledger, account, accounts_tx
-from node.ledger.types import AccountFlags as AF, CreateAccountResult as AR
+from raft_ledger_node.ledger.types import AccountFlags as AF, CreateAccountResult as AR
 
 
 def test_created_account_is_owned_by_the_signer_and_stamped_by_the_ledger():

@@ -31,8 +31,8 @@ from helpers import (
     transfer,
     transfers_tx,
 )
-from node.ledger.apply import TRANSIENT_TRANSFER_RESULTS
-from node.ledger.types import (
+from raft_ledger_node.ledger.apply import TRANSIENT_TRANSFER_RESULTS
+from raft_ledger_node.ledger.types import (
     AccountFlags as AF,
     CreateAccountResult as AR,
     CreateTransferResult as TR,

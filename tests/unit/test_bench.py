@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import collections
 
-from node.bench import postgres, profiler, report
-from node.bench.config import BenchConfig
-from node.bench.measure import latency_summary, percentile
-from node.bench.workload import Workload, owner_index
+from raft_ledger_node.bench import postgres, profiler, report
+from raft_ledger_node.bench.config import BenchConfig
+from raft_ledger_node.bench.measure import latency_summary, percentile
+from raft_ledger_node.bench.workload import Workload, owner_index
 
 
 def _wl(skew="uniform", seed=1, accounts=1000, members=4, batch=50):

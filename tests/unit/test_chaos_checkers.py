@@ -20,8 +20,8 @@ import subprocess
 
 import pytest
 
-from chaos import checkers
-from chaos.checkers import CheckResult
+from raft_ledger_chaos import checkers
+from raft_ledger_chaos.checkers import CheckResult
 
 ACCOUNTS = [1, 2, 3]
 INITIAL = {"1": 100, "2": 100, "3": 100}

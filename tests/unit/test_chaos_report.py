@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from chaos.checkers import CheckResult  # noqa: E402
-from chaos.report import PLOT_NAME, load_timeline, write_report  # noqa: E402
+from raft_ledger_chaos.checkers import CheckResult  # noqa: E402
+from raft_ledger_chaos.report import PLOT_NAME, load_timeline, write_report  # noqa: E402
 
 S = 1_000_000_000
 

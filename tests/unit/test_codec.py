@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 
 from helpers import MEMBER, U128_MAX, account, accounts_tx, entry, make_tx, transfer, transfers_tx
-from node.ledger import codec, limits
-from node.ledger.types import GENESIS_HEAD, BlockHeader, Head, Operation, PendingStatus
+from raft_ledger_node.ledger import codec, limits
+from raft_ledger_node.ledger.types import GENESIS_HEAD, BlockHeader, Head, Operation, PendingStatus
 
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1

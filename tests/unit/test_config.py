@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from node.config import ConfigError, load_config
+from raft_ledger_node.config import ConfigError, load_config
 
 BASE = {"validator_id": "v1", "data_dir": "data", "genesis_file": "genesis.json", "raft_password": "pw"}
 

@@ -13,11 +13,11 @@ import random
 import pytest
 
 from helpers import NS, T0, Ledger, account, accounts_tx, assert_conserved, entry, resolve, transfer, transfers_tx
-from node.ledger import codec
-from node.ledger.apply import apply_block
-from node.ledger.types import AccountFlags as AF, CreateTransferResult as TR, Entry, TransferFlags as TF
-from node.store import RocksStore
-from node.store_memory import MemoryStore
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.types import AccountFlags as AF, CreateTransferResult as TR, Entry, TransferFlags as TF
+from raft_ledger_node.store import RocksStore
+from raft_ledger_node.store_memory import MemoryStore
 
 MEMBERS = ("bank-a", "bank-b", "bank-c")
 BLOCKS = 60

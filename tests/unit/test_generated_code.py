@@ -1,4 +1,4 @@
-"""The generated protobuf/gRPC code in client/_gen matches proto/ (never hand-edited, never stale)."""
+"""The generated protobuf/gRPC code in client/pb matches proto/ (never hand-edited, never stale)."""
 from __future__ import annotations
 
 import importlib.util
@@ -27,7 +27,7 @@ def test_generated_code_is_fresh(tmp_path):
 
 
 def test_services_are_in_the_versioned_package():
-    from client._gen.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 
     assert pb.DESCRIPTOR.package == "ledger.v1"
     assert set(pb.DESCRIPTOR.services_by_name) == {"Ledger", "Admin"}

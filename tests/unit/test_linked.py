@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import Ledger, account, accounts_tx, assert_conserved, resolve, transfer, transfers_tx
-from node.ledger.types import AccountFlags as AF, CreateAccountResult as AR, CreateTransferResult as TR, TransferFlags as TF
+from raft_ledger_node.ledger.types import AccountFlags as AF, CreateAccountResult as AR, CreateTransferResult as TR, TransferFlags as TF
 
 T = transfer
 L = TF.LINKED

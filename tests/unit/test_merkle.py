@@ -11,7 +11,7 @@ import hashlib
 import pytest
 
 from helpers import Ledger, account, accounts_tx
-from node.ledger import merkle
+from raft_ledger_node.ledger import merkle
 
 
 def rfc6962_mth(data: list[bytes]) -> bytes:

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from chaos.nemesis import FAULT_KINDS, QUIET_S, SCENARIOS, WINDOW_S, Nemesis
+from raft_ledger_chaos.nemesis import FAULT_KINDS, QUIET_S, SCENARIOS, WINDOW_S, Nemesis
 
 REQUIRED = {
     "partition-leader", "partition-follower", "partition-majority", "one-way-cut", "latency-jitter", "bandwidth",

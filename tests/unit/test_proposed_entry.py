@@ -5,13 +5,13 @@ back from the Raft entry: ``decode_entry(encode_entry(e)) == e``.
 """
 from __future__ import annotations
 
-from client._client import Account, AccountFlags, Transfer, TransferFlags, _account_pb, _transfer_pb
-from client._gen.ledger.v1 import ledger_pb2 as pb
-from node.ledger import codec
-from node.ledger.types import Entry
-from client._convert import transfer_fields
-from node.ledger.types import Transfer as CoreTransfer
-from node.service import decode_signed, transfer_from_pb
+from raft_ledger_client._client import Account, AccountFlags, Transfer, TransferFlags, _account_pb, _transfer_pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.types import Entry
+from raft_ledger_client._convert import transfer_fields
+from raft_ledger_node.ledger.types import Transfer as CoreTransfer
+from raft_ledger_node.service import decode_signed, transfer_from_pb
 
 U128_MAX = (1 << 128) - 1
 

@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-import client
+import raft_ledger_client as sdk
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -36,23 +36,23 @@ EXPECTED = {
 
 
 def test_public_api_is_pinned():
-    assert set(client.__all__) == EXPECTED
+    assert set(sdk.__all__) == EXPECTED
     for name in EXPECTED:
-        assert getattr(client, name) is not None
+        assert getattr(sdk, name) is not None
 
 
 def test_exception_tree():
-    assert issubclass(client.Timeout, client.TransportError)
-    assert issubclass(client.Unavailable, client.TransportError)
-    assert issubclass(client.TransportError, client.LedgerError)
-    assert issubclass(client.InvalidRequest, client.LedgerError)
+    assert issubclass(sdk.Timeout, sdk.TransportError)
+    assert issubclass(sdk.Unavailable, sdk.TransportError)
+    assert issubclass(sdk.TransportError, sdk.LedgerError)
+    assert issubclass(sdk.InvalidRequest, sdk.LedgerError)
 
 
 def test_sdk_imports_without_the_node_dependencies():
     """A member bank installs the SDK without RocksDB or Raft: importing it must not load them."""
     code = (
-        "import sys, client; "
-        "bad = [m for m in ('rocksdict', 'pysyncobj', 'node') if m in sys.modules]; "
+        "import sys, raft_ledger_client; "
+        "bad = [m for m in ('rocksdict', 'pysyncobj', 'raft_ledger_node') if m in sys.modules]; "
         "print(','.join(bad)); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

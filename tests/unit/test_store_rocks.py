@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 
 from helpers import NS, OTHER, Ledger, account, accounts_tx, resolve, transfer, transfers_tx
-from node.ledger import codec
-from node.ledger.apply import apply_block
-from node.ledger.types import (
+from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.types import (
     GENESIS_HEAD,
     AccountFlags as AF,
     CreateTransferResult as TR,
@@ -23,7 +23,7 @@ from node.ledger.types import (
     PendingStatus,
     TransferFlags as TF,
 )
-from node.store import COLUMN_FAMILIES, RocksStore, StoreError
+from raft_ledger_node.store import COLUMN_FAMILIES, RocksStore, StoreError
 
 T = transfer
 P = TF.PENDING
@@ -107,7 +107,7 @@ def test_commit_then_reopen_gives_the_same_state(path):
 
 
 def test_reads_match_the_memory_store(path):
-    from node.store_memory import MemoryStore
+    from raft_ledger_node.store_memory import MemoryStore
 
     mem, rocks = Ledger(MemoryStore()), Ledger(RocksStore(path))
     try:

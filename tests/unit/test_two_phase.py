@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import NS, OTHER, U128_MAX, Ledger, account, accounts_tx, assert_conserved, resolve, transfer, transfers_tx
-from node.ledger.types import AccountFlags as AF, CreateTransferResult as TR, PendingStatus, TransferFlags as TF
+from raft_ledger_node.ledger.types import AccountFlags as AF, CreateTransferResult as TR, PendingStatus, TransferFlags as TF
 
 T = transfer
 P, POST, VOID = TF.PENDING, TF.POST_PENDING_TRANSFER, TF.VOID_PENDING_TRANSFER

@@ -34,6 +34,12 @@ class ProposalFailed(RuntimeError):
     """The entry was not committed as proposed; the outcome is unknown."""
 
 
+class SubmissionTooLarge(ValueError):
+    """The submission alone exceeds one block (``block_events_max`` events or
+    ``entry_bytes_max`` bytes); it was not proposed. The API's door checks
+    (``submit_events_max``, ``submit_bytes_max``) keep this from happening."""
+
+
 @dataclass
 class Submission:
     txs: list[Tx]
@@ -46,7 +52,10 @@ class Submission:
         return sum(len(t.events) for t in self.txs)
 
     def size(self) -> int:
-        return sum(len(t.envelope) + 256 * len(t.events) for t in self.txs)
+        """Upper bound of the bytes these transactions add to an encoded entry."""
+        return sum(
+            len(t.envelope) + limits.entry_tx_bytes_max + limits.entry_event_bytes_max * len(t.events) for t in self.txs
+        )
 
 
 class Batcher:
@@ -83,9 +92,16 @@ class Batcher:
                 break
             if not first.txs:
                 continue
+            events, size = first.events(), first.size()
+            if events > self._block_events_max or size > limits.entry_bytes_max:
+                first.error = SubmissionTooLarge(
+                    f"{events} events / {size} bytes exceed one block "
+                    f"(block_events_max={self._block_events_max}, entry_bytes_max={limits.entry_bytes_max})"
+                )
+                first.done.set()
+                continue
             self._slots.acquire()
             batch = [first]
-            events, size = first.events(), first.size()
             while True:
                 try:
                     nxt = self._queue.get_nowait()
@@ -93,6 +109,9 @@ class Batcher:
                     break
                 if not nxt.txs:
                     continue
+                if nxt.events() > self._block_events_max or nxt.size() > limits.entry_bytes_max:
+                    self._queue.put(nxt)  # refused as the first of the next round
+                    break
                 if events + nxt.events() > self._block_events_max or size + nxt.size() > limits.entry_bytes_max:
                     self._dispatch(batch)
                     self._slots.acquire()

@@ -18,6 +18,7 @@ from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.batcher import Batcher
 from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
 from raft_ledger_node.crypto import Verifier
+from raft_ledger_node.ledger import limits
 from raft_ledger_node.replication import LedgerReplica, make_conf
 from raft_ledger_node.service import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore, StoreError
@@ -83,8 +84,8 @@ class Validator:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
             options=[
-                ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+                ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
                 # gRPC sets SO_REUSEPORT by default: a second process on a taken address would bind
                 # silently and share its traffic. Fail instead.
                 ("grpc.so_reuseport", 0),

@@ -3,7 +3,11 @@
 Status codes (every message says what to do; never a stack trace):
 
 * INVALID_ARGUMENT — malformed request, transaction or event, bad signature,
-  unknown member/key, a limit exceeded. Nothing of the request was proposed.
+  unknown member/key, a per-transaction or per-query limit exceeded. Nothing of
+  the request was proposed.
+* RESOURCE_EXHAUSTED — the Submit as a whole is larger than one block may be
+  (``submit_events_max``, ``submit_bytes_max``; gRPC itself answers a message above
+  ``grpc_message_bytes_max``). Nothing was proposed: split it into several Submits.
 * FAILED_PRECONDITION — this validator is not the leader; trailing metadata
   ``leader-address`` names the leader's gRPC address when known.
 * UNAVAILABLE — no leader yet, or the proposal was dropped (leader change);
@@ -23,10 +27,10 @@ from google.protobuf.message import DecodeError
 from raft_ledger_client._convert import account_fields, account_filter_fields, query_filter_fields, account_to_pb, from_u128, header_to_pb, transfer_fields, transfer_to_pb, u128
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from raft_ledger_node.batcher import Batcher, Submission
+from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
 from raft_ledger_node.crypto import UnknownKey, Verifier, sha256
 from raft_ledger_node.ledger import limits
-from raft_ledger_node.store import QUERY_LIMIT_MAX, AccountFilter, QueryFilter
+from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
 from raft_ledger_node.ledger.types import (
     Account,
     CreateAccountResult,
@@ -169,11 +173,23 @@ class LedgerServicer(pb_grpc.LedgerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no transactions")
         if n > limits.submit_txs_max:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} transactions exceeds submit_txs_max={limits.submit_txs_max}")
+        size = sum(stx.ByteSize() for stx in request.transactions)
+        if size > limits.submit_bytes_max:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{size} bytes of transactions exceeds submit_bytes_max={limits.submit_bytes_max}; split the Submit",
+            )
         self._require_leader(context)
         try:
             txs = [decode_signed(stx, i) for i, stx in enumerate(request.transactions)]
         except BadRequest as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        events = sum(len(tx.events) for tx in txs)
+        if events > limits.submit_events_max:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit",
+            )
         checks = self._verifier.verify_many(
             [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
         )
@@ -199,6 +215,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"not applied within {self._submit_timeout_s}s; outcome unknown, retry the same transactions",
                 )
+            if isinstance(sub.error, SubmissionTooLarge):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"not proposed: {sub.error}; split the Submit")
             if sub.error is not None:
                 context.abort(
                     grpc.StatusCode.UNAVAILABLE,
@@ -235,8 +253,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
     @staticmethod
     def _check_filter(f, context) -> None:
-        if f.limit > QUERY_LIMIT_MAX:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"filter.limit must be at most {QUERY_LIMIT_MAX}")
+        if f.limit > limits.query_limit_max:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"filter.limit must be at most {limits.query_limit_max}")
         if f.timestamp_max and f.timestamp_min > f.timestamp_max:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "filter.timestamp_min is after filter.timestamp_max")
 

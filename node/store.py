@@ -45,10 +45,11 @@ import struct
 import threading
 from typing import Callable, Iterator
 
-import raft_ledger_client._client as _sdk
 from rocksdict import BlockBasedOptions, Cache, Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
-from raft_ledger_node.ledger import codec
+from raft_ledger_node.ledger import codec, limits
+from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
+from raft_ledger_node.ledger.invariants import fatal, verify
 from raft_ledger_node.ledger.types import (
     GENESIS_HEAD,
     Account,
@@ -86,15 +87,6 @@ _U128 = codec.u128
 
 #: Secondary index fields (QueryFilter): tag byte -> attribute.
 INDEX_FIELDS = {1: "user_data_128", 2: "user_data_64", 3: "user_data_32", 4: "ledger", 5: "code"}
-#: Results of one query at most (TigerBeetle's batch limit).
-QUERY_LIMIT_MAX = 8_190
-
-
-# The SDK's filter types (zero = no filter; limit 0 = QUERY_LIMIT_MAX; debits and
-# credits both False = both sides): the node imports the client's plain types, never
-# the other way round.
-AccountFilter = _sdk.AccountFilter
-QueryFilter = _sdk.QueryFilter
 
 
 def _matches(obj, f) -> bool:
@@ -109,10 +101,6 @@ class StoreError(RuntimeError):
     """The data directory cannot be used (corrupt, wrong schema, I/O error)."""
 
 
-#: Decoded accounts kept in memory by RocksStore.get_account (about 250 bytes each).
-ACCOUNT_CACHE_MAX = 200_000
-#: Block cache shared by every column family (bytes).
-BLOCK_CACHE_BYTES = 256 << 20
 #: Column families read by point lookups on the apply path: a Bloom filter lets
 #: a lookup of an absent key (every new transfer id is one) skip the SST files,
 #: so the cost per transfer stays flat as history grows.
@@ -165,7 +153,7 @@ class RocksStore:
 
     def _open(self, path: str) -> None:
         try:
-            cache = Cache(BLOCK_CACHE_BYTES)
+            cache = Cache(limits.block_cache_bytes_max)
             db = Rdict(path, _opts(), column_families={cf: _cf_opts(cf, cache) for cf in COLUMN_FAMILIES})
         except Exception as e:  # rocksdict raises plain Exception
             raise StoreError(f"cannot open RocksDB at {path}: {e}") from e
@@ -262,7 +250,7 @@ class RocksStore:
         """The committed account, or None.
 
         Served from a write-through cache of decoded accounts (at most
-        ``ACCOUNT_CACHE_MAX``, least recently written or read out first): a
+        ``limits.account_cache_entries_max``, least recently written or read out first): a
         RocksDB point read plus decode cost about 4 µs, twice per transfer, on
         every validator. Account objects are never mutated, so sharing them is safe.
         """
@@ -283,7 +271,7 @@ class RocksStore:
         cache = self._accounts
         cache.pop(a.id, None)  # re-insert: dict order is the eviction order
         cache[a.id] = a
-        if len(cache) > ACCOUNT_CACHE_MAX:
+        if len(cache) > limits.account_cache_entries_max:
             del cache[next(iter(cache))]
 
     def get_transfer(self, transfer_id: int) -> Transfer | None:
@@ -373,7 +361,7 @@ class RocksStore:
     def _bounds(f) -> tuple[int, int, int]:
         ts_min = f.timestamp_min
         ts_max = f.timestamp_max or (1 << 64) - 1
-        limit = min(f.limit or QUERY_LIMIT_MAX, QUERY_LIMIT_MAX)
+        limit = min(f.limit or limits.query_limit_max, limits.query_limit_max)
         return ts_min, ts_max, limit
 
     @staticmethod
@@ -463,9 +451,11 @@ class RocksStore:
 
         Raises whatever RocksDB raises; on error nothing is written.
         """
-        assert ws.head is not None and ws.header is not None
-        assert ws.header.height == self._head.height + 1, "blocks must be committed in order"
-        assert applied_index > self._applied_index, "applied index must grow"
+        verify(ws.head is not None and ws.header is not None, "a committed WriteSet carries its head and header")
+        if ws.header.height != self._head.height + 1:
+            fatal(f"block {ws.header.height} committed after head {self._head.height}: blocks must be committed in order")
+        if applied_index <= self._applied_index:
+            fatal(f"applied index {applied_index} after {self._applied_index}: the applied index must grow")
         wb = WriteBatch(raw_mode=True)
         put = wb.put
         h = self._cfh
@@ -536,7 +526,8 @@ class RocksStore:
 
     def mark_applied(self, applied_index: int) -> None:
         """Record a Raft index that carried no block (no-op, malformed entry)."""
-        assert applied_index > self._applied_index
+        if applied_index <= self._applied_index:
+            fatal(f"applied index {applied_index} after {self._applied_index}: the applied index must grow")
         self._cf["meta"].put(b"applied_index", _U64.pack(applied_index))
         self._applied_index = applied_index
 
@@ -554,13 +545,18 @@ class RocksStore:
 # Plain ints: IntFlag's & runs Python-level enum code on every account written.
 _DEBITS_MUST_NOT_EXCEED_CREDITS = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
 _CREDITS_MUST_NOT_EXCEED_DEBITS = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+_U128_END = 1 << 128
 
 
 def _check_account(a: Account) -> None:
-    """Assert invariants right before an account is written (TigerBeetle style)."""
+    """Check invariants right before an account is written (TigerBeetle style); always on.
+
+    Raises InvariantError: a balance outside u128, or beyond the account's balance limit.
+    """
     for v in (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted):
-        assert 0 <= v < 1 << 128, f"account {a.id}: balance out of u128 range"
-    if a.flags & _DEBITS_MUST_NOT_EXCEED_CREDITS:
-        assert a.debits_pending + a.debits_posted <= a.credits_posted, f"account {a.id}: debits exceed credits"
-    if a.flags & _CREDITS_MUST_NOT_EXCEED_DEBITS:
-        assert a.credits_pending + a.credits_posted <= a.debits_posted, f"account {a.id}: credits exceed debits"
+        if not 0 <= v < _U128_END:
+            fatal(f"account {a.id}: balance {v} out of u128 range")
+    if a.flags & _DEBITS_MUST_NOT_EXCEED_CREDITS and a.debits_pending + a.debits_posted > a.credits_posted:
+        fatal(f"account {a.id}: debits exceed credits")
+    if a.flags & _CREDITS_MUST_NOT_EXCEED_DEBITS and a.credits_pending + a.credits_posted > a.debits_posted:
+        fatal(f"account {a.id}: credits exceed debits")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 
+from raft_ledger_node.ledger.invariants import verify
 from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
 
 
@@ -48,7 +49,7 @@ class MemoryStore:
         return self._applied_index
 
     def commit(self, ws: WriteSet, applied_index: int) -> None:
-        assert ws.head is not None and ws.header is not None
+        verify(ws.head is not None and ws.header is not None, "a committed WriteSet carries its head and header")
         self.accounts.update(ws.accounts)
         self.transfers.update(ws.transfers)
         self.status.update(ws.pending_status)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from dataclasses import replace
 
 from . import codec, limits, merkle
+from .invariants import verify
 from .ports import StateReader
 from .types import (
     ACCOUNT_FLAGS_KNOWN,
@@ -225,7 +226,7 @@ def _transfer_exists(st: _State, t: Transfer, e: Transfer) -> TR:
     if t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
         # Same flags and pending id: ``e`` resolved the same pending transfer.
         p = st.transfer(t.pending_id)
-        assert p is not None, "post/void refers to a missing pending transfer"
+        verify(p is not None, "post/void refers to a missing pending transfer")
         return _resolve_exists(t, e, p)
     if t.debit_account_id != e.debit_account_id:
         return TR.exists_with_different_debit_account_id
@@ -422,7 +423,7 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         return TR.pending_transfer_not_pending
     dr = st.account(p.debit_account_id)
     cr = st.account(p.credit_account_id)
-    assert dr is not None and cr is not None, "pending transfer refers to missing accounts"
+    verify(dr is not None and cr is not None, "pending transfer refers to missing accounts")
     if dr.owner != member:
         return TR.debit_account_not_owned
     if t.debit_account_id and t.debit_account_id != p.debit_account_id:
@@ -503,10 +504,10 @@ def _expire_pending(st: _State, block_timestamp: int, stamp: int) -> None:
             st.chain.expiry_delete.append((expires_at, transfer_id))
             continue
         p = st.transfer(transfer_id)
-        assert p is not None, "expiry index refers to a missing transfer"
+        verify(p is not None, "expiry index refers to a missing transfer")
         dr = st.account(p.debit_account_id)
         cr = st.account(p.credit_account_id)
-        assert dr is not None and cr is not None
+        verify(dr is not None and cr is not None, "expiring transfer refers to missing accounts")
         dr_flags = dr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_DEBIT else dr.flags
         cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
         # Stamped with the expiry instant: keeping the account's older timestamp

@@ -1,32 +1,79 @@
-"""Named limits of the ledger, qualifier last (TigerBeetle style).
+"""Named limits of the ledger, qualifier last (TigerBeetle style): every bound in one place.
 
-Their relationships are asserted once, at import.
+Each says what happens past it. Their relationships are asserted once, at import
+(with :func:`invariants.verify`, so ``python -O`` keeps them). The rule that ties
+them together: **whatever passes the door fits one Raft entry**. A Submit that
+passes ``submit_*_max`` always becomes at most one block, whose encoded entry stays
+below ``entry_bytes_max``, which stays below pysyncobj's append batch
+(``raft_append_entries_bytes_max``), so no entry ever takes the library's chunked
+path; and the gRPC message cap is no larger than a Submit can be.
 """
 from __future__ import annotations
 
-#: Events (accounts or transfers) in one signed transaction.
+from raft_ledger_node.ledger.invariants import verify
+
+# -- one signed transaction ---------------------------------------------------------
+#: Events (accounts or transfers) in one signed transaction; more: INVALID_ARGUMENT.
 tx_events_max = 8_190
-#: Bytes of one signed transaction as submitted (envelope).
+#: Bytes of one signed transaction as submitted (envelope); more: INVALID_ARGUMENT.
 tx_bytes_max = 1 << 20
-#: Signed transactions in one Submit call.
-submit_txs_max = 1_024
-#: Events in one block (one Raft entry). The batcher closes a block before this.
-block_events_max = 16_384
-#: Bytes of one encoded Raft entry. Must stay below pysyncobj's
-#: appendEntriesBatchSizeBytes so entries never take its chunked path.
-entry_bytes_max = 8 << 20
-#: pysyncobj appendEntriesBatchSizeBytes we configure.
-raft_append_entries_bytes_max = 16 << 20
-#: Bytes of a member id.
+#: Bytes of a member id; more: INVALID_ARGUMENT.
 member_id_bytes_max = 64
+
+# -- one Submit call (checked before anything is decoded or proposed) ----------------
+#: Signed transactions in one Submit call; more: INVALID_ARGUMENT.
+submit_txs_max = 1_024
+#: Events across all transactions of one Submit; more: RESOURCE_EXHAUSTED.
+submit_events_max = 16_380
+#: Bytes of all envelopes of one Submit; more: RESOURCE_EXHAUSTED.
+submit_bytes_max = 3 << 20
+#: Bytes of one gRPC message, either way: gRPC answers a larger request with
+#: RESOURCE_EXHAUSTED before our code runs. A Submit at ``submit_bytes_max`` plus
+#: protobuf framing (tag + length, at most 6 bytes per transaction) fits.
+grpc_message_bytes_max = submit_bytes_max + 64 * 1024
+
+# -- one block = one Raft entry ------------------------------------------------------
+#: Events in one block. The batcher closes a block before this.
+block_events_max = 16_384
+#: Bytes an event adds to an entry beyond its envelope: the decoded record the
+#: leader puts beside it (132 bytes for a transfer, 128 for an account) plus slack.
+entry_event_bytes_max = 256
+#: Bytes a transaction adds to an entry beyond its events: kind, count, member id, lengths.
+entry_tx_bytes_max = 128
+#: Bytes of one encoded Raft entry. The batcher closes a block before this.
+entry_bytes_max = 8 << 20
+#: pysyncobj's appendEntriesBatchSizeBytes we configure: one AppendEntries carries
+#: entries up to this size; an entry above it would be sent in chunks.
+raft_append_entries_bytes_max = 16 << 20
+
+# -- reads -----------------------------------------------------------------------------
+#: Ids fetched in one lookup; more: INVALID_ARGUMENT.
+lookup_ids_max = 8_190
+#: Results of one query (TigerBeetle's batch limit); ``limit`` 0 means this; more: INVALID_ARGUMENT.
+query_limit_max = 8_190
+
+# -- memory the validator keeps ----------------------------------------------------------
+#: Decoded accounts kept in the store's write-through cache (about 250 bytes each);
+#: past it the least recently used are dropped (and read from RocksDB again).
+account_cache_entries_max = 200_000
+#: RocksDB block cache shared by every column family (bytes).
+block_cache_bytes_max = 256 << 20
+
+# -- values ------------------------------------------------------------------------------
 #: Ids, amounts and balances are unsigned 128-bit.
 u128_max = (1 << 128) - 1
 u64_max = (1 << 64) - 1
 u32_max = (1 << 32) - 1
-#: Ids fetched in one lookup.
-lookup_ids_max = 8_190
 
-assert tx_events_max <= block_events_max
-assert tx_bytes_max * 4 <= entry_bytes_max
-assert entry_bytes_max < raft_append_entries_bytes_max
-assert lookup_ids_max >= tx_events_max
+verify(tx_events_max <= submit_events_max <= block_events_max, "a Submit fits one block by events")
+verify(tx_bytes_max <= submit_bytes_max, "one full transaction is a valid Submit")
+verify(
+    submit_bytes_max + submit_events_max * entry_event_bytes_max + submit_txs_max * entry_tx_bytes_max + 4096
+    <= entry_bytes_max,
+    "a Submit that passes the door encodes to at most entry_bytes_max",
+)
+verify(grpc_message_bytes_max >= submit_bytes_max + 6 * submit_txs_max, "gRPC carries a full Submit")
+verify(grpc_message_bytes_max <= entry_bytes_max, "the gRPC cap is no larger than one Raft entry")
+verify(entry_bytes_max < raft_append_entries_bytes_max, "entries never take pysyncobj's chunked path")
+verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
+verify(query_limit_max >= 1, "a query returns at least one result")

@@ -15,6 +15,7 @@ import pytest
 from helpers import NS, OTHER, Ledger, account, accounts_tx, resolve, transfer, transfers_tx
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.invariants import InvariantError
 from raft_ledger_node.ledger.types import (
     GENESIS_HEAD,
     AccountFlags as AF,
@@ -173,7 +174,7 @@ def test_failed_account_invariant_in_commit_writes_nothing(path):
     assert 50 in ws.accounts and 60 in ws.transfers
     bad = replace(s.get_account(3), debits_posted=10**6)  # breaks debits_must_not_exceed_credits
     ws.accounts = {**ws.accounts, 3: bad}
-    with pytest.raises(AssertionError, match="debits exceed credits"):
+    with pytest.raises(InvariantError, match="debits exceed credits"):
         s.commit(ws, applied + 1)
     _assert_nothing_written(path, s, before, head, applied)
 
@@ -184,7 +185,7 @@ def test_out_of_order_block_writes_nothing(path):
     run_workload(led)
     before, head, applied = dump(s), s.head(), s.applied_index()
     # The last block's WriteSet again: its height is not head + 1.
-    with pytest.raises(AssertionError, match="in order"):
+    with pytest.raises(InvariantError, match="in order"):
         s.commit(led.ws, applied + 1)
     _assert_nothing_written(path, s, before, head, applied)
 
@@ -195,7 +196,7 @@ def test_applied_index_must_grow(path):
     run_workload(led)
     before, head, applied = dump(s), s.head(), s.applied_index()
     ws = _next_block(s, accounts_tx(account(50)), index=applied)
-    with pytest.raises(AssertionError, match="applied index"):
+    with pytest.raises(InvariantError, match="applied index"):
         s.commit(ws, applied)
     _assert_nothing_written(path, s, before, head, applied)
 
@@ -206,7 +207,7 @@ def test_mark_applied_survives_a_restart_and_keeps_the_head(path):
     run_workload(led)
     head = s.head()
     s.mark_applied(7)
-    with pytest.raises(AssertionError):
+    with pytest.raises(InvariantError):
         s.mark_applied(7)
     s.close()
     s = RocksStore(path)
@@ -333,3 +334,31 @@ def test_installing_a_snapshot_drops_cached_accounts(path, tmp_path):
     s.replace_from_checkpoint(str(tmp_path / "ckpt"))
     assert s.get_account(2) == before
     s.close()
+
+
+def test_invariant_checks_stay_on_under_python_O(tmp_path):
+    """``python -O`` strips ``assert``; the storage-edge checks must still refuse an
+    out-of-order block (TigerBeetle's assertions are always on)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+from helpers import Ledger, account, accounts_tx
+from raft_ledger_node.ledger.invariants import InvariantError
+from raft_ledger_node.store import RocksStore
+assert False, "asserts are on: this check needs python -O"
+"""
+    out = subprocess.run([sys.executable, "-O", "-c", code + f"""
+s = RocksStore({str(tmp_path / "db")!r})
+led = Ledger(s)
+led.block(accounts_tx(account(1)))
+try:
+    s.commit(led.ws, s.applied_index() + 1)
+except InvariantError as e:
+    print("refused:", e)
+"""], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "in order" in out.stdout

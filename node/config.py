@@ -86,7 +86,6 @@ class ValidatorConfig:
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True
-    extra: dict = field(default_factory=dict)
 
     @property
     def journal_file(self) -> str:
@@ -157,7 +156,7 @@ def load_config(path: str) -> ValidatorConfig:
     except json.JSONDecodeError as e:
         raise ConfigError(f"config {path} is not valid JSON: {e}") from e
     base = os.path.dirname(os.path.abspath(path))
-    known = set(ValidatorConfig.__dataclass_fields__) - {"extra"}
+    known = set(ValidatorConfig.__dataclass_fields__)
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"config {path}: unknown settings {sorted(unknown)}")

@@ -32,9 +32,6 @@ class Verifier:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ed25519")
         self._threads = threads
 
-    def known(self, member_id: str, key_id: str) -> bool:
-        return (member_id, key_id) in self._keys
-
     def verify_one(self, member_id: str, key_id: str, signature: bytes, body: bytes) -> bool:
         """True iff ``signature`` is member/key's Ed25519 signature over ``body``.
 

@@ -28,7 +28,8 @@ from pysyncobj.transport import TCPTransport
 
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import Account, Entry, Operation, Tx
-from raft_ledger_node.replication import DurableFileJournal, LedgerReplica
+from raft_ledger_node.raft.journal import DurableFileJournal
+from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.store_memory import MemoryStore
 
 NOOP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: carried in the log, applies nothing

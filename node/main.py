@@ -19,7 +19,8 @@ from raft_ledger_node.batcher import Batcher
 from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
 from raft_ledger_node.crypto import Verifier
 from raft_ledger_node.ledger import limits
-from raft_ledger_node.replication import LedgerReplica, make_conf
+from raft_ledger_node.raft.conf import make_conf
+from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.service import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore, StoreError
 

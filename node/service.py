@@ -147,7 +147,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._submit_timeout_s = submit_timeout_s
 
     def _require_leader(self, context) -> None:
-        if self._replica._isLeader():
+        if self._replica.is_leader():
             return
         leader = self._leader_grpc_address()
         if leader is None:
@@ -326,15 +326,15 @@ class AdminServicer(pb_grpc.AdminServicer):
 
     @_guard
     def GetStatus(self, request, context):  # noqa: N802
-        st = self._replica.getStatus()
+        st = self._replica.status()
         return pb.GetStatusResponse(
             validator_id=self._validator_id,
-            role={0: "follower", 1: "candidate", 2: "leader"}.get(st["state"], str(st["state"])),
-            term=st["raft_term"],
-            commit_index=st["commit_idx"],
+            role=st.role,
+            term=st.term,
+            commit_index=st.commit_index,
             applied_index=self._store.applied_index(),
             head=header_to_pb(self._store.head().header),
             leader_address=self._leader_grpc_address() or "",
-            ready=self._replica.isReady(),
-            log_size=st["log_len"],
+            ready=st.ready,
+            log_size=st.log_size,
         )

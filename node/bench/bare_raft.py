@@ -2,10 +2,11 @@
 
 :class:`BareReplica` is the smallest replica with our durability: one
 ``@replicated`` method taking bytes that only counts them, the journal
-settings of the validators (``node.replication.make_conf``: journalFile +
-fullDumpFile, password, ``appendEntriesUseBatch=False``), the fsynced
-:class:`~node.replication.DurableFileJournal` (flushed before any
-acknowledgement) and :class:`~node.replication.LedgerTransport` (flush before
+settings of the validators (``node.raft.conf.make_conf``: journalFile +
+fullDumpFile, password, ``appendEntriesUseBatch=False``) and the validators'
+replica base class, :class:`~node.raft.durable.DurableReplica`: the fsynced
+:class:`~node.raft.journal.DurableFileJournal` (flushed before any
+acknowledgement) and :class:`~node.raft.transport.LedgerTransport` (flush before
 reply, Raft §5.3 truncation fix). It imports no ledger logic.
 
 The leader process generates the load itself (``concurrency`` threads, one
@@ -25,13 +26,13 @@ import sys
 import threading
 import time
 
-from pysyncobj import FAIL_REASON, SyncObj, replicated
-from pysyncobj import syncobj as _syncobj_mod
+from pysyncobj import FAIL_REASON, replicated
 
 from raft_ledger_node.bench import ui
 from raft_ledger_node.bench.measure import CpuMeter, free_port_block, latency_summary
 from raft_ledger_node.bench.proc import JsonLineProcess
-from raft_ledger_node.replication import DurableFileJournal, LedgerTransport, _journal_factory_lock, make_conf
+from raft_ledger_node.raft.conf import make_conf
+from raft_ledger_node.raft.durable import DurableReplica
 
 PROGRESS_PERIOD_S = 0.5
 #: Distinct entries written for the leader to cycle through.
@@ -42,34 +43,14 @@ READY_S_MAX = 60.0
 SILENCE_S_MAX = 60.0
 
 
-class BareReplica(SyncObj):
+class BareReplica(DurableReplica):
     """A pysyncobj replica with the validators' journal and transport, and an apply that only counts."""
 
     def __init__(self, self_address: str, peers: list[str], conf) -> None:
-        # What LedgerTransport reads from its replica (see node.replication.LedgerReplica).
-        self._peer_dial: dict[str, str] = {}
-        self._raft_fixes = True
+        # State before DurableReplica.__init__: the tick thread starts inside it.
         self.applied = 0
         self.applied_bytes = 0
-        with _journal_factory_lock:
-            original = _syncobj_mod.createJournal
-            _syncobj_mod.createJournal = lambda path: DurableFileJournal(path)
-            try:
-                super().__init__(self_address, peers, conf, transportClass=LedgerTransport)
-            finally:
-                _syncobj_mod.createJournal = original
-
-    def _journal(self):
-        return getattr(self, "_SyncObj__raftLog", None)
-
-    def _sync_journal(self) -> None:
-        j = self._journal()
-        if isinstance(j, DurableFileJournal):
-            j.sync()
-
-    def _onTick(self, timeToWait=0.0):  # noqa: N802,N803
-        self._sync_journal()
-        super()._onTick(timeToWait)
+        super().__init__(self_address, peers, conf)  # durable journal and Raft fixes on, as the validators'
 
     @replicated
     def apply_entry(self, entry: bytes):
@@ -160,7 +141,7 @@ def main() -> int:
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "status":
-            _emit(event="status", ready=replica.isReady(), leader=replica._isLeader(), applied=replica.applied)
+            _emit(event="status", ready=replica.isReady(), leader=replica.is_leader(), applied=replica.applied)
         elif cmd["cmd"] == "run":
             _emit(event="done", **_load(replica, entries, cmd["count"], cmd["concurrency"]))
         elif cmd["cmd"] == "quit":

@@ -1,7 +1,7 @@
 """Part 5: history growth — CPU per applied transfer of the pure core + RocksStore, no network.
 
-Blocks are applied directly (``node.ledger.apply.apply_block`` then
-``node.store.RocksStore.commit``, as the replica does, without Raft or gRPC) in
+Blocks are applied directly (``node.state_machine.StateMachine``: ``apply_block``
+then ``node.store.RocksStore.commit``, as the replica does, without Raft or gRPC) in
 a temporary directory. History is preloaded with the workload up to each size
 in ``HISTORY_SIZES`` (up to ``--history-max``), then a fixed batch of blocks is
 timed once RocksDB's compactions of the preload have finished (see _settle).
@@ -27,25 +27,24 @@ OPEN_ACCOUNTS_CHUNK = 8_000
 
 
 class _Chain:
-    """Applies blocks to a RocksStore the way the replica does: apply_block, then commit with the Raft index."""
+    """Applies blocks to a RocksStore through the replica's state machine, one Raft index each."""
 
     def __init__(self, path: str) -> None:
+        from raft_ledger_node.state_machine import StateMachine
         from raft_ledger_node.store import RocksStore
 
         self.store = RocksStore(path)
+        self.machine = StateMachine(self.store)
         self.raft_index = 0
         self.timestamp = 1_700_000_000 * 10**9
         self.transfers = 0
 
     def apply(self, txs: tuple) -> None:
-        from raft_ledger_node.ledger.apply import apply_block
         from raft_ledger_node.ledger.types import Entry
 
         self.raft_index += 1
         self.timestamp += 10**6
-        results, ws = apply_block(self.store, Entry(proposed_timestamp=self.timestamp, txs=txs), 1, self.raft_index)
-        self.store.commit(ws, self.raft_index)
-        return results
+        return self.machine.apply(Entry(proposed_timestamp=self.timestamp, txs=txs), 1, self.raft_index).results
 
 
 def _tx(member: str, op, events: tuple, envelope_bytes: int, serial: int):

@@ -11,15 +11,20 @@ transport callback, replies captured at pysyncobj's TCPTransport.send.
 * Raft §5.1 / Figure 2: persistent state (log, currentTerm, votedFor) is on
   stable storage before the server responds to RPCs.
 
+And the replica's typed status and its fail-stop on a storage failure.
+
 And one performance fix on the leader side: a successful reply raises matchIndex but
 never moves nextIndex back (pipelined entries are not sent twice); a failed
 consistency check still rewinds it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -28,7 +33,9 @@ from pysyncobj.transport import TCPTransport
 
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import Account, Entry, Operation, Tx
-from raft_ledger_node.replication import DurableFileJournal, LedgerReplica
+from raft_ledger_node.raft.durable import ReplicaStatus
+from raft_ledger_node.raft.journal import DurableFileJournal
+from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.store_memory import MemoryStore
 
 NOOP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: carried in the log, applies nothing
@@ -313,3 +320,79 @@ def test_a_failed_consistency_check_still_rewinds_next_index(replica_factory, ev
     time.sleep(0.02)  # past appendEntriesPeriod: the next tick sends
     r.doTick(0.0)
     assert sorted(set(_sent_entry_indexes(events))) == [noop + 2, noop + 3]
+
+
+def _tick_until_leader(r) -> None:
+    for _ in range(200):
+        r.doTick(0.01)
+        if r._isLeader() and r.raftLastApplied == r.raftCommitIndex and r.raftCommitIndex >= 2:
+            return
+    raise AssertionError("the single replica did not become leader")
+
+
+def test_status_of_a_single_replica_before_and_after_its_election(replica_factory, events):
+    """status() reads pysyncobj in one place into a frozen ReplicaStatus; is_leader() agrees."""
+    r = replica_factory(peers=0)
+    st = r.status()
+    assert isinstance(st, ReplicaStatus)
+    assert st.role == "follower" and not r.is_leader() and st.leader_address is None
+    _tick_until_leader(r)
+    st = r.status()
+    assert r.is_leader() and st.role == "leader"
+    assert st.leader_address == r.selfNode.address == r.leader_address()
+    assert st.term == r.raftCurrentTerm >= 1
+    # The leader's no-op of its term is committed and applied (Raft §8).
+    assert st.commit_index == st.last_applied == r.raftCommitIndex >= 2
+    assert st.log_size == len(r._journal()) and st.ready
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.role = "candidate"
+
+
+def test_status_of_a_follower_names_its_leader(replica_factory, events):
+    r = replica_factory(peers=1)
+    leader = next(iter(r.otherNodes))
+    deliver(r, append_entries(4, 1, 0, [(2, 4), (3, 4)], commit_index=3))
+    st = r.status()
+    assert st.role == "follower" and not r.is_leader()
+    assert st.term == 4 and st.commit_index == 3 and st.log_size == 3
+    assert st.leader_address == leader.address
+
+
+_FAIL_STOP_SCRIPT = r"""
+import errno, logging, sys
+from pysyncobj import SyncObjConf
+from raft_ledger_node.raft.replica import LedgerReplica
+from raft_ledger_node.store_memory import MemoryStore
+
+class DiskFull(MemoryStore):
+    def commit(self, ws, applied_index):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+logging.basicConfig(level=logging.INFO)
+d, me, entry = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+conf = SyncObjConf(autoTick=False, journalFile=d + "/journal", fullDumpFile=d + "/snapshot", password="p",
+                   appendEntriesUseBatch=False, appendEntriesBatchSizeBytes=16 << 20, appendEntriesPeriod=0.01,
+                   raftMinTimeout=0.05, raftMaxTimeout=0.06)
+r = LedgerReplica(me, [], conf, DiskFull())
+for _ in range(200):
+    r.doTick(0.01)
+    if r._isLeader() and r.raftCommitIndex >= 2 and r.raftLastApplied == r.raftCommitIndex:
+        break
+r.apply_entry(entry, callback=lambda res, err: None)
+for _ in range(100):
+    r.doTick(0.01)
+print("still running after the failed write")
+"""
+
+
+def test_storage_failure_stops_the_validator_with_exit_code_74(tmp_path):
+    """The state machine raises StorageFailure; the replica fail-stops (EX_IOERR) rather
+    than skip a block and diverge."""
+    me = f"127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        [sys.executable, "-c", _FAIL_STOP_SCRIPT, str(tmp_path), me, _entry(1).hex()],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 74, out.stdout + out.stderr
+    assert "still running" not in out.stdout
+    assert "storage write failed" in out.stderr and "No space left on device" in out.stderr

@@ -12,7 +12,6 @@ import itertools
 from typing import Iterable
 
 from raft_ledger_node.ledger import codec
-from raft_ledger_node.ledger.apply import apply_block
 from raft_ledger_node.ledger.types import (
     Account,
     Entry,
@@ -23,6 +22,7 @@ from raft_ledger_node.ledger.types import (
     TxResult,
     WriteSet,
 )
+from raft_ledger_node.state_machine import StateMachine
 from raft_ledger_node.store_memory import MemoryStore
 
 NS = 1_000_000_000
@@ -75,7 +75,7 @@ def entry(proposed_timestamp: int, *txs: Tx) -> Entry:
 
 
 class Ledger:
-    """Drives apply_block + commit over a store, one block per call, like the Raft adapter.
+    """Drives the replica's StateMachine (apply_block + commit) over a store, one block per call.
 
     The leader clock starts at ``T0`` and advances 1 ms per block unless a test
     passes ``ts`` (a proposed timestamp) or calls :meth:`advance`.
@@ -83,6 +83,7 @@ class Ledger:
 
     def __init__(self, store=None, *, term: int = 1) -> None:
         self.store = store if store is not None else MemoryStore()
+        self.machine = StateMachine(self.store)
         self.term = term
         self.raft_index = 0
         self.clock = T0
@@ -98,11 +99,10 @@ class Ledger:
             ts = self.clock
         e = entry(ts, *txs)
         self.raft_index += 1
-        results, ws = apply_block(self.store, e, self.term, self.raft_index)
-        self.store.commit(ws, self.raft_index)
+        done = self.machine.apply(e, self.term, self.raft_index)
         self.entries.append(e)
-        self.writesets.append(ws)
-        return results
+        self.writesets.append(done.writeset)
+        return done.results
 
     @property
     def ws(self) -> WriteSet:

@@ -1,0 +1,18 @@
+"""The pysyncobj 0.3.17 adapter: what the library does not give, one room per job.
+
+==============  ================================================================
+module          job
+==============  ================================================================
+journal.py      DurableFileJournal, DurableMetaStorer: fsync before any ack (§5.1)
+transport.py    LedgerTransport: flush before reply, §5.3 truncation fix, nextIndex
+                never lowered on success, peer dial addresses
+durable.py      DurableReplica: the journal/transport wiring and typed ``status()``;
+                shared by the validator and the bare-pysyncobj benchmark
+replica.py      LedgerReplica: ``apply_entry(bytes)`` over the state machine
+                (node/state_machine.py), propose, read barrier, fail-stop
+snapshot.py     the snapshot file: magic + header + tar of a RocksDB checkpoint
+conf.py         make_conf: every pysyncobj setting the adapter relies on
+==============  ================================================================
+
+See ../shared/design.md and ../shared/pysyncobj-seams.md for the library's facts.
+"""

@@ -1,0 +1,139 @@
+"""LedgerTransport: pysyncobj's TCPTransport with the flush before ack and two Raft fixes.
+
+* **Flush before acknowledging.** An AppendEntries reply (``next_node_idx``) or a
+  vote (``response_vote``) leaves only after the journal is synced (Raft §5.1,
+  Figure 2; see :mod:`raft_ledger_node.raft.journal`).
+* **Truncate only on conflict.** On an AppendEntries whose ``prevLogIdx`` is
+  behind the follower's last entry, ``syncobj.py`` deletes every later entry even
+  when they match. Raft §5.3 (AppendEntries receiver rule 3) truncates only from
+  the first entry whose term conflicts. :meth:`LedgerTransport._fix_append_entries`
+  drops entries the follower already holds, leaves the rest to the library,
+  caps the leader commit index at the last entry the message vouches for
+  (receiver rule 5) and never reports a match beyond it.
+* **nextIndex never moves back on success.** pysyncobj sets a follower's
+  nextIndex to the index in every successful reply, so with several entries in
+  flight each ack of an older one made the leader send the newer ones again
+  (every entry went out about twice at peak). A successful reply now only raises
+  matchIndex; a failed consistency check (``reset``) still rewinds nextIndex
+  (:meth:`LedgerTransport._on_success_reply`).
+* **Peer dial addresses.** A peer can be dialled at another address than its
+  identity (a Toxiproxy listener in the chaos suite).
+
+The transport's ``syncObj`` is a :class:`~raft_ledger_node.raft.durable.DurableReplica`:
+it reads ``_peer_dial``, ``_raft_fixes``, ``_journal()`` and ``_sync_journal()``
+from it. With ``raft_fixes=False`` the truncation fix is off, so the chaos suite
+can show what it prevents.
+"""
+from __future__ import annotations
+
+from pysyncobj.monotonic import monotonic as monotonicTime
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+
+class LedgerTransport(TCPTransport):
+    """TCPTransport that flushes the journal before acknowledging, and fixes truncation."""
+
+    def __init__(self, syncObj, selfNode, otherNodes):  # noqa: N803
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._replica = syncObj
+        self._reply_cap: int | None = None
+
+    def _connectIfNecessarySingle(self, node):  # noqa: N802
+        """As pysyncobj's, but dial a peer at its configured dial address (e.g. a Toxiproxy
+        listener in the chaos suite); the peer's identity stays its genesis Raft address."""
+        dial = self._replica._peer_dial.get(node.address)
+        if dial is None:
+            return super()._connectIfNecessarySingle(node)
+        if node in self._connections and self._connections[node].state != CONNECTION_STATE.DISCONNECTED:
+            return True
+        if not self._shouldConnect(node):
+            return False
+        if node in self._lastConnectAttempt and monotonicTime() - self._lastConnectAttempt[node] < self._syncObj.conf.connectionRetryTime:
+            return False
+        self._lastConnectAttempt[node] = monotonicTime()
+        host, port = dial.rsplit(":", 1)
+        return self._connections[node].connect(host, int(port))
+
+    def send(self, node, message):
+        if message.get("type") in ("next_node_idx", "response_vote"):
+            self._replica._sync_journal()
+            if self._reply_cap is not None and message["type"] == "next_node_idx" and message.get("success"):
+                message = dict(message, next_node_idx=min(message["next_node_idx"], self._reply_cap))
+        return super().send(node, message)
+
+    def setOnMessageReceivedCallback(self, callback):  # noqa: N802
+        def on_message(node, message):
+            kind = message.get("type")
+            if self._replica._raft_fixes and kind == "append_entries":
+                message = self._fix_append_entries(message)
+            try:
+                if kind == "next_node_idx" and message.get("success") and not message.get("reset"):
+                    self._on_success_reply(callback, node, message)
+                else:
+                    callback(node, message)
+            finally:
+                self._reply_cap = None
+
+        super().setOnMessageReceivedCallback(on_message if callback is not None else None)
+
+    def _on_success_reply(self, callback, node, message) -> None:
+        """Let a successful AppendEntries reply raise matchIndex, never lower nextIndex.
+
+        pysyncobj sets nextIndex to the reply's index on every success, so with
+        several entries in flight each ack of an older entry moved nextIndex back
+        and the leader sent the newer entries again: at peak every entry went to
+        every follower about twice (1,535 entry sends for 384 entries x 2
+        followers in a traced run). Raft only needs nextIndex as a hint; a
+        leader may pipeline past it and falls back on a failed consistency check,
+        which pysyncobj signals with ``reset`` and still handles itself (the
+        Raft paper §5.3; etcd's raft keeps next = max(next, match + 1) the same way).
+        """
+        next_index = getattr(self._replica, "_SyncObj__raftNextIndex", None)
+        before = None if next_index is None else next_index.get(node)
+        callback(node, message)
+        if before is not None and next_index.get(node, before) < before:
+            next_index[node] = before
+
+    def _fix_append_entries(self, m: dict) -> dict:
+        """Raft §5.3 receiver rules 3–5 around pysyncobj's handler.
+
+        Entries the follower already holds with the same term are dropped from
+        the message; if everything matched and the follower's log is longer,
+        the message is rewritten so the library sees no reason to truncate,
+        and the reply and the commit index are capped at the last entry the
+        leader vouched for.
+        """
+        if "prevLogIdx" not in m or m.get("transmission") is not None:
+            return m
+        log_ = self._replica._journal()
+        if log_ is None or len(log_) == 0:
+            return m
+        first_idx, last_idx = log_[0][1], log_[-1][1]
+        prev_idx, prev_term = m["prevLogIdx"], m["prevLogTerm"]
+        entries = list(m.get("entries", []))
+        vouched = prev_idx + len(entries)
+        # Receiver rule 2: without a matching prev entry the library replies failure; leave it.
+        if prev_idx is None or prev_term is None or not (first_idx <= prev_idx <= last_idx):
+            return m
+        if log_[prev_idx - first_idx][2] != prev_term:
+            return m
+        skip = 0
+        for command, idx, term in entries:
+            if idx > last_idx:
+                break
+            if idx >= first_idx and log_[idx - first_idx][2] != term:
+                break  # first conflict: the library truncates from here (rule 3)
+            skip += 1
+        m = dict(m)
+        if skip:
+            prev_idx, prev_term = entries[skip - 1][1], entries[skip - 1][2]
+            entries = entries[skip:]
+            m["prevLogIdx"], m["prevLogTerm"], m["entries"] = prev_idx, prev_term, entries
+        if not entries and prev_idx < last_idx:
+            # Nothing new and our log is longer: present our last entry as prev so the
+            # library does not truncate, but never let it report or commit past `vouched`.
+            m["prevLogIdx"], m["prevLogTerm"] = last_idx, log_[-1][2]
+            self._reply_cap = vouched + 1
+        m["commit_index"] = min(m["commit_index"], vouched)
+        return m

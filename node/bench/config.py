@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from raft_ledger_node.ledger import limits
+
 #: Stored-history sizes the history part measures at; 10^7 only up to ``history_max``.
 HISTORY_SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 #: Transfers per block when the history part applies blocks directly (10 signed txs of ``batch``).
@@ -52,8 +54,8 @@ class BenchConfig:
             raise ValueError("skew must be 'uniform' or 'zipf'")
         if self.accounts < 2 * self.members:
             raise ValueError("need at least two accounts per member")
-        if not 1 <= self.batch <= 8_190:
-            raise ValueError("batch must be 1..8190 (tx_events_max)")
+        if not 1 <= self.batch <= limits.tx_events_max:
+            raise ValueError(f"batch must be 1..{limits.tx_events_max} (tx_events_max)")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
 

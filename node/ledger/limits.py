@@ -46,6 +46,12 @@ entry_bytes_max = 8 << 20
 #: entries up to this size; an entry above it would be sent in chunks.
 raft_append_entries_bytes_max = 16 << 20
 
+#: Bytes of one chunk of a snapshot sent to a lagging follower (pysyncobj's logCompactionBatchSize).
+raft_snapshot_chunk_bytes_max = 1 << 20
+#: Entries the leader keeps decoded between proposing and applying them (it applies
+#: those without decoding its own bytes); older ones, never committed, are dropped.
+proposed_entries_kept_max = 256
+
 # -- reads -----------------------------------------------------------------------------
 #: Ids fetched in one lookup; more: INVALID_ARGUMENT.
 lookup_ids_max = 8_190

@@ -41,7 +41,7 @@ def make_conf(
         leaderFallbackTimeout=leader_fallback_timeout_s,
         logCompactionMinEntries=log_compaction_min_entries,
         logCompactionMinTime=log_compaction_min_time_s,
-        logCompactionBatchSize=1 << 20,
+        logCompactionBatchSize=limits.raft_snapshot_chunk_bytes_max,
         commandsQueueSize=100_000,
         dynamicMembershipChange=False,
         onStateChanged=on_state_changed,

@@ -46,8 +46,6 @@ class LedgerReplica(DurableReplica):
     tick thread after each applied entry (``results`` None for an entry with no block).
     """
 
-    #: Proposed entries kept decoded; older ones (never committed) are dropped.
-    PROPOSED_KEPT_MAX = 256
 
     def __init__(
         self,
@@ -93,7 +91,7 @@ class LedgerReplica(DurableReplica):
         ``callback(result, error)`` as for any pysyncobj replicated call.
         """
         with self._proposed_lock:
-            if len(self._proposed) >= self.PROPOSED_KEPT_MAX:
+            if len(self._proposed) >= limits.proposed_entries_kept_max:
                 del self._proposed[next(iter(self._proposed))]
             self._proposed[entry] = decoded
         self.apply_entry(entry, callback=callback)

@@ -11,8 +11,6 @@ Usage: python -m raft_ledger_node.workload --cluster DIR [--transfers N] ...
 from __future__ import annotations
 
 import argparse
-import bisect
-import itertools
 import json
 import os
 import random
@@ -25,29 +23,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_node.stats import Zipf, percentile
 
 LEDGERS = (840, 978)
 ACCOUNT_CODE = 1
 TRANSFER_CODE = 7
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
-    return sorted_values[k]
-
-
-class Zipf:
-    """Sampler of ranks 0..n-1 with P(k) ∝ 1/(k+1)^s."""
-
-    def __init__(self, n: int, s: float, rng: random.Random) -> None:
-        weights = [1.0 / (k + 1) ** s for k in range(n)]
-        self._cum = list(itertools.accumulate(weights))
-        self._rng = rng
-
-    def sample(self) -> int:
-        return bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,10 @@
-"""Measuring helpers: latency percentiles, CPU time of processes, free ports."""
+"""Measuring helpers: latency summaries, CPU time of processes, free ports (via localcluster)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 
+from raft_ledger_node.localcluster import reserve_ports
 from raft_ledger_node.stats import percentile
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -92,25 +92,13 @@ class CpuMeter:
         return self.seconds
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_block(base: int, offsets: list[int], tries: int = 20, step: int = 1000) -> int:
-    """The first base (``base``, ``base+step``, ...) whose ``base+offset`` ports are all free."""
-    for i in range(tries):
-        b = base + i * step
-        if b + max(offsets) >= 65536:
-            break
-        if all(port_free(b + o) for o in offsets):
-            return b
-    raise RuntimeError(f"no free port block from {base} (offsets {offsets})")
+    """The first base (``base``, ``base+step``, ...) whose ``base+offset`` ports were all free a
+    moment ago. A probe only: the reservation is released before returning, so prefer
+    :func:`raft_ledger_node.localcluster.reserve_ports` and hold it while the ports are in use.
+    Raises NoFreePortsError."""
+    with reserve_ports(offsets, start=base, step=step, probes_max=tries) as r:
+        return r.base
 
 
 class Stopwatch:

@@ -1,33 +1,22 @@
-"""What the commands share: the default cluster directory, the consoles, tables that keep
-every digit, and the one place library exceptions become click errors."""
+"""What the commands share: the default cluster directory, the console, tables that keep
+every digit (node/tables.py), and the one place library exceptions become click errors."""
 from __future__ import annotations
 
 import functools
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from raft_ledger_node.config import ConfigError
 from raft_ledger_node.localcluster import ClusterExistsError, LocalClusterError, NoClusterError
+from raft_ledger_node.tables import print_table, table
+
+__all__ = ["DEFAULT_CLUSTER_DIR", "console", "print_table", "table", "translate_errors"]
 
 DEFAULT_CLUSTER_DIR = "data/cluster"
 
 #: Progress and notes go to stderr; tables and results to stdout.
 console = Console(stderr=True)
-
-
-def table(columns, title: str | None = None) -> Table:
-    """A rich Table whose cells fold onto more lines rather than lose characters when the
-    terminal is narrow (rich's default cuts them with an ellipsis: 12345… for 1234567)."""
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    return t
-
-
-def print_table(t: Table) -> None:
-    Console().print(t)
 
 
 def translate_errors(fn):

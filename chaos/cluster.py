@@ -38,25 +38,31 @@ validators and restarts the ones this object killed, but not one that exited on
 its own: :meth:`ChaosCluster.unexpected_exits` reports those.
 
 Ports: the cluster's gRPC (base+1..3) and Raft (base+101..103) ports are probed
-from ``base_port`` upwards and reserved with the same lock files as the
-integration tests' fixture (``$TMPDIR/ledger-test-ports/<base>.lock``), so
-concurrent runs never share a range; the Toxiproxy API and proxy ports are
-chosen free by the kernel.
+from ``base_port`` upwards and reserved with the integration tests' lock files
+(``raft_ledger_node.localcluster.reserve_ports``: ``$TMPDIR/ledger-test-ports/<base>.lock``),
+so concurrent runs never share a range; the Toxiproxy API port is reserved the
+same way (chaos/toxi.py) and the proxies' ports are chosen free by Toxiproxy.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 
 import grpc
 
 from raft_ledger_chaos.toxi import ToxiproxyServer
+from raft_ledger_node.localcluster import (
+    LocalCluster,
+    LocalClusterError,
+    PortReservation,
+    cluster_port_offsets,
+    init_cluster,
+    reserve_ports,
+    status_rows,
+)
 
 VALIDATORS = 3
 MEMBERS = ("bank-a", "bank-b")
@@ -88,37 +94,14 @@ class ChaosClusterError(RuntimeError):
     """The drill cluster could not be started, or a fault names an unknown validator."""
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _cluster_ports(base: int) -> list[int]:
-    return [base + i for i in range(1, VALIDATORS + 1)] + [base + 100 + i for i in range(1, VALIDATORS + 1)]
-
-
-def reserve_base_port(start: int) -> tuple[int, int]:
-    """(base, lock fd): the first base from ``start`` that no one holds and whose ports are all free."""
-    lock_dir = os.path.join(tempfile.gettempdir(), "ledger-test-ports")
-    os.makedirs(lock_dir, exist_ok=True)
-    for k in range(BASE_PORT_PROBES_MAX):
-        base = start + k * BASE_PORT_STEP
-        if base + 100 + VALIDATORS > 65_535:
-            break
-        fd = os.open(os.path.join(lock_dir, f"{base}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        if all(_port_free(p) for p in _cluster_ports(base)):
-            return base, fd
-        os.close(fd)
-    raise ChaosClusterError(f"no free port range found from {start} in {BASE_PORT_PROBES_MAX} probes")
+def reserve_base_port(start: int) -> PortReservation:
+    """The cluster's ports: the first base from ``start`` (step ``BASE_PORT_STEP``) that no one
+    holds and whose ports are all free, held until released. Raises ChaosClusterError."""
+    try:
+        return reserve_ports(cluster_port_offsets(VALIDATORS), start=start, step=BASE_PORT_STEP,
+                             probes_max=BASE_PORT_PROBES_MAX, host=HOST)
+    except LocalClusterError as e:
+        raise ChaosClusterError(str(e)) from None
 
 
 class ChaosCluster:
@@ -138,8 +121,8 @@ class ChaosCluster:
         self.config_overrides = dict(config_overrides or {})
         self.unsafe = unsafe
         self.toxiproxy: ToxiproxyServer | None = None
-        self._local = None  # node.cli.LocalCluster
-        self._lock_fd: int | None = None
+        self._local: LocalCluster | None = None
+        self._ports: PortReservation | None = None
         #: frozenset({a, b}) -> proxy name "i-j" (i dials j).
         self._links: dict[frozenset, str] = {}
         self._proxies: dict = {}  # name -> toxiproxy.Proxy
@@ -153,14 +136,10 @@ class ChaosCluster:
 
     def start(self) -> None:
         """Init the cluster, start Toxiproxy and its proxies, start the validators, wait until ready."""
-        import click
-
-        from raft_ledger_node.cli import LocalCluster, init_cluster
-
         start = self.base_port
         for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
-            base, self._lock_fd = reserve_base_port(start)
-            self.base_port = base
+            self._ports = reserve_base_port(start)
+            base = self.base_port = self._ports.base
             self._exits_at_stop = None
             self._killed.clear()
             self._paused.clear()
@@ -174,11 +153,11 @@ class ChaosCluster:
                 self._local.start_all()
                 self._local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
                 return
-            except click.ClickException as e:
+            except LocalClusterError as e:
                 # A validator exited (e.g. its port was taken after the probe) or no leader in time.
                 self.stop()
                 if attempt + 1 == CLUSTER_START_ATTEMPTS_MAX:
-                    raise ChaosClusterError(f"cluster did not start: {e.message}") from None
+                    raise ChaosClusterError(f"cluster did not start: {e}") from None
                 start = base + BASE_PORT_STEP
             except BaseException:
                 self.stop()
@@ -207,9 +186,9 @@ class ChaosCluster:
                 self._proxies.clear()
                 self._links.clear()
                 self._bounce_on_heal.clear()
-                if self._lock_fd is not None:
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
+                if self._ports is not None:
+                    self._ports.release()
+                    self._ports = None
 
     def __enter__(self) -> "ChaosCluster":
         self.start()
@@ -287,9 +266,7 @@ class ChaosCluster:
 
     def status(self, timeout_s: float = 1.0):
         """[(ValidatorInfo, GetStatusResponse | grpc.RpcError)] for every validator, in genesis order."""
-        from raft_ledger_node.cli import _status_rows
-
-        return _status_rows(self.genesis_path, timeout_s=timeout_s)
+        return status_rows(self.genesis_path, timeout_s=timeout_s)
 
     def leader(self, timeout_s: float = 10.0) -> str | None:
         """The validator a majority follows: it reports itself leader and enough others name it.

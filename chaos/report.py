@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from raft_ledger_chaos.history import pair_operations, read_history
+from raft_ledger_node.stats import percentile
 
 PLOT_NAME = "throughput_latency.png"
 REPORT_NAME = "report.md"
@@ -107,13 +108,11 @@ def load_timeline(path: str | None) -> list[Fault]:
     return sorted(faults, key=lambda x: x.start_s)
 
 
-def _percentile(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty sequence."""
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def _buckets(ops: list[dict], end_s: float) -> dict:
+def buckets(ops: list[dict], end_s: float) -> dict:
+    """Per ``bucket_s`` of the run (by completion time): {"t": bucket starts (s), "tput" and
+    "reads": ok transfers and ok reads per second, "unknown": indefinite outcomes (count),
+    "p50" and "p99": nearest-rank latency percentiles (ms, :func:`raft_ledger_node.stats.percentile`)
+    of the ok transfers, NaN in a bucket without any}. ``ops`` as :func:`pair_operations` returns them."""
     n = max(1, round(end_s / bucket_s))  # a short tail joins the last bucket
     tput = [0] * n
     reads = [0] * n
@@ -133,8 +132,8 @@ def _buckets(ops: list[dict], end_s: float) -> dict:
             unknown[b] += 1
     # The last bucket is 0.5 to 1.5 buckets long: a rate over its real length.
     widths = [bucket_s] * (n - 1) + [max(end_s - (n - 1) * bucket_s, bucket_s / 2)]
-    p50 = [_percentile(sorted(x), 50) if x else math.nan for x in lat]
-    p99 = [_percentile(sorted(x), 99) if x else math.nan for x in lat]
+    p50 = [percentile(sorted(x), 50) if x else math.nan for x in lat]
+    p99 = [percentile(sorted(x), 99) if x else math.nan for x in lat]
     return {"t": [i * bucket_s for i in range(n)], "tput": [x / w for x, w in zip(tput, widths)], "reads": [x / w for x, w in zip(reads, widths)],
             "unknown": unknown, "p50": p50, "p99": p99}
 
@@ -146,7 +145,7 @@ def plot(run_dir: str, ops: list[dict], faults: list[Fault], end_s: float, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = _buckets(ops, end_s)
+    data = buckets(ops, end_s)
     mid = [t + bucket_s / 2 for t in data["t"]]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ax1.plot(mid, data["tput"], color="tab:blue", lw=1.6, label="ok transfers/s")

@@ -23,13 +23,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 from toxiproxy import Toxiproxy
+
+from raft_ledger_node.localcluster import LocalClusterError, PortReservation, reserve_ports
 
 BINARY_NAME = "toxiproxy-server"
 SETUP_COMMAND = "bash deploy/local/setup.sh"
@@ -39,6 +40,10 @@ SERVER_READY_TIMEOUT_S = 10.0
 SERVER_STOP_TIMEOUT_S = 5.0
 #: Attempts with a fresh port (a probed-free port can be taken before the server binds it).
 SERVER_START_ATTEMPTS_MAX = 3
+#: API ports are reserved (raft_ledger_node.localcluster.reserve_ports) from 40_050 in steps of
+#: 100: their last two digits never match a cluster's base+1..3 / base+101..103 ports.
+API_PORT_START = 40_050
+API_PORT_STEP = 100
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,13 +73,6 @@ def find_binary() -> str | None:
     return shutil.which(BINARY_NAME)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel had free on ``host`` a moment ago (the caller must cope with losing it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class ToxiproxyServer:
     """One toxiproxy-server process on ``host`` with a free API port.
 
@@ -89,6 +87,7 @@ class ToxiproxyServer:
         #: Seeds the server's randomness (latency jitter, toxicity), so a run replays.
         self.seed = seed
         self.port: int | None = None
+        self._port_reservation: PortReservation | None = None
         self._proc: subprocess.Popen | None = None
         self._client: Toxiproxy | None = None
 
@@ -126,8 +125,15 @@ class ToxiproxyServer:
                 )
             _active = self
         errors = []
+        start = API_PORT_START
         for _ in range(SERVER_START_ATTEMPTS_MAX):
-            self.port = free_port(self.host)
+            try:
+                self._port_reservation = reserve_ports([0], start=start, step=API_PORT_STEP, host=self.host)
+            except LocalClusterError as e:
+                errors.append(str(e))
+                break
+            self.port = self._port_reservation.base
+            start = self.port + API_PORT_STEP
             log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
             try:
                 self._proc = subprocess.Popen(
@@ -169,8 +175,16 @@ class ToxiproxyServer:
 
     def _terminate(self) -> None:
         p = self._proc
-        if p is None:
-            return
+        try:
+            if p is not None:
+                self._stop_process(p)
+        finally:
+            if self._port_reservation is not None:
+                self._port_reservation.release()
+                self._port_reservation = None
+
+    @staticmethod
+    def _stop_process(p: subprocess.Popen) -> None:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
             try:

@@ -11,8 +11,6 @@ Usage: python -m raft_ledger_node.workload --cluster DIR [--transfers N] ...
 from __future__ import annotations
 
 import argparse
-import bisect
-import itertools
 import json
 import os
 import random
@@ -22,32 +20,14 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_node.stats import Zipf, percentile
+from raft_ledger_node.tables import print_table, table
 
 LEDGERS = (840, 978)
 ACCOUNT_CODE = 1
 TRANSFER_CODE = 7
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
-    return sorted_values[k]
-
-
-class Zipf:
-    """Sampler of ranks 0..n-1 with P(k) ∝ 1/(k+1)^s."""
-
-    def __init__(self, n: int, s: float, rng: random.Random) -> None:
-        weights = [1.0 / (k + 1) ** s for k in range(n)]
-        self._cum = list(itertools.accumulate(weights))
-        self._rng = rng
-
-    def sample(self) -> int:
-        return bisect.bisect_left(self._cum, self._rng.random() * self._cum[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
 
     all_ids = [a for lg in LEDGERS for a in everyone[lg]]
-    table = Table(title="per-ledger totals on each validator (minor units)")
-    for col in ("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"):
-        table.add_column(col)
+    totals = table(("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"),
+                   title="per-ledger totals on each validator (minor units)")
     balanced = True
     for addr in addresses:
         accts = []
@@ -199,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             c = sum(a.credits_posted for a in accts if a.ledger == lg)
             balanced &= d == c
             h = heads.get(addr)
-            table.add_row(addr, str(lg), f"{d:,}", f"{c:,}", "yes" if d == c else "[red]NO", str(h.height) if h else "?", h.hash.hex()[:16] if h else "?")
-    console.print(table)
+            totals.add_row(addr, str(lg), f"{d:,}", f"{c:,}", "yes" if d == c else "[red]NO", str(h.height) if h else "?", h.hash.hex()[:16] if h else "?")
+    print_table(totals, console)
     same = len({h.hash for h in heads.values()}) == 1 and len(heads) == len(addresses)
     console.print(
         ("[green]all validators agree on head " if same else "[red]validators DISAGREE on head ")

@@ -29,9 +29,10 @@ import time
 from pysyncobj import FAIL_REASON, replicated
 
 from raft_ledger_node.bench import ui
-from raft_ledger_node.bench.measure import CpuMeter, free_port_block, latency_summary
+from raft_ledger_node.bench.measure import CpuMeter, latency_summary
 from raft_ledger_node.bench.proc import JsonLineProcess
 from raft_ledger_node.raft.conf import make_conf
+from raft_ledger_node.localcluster import reserve_ports
 from raft_ledger_node.raft.durable import DurableReplica
 
 PROGRESS_PERIOD_S = 0.5
@@ -181,9 +182,14 @@ def build_entries(wl, count: int) -> list[bytes]:
 
 
 def run(cfg, wl, work_dir: str) -> dict:
+    """Run the bare-pysyncobj phase on ports ``base+201..203`` held for its whole duration."""
+    with reserve_ports([201, 202, 203], start=cfg.base_port, step=1000, probes_max=20) as ports:
+        return _run(cfg, wl, work_dir, ports.base)
+
+
+def _run(cfg, wl, work_dir: str, base: int) -> dict:
     import secrets
 
-    base = free_port_block(cfg.base_port, [201, 202, 203])
     addrs = [f"127.0.0.1:{base + 200 + i}" for i in (1, 2, 3)]
     d = os.path.join(work_dir, "bare-raft")
     os.makedirs(d, exist_ok=True)

@@ -1,19 +1,12 @@
-"""Measuring helpers: latency percentiles, CPU time of processes, free ports."""
+"""Measuring helpers: latency summaries, CPU time of processes, free ports (via localcluster)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 
+from raft_ledger_node.stats import percentile
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list (NaN when empty)."""
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
-    return sorted_values[k]
 
 
 def latency_summary(latencies_s: list[float]) -> dict:
@@ -96,27 +89,6 @@ class CpuMeter:
                 self.per_pid[p] = c - self._before.get(p, 0.0)
         self.seconds = sum(self.per_pid.values())
         return self.seconds
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(base: int, offsets: list[int], tries: int = 20, step: int = 1000) -> int:
-    """The first base (``base``, ``base+step``, ...) whose ``base+offset`` ports are all free."""
-    for i in range(tries):
-        b = base + i * step
-        if b + max(offsets) >= 65536:
-            break
-        if all(port_free(b + o) for o in offsets):
-            return b
-    raise RuntimeError(f"no free port block from {base} (offsets {offsets})")
 
 
 class Stopwatch:

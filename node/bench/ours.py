@@ -1,7 +1,7 @@
 """Part 1: our cluster — 3 validators on 127.0.0.1 with durable journals, driven through the SDK.
 
-A fresh cluster (``node.cli.init_cluster`` + ``LocalCluster``) on a free port
-block; the client is a separate process (:mod:`node.bench.driver`) so its CPU
+A fresh cluster (:mod:`node.localcluster`: ``init_cluster`` + ``LocalCluster``) on a
+port block reserved for the run (``reserve_ports``); the client is a separate process (:mod:`node.bench.driver`) so its CPU
 does not share the validators' GIL. Two phases: *peak* (closed loop,
 ``concurrency`` clients each with one batch in flight) and *half load* (open
 loop at half the peak rate, the issue's latency target). CPU per transfer is
@@ -17,9 +17,10 @@ import sys
 from rich.markup import escape
 
 from raft_ledger_node.bench import profiler, ui
-from raft_ledger_node.bench.measure import CpuMeter, cpu_seconds, free_port_block, latency_summary
+from raft_ledger_node.bench.measure import CpuMeter, cpu_seconds, latency_summary
 from raft_ledger_node.bench.proc import JsonLineProcess
 from raft_ledger_node.bench.workload import Workload, member_names
+from raft_ledger_node.localcluster import LocalCluster, cluster_port_offsets, init_cluster, reserve_ports, status_rows
 
 #: Seconds the driver may take to open accounts and sign every batch.
 DRIVER_SETUP_S_MAX = 600.0
@@ -27,21 +28,24 @@ DRIVER_SETUP_S_MAX = 600.0
 PHASE_SILENCE_S_MAX = 60.0
 #: Seconds for the conservation check (it reads every account from every validator).
 CHECK_S_MAX = 180.0
+#: Distance between probed port bases, and bases probed (gRPC base+1.., Raft base+101..).
+PORT_BASE_STEP = 1000
+PORT_PROBES_MAX = 20
 
 
 def _leader(cluster_dir: str):
-    from raft_ledger_node.cli import _status_rows
-
-    for v, st in _status_rows(os.path.join(cluster_dir, "genesis.json"), timeout_s=2.0):
+    for v, st in status_rows(os.path.join(cluster_dir, "genesis.json"), timeout_s=2.0):
         if not isinstance(st, Exception) and st.role == "leader":
             return v.id, st
     return None, None
 
 
 def run(cfg, wl: Workload, work_dir: str) -> dict:
-    from raft_ledger_node.cli import LocalCluster, init_cluster
+    with reserve_ports(cluster_port_offsets(3), start=cfg.base_port, step=PORT_BASE_STEP, probes_max=PORT_PROBES_MAX) as ports:
+        return _run(cfg, wl, work_dir, ports.base)
 
-    base = free_port_block(cfg.base_port, [1, 2, 3, 101, 102, 103])
+
+def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
     cluster_dir = os.path.join(work_dir, "ours")
     init_cluster(cluster_dir, 3, member_names(cfg.members), "127.0.0.1", base, force=True)
     cluster = LocalCluster(cluster_dir)

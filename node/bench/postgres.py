@@ -37,12 +37,17 @@ import time
 from rich.markup import escape
 
 from raft_ledger_node.bench import ui
-from raft_ledger_node.bench.measure import CpuMeter, children, cpu_seconds, free_port_block, latency_summary
+from raft_ledger_node.bench.measure import CpuMeter, children, cpu_seconds, latency_summary
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, member_names, owner_index
+from raft_ledger_node.localcluster import reserve_ports
 
 APT_HINT = "sudo apt-get install -y postgresql   (Debian/Ubuntu; the benchmark runs its own server, no service needed)"
 PIP_HINT = "pip install -e '.[bench]'   (or: pip install 'psycopg[binary]')"
 PROGRESS_PERIOD_S = 0.5
+#: The server listens on base+300 of the first base (--base-port, +1000, ...) found free.
+PORT_OFFSET = 300
+PORT_BASE_STEP = 1000
+PORT_PROBES_MAX = 20
 FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 2
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 4
 
@@ -254,7 +259,9 @@ def run(cfg, wl, work_dir: str) -> dict:
     except ImportError:
         ui.warn(f"psycopg (3) not installed: PostgreSQL skipped. Install it with:\n    {escape(PIP_HINT)}")
         return {"skipped": f"psycopg not installed; {PIP_HINT}"}
-    port = free_port_block(cfg.base_port, [300]) + 300
+    # Held until the server is stopped, so a concurrent run cannot pick the same port.
+    reservation = reserve_ports([PORT_OFFSET], start=cfg.base_port, step=PORT_BASE_STEP, probes_max=PORT_PROBES_MAX)
+    port = reservation.ports[0]
     server = _Server(bindir, port)
     ui.step(f"PostgreSQL ({bindir}) on 127.0.0.1:{port}, data in {server.dir}, fsync=on, synchronous_commit=on")
     out: dict = {"bindir": bindir, "port": port}
@@ -293,7 +300,10 @@ def run(cfg, wl, work_dir: str) -> dict:
         for c in conns:
             c.close()
         ui.note("stopping PostgreSQL")
-        server.stop()
+        try:
+            server.stop()
+        finally:
+            reservation.release()
     return out
 
 

@@ -12,9 +12,10 @@ transfers in the same batches.
 """
 from __future__ import annotations
 
-import itertools
 import random
 from dataclasses import dataclass
+
+from raft_ledger_node.stats import Zipf
 
 LEDGER = 840
 ACCOUNT_CODE = 1
@@ -47,16 +48,15 @@ class _Sampler:
     def __init__(self, population: list[int], skew: str, exponent: float, rng: random.Random) -> None:
         self._pop = population
         self._rng = rng
-        self._cum = None
-        if skew == "zipf":
-            self._cum = list(itertools.accumulate(1.0 / (k + 1) ** exponent for k in range(len(population))))
+        self._zipf = Zipf(len(population), exponent, rng) if skew == "zipf" else None
 
     def draw(self, k: int) -> list[int]:
-        if self._cum is None:
-            pop, rnd = self._pop, self._rng.randrange
+        pop = self._pop
+        if self._zipf is None:
+            rnd = self._rng.randrange
             n = len(pop)
             return [pop[rnd(n)] for _ in range(k)]
-        return self._rng.choices(self._pop, cum_weights=self._cum, k=k)
+        return [pop[r] for r in self._zipf.samples(k)]
 
 
 class Workload:

@@ -3,32 +3,35 @@
 ``cluster`` (one per test) and ``cluster_module`` (one per test module) write a
 fresh 3-validator cluster with ``init_cluster`` into a temporary directory, on a
 range of ports probed free (never the demo's 7100 range), start the validators
-with :class:`node.cli.LocalCluster`, wait until a leader is elected and every
-validator is ready, and always stop the processes they started, by PID.
+with :class:`node.localcluster.LocalCluster`, wait until a leader is elected and
+every validator is ready, and always stop the processes they started, by PID.
 
-Ports: a base is taken only if all six of its ports bind on 127.0.0.1 *and* an
-exclusive ``flock`` on ``$TMPDIR/ledger-test-ports/<base>.lock`` is granted. The
-lock is held until teardown (the kernel drops it if the test process dies), so
-concurrent test sessions on this machine never pick the same range even while
-one of them has a validator down and its ports momentarily free.
+Ports: ``node.localcluster.reserve_ports`` takes a base only if all six of its
+ports bind on 127.0.0.1 *and* an exclusive ``flock`` on
+``$TMPDIR/ledger-test-ports/<base>.lock`` is granted. The reservation is held
+until teardown (the kernel drops it if the test process dies), so concurrent test
+sessions on this machine never pick the same range even while one of them has a
+validator down and its ports momentarily free.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import signal
-import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import click
 import grpc
 import pytest
 
 from raft_ledger_client import LedgerClient, RetryPolicy, load_private_key
-from raft_ledger_node.cli import LocalCluster, _status_rows, init_cluster
+from raft_ledger_node.localcluster import (
+    LocalCluster,
+    LocalClusterError,
+    cluster_port_offsets,
+    init_cluster,
+    reserve_ports,
+    status_rows,
+)
 
 VALIDATORS = 3
 MEMBERS = ("bank-a", "bank-b")
@@ -44,48 +47,6 @@ CLUSTER_START_ATTEMPTS_MAX = 3
 CLUSTER_READY_TIMEOUT_S = 60.0
 #: Time a validator gets to exit after SIGTERM before it is SIGKILLed.
 VALIDATOR_STOP_TIMEOUT_S = 15.0
-
-
-def _port_free(port: int) -> bool:
-    # No SO_REUSEADDR: a port still held by anyone (listening or TIME_WAIT) counts as taken.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ports(base: int) -> list[int]:
-    return [base + i for i in range(1, VALIDATORS + 1)] + [base + 100 + i for i in range(1, VALIDATORS + 1)]
-
-
-def _reserve(base: int) -> int | None:
-    """An fd holding an exclusive flock on ``base``'s lock file, or None if another session holds it."""
-    lock_dir = os.path.join(tempfile.gettempdir(), "ledger-test-ports")
-    os.makedirs(lock_dir, exist_ok=True)
-    fd = os.open(os.path.join(lock_dir, f"{base}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def reserve_base_port(start: int) -> tuple[int, int]:
-    """(base, lock fd): the first base at or after ``start`` that is unreserved and whose ports are all free."""
-    for k in range(BASE_PORT_PROBES_MAX):
-        base = start + k * BASE_PORT_STEP
-        if base + 100 + VALIDATORS > 65_535:
-            break
-        fd = _reserve(base)
-        if fd is None:
-            continue
-        if all(_port_free(p) for p in _ports(base)):
-            return base, fd
-        os.close(fd)
-    raise RuntimeError(f"no free port range found from {start} in {BASE_PORT_PROBES_MAX} probes")
 
 
 @dataclass
@@ -122,7 +83,7 @@ class Cluster:
 
     def status(self, timeout_s: float = 1.0):
         """[(ValidatorInfo, GetStatusResponse | grpc.RpcError)] for every validator."""
-        return _status_rows(self.genesis_path, timeout_s=timeout_s)
+        return status_rows(self.genesis_path, timeout_s=timeout_s)
 
     def leader(self, timeout_s: float = 30.0, exclude: tuple[str, ...] = ()) -> str:
         """Id of the validator that reports itself leader (and not in ``exclude``), agreed by the others."""
@@ -142,15 +103,6 @@ class Cluster:
         return [vid for vid in self.addresses if vid != leader]
 
 
-def _stop_started(local: LocalCluster) -> None:
-    """SIGTERM every validator this fixture started (by PID, all at once), then wait for each."""
-    for p in local.procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for vid in list(local.procs):
-        local.stop(vid, wait_s=VALIDATOR_STOP_TIMEOUT_S)  # SIGKILLs a validator that did not exit in time
-
-
 @contextmanager
 def running_cluster(directory: str, start_port: int, config_overrides: dict | None = None):
     """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit.
@@ -159,7 +111,9 @@ def running_cluster(directory: str, start_port: int, config_overrides: dict | No
     """
     attempt_start = start_port
     for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
-        base, lock_fd = reserve_base_port(attempt_start)
+        ports = reserve_ports(cluster_port_offsets(VALIDATORS), start=attempt_start, step=BASE_PORT_STEP,
+                              probes_max=BASE_PORT_PROBES_MAX)
+        base = ports.base
         local = None
         try:
             init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True)
@@ -171,14 +125,14 @@ def running_cluster(directory: str, start_port: int, config_overrides: dict | No
         except BaseException as e:
             try:
                 if local is not None:
-                    _stop_started(local)
+                    local.stop_all(wait_s=VALIDATOR_STOP_TIMEOUT_S)
             finally:
-                os.close(lock_fd)
-            if local is None or not isinstance(e, click.ClickException):
+                ports.release()
+            if local is None or not isinstance(e, LocalClusterError):
                 raise
-            logs = {vid: _tail(os.path.join(directory, vid, "validator.log")) for vid in local.procs}
+            logs = {vid: _tail(local.log_path(vid)) for vid in local.procs}
             if attempt + 1 == CLUSTER_START_ATTEMPTS_MAX:
-                raise RuntimeError(f"cluster did not start: {e.message}\n{logs}") from None
+                raise RuntimeError(f"cluster did not start: {e}\n{logs}") from None
             attempt_start = base + BASE_PORT_STEP  # e.g. a port was taken between probe and bind
             continue
         break
@@ -186,9 +140,9 @@ def running_cluster(directory: str, start_port: int, config_overrides: dict | No
         yield Cluster(directory=directory, base_port=base, local=local)
     finally:
         try:
-            _stop_started(local)
+            local.stop_all(wait_s=VALIDATOR_STOP_TIMEOUT_S)  # SIGTERM all at once; SIGKILL one that does not exit in time
         finally:
-            os.close(lock_fd)
+            ports.release()
         still = {vid: p.pid for vid, p in local.procs.items() if p.poll() is None}
         assert not still, f"validators still running after teardown: {still}"
 

@@ -36,15 +36,16 @@ from raft_ledger_node.ledger.types import Account, Entry, Operation, Tx
 from raft_ledger_node.raft.durable import ReplicaStatus
 from raft_ledger_node.raft.journal import DurableFileJournal
 from raft_ledger_node.raft.replica import LedgerReplica
+from raft_ledger_node.localcluster import PortReservation, reserve_ports
 from raft_ledger_node.store_memory import MemoryStore
 
 NOOP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: carried in the log, applies nothing
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: Port blocks for the replica and its peers: base+0.., bases 47_010, 47_110, ... (their last two
+#: digits never match a cluster's base+1..3 / base+101..103, so the layouts cannot overlap).
+PORT_START = 47_010
+PORT_STEP = 100
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def events(monkeypatch):
     return log
 
 
-def make_replica(tmp_path, events, *, durable=True, raft_fixes=True, peers=1, store=None):
+def make_replica(tmp_path, events, ports: PortReservation, *, durable=True, raft_fixes=True, peers=1, store=None):
     conf = SyncObjConf(
         autoTick=False,
         journalFile=str(tmp_path / "journal"),
@@ -81,8 +82,7 @@ def make_replica(tmp_path, events, *, durable=True, raft_fixes=True, peers=1, st
         raftMinTimeout=0.05,
         raftMaxTimeout=0.06,
     )
-    me = f"127.0.0.1:{free_port()}"
-    others = [f"127.0.0.1:{free_port()}" for _ in range(peers)]
+    me, *others = (f"127.0.0.1:{p}" for p in ports.ports[: 1 + peers])
     replica = LedgerReplica(
         me,
         others,
@@ -124,17 +124,26 @@ def replies(events):
 @pytest.fixture
 def replica_factory(tmp_path, events):
     made = []
+    reservations = []
 
     def factory(**kw):
-        r = make_replica(tmp_path / str(len(made)), events, **kw)
+        ports = reserve_ports(range(1 + kw.get("peers", 1)), start=PORT_START, step=PORT_STEP)
+        reservations.append(ports)
+        r = make_replica(tmp_path / str(len(made)), events, ports, **kw)
         made.append(r)
         return r
 
     for i in range(4):
         (tmp_path / str(i)).mkdir()
-    yield factory
-    for r in made:
-        r._destroy()  # with autoTick off this tears down transport and journal at once
+    try:
+        yield factory
+    finally:
+        try:
+            for r in made:
+                r._destroy()  # with autoTick off this tears down transport and journal at once
+        finally:
+            for ports in reservations:
+                ports.release()
 
 
 def test_duplicate_delayed_append_entries_keeps_matching_entries(replica_factory, events):
@@ -388,11 +397,14 @@ print("still running after the failed write")
 def test_storage_failure_stops_the_validator_with_exit_code_74(tmp_path):
     """The state machine raises StorageFailure; the replica fail-stops (EX_IOERR) rather
     than skip a block and diverge."""
-    me = f"127.0.0.1:{free_port()}"
-    out = subprocess.run(
-        [sys.executable, "-c", _FAIL_STOP_SCRIPT, str(tmp_path), me, _entry(1).hex()],
-        capture_output=True, text=True, timeout=60,
-    )
+    ports = reserve_ports(range(1), start=PORT_START, step=PORT_STEP)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _FAIL_STOP_SCRIPT, str(tmp_path), f"127.0.0.1:{ports.base}", _entry(1).hex()],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        ports.release()
     assert out.returncode == 74, out.stdout + out.stderr
     assert "still running" not in out.stdout
     assert "storage write failed" in out.stderr and "No space left on device" in out.stderr

@@ -4,10 +4,13 @@ and are run by `ledger-validator bench`, not by tests."""
 from __future__ import annotations
 
 import collections
+import random
+
+import pytest
 
 from raft_ledger_node.bench import postgres, profiler, report
 from raft_ledger_node.bench.config import BenchConfig
-from raft_ledger_node.bench.measure import latency_summary, percentile
+from raft_ledger_node.bench.measure import latency_summary
 from raft_ledger_node.bench.workload import Workload, owner_index
 
 
@@ -40,11 +43,15 @@ def test_zipf_makes_the_lowest_ids_hot():
     assert counts[1] > 10 * uniform[1]
 
 
-def test_percentiles():
+def test_latency_summary_uses_nearest_rank_percentiles():
+    # 1..1000 ms shuffled: nearest rank (raft_ledger_node.stats.percentile) picks the 500th,
+    # 990th and 999th smallest values, each one that was measured.
     xs = [i / 1000 for i in range(1, 1001)]
-    assert percentile(xs, 50) in (0.5, 0.501)  # nearest rank
+    random.Random(3).shuffle(xs)
     s = latency_summary(xs)
-    assert s["count"] == 1000 and abs(s["p99_ms"] - 990) <= 1 and s["max_ms"] == 1000
+    assert s["count"] == 1000
+    assert (s["p50_ms"], s["p99_ms"], s["p999_ms"], s["max_ms"]) == (500, 990, 999, 1000)
+    assert s["mean_ms"] == pytest.approx(500.5)
 
 
 def test_profile_summary_counts_self_and_inclusive(tmp_path):

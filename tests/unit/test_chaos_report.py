@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from raft_ledger_chaos.checkers import CheckResult  # noqa: E402
-from raft_ledger_chaos.report import PLOT_NAME, load_timeline, write_report  # noqa: E402
+from raft_ledger_chaos.history import pair_operations  # noqa: E402
+from raft_ledger_chaos.report import PLOT_NAME, buckets, load_timeline, write_report  # noqa: E402
 
 S = 1_000_000_000
 
@@ -68,3 +69,19 @@ def test_timeline_pairs_ends_and_heal_all(tmp_path):
     ])
     got = [(f.name, f.target, f.start_s, f.end_s) for f in load_timeline(path)]
     assert got == [("kill-leader", "v2", 1.0, 3.0), ("bandwidth", "v1, v3", 2.0, 4.0), ("pause-leader", "", 5.0, 6.0)]
+
+
+def test_latency_per_bucket_is_the_nearest_rank_percentile():
+    # Bucket 0: ok transfers with latencies 1..100 ms; bucket 1: 10 ms and 20 ms.
+    # Nearest rank (raft_ledger_node.stats.percentile, the benchmark's definition too):
+    # p50 of 100 values is the 50th, p99 the 99th; of 2 values, the 1st and the 2nd.
+    records = []
+    for i, lat_ms in enumerate([*range(1, 101), 10, 20]):
+        start_ms = 100 if i < 100 else 1_100 + i
+        value = {"id": i + 1, "from": 1, "to": 2, "amount": 1}
+        records.append({"process": i, "type": "invoke", "f": "transfer", "time_ns": start_ms * 1_000_000, "value": value})
+        records.append({"process": i, "type": "ok", "f": "transfer", "time_ns": (start_ms + lat_ms) * 1_000_000, "value": value})
+    data = buckets(pair_operations(records), end_s=2.0)
+    assert data["p50"] == [50.0, 10.0]
+    assert data["p99"] == [99.0, 20.0]
+    assert data["tput"] == [100.0, 2.0]

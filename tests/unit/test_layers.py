@@ -45,3 +45,5 @@ def test_import_contracts_hold():
     out = subprocess.run([str(exe), "--no-cache"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{len(contracts)} kept, 0 broken" in out.stdout, out.stdout
+    for c in contracts:
+        assert f"{c['name']} KEPT" in out.stdout, out.stdout

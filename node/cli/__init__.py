@@ -1,0 +1,25 @@
+"""ledger-validator: the node operator's CLI.
+
+Commands: init-cluster, start, status (operator.py), member (member.py), demo
+(demo.py), bench (bench.py). Every command has --help. The commands only
+translate: they parse options, call the libraries (raft_ledger_node.localcluster,
+raft_ledger_node.main, raft_ledger_node.bench, the SDK) and print; library
+exceptions become click errors here (common.py). Nothing outside this package
+imports it.
+"""
+from __future__ import annotations
+
+import click
+
+from raft_ledger_node.cli import bench, demo, member, operator
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run and operate validators of the Raft-replicated ledger."""
+
+
+for _command in (operator.init_cluster_cmd, operator.start, operator.status, member.member, demo.demo, bench.bench):
+    main.add_command(_command)
+
+__all__ = ["main"]

@@ -1,0 +1,62 @@
+"""The benchmark command (issue 5's measuring stick): options in, raft_ledger_node.bench.runner out."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--accounts", default=10_000, show_default=True, help="Accounts the transfers move between.")
+@click.option("--skew", type=click.Choice(["uniform", "zipf"]), default="uniform", show_default=True, help="Account popularity.")
+@click.option("--zipf-exponent", default=1.1, show_default=True, help="s of P(rank k) ∝ 1/(k+1)^s with --skew zipf.")
+@click.option("--batch", default=100, show_default=True, help="Transfers per signed transaction (and per PostgreSQL transaction).")
+@click.option("--concurrency", default=8, show_default=True, help="Concurrent clients (SDK threads, Raft proposers, SQL connections).")
+@click.option("--transfers", type=int, default=None, help="Transfers at peak load on our cluster [100,000; --quick 30,000].")
+@click.option("--half-load-transfers", type=int, default=None, help="Transfers at half the peak rate, 0 = skip [60,000; --quick 15,000].")
+@click.option("--raft-entries", type=int, default=None, help="Entries for bare pysyncobj, one batch each [2,000; --quick 1,000].")
+@click.option("--pg-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction per batch [100,000; --quick 30,000].")
+@click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, 0 = skip [20,000; --quick 8,000].")
+@click.option("--history-max", type=click.Choice(["10000", "100000", "1000000", "10000000"]), default=None,
+              help="Largest stored history measured [1000000; --quick 100000]. 10000000 (an 8 GB RocksDB) takes about 5 minutes more.")
+@click.option("--quick", is_flag=True, help="About 2 minutes: smaller counts (explicit options still win).")
+@click.option("--skip-ours", is_flag=True, help="Skip our cluster.")
+@click.option("--skip-raft", is_flag=True, help="Skip bare pysyncobj.")
+@click.option("--skip-crypto", is_flag=True, help="Skip the Ed25519 rates.")
+@click.option("--skip-postgres", is_flag=True, help="Skip PostgreSQL.")
+@click.option("--skip-history", is_flag=True, help="Skip history growth.")
+@click.option("--profile", is_flag=True, help="py-spy the leader during the peak phase; pyinstrument the core apply.")
+@click.option("--out", "out_dir", default="data/bench", show_default=True, help="Where the JSON, table and latency plot go.")
+@click.option("--base-port", default=21100, show_default=True, help="First port tried (gRPC base+1.., Raft base+101.., bare Raft base+201.., PostgreSQL base+300).")
+@click.option("--seed", default=1, show_default=True, help="Workload seed (every part sees the same transfers).")
+@click.option("--keep-data", is_flag=True, help="Keep the temporary cluster, journals and logs.")
+def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_load_transfers, raft_entries, pg_transfers,
+          pg_single_transfers, history_max, quick, skip_ours, skip_raft, skip_crypto, skip_postgres, skip_history, profile,
+          out_dir, base_port, seed, keep_data):
+    """Benchmark our cluster against bare pysyncobj, Ed25519 and PostgreSQL on one workload (issue 5).
+
+    Runs one after the other: a fresh 3-validator cluster on 127.0.0.1 driven
+    through the SDK; a bare pysyncobj cluster replicating the same bytes with the
+    same journal settings; Ed25519 verification rates; PostgreSQL (Debian's
+    package, started in a temporary directory) executing the same transfers as
+    double-entry SQL transactions; and the CPU cost per transfer as stored
+    history grows. Prints one table, writes JSON, text and a latency plot to --out.
+    """
+    from raft_ledger_node.bench.config import BenchConfig
+    from raft_ledger_node.bench.runner import run
+
+    given = {
+        "transfers": transfers, "half_load_transfers": half_load_transfers, "raft_entries": raft_entries,
+        "pg_transfers": pg_transfers, "pg_single_transfers": pg_single_transfers,
+        "history_max": int(history_max) if history_max else None,
+    }
+    kw = dict(
+        accounts=accounts, skew=skew, zipf_exponent=zipf_exponent, batch=batch, concurrency=concurrency, profile=profile,
+        out_dir=out_dir, base_port=base_port, seed=seed, keep_data=keep_data,
+        skip=frozenset(n for n, f in (("ours", skip_ours), ("raft", skip_raft), ("crypto", skip_crypto),
+                                      ("postgres", skip_postgres), ("history", skip_history)) if f),
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    try:
+        cfg = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    run(cfg)

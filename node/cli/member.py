@@ -1,0 +1,144 @@
+"""Member commands: the SDK from the shell (create accounts and transfers, query)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, print_table, table, translate_errors
+from raft_ledger_node.config import load_genesis
+from raft_ledger_node.localcluster import genesis_path
+
+
+def _member_client(cluster: str, member: str, key_file: str | None):
+    from raft_ledger_client import LedgerClient, load_private_key
+
+    addresses = [v.grpc_address for v in load_genesis(genesis_path(cluster)).validators]
+    key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
+    if not os.path.exists(key_file):
+        raise click.ClickException(f"no key file {key_file}; pass --key-file")
+    return LedgerClient(addresses, member_id=member, key_id="k1", private_key=load_private_key(key_file))
+
+
+def _flags(enum, names: str) -> int:
+    value = 0
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        try:
+            value |= enum[name.upper()]
+        except KeyError:
+            raise click.BadParameter(f"unknown flag {name!r}; one of {', '.join(m.name.lower() for m in enum if m.name != 'NONE')}")
+    return value
+
+
+def _print_rows(items, columns) -> None:
+    t = table(columns)
+    for it in items:
+        t.add_row(*[str(getattr(it, c)) for c in columns])
+    print_table(t)
+
+
+_member_opts = [
+    click.option("--cluster", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Cluster directory (genesis.json)."),
+    click.option("--member", default="bank-a", show_default=True, help="Member id that signs."),
+    click.option("--key-file", default=None, help="Member's Ed25519 PEM key (default: CLUSTER/members/MEMBER.pem)."),
+]
+
+
+def member_options(f):
+    for opt in reversed(_member_opts):
+        f = opt(f)
+    return f
+
+
+@click.group()
+def member():
+    """Act as a member bank through the SDK: create accounts and transfers, query."""
+
+
+@member.command("create-account")
+@member_options
+@click.option("--id", "account_id", type=int, required=True)
+@click.option("--ledger", type=int, required=True, help="Ledger (currency), e.g. 840.")
+@click.option("--code", type=int, default=1, show_default=True)
+@click.option("--flags", default="", help="Comma-separated: linked, debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, closed.")
+@click.option("--user-data-128", type=int, default=0)
+@translate_errors
+def member_create_account(cluster, member, key_file, account_id, ledger, code, flags, user_data_128):
+    """Create one account owned by --member."""
+    from raft_ledger_client import Account, AccountFlags
+
+    with _member_client(cluster, member, key_file) as c:
+        [r] = c.create_accounts([Account(id=account_id, ledger=ledger, code=code, flags=_flags(AccountFlags, flags), user_data_128=user_data_128)])
+    click.echo(r.name)
+    sys.exit(0 if r.name in ("ok", "exists") else 1)
+
+
+@member.command("create-transfer")
+@member_options
+@click.option("--id", "transfer_id", type=int, required=True)
+@click.option("--debit", "debit_account_id", type=int, default=0, help="Debit account id (omit for post/void).")
+@click.option("--credit", "credit_account_id", type=int, default=0, help="Credit account id (omit for post/void).")
+@click.option("--amount", type=int, default=0, help="Minor units. Post: 0 = the full pending amount.")
+@click.option("--ledger", type=int, default=0)
+@click.option("--code", type=int, default=1, show_default=True)
+@click.option("--pending-id", type=int, default=0, help="The pending transfer to post or void.")
+@click.option("--timeout", type=int, default=0, help="Seconds until a pending transfer expires (0 = never).")
+@click.option("--flags", default="", help="Comma-separated: pending, post_pending_transfer, void_pending_transfer, balancing_debit, balancing_credit, closing_debit, closing_credit.")
+@translate_errors
+def member_create_transfer(cluster, member, key_file, transfer_id, debit_account_id, credit_account_id, amount, ledger, code, pending_id, timeout, flags):
+    """Create one transfer (single-phase, pending, post or void), signed by --member."""
+    from raft_ledger_client import Transfer, TransferFlags
+
+    f = _flags(TransferFlags, flags)
+    if f & (TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER):
+        code = 0 if code == 1 else code
+    t = Transfer(id=transfer_id, debit_account_id=debit_account_id, credit_account_id=credit_account_id, amount=amount,
+                 ledger=ledger, code=code, flags=f, pending_id=pending_id, timeout=timeout)
+    with _member_client(cluster, member, key_file) as c:
+        [r] = c.create_transfers([t])
+    click.echo(r.name)
+    sys.exit(0 if r.name in ("ok", "exists") else 1)
+
+
+@member.command("lookup-accounts")
+@member_options
+@click.argument("ids", type=int, nargs=-1, required=True)
+@translate_errors
+def member_lookup_accounts(cluster, member, key_file, ids):
+    """Show accounts by id (balances in minor units)."""
+    with _member_client(cluster, member, key_file) as c:
+        _print_rows(c.lookup_accounts(list(ids)), ["id", "ledger", "code", "owner", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
+
+
+@member.command("account-transfers")
+@member_options
+@click.argument("account_id", type=int)
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--reversed", "reverse", is_flag=True, help="Newest first.")
+@click.option("--after", "cursor", type=int, default=0, help="Cursor printed by the previous page.")
+@translate_errors
+def member_account_transfers(cluster, member, key_file, account_id, limit, reverse, cursor):
+    """List an account's transfers by time, a page at a time."""
+    from raft_ledger_client import AccountFilter
+
+    f = AccountFilter(account_id=account_id, limit=limit, reversed=reverse,
+                      **({"timestamp_max": cursor} if reverse and cursor else {"timestamp_min": cursor}))
+    with _member_client(cluster, member, key_file) as c:
+        page = c.get_account_transfers(f)
+    _print_rows(page.items, ["id", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "flags", "pending_id", "timestamp"])
+    click.echo(f"next page: --after {page.next_timestamp}" if page.next_timestamp else "(last page)")
+
+
+@member.command("account-balances")
+@member_options
+@click.argument("account_id", type=int)
+@click.option("--limit", type=int, default=20, show_default=True)
+@translate_errors
+def member_account_balances(cluster, member, key_file, account_id, limit):
+    """Balance history of an account created with the `history` flag."""
+    from raft_ledger_client import AccountFilter
+
+    with _member_client(cluster, member, key_file) as c:
+        page = c.get_account_balances(AccountFilter(account_id=account_id, limit=limit))
+    _print_rows(page.items, ["timestamp", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])

@@ -1,0 +1,107 @@
+"""Operator commands: init-cluster, start, status."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from raft_ledger_node import localcluster
+from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, console, print_table, table, translate_errors
+
+
+@click.command("init-cluster")
+@click.option("--dir", "directory", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Where to write the cluster.")
+@click.option("--validators", default=3, show_default=True, help="Number of validators (odd: a majority decides).")
+@click.option("--members", default="bank-a,bank-b", show_default=True, help="Comma-separated member ids; each gets an Ed25519 key.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address all validators listen on.")
+@click.option("--base-port", default=7100, show_default=True, help="gRPC ports are base+1.., Raft ports base+101..")
+@click.option("--force", is_flag=True, help="Replace an existing cluster in --dir (deletes its data).")
+@translate_errors
+def init_cluster_cmd(directory, validators, members, host, base_port, force):
+    """Generate a local cluster: genesis file, validator configs, member keys."""
+    if validators < 1:
+        raise click.BadParameter("need at least one validator", param_hint="--validators")
+    try:
+        localcluster.init_cluster(directory, validators, [m.strip() for m in members.split(",") if m.strip()], host,
+                                  base_port, force=force)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--base-port")
+    console.print(f"[green]cluster written to {directory}[/]: genesis.json, v1..v{validators}/config.json, members/*.pem")
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Validator config (JSON).")
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def start(config_path, log_level):
+    """Start a validator from its config and serve until SIGTERM/SIGINT."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    from raft_ledger_node.config import ConfigError, load_config
+    from raft_ledger_node.store import StoreError
+
+    try:
+        cfg = load_config(config_path)
+        from raft_ledger_node.main import run
+
+        run(cfg)
+    except (ConfigError, StoreError) as e:
+        console.print(f"[red]cannot start:[/] {e}")
+        sys.exit(2)
+
+
+STATUS_COLUMNS = ("validator", "address", "role", "term", "commit index", "applied index", "head height", "head hash", "ready")
+
+
+def print_status(cluster: str, as_json: bool) -> None:
+    """Print every validator's status as a table (stdout) or JSON. Raises NoClusterError."""
+    rows = localcluster.status_rows(localcluster.genesis_path(cluster))
+    if as_json:
+        out = []
+        for v, st in rows:
+            if isinstance(st, Exception):
+                out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name})
+            else:
+                out.append(
+                    {
+                        "validator": v.id,
+                        "address": v.grpc_address,
+                        "role": st.role,
+                        "term": st.term,
+                        "commit_index": st.commit_index,
+                        "applied_index": st.applied_index,
+                        "head_height": st.head.height,
+                        "head_hash": st.head.hash.hex(),
+                        "ready": st.ready,
+                    }
+                )
+        click.echo(json.dumps(out, indent=2))
+        return
+    t = table(STATUS_COLUMNS, title=f"cluster {cluster}")
+    for v, st in rows:
+        if isinstance(st, Exception):
+            t.add_row(v.id, v.grpc_address, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
+        else:
+            role = f"[bold green]{st.role}[/]" if st.role == "leader" else st.role
+            t.add_row(
+                v.id,
+                v.grpc_address,
+                role,
+                str(st.term),
+                str(st.commit_index),
+                str(st.applied_index),
+                str(st.head.height),
+                st.head.hash.hex()[:16],
+                "yes" if st.ready else "no",
+            )
+    print_table(t)
+
+
+@click.command()
+@click.option("--cluster", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Cluster directory (holds genesis.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@translate_errors
+def status(cluster, as_json):
+    """Show each validator's role, term, commit/applied index and chain head."""
+    print_status(cluster, as_json)

@@ -1,0 +1,435 @@
+"""A cluster of validators on one machine: generate it, reserve its ports, run it, ask its status.
+
+The operator CLI (``ledger-validator init-cluster / status / demo``), the benchmark
+(node/bench/), the chaos suite (chaos/) and the integration tests all build their
+clusters with this module, so they write the same files, reserve ports the same
+way and stop only what they started.
+
+What a generated cluster directory holds (``init_cluster``)::
+
+    genesis.json             validators (id, gRPC and Raft address), members (id, public key k1)
+    v1/config.json ...       one per validator: its id, data dir, the genesis file, the
+                             cluster's shared Raft password (mode 0600: it is a secret)
+    members/<member>.pem     each member's Ed25519 private key, PKCS#8 PEM (mode 0600)
+    v1/data, v1/validator.log written by the running validator
+
+Validator ``i`` (1-based) listens on gRPC ``base_port + i`` and Raft ``base_port + 100 + i``.
+
+Ports (``reserve_ports``): a block of ports ``base + offset`` is handed out only if an
+exclusive ``flock`` on ``$TMPDIR/ledger-test-ports/<base>.lock`` is granted *and*
+every port binds on the host at that moment. The lock is held until the reservation
+is released (the kernel drops it when the process dies), so concurrent runs on this
+machine (other worktrees, test sessions, benchmarks) never pick the same base, even
+while one of them has a validator down and its ports momentarily free. Callers that
+use different offset layouts are kept apart by the lock only where their bases
+coincide; elsewhere only the bind probe separates them.
+
+Exceptions (all raised by this module; it never raises or catches a CLI framework's)::
+
+    LocalClusterError                 base class
+     ├── ClusterExistsError           init_cluster: the directory holds a cluster and force is off
+     ├── NoClusterError               the directory holds no genesis.json
+     ├── UnknownValidatorError        a validator id that is not in the genesis file
+     ├── ValidatorExitedError         a started validator exited while waiting for readiness
+     ├── ClusterNotReadyError         no leader with every validator ready before the deadline
+     └── NoFreePortsError             no port block free in the bases probed
+
+A malformed genesis file raises :class:`raft_ledger_node.config.ConfigError` as ``load_genesis`` does.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from raft_ledger_node.config import Genesis, ValidatorInfo, load_genesis
+
+#: Time ``LocalCluster.wait_ready`` waits for a leader and every validator ready, by default.
+CLUSTER_READY_TIMEOUT_S = 60.0
+#: Pause between two status polls while waiting for readiness.
+READY_POLL_S = 0.3
+#: Deadline of one Admin GetStatus call, by default.
+STATUS_TIMEOUT_S = 2.0
+#: Time a validator gets to exit after its signal before it is SIGKILLed.
+VALIDATOR_STOP_TIMEOUT_S = 15.0
+#: Time a SIGKILLed validator gets to be reaped.
+VALIDATOR_KILL_WAIT_S = 5.0
+#: Raft ports are the gRPC ports plus this.
+RAFT_PORT_OFFSET = 100
+#: Bases ``reserve_ports`` probes before it gives up, by default.
+PORT_PROBES_MAX = 100
+#: Highest TCP port.
+PORT_MAX = 65_535
+
+
+class LocalClusterError(RuntimeError):
+    """A local cluster could not be generated, started or reached (see the module docstring's tree)."""
+
+
+class ClusterExistsError(LocalClusterError):
+    """``init_cluster`` found a cluster in its directory and was not told to replace it."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(f"{directory} already holds a cluster")
+        self.directory = directory
+
+
+class NoClusterError(LocalClusterError):
+    """The directory holds no genesis.json."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(f"no genesis.json in {directory}")
+        self.directory = directory
+
+
+class UnknownValidatorError(LocalClusterError):
+    """A validator id the genesis file does not name."""
+
+
+class ValidatorExitedError(LocalClusterError):
+    """A validator this object started exited while the cluster was expected to come up."""
+
+    def __init__(self, validator_id: str, returncode: int, log_path: str) -> None:
+        super().__init__(f"validator {validator_id} exited with code {returncode}; see {log_path}")
+        self.validator_id = validator_id
+        self.returncode = returncode
+        self.log_path = log_path
+
+
+class ClusterNotReadyError(LocalClusterError):
+    """No leader with every validator ready before the deadline."""
+
+
+class NoFreePortsError(LocalClusterError):
+    """Every probed port block was reserved by someone else or had a port in use."""
+
+
+# -- generation ---------------------------------------------------------------------------
+
+
+def write_private_key(path: str) -> bytes:
+    """Generate an Ed25519 key, write it to ``path`` as unencrypted PKCS#8 PEM with mode 0600
+    (replacing the file) and return the raw 32-byte public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_secret(path, pem)
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _write_secret(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        f.write(data)
+
+
+@dataclass(frozen=True)
+class GeneratedCluster:
+    """The files ``init_cluster`` wrote (absolute or relative as ``directory`` was given)."""
+
+    directory: str
+    genesis_path: str
+    #: validator id -> path of its config.json
+    config_paths: dict[str, str] = field(default_factory=dict)
+    #: member id -> path of its private key (PEM)
+    key_paths: dict[str, str] = field(default_factory=dict)
+
+
+def init_cluster(directory: str, validators: int, members: Sequence[str], host: str, base_port: int, *,
+                 force: bool = False) -> GeneratedCluster:
+    """Write genesis.json, one config per validator and one key per member under ``directory``.
+
+    Validators are ``v1..v<validators>`` on ``host`` (gRPC ``base_port + i``, Raft
+    ``base_port + 100 + i``); every member gets key id ``k1`` and role ``member``;
+    the chain id is ``local-<8 random hex digits>`` and the validators share one
+    random Raft password. With ``force`` an existing cluster in ``directory`` is
+    deleted first (its data too). Raises ClusterExistsError if ``directory`` holds
+    a genesis.json and ``force`` is off, ValueError if ``validators`` < 1 or a
+    port would exceed 65535.
+    """
+    if validators < 1:
+        raise ValueError(f"need at least one validator, got {validators}")
+    if base_port + RAFT_PORT_OFFSET + validators > PORT_MAX:
+        raise ValueError(f"base port {base_port} leaves no room for {validators} validators' Raft ports")
+    genesis_file = os.path.join(directory, "genesis.json")
+    if os.path.exists(genesis_file):
+        if not force:
+            raise ClusterExistsError(directory)
+        shutil.rmtree(directory)
+    os.makedirs(os.path.join(directory, "members"), exist_ok=True)
+    vals = [
+        {
+            "id": f"v{i}",
+            "grpc_address": f"{host}:{base_port + i}",
+            "raft_address": f"{host}:{base_port + RAFT_PORT_OFFSET + i}",
+        }
+        for i in range(1, validators + 1)
+    ]
+    mems = []
+    key_paths = {}
+    for m in members:
+        key_paths[m] = os.path.join(directory, "members", f"{m}.pem")
+        pub = write_private_key(key_paths[m])
+        mems.append({"id": m, "roles": ["member"], "keys": [{"key_id": "k1", "public_key": pub.hex()}]})
+    genesis = {"chain_id": f"local-{secrets.token_hex(4)}", "validators": vals, "members": mems}
+    with open(genesis_file, "w") as f:
+        json.dump(genesis, f, indent=2)
+    password = secrets.token_urlsafe(24)
+    config_paths = {}
+    for v in vals:
+        vdir = os.path.join(directory, v["id"])
+        os.makedirs(vdir, exist_ok=True)
+        cfg = {
+            "validator_id": v["id"],
+            "data_dir": "data",
+            "genesis_file": "../genesis.json",
+            "raft_password": password,
+        }
+        config_paths[v["id"]] = os.path.join(vdir, "config.json")
+        _write_secret(config_paths[v["id"]], json.dumps(cfg, indent=2).encode())
+    return GeneratedCluster(directory=directory, genesis_path=genesis_file, config_paths=config_paths, key_paths=key_paths)
+
+
+def genesis_path(directory: str) -> str:
+    """Path of ``directory``'s genesis.json; raises NoClusterError if there is none."""
+    path = os.path.join(directory, "genesis.json")
+    if not os.path.exists(path):
+        raise NoClusterError(directory)
+    return path
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S) -> list[tuple]:
+    """Ask every validator of ``genesis_file`` for its Admin GetStatus, one after the other.
+
+    Returns ``[(ValidatorInfo, GetStatusResponse | grpc.RpcError)]`` in genesis order:
+    the reply (role, term, commit/applied index, head, ready, leader_address), or the
+    error of a validator that did not answer within ``timeout_s`` seconds. Raises
+    ConfigError if the genesis file cannot be read.
+    """
+    import grpc
+
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+
+    rows: list[tuple] = []
+    for v in load_genesis(genesis_file).validators:
+        with grpc.insecure_channel(v.grpc_address) as ch:
+            try:
+                rows.append((v, pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)))
+            except grpc.RpcError as e:
+                rows.append((v, e))
+    return rows
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def validator_command(config_path: str) -> list[str]:
+    """The argv that runs one validator in the foreground: ``ledger-validator start --config PATH``."""
+    return [sys.executable, "-m", "raft_ledger_node.cli", "start", "--config", config_path]
+
+
+class LocalCluster:
+    """Validator processes started from a cluster directory; stopped by PID, only those it started.
+
+    ``procs`` maps validator id -> the ``subprocess.Popen`` of its latest start. Each
+    validator appends its output to ``<directory>/<id>/validator.log``. Raises
+    NoClusterError if ``directory`` holds no genesis.json, ConfigError if it is malformed.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.genesis: Genesis = load_genesis(genesis_path(directory))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def genesis_path(self) -> str:
+        return os.path.join(self.directory, "genesis.json")
+
+    @property
+    def validators(self) -> tuple[ValidatorInfo, ...]:
+        return self.genesis.validators
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Validator id -> PID, for the validators this object started that are still running."""
+        return {vid: p.pid for vid, p in self.procs.items() if p.poll() is None}
+
+    def log_path(self, validator_id: str) -> str:
+        return os.path.join(self.directory, validator_id, "validator.log")
+
+    def start(self, validator_id: str) -> None:
+        """Start one validator (it keeps its data directory). Raises UnknownValidatorError."""
+        if validator_id not in {v.id for v in self.genesis.validators}:
+            raise UnknownValidatorError(f"unknown validator {validator_id!r}; one of {[v.id for v in self.genesis.validators]}")
+        vdir = os.path.join(self.directory, validator_id)
+        with open(self.log_path(validator_id), "ab") as log:  # the child keeps its own copy of the fd
+            self.procs[validator_id] = subprocess.Popen(
+                validator_command(os.path.join(vdir, "config.json")),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=os.getcwd(),
+            )
+
+    def start_all(self) -> None:
+        for v in self.genesis.validators:
+            self.start(v.id)
+
+    def wait_ready(self, timeout_s: float = CLUSTER_READY_TIMEOUT_S) -> None:
+        """Poll every validator until all answer, one is leader and all are ready.
+
+        Raises ValidatorExitedError as soon as a started validator has exited,
+        ClusterNotReadyError after ``timeout_s`` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for vid, p in self.procs.items():
+                if p.poll() is not None:
+                    raise ValidatorExitedError(vid, p.returncode, self.log_path(vid))
+            rows = status_rows(self.genesis_path, timeout_s=1.0)
+            ok = [st for _, st in rows if not _is_error(st)]
+            if len(ok) == len(rows) and any(st.role == "leader" for st in ok) and all(st.ready for st in ok):
+                return
+            time.sleep(READY_POLL_S)
+        raise ClusterNotReadyError(f"cluster not ready after {timeout_s}s; see {self.directory}/v*/validator.log")
+
+    def stop(self, validator_id: str, sig: int = signal.SIGTERM, wait_s: float = VALIDATOR_STOP_TIMEOUT_S) -> None:
+        """Send ``sig`` to one validator this object started and wait up to ``wait_s`` seconds
+        for it to exit, then SIGKILL it. No-op if it was never started or has exited."""
+        p = self.procs.get(validator_id)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(sig)
+        self._reap(p, wait_s)
+
+    def stop_all(self, wait_s: float = VALIDATOR_STOP_TIMEOUT_S) -> None:
+        """SIGTERM every running validator this object started (all at once, so none of them
+        sees the others leave one by one), then wait for each as :meth:`stop` does."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            if p.poll() is None:
+                self._reap(p, wait_s)
+
+    @staticmethod
+    def _reap(p: subprocess.Popen, wait_s: float) -> None:
+        try:
+            p.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(VALIDATOR_KILL_WAIT_S)
+
+
+def _is_error(reply) -> bool:
+    import grpc
+
+    return isinstance(reply, grpc.RpcError)
+
+
+# -- ports ---------------------------------------------------------------------------------
+
+
+def port_lock_dir() -> str:
+    """Where the port locks live: ``$TMPDIR/ledger-test-ports`` (created if missing)."""
+    path = os.path.join(tempfile.gettempdir(), "ledger-test-ports")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` binds on ``host`` right now. Without SO_REUSEADDR: a port held by
+    anyone, listening or in TIME_WAIT, counts as taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port_offsets(validators: int) -> list[int]:
+    """Offsets from a cluster's base port of its gRPC (1..n) and Raft (101..100+n) ports."""
+    return [i for i in range(1, validators + 1)] + [RAFT_PORT_OFFSET + i for i in range(1, validators + 1)]
+
+
+class PortReservation:
+    """Ports ``base + offset`` held by an exclusive lock on ``<port_lock_dir>/<base>.lock``.
+
+    ``release()`` (or leaving the ``with`` block) drops the lock; it is idempotent.
+    The ports themselves are not bound: the caller's servers bind them.
+    """
+
+    def __init__(self, base: int, offsets: Sequence[int], host: str, lock_fd: int) -> None:
+        self.base = base
+        self.offsets = tuple(offsets)
+        self.host = host
+        self._fd: int | None = lock_fd
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(self.base + o for o in self.offsets)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "PortReservation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"PortReservation(base={self.base}, ports={list(self.ports)}, held={self.held})"
+
+
+def reserve_ports(offsets: Sequence[int], *, start: int, step: int, probes_max: int = PORT_PROBES_MAX,
+                  host: str = "127.0.0.1", lock_dir: str | None = None) -> PortReservation:
+    """Reserve the first block ``base + offsets`` for ``base = start, start + step, ...``
+    that no one else holds and whose ports all bind on ``host``.
+
+    ``offsets`` are non-negative and below ``step`` (so one caller's blocks never
+    overlap); at most ``probes_max`` bases are tried. ``lock_dir`` defaults to
+    :func:`port_lock_dir`. Raises NoFreePortsError if none is free, ValueError
+    for offsets that break the rules above.
+    """
+    if not offsets or min(offsets) < 0 or max(offsets) >= step:
+        raise ValueError(f"offsets {list(offsets)} must be non-empty, >= 0 and < step {step}")
+    lock_dir = lock_dir or port_lock_dir()
+    for k in range(probes_max):
+        base = start + k * step
+        if base + max(offsets) > PORT_MAX:
+            break
+        fd = os.open(os.path.join(lock_dir, f"{base}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if all(port_free(base + o, host) for o in offsets):
+            return PortReservation(base, offsets, host, fd)
+        os.close(fd)
+    raise NoFreePortsError(f"no free port block (offsets {list(offsets)}) from {start} in {probes_max} probes of step {step}")

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 from concurrent import futures
+from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,7 +23,7 @@ from raft_ledger_node.ledger import limits
 from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.service import AdminServicer, LedgerServicer
-from raft_ledger_node.store import RocksStore, StoreError
+from raft_ledger_node.store import RocksStore
 
 log = logging.getLogger("ledger.main")
 
@@ -42,17 +43,34 @@ def _check_bindable(address: str, what: str) -> None:
 
 
 class Validator:
-    """A running validator: RocksDB store, Raft replica, batcher, gRPC server."""
+    """A running validator: RocksDB store, Raft replica, batcher, gRPC server.
 
-    def __init__(self, cfg: ValidatorConfig) -> None:
+    The adapters are parameters with the production ones as defaults (Cosmic
+    Python's bootstrap): ``open_store(path)`` opens the data directory,
+    ``replica_class`` is the Raft replica (a :class:`LedgerReplica` subclass),
+    ``verifier`` checks member signatures (default: one built from genesis). Tests
+    and the benchmark build the same object graph as ``ledger-validator start``.
+
+    Raises ConfigError (bad genesis, address not bindable) or StoreError (data
+    directory unusable or of another chain) before anything is served.
+    """
+
+    def __init__(
+        self,
+        cfg: ValidatorConfig,
+        *,
+        open_store: Callable[[str], RocksStore] = RocksStore,
+        replica_class: type[LedgerReplica] = LedgerReplica,
+        verifier: Verifier | None = None,
+    ) -> None:
         self.cfg = cfg
         self.genesis = load_genesis(cfg.genesis_file)
         me = self.genesis.validator(cfg.validator_id)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
         raft_listen = cfg.raft_listen_address or me.raft_address
         _check_bindable(raft_listen, "Raft")
-        self.store = RocksStore(cfg.db_path)
-        self._check_genesis()
+        self.store = open_store(cfg.db_path)
+        self.store.bind_genesis(self.genesis.hash)
         peers = [v.raft_address for v in self.genesis.validators if v.id != cfg.validator_id]
         self._raft_to_grpc = {v.raft_address: v.grpc_address for v in self.genesis.validators}
         conf = make_conf(
@@ -68,7 +86,7 @@ class Validator:
             log_compaction_min_time_s=cfg.log_compaction_min_time_s,
             connection_retry_time_s=cfg.connection_retry_time_s,
         )
-        self.replica = LedgerReplica(
+        self.replica = replica_class(
             me.raft_address,
             peers,
             conf,
@@ -81,7 +99,7 @@ class Validator:
             self.replica.propose,
             inflight_entries_max=cfg.inflight_entries_max,
         )
-        self.verifier = Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)
+        self.verifier = verifier or Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
             options=[
@@ -132,17 +150,6 @@ class Validator:
             raise ConfigError(f"cannot bind gRPC address {grpc_listen} (in use, or not an address of this host?)")
         self.grpc_address = me.grpc_address
         self._stop = threading.Event()
-
-    def _check_genesis(self) -> None:
-        stored = self.store._cf["meta"].get(b"genesis_hash")
-        if stored is None:
-            self.store._cf["meta"][b"genesis_hash"] = self.genesis.hash
-        elif stored != self.genesis.hash:
-            raise StoreError(
-                f"{self.cfg.db_path} belongs to another chain (genesis hash {stored.hex()[:16]}…, "
-                f"the genesis file has {self.genesis.hash.hex()[:16]}…). Point the config at the right "
-                "data directory or genesis file."
-            )
 
     def leader_grpc_address(self) -> str | None:
         raft = self.replica.leader_address()

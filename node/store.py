@@ -188,6 +188,20 @@ class RocksStore:
         self._cfh.clear()
         self._db.close()
 
+    def bind_genesis(self, genesis_hash: bytes) -> None:
+        """Tie this data directory to one chain: record ``genesis_hash`` (32 bytes) on first
+        use; raise StoreError if the directory already belongs to another genesis."""
+        meta = self._cf["meta"]
+        stored = meta.get(b"genesis_hash")
+        if stored is None:
+            meta[b"genesis_hash"] = genesis_hash
+        elif stored != genesis_hash:
+            raise StoreError(
+                f"{self.path} belongs to another chain (genesis hash {stored.hex()[:16]}…, "
+                f"the genesis file has {genesis_hash.hex()[:16]}…). Point the config at the right "
+                "data directory or genesis file."
+            )
+
     def _release_retired(self) -> None:
         for db, cf, cfh, old_path in self._retired:
             cf.clear()

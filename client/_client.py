@@ -11,12 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from raft_ledger_client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
-from raft_ledger_client._enums import AccountFlags, CreateAccountResult, CreateTransferResult, TransferFlags
+from raft_ledger_client._enums import AccountFlags, TransferFlags  # noqa: F401 - moved to _enums; old import path kept
+from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
 from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, Timeout, TransportError, Unavailable
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import GrpcTransport, Transport
-
-__all__ = ["AccountFlags", "TransferFlags"]  # re-exported for ``raft_ledger_client._client`` importers
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,15 @@
 
 Depends on grpcio, protobuf and cryptography only, never on ``node``::
 
-    from raft_ledger_client import LedgerClient, Account, Transfer
+    from raft_ledger_client import LedgerClient, Account, CreateAccountResult
     with LedgerClient.from_key_file(["127.0.0.1:7101"], member_id="bank-a",
                                     key_id="k1", key_file="bank-a.pem") as c:
-        c.create_accounts([Account(id=1, ledger=840, code=1)])
+        [r] = c.create_accounts([Account(id=1, ledger=840, code=1)])
+        assert r.result is CreateAccountResult.ok
+
+Result codes and flags are enums derived from the wire contract
+(``ledger.v1.CreateAccountResult`` ...); the exception tree is drawn in
+``raft_ledger_client._exceptions``.
 """
 from __future__ import annotations
 
@@ -30,8 +35,18 @@ from raft_ledger_client._client import (
     TransferFlags,
     load_private_key,
 )
-from raft_ledger_client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, TransportError, Unavailable
-from raft_ledger_client._transport import GrpcTransport, Transport
+from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
+from raft_ledger_client._exceptions import (
+    InvalidRequest,
+    LedgerError,
+    NotFound,
+    NotLeader,
+    NotSubmitted,
+    Timeout,
+    TransportError,
+    Unavailable,
+)
+from raft_ledger_client._transport import GrpcTransport, InProcessTransport, Transport
 
 __all__ = [
     "Account",
@@ -39,12 +54,17 @@ __all__ = [
     "AccountFilter",
     "AccountFlags",
     "BlockHeader",
+    "CreateAccountResult",
+    "CreateTransferResult",
     "EventResult",
     "GrpcTransport",
+    "InProcessTransport",
     "InvalidRequest",
     "LedgerClient",
     "LedgerError",
     "NotFound",
+    "NotLeader",
+    "NotSubmitted",
     "Page",
     "QueryFilter",
     "RetryPolicy",

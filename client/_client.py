@@ -1,46 +1,21 @@
 """LedgerClient: build, sign, submit, follow the leader, retry with the same bytes, read."""
 from __future__ import annotations
 
-import enum
 import random
+import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from raft_ledger_client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
-from raft_ledger_client._exceptions import InvalidRequest, LedgerError, NotFound, Timeout, Unavailable
+from raft_ledger_client._enums import AccountFlags, TransferFlags  # noqa: F401 - moved to _enums; old import path kept
+from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
+from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, Timeout, TransportError, Unavailable
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import GrpcTransport, Transport
-
-
-
-class AccountFlags(enum.IntFlag):
-    """TigerBeetle account flags."""
-
-    NONE = 0
-    LINKED = 1 << 0
-    DEBITS_MUST_NOT_EXCEED_CREDITS = 1 << 1
-    CREDITS_MUST_NOT_EXCEED_DEBITS = 1 << 2
-    HISTORY = 1 << 3
-    CLOSED = 1 << 5
-
-
-class TransferFlags(enum.IntFlag):
-    """TigerBeetle transfer flags."""
-
-    NONE = 0
-    LINKED = 1 << 0
-    PENDING = 1 << 1
-    POST_PENDING_TRANSFER = 1 << 2
-    VOID_PENDING_TRANSFER = 1 << 3
-    BALANCING_DEBIT = 1 << 4
-    BALANCING_CREDIT = 1 << 5
-    CLOSING_DEBIT = 1 << 6
-    CLOSING_CREDIT = 1 << 7
 
 
 @dataclass(frozen=True)
@@ -83,19 +58,34 @@ class Transfer:
 
 @dataclass(frozen=True)
 class EventResult:
-    """Result of one event: ``code`` 0 (``ok``) or a TigerBeetle rejection name."""
+    """Result of one event: ``result`` is a :class:`CreateAccountResult` or
+    :class:`CreateTransferResult`, ``ok`` (0) or a TigerBeetle rejection.
+
+    ``code`` (int) and ``name`` (TigerBeetle's lower-case name, e.g.
+    ``"exceeds_credits"``) are the same value in the older spellings. Compare
+    enums: ``r.result is CreateTransferResult.exceeds_credits``.
+    """
 
     index: int
-    code: int
-    name: str
+    result: CreateAccountResult | CreateTransferResult
+
+    @property
+    def code(self) -> int:
+        return int(self.result)
+
+    @property
+    def name(self) -> str:
+        return self.result.name
 
     @property
     def ok(self) -> bool:
-        return self.code == 0
+        return self.result == 0
 
 
 @dataclass(frozen=True)
 class TransactionResult:
+    """One submitted transaction: its hash, its block, and one EventResult per event, in order."""
+
     tx_hash: bytes
     height: int
     results: tuple[EventResult, ...]
@@ -224,6 +214,54 @@ def _header(h: pb.BlockHeader) -> BlockHeader:
     return BlockHeader(**header_fields(h))
 
 
+class _OkResults:
+    """Shared ``ok`` EventResults by index (they are values): the wire carries only
+    failures, and an all-ok transaction of n events becomes a slice, not n objects."""
+
+    def __init__(self, result) -> None:
+        self._ok = result(0)
+        self._cache: tuple[EventResult, ...] = ()
+        self._lock = threading.Lock()
+
+    def first(self, n: int) -> tuple[EventResult, ...]:
+        cache = self._cache
+        if len(cache) < n:
+            with self._lock:
+                cache = self._cache
+                if len(cache) < n:
+                    grown = max(n, 2 * len(cache))
+                    cache = self._cache = cache + tuple(EventResult(i, self._ok) for i in range(len(cache), grown))
+        return cache[:n]
+
+
+#: Per operation (the Transaction oneof): the repeated field with the events,
+#: the EventResult oneof field of their result, its enum, and the ok results.
+_OPERATIONS = {
+    "create_accounts": ("accounts", "account", CreateAccountResult, _OkResults(CreateAccountResult)),
+    "create_transfers": ("transfers", "transfer", CreateTransferResult, _OkResults(CreateTransferResult)),
+}
+
+
+def _rebuild(signed: pb.SignedTransaction, r: pb.TransactionResult) -> TransactionResult:
+    """The complete per-event results of one transaction from its failures-only reply."""
+    body = pb.Transaction.FromString(signed.body)
+    operation = body.WhichOneof("operation")
+    if operation is None:  # the validator would have refused it with INVALID_ARGUMENT
+        raise LedgerError("a validator accepted a transaction without an operation")
+    events_field, result_field, result_enum, ok = _OPERATIONS[operation]
+    n = len(getattr(getattr(body, operation), events_field))
+    results = ok.first(n)
+    if r.results:
+        results = list(results)
+        for e in r.results:
+            if not e.index < n or e.WhichOneof("result") != result_field:
+                raise LedgerError(f"a validator answered for event {e.index} ({e.WhichOneof('result')}) "
+                                  f"of a {operation} transaction of {n} events")
+            results[e.index] = EventResult(e.index, result_enum(getattr(e, result_field)))
+        results = tuple(results)
+    return TransactionResult(tx_hash=r.tx_hash, height=r.height, results=results)
+
+
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
     with open(path, "rb") as f:
@@ -246,6 +284,10 @@ class RetryPolicy:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not (self.deadline_s > 0 and self.attempt_timeout_s > 0 and 0 <= self.backoff_initial_s <= self.backoff_max_s):
+            raise ValueError(f"RetryPolicy needs positive timeouts and 0 <= backoff_initial_s <= backoff_max_s: {self}")
+
 
 class LedgerClient:
     """A member bank's connection to the validators.
@@ -254,7 +296,9 @@ class LedgerClient:
     follows the leader). Writes are signed with the member's Ed25519 key as
     ``key_id``. Every call has a finite deadline. Thread-safe.
 
-    Raises the exceptions of :mod:`client._exceptions`.
+    Raises the exceptions of :mod:`client._exceptions`. ``clock`` (seconds,
+    monotonic), ``sleep`` and ``rng`` (the order validators are tried in) are
+    passed in so tests can run the retry logic without waiting.
     """
 
     def __init__(
@@ -266,6 +310,9 @@ class LedgerClient:
         private_key: Ed25519PrivateKey,
         retry: RetryPolicy | None = None,
         transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one validator address is required")
@@ -276,6 +323,9 @@ class LedgerClient:
         self._key = private_key
         self.retry = retry or RetryPolicy()
         self._transport = transport or GrpcTransport()
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self.retries = 0
 
     @classmethod
@@ -308,11 +358,20 @@ class LedgerClient:
 
     # -- writes -------------------------------------------------------------------
     def create_accounts(self, accounts: Sequence[Account]) -> list[EventResult]:
-        """Create accounts in one signed transaction; one EventResult per account."""
+        """Create accounts in one signed transaction; one EventResult per account::
+
+            [r] = client.create_accounts([Account(id=1, ledger=840, code=1)])
+            assert r.result in (CreateAccountResult.ok, CreateAccountResult.exists)
+        """
         return list(self.submit([self.sign_accounts(accounts)])[0].results)
 
     def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
-        """Create transfers in one signed transaction; one EventResult per transfer."""
+        """Create transfers in one signed transaction; one EventResult per transfer::
+
+            [r] = client.create_transfers([Transfer(id=7, debit_account_id=1, credit_account_id=2,
+                                                    amount=100, ledger=840, code=1)])
+            if r.result is CreateTransferResult.exceeds_credits: ...
+        """
         return list(self.submit([self.sign_transfers(transfers)])[0].results)
 
     def submit(self, signed: Sequence[pb.SignedTransaction]) -> list[TransactionResult]:
@@ -320,17 +379,18 @@ class LedgerClient:
 
         Retries on unknown outcomes resend the same bytes: the ledger
         deduplicates by transaction hash and by event id, so nothing applies twice.
+        The validators send only the failed events (as TigerBeetle does); the
+        results here are complete, one per event, ``ok`` for the rest.
+
+        Raises :class:`Timeout` / :class:`Unavailable` when the outcome is unknown
+        (resubmit the same signed transactions to learn it), :class:`NotSubmitted`
+        when every attempt was refused before anything was proposed.
         """
-        req = pb.SubmitRequest(transactions=list(signed))
-        resp = self._call_leader("Submit", req)
-        return [
-            TransactionResult(
-                tx_hash=r.tx_hash,
-                height=r.height,
-                results=tuple(EventResult(e.index, e.code, e.name) for e in r.results),
-            )
-            for r in resp.results
-        ]
+        signed = list(signed)
+        resp = self._call_leader("Submit", pb.SubmitRequest(transactions=signed))
+        if len(resp.results) != len(signed):
+            raise LedgerError(f"a validator answered {len(resp.results)} results for {len(signed)} transactions")
+        return [_rebuild(stx, r) for stx, r in zip(signed, resp.results)]
 
     # -- reads ----------------------------------------------------------------------
     def _read(self, method: str, req, address: str | None, linearizable: bool):
@@ -397,73 +457,93 @@ class LedgerClient:
     # -- plumbing -------------------------------------------------------------------
     def _candidates(self) -> list[str]:
         rest = [a for a in self._addresses if a != self._leader]
-        random.shuffle(rest)
+        self._rng.shuffle(rest)
         return ([self._leader] if self._leader else []) + rest
 
+    def _attempt_timeout(self, deadline: float) -> float:
+        return max(0.05, min(self.retry.attempt_timeout_s, deadline - self._clock()))
+
+    def _backoff(self, backoff: float, deadline: float) -> float | None:
+        """Sleep ``backoff`` (at most until the deadline); the next backoff, or None once past the deadline."""
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            return None
+        self._sleep(min(backoff, remaining))
+        return min(backoff * 2, self.retry.backoff_max_s)
+
     def _call_read(self, method: str, req, address: str | None):
+        """A LOCAL read: any validator will do; on failure try the next, then back off."""
         targets = [address] if address else self._candidates()
-        deadline = time.monotonic() + self.retry.deadline_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+        deadline = self._clock() + self.retry.deadline_s
+        backoff: float | None = self.retry.backoff_initial_s
+        last: LedgerError | None = None
+        while backoff is not None:
             for addr in targets:
                 try:
                     return self._transport.call(addr, method, req, self._attempt_timeout(deadline))
-                except grpc.RpcError as e:
-                    code = e.code()
-                    if code == grpc.StatusCode.NOT_FOUND:
-                        raise NotFound(e.details()) from None
-                    if code == grpc.StatusCode.INVALID_ARGUMENT:
-                        raise InvalidRequest(e.details()) from None
+                except (TransportError, NotSubmitted) as e:  # InvalidRequest, NotFound: the same anywhere
                     last = e
-            time.sleep(self.retry.backoff_initial_s)
+                if self._clock() >= deadline:
+                    break
+            backoff = self._backoff(backoff, deadline)
         raise Unavailable(f"{method}: no validator answered within {self.retry.deadline_s}s ({_detail(last)})")
 
-    def _attempt_timeout(self, deadline: float) -> float:
-        return max(0.05, min(self.retry.attempt_timeout_s, deadline - time.monotonic()))
-
     def _call_leader(self, method: str, req):
-        deadline = time.monotonic() + self.retry.deadline_s
-        backoff = self.retry.backoff_initial_s
-        last: Exception | None = None
-        timed_out = False
+        """Call the leader: follow redirects, retry unknown outcomes with the same request.
+
+        Ends in :class:`NotSubmitted` if every attempt was refused before
+        proposal, else (some attempt may have been proposed) :class:`Timeout` if
+        one timed out, :class:`Unavailable` otherwise.
+        """
+        deadline = self._clock() + self.retry.deadline_s
+        backoff: float | None = self.retry.backoff_initial_s
+        last: LedgerError | None = None
+        unknown = timed_out = redirected = False
         candidates = self._candidates()
         i = 0
-        while time.monotonic() < deadline:
+        while backoff is not None:
             addr = candidates[i % len(candidates)]
             try:
                 resp = self._transport.call(addr, method, req, self._attempt_timeout(deadline))
                 self._leader = addr
                 return resp
-            except grpc.RpcError as e:
+            except NotLeader as e:
                 last = e
-                code = e.code()
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise InvalidRequest(e.details()) from None
-                if code == grpc.StatusCode.FAILED_PRECONDITION:
-                    leader = dict(e.trailing_metadata() or ()).get("leader-address")
-                    if leader and leader != addr:
-                        if leader not in self._addresses:
-                            self._addresses.append(leader)
-                        self._leader = leader
-                        candidates = self._candidates()
-                        i = 0
+                leader = e.leader_address
+                if leader and leader != addr:
+                    # Not restricted to the configured validators yet: a redirect to
+                    # a new address is appended and followed (tests/unit/test_sdk_client.py).
+                    if leader not in self._addresses:
+                        self._addresses.append(leader)
+                    self._leader = leader
+                    candidates = self._candidates()
+                    i = 0
+                    # Follow a redirect at once, but back off if the leader redirects too (an election).
+                    if not redirected and self._clock() < deadline:
+                        redirected = True
                         continue
-                elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    timed_out = True
-                elif code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
-                    raise LedgerError(f"{method}: {code.name}: {e.details()}") from None
+                    self.retries += 1
+                    backoff = self._backoff(backoff, deadline)
+                    continue
+            except NotSubmitted as e:
+                last = e
+            except TransportError as e:
+                last = e
+                unknown = True
+                timed_out = timed_out or isinstance(e, Timeout)
+            redirected = False
             self.retries += 1
             if addr == self._leader:
                 self._leader = None
             i += 1
-            time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-            backoff = min(backoff * 2, self.retry.backoff_max_s)
+            backoff = self._backoff(backoff, deadline)
+        if not unknown:
+            raise NotSubmitted(f"{method}: every attempt within {self.retry.deadline_s}s was refused before "
+                               f"anything was proposed ({_detail(last)}); nothing was applied by this call")
         err = Timeout if timed_out else Unavailable
         raise err(f"{method}: not committed within {self.retry.deadline_s}s, outcome unknown ({_detail(last)}); "
                   "resubmit the same signed transactions to learn it")
 
 
 def _detail(e: Exception | None) -> str:
-    if isinstance(e, grpc.RpcError):
-        return f"{e.code().name}: {e.details()}"
-    return str(e)
+    return f"{type(e).__name__}: {e}" if e is not None else "no attempt"

@@ -1,17 +1,30 @@
-"""The SDK's exceptions.
+"""The SDK's exceptions: the only ones that cross the :class:`Transport` seam.
 
 ::
 
-    LedgerError
-    ├── TransportError          the call may not have reached a validator, or its answer was lost
-    │   ├── Timeout             no answer in time: outcome unknown, retry the same transactions
-    │   └── Unavailable         no leader / no validator reachable: outcome unknown
-    ├── InvalidRequest          the validator refused the request as a whole (malformed,
-    │                           bad signature, unknown member, limit): nothing was applied
-    └── NotFound                no such block
+    LedgerError                     base; raised as such for an unexpected status (a
+    │                               validator bug): treat a write's outcome as unknown
+    ├── TransportError              the outcome is unknown: an attempt may have been proposed
+    │   ├── Timeout                 no answer in time
+    │   └── Unavailable             no validator reachable, or the proposal was dropped
+    ├── NotSubmitted                every attempt was refused before anything was proposed
+    │   │                           (no leader elected): this call applied nothing
+    │   └── NotLeader               one validator's refusal: it does not lead; carries
+    │                               ``leader_address`` (None when no leader is known).
+    │                               A transport signal: LedgerClient follows it and
+    │                               raises NotSubmitted itself when no attempt got further
+    ├── InvalidRequest              the validator refused the request as a whole (malformed,
+    │                               bad signature, unknown member, limit): nothing was applied
+    └── NotFound                    no such block
+
+Unknown vs. not submitted: after :class:`TransportError` resubmit the very same
+signed transactions to learn the outcome (the ledger deduplicates them); after
+:class:`NotSubmitted` this call had no effect (an earlier call with the same
+transactions still may have had one).
 
 Per-event rejections (``exceeds_credits``, ``exists`` ...) are not exceptions but
-values: :class:`client.EventResult` with a code and a TigerBeetle name.
+values: :class:`EventResult` carrying a :class:`CreateAccountResult` or
+:class:`CreateTransferResult`.
 """
 from __future__ import annotations
 
@@ -30,6 +43,21 @@ class Timeout(TransportError):
 
 class Unavailable(TransportError):
     pass
+
+
+class NotSubmitted(LedgerError):
+    """Refused before anything was proposed: the call had no effect."""
+
+
+class NotLeader(NotSubmitted):
+    """This validator does not lead; ``leader_address`` is the leader's (host:port) or None."""
+
+    def __init__(self, message: str, leader_address: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_address = leader_address
+
+    def __reduce__(self):
+        return type(self), (str(self), self.leader_address)
 
 
 class InvalidRequest(LedgerError):

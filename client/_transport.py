@@ -1,20 +1,74 @@
-"""The SDK's one I/O seam: ``Transport.call(address, method, request, timeout_s)``."""
+"""The SDK's one I/O seam: ``Transport.call(address, method, request, timeout_s)``.
+
+Two implementations: :class:`GrpcTransport` (the real one) and
+:class:`InProcessTransport` (servicer-like Python objects per address, for tests
+of the client's own logic without sockets). Both turn a gRPC status into the
+SDK's exceptions with the same function, :func:`status_to_exception` (httpx's
+``map_httpcore_exceptions``): no ``grpc.RpcError`` crosses the seam.
+"""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import grpc
 
+from raft_ledger_client._exceptions import (
+    InvalidRequest,
+    LedgerError,
+    NotFound,
+    NotLeader,
+    NotSubmitted,
+    Timeout,
+    Unavailable,
+)
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+
+#: Trailing metadata of a validator that refused the call before proposing anything.
+REFUSED_KEY = "ledger-refused"
+#: Trailing metadata naming the leader's gRPC address (host:port).
+LEADER_KEY = "leader-address"
+
+#: Statuses after which a write may or may not have been proposed.
+_UNKNOWN_OUTCOME = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 
 
 class Transport(Protocol):
     def call(self, address: str, method: str, request, timeout_s: float):
-        """Invoke ``Ledger.<method>`` at ``address``; raises grpc.RpcError as gRPC does."""
+        """Invoke ``Ledger.<method>`` at ``address`` and return its response message.
+
+        Raises only the SDK's exceptions: :class:`NotLeader` (refused, with the
+        leader's address when known), :class:`NotSubmitted` (refused before
+        proposal for another reason), :class:`Timeout`, :class:`Unavailable`
+        (outcome unknown), :class:`InvalidRequest`, :class:`NotFound`, or
+        :class:`LedgerError` for any other status.
+        """
         ...
 
     def close(self) -> None: ...
+
+
+def status_to_exception(
+    code: grpc.StatusCode, details: str | None, trailing: Iterable[tuple[str, str]] | None, where: str
+) -> LedgerError:
+    """The SDK exception for a non-OK gRPC status of the call ``where`` (address and method)."""
+    details = details or ""
+    md = dict(trailing or ())
+    refused = md.get(REFUSED_KEY)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidRequest(details)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION or refused in ("not-leader", "no-leader"):
+        return NotLeader(f"{where}: {details}", md.get(LEADER_KEY) or None)
+    if refused:
+        return NotSubmitted(f"{where}: refused ({refused}): {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Timeout(f"{where}: {details}")
+    if code in _UNKNOWN_OUTCOME:
+        return Unavailable(f"{where}: {code.name}: {details}")
+    return LedgerError(f"{where}: {code.name}: {details}")
 
 
 class GrpcTransport:
@@ -44,10 +98,96 @@ class GrpcTransport:
         return stub
 
     def call(self, address: str, method: str, request, timeout_s: float):
-        return getattr(self._stub(address), method)(request, timeout=timeout_s)
+        try:
+            return getattr(self._stub(address), method)(request, timeout=timeout_s)
+        except grpc.RpcError as e:
+            # Every RpcError a unary stub raises is also a grpc.Call (code, details, metadata).
+            raise status_to_exception(e.code(), e.details(), e.trailing_metadata(), f"{address} {method}") from e
 
     def close(self) -> None:
         for c in self._channels:
             c.close()
         self._channels.clear()
         self._stubs.clear()
+
+
+class _Abort(Exception):
+    """Raised by :meth:`_Context.abort`, as grpc's ``ServicerContext.abort`` raises."""
+
+
+class _Context:
+    """The part of ``grpc.ServicerContext`` a handler needs to answer with a status."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: tuple = ()
+
+    def abort(self, code: grpc.StatusCode, details: str):
+        self._code, self._details = code, details
+        raise _Abort(details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self._trailing = tuple(metadata)
+
+    def code(self):
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    def time_remaining(self) -> float:
+        return self._timeout_s
+
+
+class InProcessTransport:
+    """Routes calls to servicer-like objects per address, in this process: for tests.
+
+    ``servicers`` maps an address to any object with the Ledger methods a test
+    needs (the mapping is used live: remove an address to take a validator down), called as gRPC calls a servicer: ``Submit(request, context)``. The
+    handler answers with a response message, or with a status through
+    ``context.abort(code, details)`` / ``context.set_trailing_metadata(...)``,
+    which :func:`status_to_exception` maps exactly as for a real gRPC call. An
+    address with no servicer behaves as a validator that is down (Unavailable),
+    as does a handler that raises (gRPC's UNKNOWN). Requests and responses
+    travel as bytes, so neither side can see the other's objects.
+    ``calls`` records ``(address, method)`` in order. Nothing here sleeps: a
+    handler simulates a slow validator by aborting with DEADLINE_EXCEEDED.
+    """
+
+    def __init__(self, servicers: Mapping[str, object]) -> None:
+        self.servicers = servicers
+        self.calls: list[tuple[str, str]] = []
+
+    def call(self, address: str, method: str, request, timeout_s: float):
+        self.calls.append((address, method))
+        where = f"{address} {method}"
+        servicer = self.servicers.get(address)
+        if servicer is None:
+            raise Unavailable(f"{where}: UNAVAILABLE: no servicer at this address")
+        handler = getattr(servicer, method, None)
+        if handler is None:
+            raise status_to_exception(grpc.StatusCode.UNIMPLEMENTED, f"no {method}", (), where)
+        context = _Context(timeout_s)
+        try:
+            response = handler(type(request).FromString(request.SerializeToString()), context)
+        except _Abort:
+            raise status_to_exception(context._code, context._details, context._trailing, where) from None
+        except Exception as e:
+            raise status_to_exception(grpc.StatusCode.UNKNOWN, f"Exception calling application: {e}", (), where) from e
+        if context._code not in (None, grpc.StatusCode.OK):
+            raise status_to_exception(context._code, context._details, context._trailing, where)
+        return type(response).FromString(response.SerializeToString())
+
+    def close(self) -> None:
+        pass

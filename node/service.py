@@ -9,9 +9,11 @@ Status codes (every message says what to do; never a stack trace):
   (``submit_events_max``, ``submit_bytes_max``; gRPC itself answers a message above
   ``grpc_message_bytes_max``). Nothing was proposed: split it into several Submits.
 * FAILED_PRECONDITION — this validator is not the leader; trailing metadata
-  ``leader-address`` names the leader's gRPC address when known.
-* UNAVAILABLE — no leader yet, or the proposal was dropped (leader change);
-  the outcome is unknown: retry the same signed transactions.
+  ``leader-address`` names the leader's gRPC address, ``ledger-refused:
+  not-leader`` says nothing was proposed.
+* UNAVAILABLE — no leader yet (trailing metadata ``ledger-refused: no-leader``:
+  nothing was proposed), or the proposal was dropped (leader change): the
+  outcome is unknown, retry the same signed transactions.
 * DEADLINE_EXCEEDED — the block did not apply in time; outcome unknown: retry.
 * NOT_FOUND — GetBlock for a height not (yet) in the chain.
 * INTERNAL — a bug; logged with its trace on the server, not sent.
@@ -33,8 +35,6 @@ from raft_ledger_node.ledger import limits
 from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
 from raft_ledger_node.ledger.types import (
     Account,
-    CreateAccountResult,
-    CreateTransferResult,
     Operation,
     Transfer,
     Tx,
@@ -69,20 +69,23 @@ def transfer_from_pb(t: pb.Transfer) -> Transfer:
     )
 
 
-#: Result code -> TigerBeetle name; a dict lookup costs a fifth of ``Enum(code).name``
-#: (one per submitted event on the leader).
-_RESULT_NAMES = {
-    Operation.create_accounts: {int(c): c.name for c in CreateAccountResult},
-    Operation.create_transfers: {int(c): c.name for c in CreateTransferResult},
-}
+#: The EventResult oneof field for each operation's result enum.
+_RESULT_FIELDS = {Operation.create_accounts: "account", Operation.create_transfers: "transfer"}
 
 
 def result_to_pb(r: TxResult, operation: Operation) -> pb.TransactionResult:
-    names = _RESULT_NAMES[operation]
+    """Only the failed events go on the wire, as TigerBeetle replies; the SDK fills in ``ok``.
+
+    This runs per submitted transaction on the leader: an all-ok transaction
+    (the common case) costs one ``any`` over its codes and no EventResult.
+    """
+    if not any(r.codes):
+        return pb.TransactionResult(tx_hash=r.tx_hash, height=r.height)
+    field = _RESULT_FIELDS[operation]
     return pb.TransactionResult(
         tx_hash=r.tx_hash,
         height=r.height,
-        results=[pb.EventResult(index=i, code=c, name=names[c]) for i, c in enumerate(r.codes)],
+        results=[pb.EventResult(index=i, **{field: c}) for i, c in enumerate(r.codes) if c],
     )
 
 
@@ -150,9 +153,12 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         if self._replica.is_leader():
             return
         leader = self._leader_grpc_address()
+        # ``ledger-refused``: refused before anything was proposed, so the SDK can
+        # tell "not submitted" from an unknown outcome (proto: service Ledger).
         if leader is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader elected yet; retry shortly")
-        context.set_trailing_metadata((("leader-address", leader),))
+            context.set_trailing_metadata((("ledger-refused", "no-leader"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader elected yet; nothing was proposed, retry shortly")
+        context.set_trailing_metadata((("leader-address", leader), ("ledger-refused", "not-leader")))
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not the leader; send writes to {leader}")
 
     def _consistent_read(self, consistency: int, context) -> None:

@@ -14,8 +14,10 @@ restarted follower's log is brought in line with the leader's).
 Each bank runs two submitters: a patient one, whose SDK retries the same signed
 bytes across the failover (its batches are acknowledged, possibly as ``exists``),
 and an impatient one with a deadline shorter than an election, whose batches
-around the kill end with an unknown outcome (Timeout/Unavailable). Unknown
-transfers may or may not have been applied, but never twice.
+around the kill end with an unknown outcome (Timeout/Unavailable), or with
+NotSubmitted when every attempt was refused before proposal (no leader yet).
+Unknown transfers may or may not have been applied, but never twice; refused
+ones never.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from raft_ledger_client import Account, AccountFlags, RetryPolicy, Timeout, Transfer, Unavailable
+from raft_ledger_client import Account, AccountFlags, NotSubmitted, RetryPolicy, Timeout, Transfer, Unavailable
 from raft_ledger_node.ledger import limits
 
 pytestmark = pytest.mark.integration
@@ -73,6 +75,8 @@ class LoadRecord:
     acked: dict[int, float] = field(default_factory=dict)
     #: ids whose submit raised Timeout/Unavailable: outcome unknown.
     unknown: set[int] = field(default_factory=set)
+    #: ids whose submit raised NotSubmitted: refused before proposal, never applied by it.
+    refused: set[int] = field(default_factory=set)
     #: result names of acknowledged transfers (ok, exists).
     names: Counter = field(default_factory=Counter)
     #: anything else: a rejection code or an unexpected exception (the test fails on it).
@@ -115,6 +119,10 @@ def submitter(client, owned: dict[int, list[int]], everyone: dict[int, list[int]
         except (Timeout, Unavailable):
             with rec.lock:
                 rec.unknown.update(t.id for t in batch)
+            continue
+        except NotSubmitted:
+            with rec.lock:
+                rec.refused.update(t.id for t in batch)
             continue
         except Exception as e:  # noqa: BLE001 - recorded; the test fails on it
             with rec.lock:
@@ -217,6 +225,8 @@ def test_leader_sigkill_under_load_loses_nothing_and_applies_nothing_twice(clust
     rec.check()
     acked = sorted(rec.acked)
     unknown = sorted(rec.unknown)
+    # Fresh ids per batch: a refused batch was never proposed by any call.
+    refused = sorted(rec.refused)
     assert len(acked) > acked_before_kill
     assert not set(acked) & set(unknown)
 
@@ -259,6 +269,8 @@ def test_leader_sigkill_under_load_loses_nothing_and_applies_nothing_twice(clust
         ids_unknown = [t.id for t in found_unknown]
         assert len(ids_unknown) == len(set(ids_unknown)), f"{vid}: a transfer of unknown outcome appears twice"
         assert set(ids_unknown) <= set(unknown)
+        found_refused = [t.id for ids in chunks(refused) for t in reader.lookup_transfers(ids, address=address)]
+        assert not found_refused, f"{vid}: transfers refused before proposal were applied: {found_refused[:5]}"
         present = found_acked + found_unknown
         for t in present:
             assert t.amount == amount_of(t.id), f"{vid}: transfer {t.id} has amount {t.amount}"

@@ -3,7 +3,9 @@
 node/service.py's module docstring is the contract: INVALID_ARGUMENT for a
 malformed request, transaction or event, a bad signature or an unknown member
 (nothing proposed); FAILED_PRECONDITION with trailing metadata ``leader-address``
-on a follower; never a stack trace in a message. The standard services: gRPC
+on a follower, UNAVAILABLE with ``ledger-refused: no-leader`` on a validator
+that knows no leader (both refusals before anything was proposed, which the SDK
+reports as NotSubmitted, not as an unknown outcome); never a stack trace in a message. The standard services: gRPC
 health checking (grpc/grpc doc/health-checking.md) answers SERVING, and server
 reflection (grpc/grpc doc/server-reflection.md) lists ``ledger.v1.Ledger``.
 
@@ -22,7 +24,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from raft_ledger_client import Account, LedgerClient, Transfer
+from raft_ledger_client import Account, CreateAccountResult as AR, LedgerClient, NotSubmitted, RetryPolicy, Transfer, TransportError
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
@@ -101,7 +103,7 @@ def assert_nothing_applied(channels, cluster, signer, height_before: int, reject
     control = signer.sign_accounts(new_accounts(1))
     resp = ledger(channels, cluster.leader()).Submit(pb.SubmitRequest(transactions=[control]), timeout=RPC_TIMEOUT_S)
     (result,) = resp.results
-    assert [e.name for e in result.results] == ["ok"]
+    assert list(result.results) == [], "only failed events are sent; the control is ok"
     assert result.height == height_before + 1, "a rejected request was applied in a block of its own"
     assert settled_height(channels) == height_before + 1
     for vid in channels:
@@ -240,6 +242,7 @@ def test_follower_answers_submit_with_failed_precondition_and_leader_address(clu
         assert_clear_message(err.value, grpc.StatusCode.FAILED_PRECONDITION, "not the leader", leader_address)
         trailing = dict(err.value.trailing_metadata() or ())
         assert trailing.get("leader-address") == leader_address
+        assert trailing.get("ledger-refused") == "not-leader"
         assert_nothing_applied(channels, cluster_module, signer, before, ids)
         before += 1
 
@@ -253,7 +256,7 @@ def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channe
                            private_key=cluster_module.private_key("bank-b"))
         with sdk:
             results = sdk.create_accounts([Account(id=i, ledger=978, code=1) for i in ids])
-        assert [r.name for r in results] == ["ok", "ok"]
+        assert [r.result for r in results] == [AR.ok, AR.ok]
         settled_height(channels)
         for address in cluster_module.addresses.values():
             found = full.lookup_accounts(ids, address=address)
@@ -307,7 +310,7 @@ def test_retry_of_the_same_signed_transaction_returns_the_original_result(cluste
     opened = ledger(channels, leader).Submit(
         pb.SubmitRequest(transactions=[signer.sign_accounts([debit, credit])]), timeout=RPC_TIMEOUT_S
     )
-    assert [e.name for e in opened.results[0].results] == ["ok", "ok"]
+    assert list(opened.results[0].results) == []  # no failures
     transfer_ids = [next(_ids), next(_ids)]
     stx = signer.sign_transfers(
         [Transfer(id=t, debit_account_id=debit.id, credit_account_id=credit.id, amount=7 + k, ledger=840, code=7)
@@ -315,7 +318,7 @@ def test_retry_of_the_same_signed_transaction_returns_the_original_result(cluste
     )
 
     (first,) = ledger(channels, leader).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S).results
-    assert [(e.index, e.code, e.name) for e in first.results] == [(0, 0, "ok"), (1, 0, "ok")]
+    assert list(first.results) == []  # both events ok: nothing to report
     height = settled_height(channels)
     assert first.height == height
     head_before = heads(channels)
@@ -340,3 +343,40 @@ def test_retry_of_the_same_signed_transaction_returns_the_original_result(cluste
         assert [(a.debits_posted.lo, a.credits_posted.lo) for a in accounts] == [(15, 0), (0, 15)], (
             f"{vid}: money moved more than once"
         )
+
+
+# -- no leader: refused before proposal ---------------------------------------------------
+
+
+def test_a_validator_without_leader_refuses_before_proposal_and_the_sdk_says_not_submitted(cluster):
+    """A validator restarted alone knows no leader and cannot elect one (no majority,
+    Raft §5.2; pysyncobj does not even start an election while connected to no one):
+    it refuses writes up front, marked ``ledger-refused: no-leader``."""
+    for vid in cluster.addresses:
+        cluster.local.stop(vid, wait_s=15.0)
+    survivor = next(iter(cluster.addresses))
+    cluster.local.start(survivor)
+    address = cluster.addresses[survivor]
+    deadline = time.monotonic() + 30.0
+    while True:  # until its gRPC port answers
+        [(v, st)] = [(v, st) for v, st in cluster.status() if v.id == survivor]
+        if not isinstance(st, grpc.RpcError):
+            break
+        assert time.monotonic() < deadline, f"{survivor} did not come back: {st}"
+        time.sleep(0.1)
+    assert (st.role, st.leader_address) == ("follower", ""), st
+
+    key = cluster.private_key("bank-a")
+    retry = RetryPolicy(deadline_s=1.0, attempt_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2)
+    with LedgerClient([address], member_id="bank-a", key_id="k1", private_key=key, retry=retry) as sdk:
+        stx = sdk.sign_accounts([Account(id=next(_ids), ledger=840, code=1)])
+        with grpc.insecure_channel(address) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
+        assert_clear_message(err.value, grpc.StatusCode.UNAVAILABLE, "no leader", "nothing was proposed")
+        assert dict(err.value.trailing_metadata() or ()).get("ledger-refused") == "no-leader"
+
+        with pytest.raises(NotSubmitted) as refused:
+            sdk.submit([stx])
+        assert not isinstance(refused.value, TransportError), "a definite refusal counted as an unknown outcome"
+        assert sdk.retries >= 2, "the SDK gave up without retrying within its deadline"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from raft_ledger_client import Account, Transfer
+from raft_ledger_client import Account, CreateAccountResult as AR, CreateTransferResult as TR, Transfer
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
@@ -20,10 +20,10 @@ def test_linearizable_read_sees_every_acknowledged_write(cluster_module):
     cluster = cluster_module
     bank = cluster.client("bank-a")
     base = 70_000_000
-    assert {r.name for r in bank.create_accounts([Account(id=base + 1, ledger=840, code=1), Account(id=base + 2, ledger=840, code=1)])} == {"ok"}
+    assert {r.result for r in bank.create_accounts([Account(id=base + 1, ledger=840, code=1), Account(id=base + 2, ledger=840, code=1)])} == {AR.ok}
     for n in range(1, 21):
         [r] = bank.create_transfers([Transfer(id=base + n, debit_account_id=base + 1, credit_account_id=base + 2, amount=n, ledger=840, code=1)])
-        assert r.name == "ok"
+        assert r.result is TR.ok
         # Immediately after the acknowledgement, through a client that only knows a follower.
         follower = cluster.addresses[cluster.followers(cluster.leader())[0]]
         reader = type(bank)([follower], member_id="bank-a", key_id="k1", private_key=cluster.private_key("bank-a"))

@@ -4,8 +4,9 @@ The core tests (tests/unit/test_apply_accounts.py, test_apply_transfers.py,
 test_two_phase.py, test_linked.py) prove each code at the level of
 ``apply_block``. Here the same scenarios run against a real 3-validator cluster
 through :class:`client.LedgerClient`, so the codes also survive signing,
-``decode_signed``, the Raft log and the ``EventResult`` mapping, and each is
-reported under its TigerBeetle name (docs/reference/requests/create_accounts.md
+``decode_signed``, the Raft log, the failures-only wire format and the SDK's
+rebuilding of one ``EventResult`` per event, and each is reported as the SDK
+enum member of its TigerBeetle name (docs/reference/requests/create_accounts.md
 and create_transfers.md, "Result"). Precedence and semantics are the core
 tests' business; this module proves reachability, the name/code pair, and that
 a rejected event writes nothing.
@@ -29,10 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Union
 
+import grpc
 import pytest
 
 from raft_ledger_client import Account, AccountFilter, AccountFlags as AF, QueryFilter, Transfer, TransferFlags as TF
-from raft_ledger_node.ledger.types import CreateAccountResult as AR, CreateTransferResult as TR
+from raft_ledger_client import CreateAccountResult as AR, CreateTransferResult as TR
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -385,7 +389,8 @@ def test_result_code_through_the_sdk(clients, base, scenario):
             continue
         res = call(clients, step)
         want = step.expect or ("ok",) * len(step.events)
-        assert [r.name for r in res] == list(want), f"setup {step}: {res}"
+        kind = AR if isinstance(step.events[0], Account) else TR
+        assert [r.result for r in res] == [kind[n] for n in want], f"setup {step}: {res}"
 
     before = snapshot(clients[A_MEMBER], base, last)
     res = call(clients, last)
@@ -393,11 +398,11 @@ def test_result_code_through_the_sdk(clients, base, scenario):
 
     assert [r.index for r in res] == list(range(len(last.events)))
     got = res[scenario.index]
-    assert got.name == scenario.name
-    assert got.code == scenario.enum[scenario.name]
+    assert got.result is scenario.enum[scenario.name]
+    assert (got.name, got.code) == (scenario.name, int(scenario.enum[scenario.name]))  # the older spellings
     assert got.ok == (scenario.name == "ok")
-    # Every result is a valid (code, name) pair of the enum.
-    assert all(scenario.enum(r.code).name == r.name for r in res)
+    # Every result is a member of the operation's enum.
+    assert all(type(r.result) is scenario.enum for r in res)
     # TigerBeetle: a rejected event (and, in a chain, every event of it) changes nothing.
     if not any(r.ok for r in res):
         assert after == before
@@ -406,12 +411,12 @@ def test_result_code_through_the_sdk(clients, base, scenario):
 def test_ok_results_are_stored(clients, base):
     # The counterpart of "rejections change nothing": ok writes what was asked.
     [r] = clients[A_MEMBER].create_accounts([acct(base + X, user_data_64=5)])
-    assert r.ok and (r.name, r.code) == ("ok", AR.ok)
+    assert r.ok and r.result is AR.ok
     [a] = clients[A_MEMBER].lookup_accounts([base + X], linearizable=True)
     assert (a.id, a.owner, a.user_data_64, a.timestamp > 0) == (base + X, A_MEMBER, 5, True)
     assert clients[A_MEMBER].create_accounts([acct(base + Y)])[0].ok
     [r] = clients[A_MEMBER].create_transfers([tr(base + ID, base + X, base + Y, 7)])
-    assert r.ok and (r.name, r.code) == ("ok", TR.ok)
+    assert r.ok and r.result is TR.ok
     [t] = clients[A_MEMBER].lookup_transfers([base + ID], linearizable=True)
     assert (t.debit_account_id, t.credit_account_id, t.amount) == (base + X, base + Y, 7)
 
@@ -426,11 +431,11 @@ def test_identical_resubmission_is_a_retry_not_exists(clients, base):
     signed = c.sign_accounts([acct(base + X)])
     [first] = c.submit([signed])
     [again] = c.submit([signed])
-    assert [(r.name, r.code) for r in first.results] == [("ok", AR.ok)]
+    assert [r.result for r in first.results] == [AR.ok]
     assert (again.tx_hash, again.height, again.results) == (first.tx_hash, first.height, first.results)
-    assert [r.name for r in c.create_accounts([acct(base + X)])] == ["ok"]
+    assert [r.result for r in c.create_accounts([acct(base + X)])] == [AR.ok]
     res = c.create_accounts([acct(base + X), acct(base + Y)])
-    assert [(r.name, r.code) for r in res] == [("exists", AR.exists), ("ok", AR.ok)]
+    assert [r.result for r in res] == [AR.exists, AR.ok]
 
 
 def test_pending_transfer_expires_by_block_time(clients, base):
@@ -447,7 +452,7 @@ def test_pending_transfer_expires_by_block_time(clients, base):
     a, b = c.lookup_accounts([base + A, base + B], linearizable=True)
     assert (a.debits_pending, a.debits_posted, b.credits_pending, b.credits_posted) == (0, 0, 0, 1)
     res = c.create_transfers([_at(base, resolve(ID, PID, POST)), _at(base, resolve(ID + 1, PID, VOID))])
-    assert [(r.name, r.code) for r in res] == [("pending_transfer_expired", TR.pending_transfer_expired)] * 2
+    assert [r.result for r in res] == [TR.pending_transfer_expired] * 2
 
 
 def test_maximum_timeout_does_not_overflow(clients, base):
@@ -457,12 +462,33 @@ def test_maximum_timeout_does_not_overflow(clients, base):
     for step in std_accounts(base):
         assert all(r.ok for r in call(clients, step))
     [r] = c.create_transfers([_at(base, tr(ID, A, B, 1, flags=P, timeout=U32_MAX))])
-    assert (r.name, r.code) == ("ok", TR.ok)
+    assert r.result is TR.ok
     [t] = c.lookup_transfers([base + ID], linearizable=True)
     assert t.timeout == U32_MAX
     assert t.timestamp + U32_MAX * NS < U64_MAX
     # The year (approximately) from which overflows_timeout becomes reachable.
     assert 1970 + (U64_MAX - U32_MAX * NS) // NS // 31_556_952 == 2418
+
+
+def test_only_failed_events_travel_on_the_wire(cluster_module, clients, base):
+    # TigerBeetle replies to create_transfers with the failed events only (index +
+    # result); the SDK rebuilds one result per event from the transaction it signed.
+    c = clients[A_MEMBER]
+    for step in std_accounts(base):
+        assert all(r.ok for r in call(clients, step))
+    stx = c.sign_transfers([_at(base, tr(ID, A, B, 1)), _at(base, tr(ID + 1, A, MISSING, 1)), _at(base, tr(ID + 2, A, B, 2))])
+    with grpc.insecure_channel(cluster_module.addresses[cluster_module.leader()]) as ch:
+        (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=10).results
+    assert [(e.index, e.WhichOneof("result"), e.transfer) for e in wire.results] == [
+        (1, "transfer", pb.CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND)
+    ]
+    [again] = c.submit([stx])  # a retry, answered from the index, rebuilt by the SDK
+    assert (again.tx_hash, again.height) == (wire.tx_hash, wire.height)
+    assert [(r.index, r.result) for r in again.results] == [(0, TR.ok), (1, TR.credit_account_not_found), (2, TR.ok)]
+    all_ok = c.sign_accounts([acct(base + X)])
+    with grpc.insecure_channel(cluster_module.addresses[cluster_module.leader()]) as ch:
+        (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[all_ok]), timeout=10).results
+    assert list(wire.results) == [] and wire.height > 0
 
 
 def _core_lists(module: str):
@@ -471,20 +497,21 @@ def _core_lists(module: str):
     if unit not in sys.path:
         sys.path.insert(0, unit)
     m = importlib.import_module(module)
-    return set(m.CASES), set(m.LINKED_CODES), set(m.NOT_PRODUCIBLE)
+    # By name: the core's enums (tests/unit/test_proto_enums.py pins them to the SDK's).
+    return tuple({c.name for c in codes} for codes in (m.CASES, m.LINKED_CODES, m.NOT_PRODUCIBLE))
 
 
 def test_every_producible_code_is_covered():
     """No code is forgotten: the scenarios here are exactly the core's producible codes."""
     cases, linked, not_producible = _core_lists("test_apply_accounts")
-    producible_accounts = set(AR) - not_producible
-    assert cases | linked == producible_accounts
+    producible_accounts = {AR[n] for n in set(AR.__members__) - not_producible}
+    assert {AR[n] for n in cases | linked} == producible_accounts
     covered_accounts = {AR[s.name] for s in ACCOUNT_SCENARIOS}
     assert covered_accounts == producible_accounts
 
     cases, linked, not_producible = _core_lists("test_apply_transfers")
-    producible_transfers = set(TR) - not_producible
-    assert cases | linked == producible_transfers
+    producible_transfers = {TR[n] for n in set(TR.__members__) - not_producible}
+    assert {TR[n] for n in cases | linked} == producible_transfers
     covered_transfers = {TR[s.name] for s in TRANSFER_SCENARIOS}
     assert not covered_transfers & set(API_UNREACHABLE)
     assert covered_transfers | set(API_UNREACHABLE) == producible_transfers

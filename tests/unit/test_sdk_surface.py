@@ -15,12 +15,17 @@ EXPECTED = {
     "AccountFilter",
     "AccountFlags",
     "BlockHeader",
+    "CreateAccountResult",
+    "CreateTransferResult",
     "EventResult",
     "GrpcTransport",
+    "InProcessTransport",
     "InvalidRequest",
     "LedgerClient",
     "LedgerError",
     "NotFound",
+    "NotLeader",
+    "NotSubmitted",
     "Page",
     "QueryFilter",
     "RetryPolicy",
@@ -46,6 +51,28 @@ def test_exception_tree():
     assert issubclass(sdk.Unavailable, sdk.TransportError)
     assert issubclass(sdk.TransportError, sdk.LedgerError)
     assert issubclass(sdk.InvalidRequest, sdk.LedgerError)
+    assert issubclass(sdk.NotFound, sdk.LedgerError)
+    # A refusal before proposal is definite: never counted as an unknown outcome.
+    assert issubclass(sdk.NotSubmitted, sdk.LedgerError)
+    assert not issubclass(sdk.NotSubmitted, sdk.TransportError)
+    assert issubclass(sdk.NotLeader, sdk.NotSubmitted)
+
+
+def test_exception_tree_is_drawn_in_the_docstring():
+    from raft_ledger_client import _exceptions
+
+    for name in ("LedgerError", "TransportError", "Timeout", "Unavailable", "NotSubmitted", "NotLeader", "InvalidRequest", "NotFound"):
+        assert name in _exceptions.__doc__, name
+
+
+def test_enums_pickle_by_their_public_names():
+    import pickle
+
+    for member in (sdk.CreateTransferResult.exceeds_credits, sdk.CreateAccountResult.exists,
+                   sdk.AccountFlags.HISTORY | sdk.AccountFlags.LINKED, sdk.TransferFlags.PENDING):
+        assert pickle.loads(pickle.dumps(member)) is member
+    e = pickle.loads(pickle.dumps(sdk.NotLeader("v2 Submit: not the leader", "127.0.0.1:7102")))
+    assert (str(e), e.leader_address) == ("v2 Submit: not the leader", "127.0.0.1:7102")
 
 
 def test_sdk_imports_without_the_node_dependencies():

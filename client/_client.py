@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from raft_ledger_client._convert import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
+from raft_ledger_client.wire import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
 from raft_ledger_client._enums import AccountFlags, TransferFlags  # noqa: F401 - moved to _enums; old import path kept
 from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
 from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, Timeout, TransportError, Unavailable

@@ -22,7 +22,7 @@ from raft_ledger_node.crypto import Verifier
 from raft_ledger_node.ledger import limits
 from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
-from raft_ledger_node.service import AdminServicer, LedgerServicer
+from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore
 
 log = logging.getLogger("ledger.main")

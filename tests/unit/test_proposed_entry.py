@@ -5,13 +5,14 @@ back from the Raft entry: ``decode_entry(encode_entry(e)) == e``.
 """
 from __future__ import annotations
 
-from raft_ledger_client._client import Account, AccountFlags, Transfer, TransferFlags, _account_pb, _transfer_pb
+from raft_ledger_client import Account, AccountFlags, Transfer, TransferFlags
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import Entry
-from raft_ledger_client._convert import transfer_fields
+from raft_ledger_client.wire import account_to_pb, transfer_fields, transfer_to_pb
 from raft_ledger_node.ledger.types import Transfer as CoreTransfer
-from raft_ledger_node.service import decode_signed, transfer_from_pb
+from raft_ledger_node.api.mapping import transfer_from_pb
+from raft_ledger_node.api.validation import decode_signed
 
 U128_MAX = (1 << 128) - 1
 
@@ -36,9 +37,9 @@ def test_service_built_entry_survives_the_raft_log_unchanged():
                         user_data_128=5, user_data_64=6, user_data_32=7)]
     txs = (
         decode_signed(_signed(pb.Transaction(create_transfers=pb.CreateTransfers(
-            transfers=[_transfer_pb(t) for t in transfers])), "bänk-a"), 0),
+            transfers=[transfer_to_pb(t) for t in transfers])), "bänk-a"), 0),
         decode_signed(_signed(pb.Transaction(create_accounts=pb.CreateAccounts(
-            accounts=[_account_pb(a) for a in accounts])), "bank-b"), 1),
+            accounts=[account_to_pb(a) for a in accounts])), "bank-b"), 1),
     )
     proposed = Entry(proposed_timestamp=1_700_000_000_000_000_001, txs=txs)
     replicated = codec.decode_entry(codec.encode_entry(proposed))
@@ -55,6 +56,6 @@ def test_positional_transfer_mapping_agrees_with_the_shared_field_mapping():
                     amount=(1 << 64) - 1, ledger=7, code=9, flags=TransferFlags.BALANCING_CREDIT,
                     pending_id=1 << 100, timeout=11, user_data_128=(1 << 65) + 1, user_data_64=12,
                     user_data_32=13)
-    m = _transfer_pb(full)
+    m = transfer_to_pb(full)
     m.timestamp = 123456789
     assert transfer_from_pb(m) == CoreTransfer(**transfer_fields(m))

@@ -35,7 +35,7 @@ from raft_ledger_client import (
 from raft_ledger_client._transport import status_to_exception
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 
-A, B, C = "10.0.0.1:7101", "10.0.0.2:7101", "10.0.0.3:7101"
+A, B, C = "127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"
 #: Transfers above this amount fail with exceeds_credits at the fake leader.
 BALANCE = 1_000
 POLICY = RetryPolicy(deadline_s=1.0, attempt_timeout_s=0.3, backoff_initial_s=0.05, backoff_max_s=0.4)

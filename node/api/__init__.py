@@ -1,0 +1,26 @@
+"""The gRPC API adapter: request validation, protobuf <-> core mapping, servicers.
+
+Rooms: :mod:`.validation` (stateless checks and decoding, pure: raises
+:class:`~.validation.RequestError`), :mod:`.mapping` (protobuf <-> core records,
+the positional fast path of the submit path), :mod:`.servicers` (``Ledger`` and
+``Admin``: leader checks, signatures, proposing, reads; maps every outcome to a
+status code).
+
+Status codes (every message says what to do; never a stack trace):
+
+* INVALID_ARGUMENT — malformed request, transaction or event, bad signature,
+  unknown member/key, a per-transaction or per-query limit exceeded. Nothing of
+  the request was proposed.
+* RESOURCE_EXHAUSTED — the Submit as a whole is larger than one block may be
+  (``submit_events_max``, ``submit_bytes_max``; gRPC itself answers a message above
+  ``grpc_message_bytes_max``). Nothing was proposed: split it into several Submits.
+* FAILED_PRECONDITION — this validator is not the leader; trailing metadata
+  ``leader-address`` names the leader's gRPC address, ``ledger-refused:
+  not-leader`` says nothing was proposed.
+* UNAVAILABLE — no leader yet (trailing metadata ``ledger-refused: no-leader``:
+  nothing was proposed), or the proposal was dropped (leader change): the
+  outcome is unknown, retry the same signed transactions.
+* DEADLINE_EXCEEDED — the block did not apply in time; outcome unknown: retry.
+* NOT_FOUND — GetBlock for a height not (yet) in the chain.
+* INTERNAL — a bug; logged with its trace on the server, not sent.
+"""

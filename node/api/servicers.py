@@ -1,0 +1,209 @@
+"""gRPC servicers of the ``Ledger`` and ``Admin`` services (status codes: :mod:`raft_ledger_node.api`)."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_node.api import validation
+from raft_ledger_node.api.mapping import (
+    account_to_pb,
+    balance_to_pb,
+    from_u128,
+    header_to_pb,
+    result_to_pb,
+    transfer_to_pb,
+)
+from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
+from raft_ledger_node.crypto import UnknownKey, Verifier
+from raft_ledger_node.ledger.types import TxResult
+
+log = logging.getLogger("ledger.service")
+
+
+def _guard(method):
+    """Answer a refused request with its status; map unexpected exceptions to INTERNAL
+    without leaking the trace to the client (it goes to the validator's log)."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except grpc.RpcError:
+            raise
+        except validation.RequestError as e:
+            context.abort(getattr(grpc.StatusCode, e.status), str(e))
+        except Exception:
+            if context.code() is not None:  # abort() already set a status
+                raise
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the validator log")
+
+    return wrapper
+
+
+class LedgerServicer(pb_grpc.LedgerServicer):
+    """``ledger.v1.Ledger``: Submit on the leader (validation, signatures, dedup by
+    transaction hash, group commit), reads from the local store or, linearizable,
+    from the leader after a read barrier. Status codes: see :mod:`raft_ledger_node.api`."""
+
+    def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address, submit_timeout_s: float):
+        self._store = store
+        self._replica = replica
+        self._batcher = batcher
+        self._verifier = verifier
+        self._leader_grpc_address = leader_grpc_address
+        self._submit_timeout_s = submit_timeout_s
+
+    def _require_leader(self, context) -> None:
+        if self._replica.is_leader():
+            return
+        leader = self._leader_grpc_address()
+        # ``ledger-refused``: refused before anything was proposed, so the SDK can
+        # tell "not submitted" from an unknown outcome (proto: service Ledger).
+        if leader is None:
+            context.set_trailing_metadata((("ledger-refused", "no-leader"),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader elected yet; nothing was proposed, retry shortly")
+        context.set_trailing_metadata((("leader-address", leader), ("ledger-refused", "not-leader")))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not the leader; send writes to {leader}")
+
+    def _consistent_read(self, consistency: int, context) -> None:
+        """For LINEARIZABLE reads: be the leader and pass a read barrier through the log."""
+        if consistency != pb.READ_CONSISTENCY_LINEARIZABLE:
+            return
+        self._require_leader(context)
+        if not self._replica.read_barrier(self._submit_timeout_s):
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "read barrier not committed (leadership lost or no majority); retry on the leader",
+            )
+
+    @_guard
+    def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
+        validation.check_submit_size(request)
+        self._require_leader(context)
+        txs = validation.decode_submit(request)
+        checks = self._verifier.verify_many(
+            [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
+        )
+        for i, ok in enumerate(checks):
+            if isinstance(ok, UnknownKey):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transaction {i}: {ok}")
+            if not ok:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"transaction {i}: bad signature for member {txs[i].member_id!r} key {request.transactions[i].key_id!r}",
+                )
+        # Retries of transactions already in the chain are answered from the index.
+        known = [self._store.get_tx_result(tx.tx_hash) for tx in txs]
+        results: list[TxResult | None] = [
+            None if k is None else TxResult(tx.tx_hash, k[0], k[1]) for tx, k in zip(txs, known)
+        ]
+        fresh = [tx for tx, r in zip(txs, results) if r is None]
+        if fresh:
+            sub = Submission(txs=fresh)
+            self._batcher.submit(sub)
+            if not sub.done.wait(self._submit_timeout_s):
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"not applied within {self._submit_timeout_s}s; outcome unknown, retry the same transactions",
+                )
+            if isinstance(sub.error, SubmissionTooLarge):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"not proposed: {sub.error}; split the Submit")
+            if sub.error is not None:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"proposal not committed ({sub.error}); outcome unknown, retry the same transactions",
+                )
+            it = iter(sub.results)
+            results = [r if r is not None else next(it) for r in results]
+        return pb.SubmitResponse(results=[result_to_pb(r, tx.operation) for r, tx in zip(results, txs)])
+
+    @_guard
+    def LookupAccounts(self, request, context):  # noqa: N802
+        validation.check_lookup(request.ids)
+        self._consistent_read(request.consistency, context)
+        height = self._store.head().height
+        found = [self._store.get_account(from_u128(i)) for i in request.ids]
+        return pb.LookupAccountsResponse(accounts=[account_to_pb(a) for a in found if a is not None], height=height)
+
+    @_guard
+    def LookupTransfers(self, request, context):  # noqa: N802
+        validation.check_lookup(request.ids)
+        self._consistent_read(request.consistency, context)
+        height = self._store.head().height
+        found = [self._store.get_transfer(from_u128(i)) for i in request.ids]
+        return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
+
+    @_guard
+    def GetAccountTransfers(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        transfers, cursor = self._store.get_account_transfers(validation.account_filter(request.filter))
+        return pb.GetAccountTransfersResponse(
+            transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
+        )
+
+    @_guard
+    def GetAccountBalances(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        rows, cursor = self._store.get_account_balances(validation.account_filter(request.filter))
+        return pb.GetAccountBalancesResponse(
+            balances=[balance_to_pb(ts, a) for ts, a in rows],
+            height=height,
+            next_timestamp=cursor,
+        )
+
+    @_guard
+    def QueryAccounts(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        accounts, cursor = self._store.query_accounts(validation.query_filter(request.filter))
+        return pb.QueryAccountsResponse(accounts=[account_to_pb(a) for a in accounts], height=height, next_timestamp=cursor)
+
+    @_guard
+    def QueryTransfers(self, request, context):  # noqa: N802
+        height = self._store.head().height
+        transfers, cursor = self._store.query_transfers(validation.query_filter(request.filter))
+        return pb.QueryTransfersResponse(
+            transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
+        )
+
+    @_guard
+    def GetHead(self, request, context):  # noqa: N802
+        self._consistent_read(request.consistency, context)
+        return pb.GetHeadResponse(head=header_to_pb(self._store.head().header))
+
+    @_guard
+    def GetBlock(self, request, context):  # noqa: N802
+        block = self._store.get_block(request.height)
+        if block is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no block at height {request.height} (head is {self._store.head().height})")
+        header, tx_hashes = block
+        return pb.GetBlockResponse(header=header_to_pb(header), tx_hashes=tx_hashes)
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    """``ledger.v1.Admin``: this validator's typed Raft status and chain head."""
+
+    def __init__(self, *, validator_id: str, store, replica, leader_grpc_address):
+        self._validator_id = validator_id
+        self._store = store
+        self._replica = replica
+        self._leader_grpc_address = leader_grpc_address
+
+    @_guard
+    def GetStatus(self, request, context):  # noqa: N802
+        st = self._replica.status()
+        return pb.GetStatusResponse(
+            validator_id=self._validator_id,
+            role=st.role,
+            term=st.term,
+            commit_index=st.commit_index,
+            applied_index=self._store.applied_index(),
+            head=header_to_pb(self._store.head().header),
+            leader_address=self._leader_grpc_address() or "",
+            ready=st.ready,
+            log_size=st.log_size,
+        )

@@ -1,0 +1,131 @@
+"""Stateless request checks and decoding, cheapest first (sizes, then shape, then parsing).
+
+Pure functions of the request: no store, no Raft, no gRPC context. A request that
+fails a check raises :class:`RequestError` (its ``status`` names the gRPC status
+the servicer answers with); nothing of it has been proposed. Signatures are
+checked by the servicer (:mod:`raft_ledger_node.crypto`), after these.
+"""
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_node.api.mapping import (
+    account_filter_from_pb,
+    account_from_pb,
+    query_filter_from_pb,
+    transfer_from_pb,
+)
+from raft_ledger_node.crypto import sha256
+from raft_ledger_node.ledger import limits
+from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
+from raft_ledger_node.ledger.types import Operation, Tx
+
+#: Bytes of an Ed25519 signature (RFC 8032).
+SIGNATURE_BYTES = 64
+
+
+class RequestError(ValueError):
+    """The request is refused as a whole; ``status`` is the gRPC status code name."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class BadRequest(RequestError):
+    """Malformed, or over a per-transaction or per-query limit: INVALID_ARGUMENT."""
+
+
+class TooLarge(RequestError):
+    """The Submit as a whole exceeds one block's limits: RESOURCE_EXHAUSTED."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+def check_submit_size(request: pb.SubmitRequest) -> None:
+    """Transactions in 1..submit_txs_max and their bytes within submit_bytes_max
+    (checked before anything is parsed). Raises BadRequest or TooLarge."""
+    n = len(request.transactions)
+    if n == 0:
+        raise BadRequest("no transactions")
+    if n > limits.submit_txs_max:
+        raise BadRequest(f"{n} transactions exceeds submit_txs_max={limits.submit_txs_max}")
+    size = sum(stx.ByteSize() for stx in request.transactions)
+    if size > limits.submit_bytes_max:
+        raise TooLarge(f"{size} bytes of transactions exceeds submit_bytes_max={limits.submit_bytes_max}; split the Submit")
+
+
+def decode_submit(request: pb.SubmitRequest) -> list[Tx]:
+    """Every transaction decoded (see :func:`decode_signed`), their events within
+    submit_events_max. Raises BadRequest (naming the transaction) or TooLarge."""
+    txs = [decode_signed(stx, i) for i, stx in enumerate(request.transactions)]
+    events = sum(len(tx.events) for tx in txs)
+    if events > limits.submit_events_max:
+        raise TooLarge(f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit")
+    return txs
+
+
+def decode_signed(stx: pb.SignedTransaction, index: int) -> Tx:
+    """Stateless checks and decoding of one signed transaction (signature checked elsewhere).
+
+    ``tx_hash`` is SHA-256 of the envelope's deterministic serialisation. Raises
+    BadRequest: member id not 1..member_id_bytes_max bytes, signature not 64 bytes,
+    envelope over tx_bytes_max, body not a ``ledger.v1.Transaction``, no operation,
+    no events or more than tx_events_max, an account with ``owner`` set.
+    """
+    where = f"transaction {index}"
+    if not stx.member_id or len(stx.member_id.encode()) > limits.member_id_bytes_max:
+        raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
+    if len(stx.signature) != SIGNATURE_BYTES:
+        raise BadRequest(f"{where}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+    envelope = stx.SerializeToString(deterministic=True)
+    if len(envelope) > limits.tx_bytes_max:
+        raise BadRequest(f"{where}: {len(envelope)} bytes exceeds tx_bytes_max={limits.tx_bytes_max}")
+    body = pb.Transaction()
+    try:
+        body.ParseFromString(stx.body)
+    except DecodeError as e:
+        raise BadRequest(f"{where}: body is not a ledger.v1.Transaction ({e})") from e
+    kind = body.WhichOneof("operation")
+    if kind == "create_accounts":
+        events = tuple(account_from_pb(a) for a in body.create_accounts.accounts)
+        if any(a.owner for a in body.create_accounts.accounts):
+            raise BadRequest(f"{where}: account owner is set by the ledger from the signer; leave it empty")
+        op = Operation.create_accounts
+    elif kind == "create_transfers":
+        events = tuple(transfer_from_pb(t) for t in body.create_transfers.transfers)
+        op = Operation.create_transfers
+    else:
+        raise BadRequest(f"{where}: body has no operation (create_accounts or create_transfers)")
+    if not events:
+        raise BadRequest(f"{where}: no events")
+    if len(events) > limits.tx_events_max:
+        raise BadRequest(f"{where}: {len(events)} events exceeds tx_events_max={limits.tx_events_max}")
+    return Tx(member_id=stx.member_id, operation=op, events=events, envelope=envelope, tx_hash=sha256(envelope))
+
+
+def check_lookup(ids) -> None:
+    """At most lookup_ids_max ids. Raises BadRequest."""
+    if len(ids) > limits.lookup_ids_max:
+        raise BadRequest(f"at most {limits.lookup_ids_max} ids per lookup")
+
+
+def _check_filter(f) -> None:
+    if f.limit > limits.query_limit_max:
+        raise BadRequest(f"filter.limit must be at most {limits.query_limit_max}")
+    if f.timestamp_max and f.timestamp_min > f.timestamp_max:
+        raise BadRequest("filter.timestamp_min is after filter.timestamp_max")
+
+
+def account_filter(f: pb.AccountFilter) -> AccountFilter:
+    """The core filter; raises BadRequest for account_id 0, limit over query_limit_max, min > max."""
+    _check_filter(f)
+    core = account_filter_from_pb(f)
+    if core.account_id == 0:
+        raise BadRequest("filter.account_id must not be zero")
+    return core
+
+
+def query_filter(f: pb.QueryFilter) -> QueryFilter:
+    """The core filter; raises BadRequest for limit over query_limit_max, min > max."""
+    _check_filter(f)
+    return query_filter_from_pb(f)

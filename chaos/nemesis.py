@@ -94,7 +94,6 @@ class Nemesis:
         self._lock = threading.Lock()
         #: The exception that ended the thread early, if any (stop() re-raises it).
         self.error: BaseException | None = None
-        self.windows = 0
 
     # -- control --------------------------------------------------------------------
 
@@ -146,7 +145,6 @@ class Nemesis:
             raise
         detail["window_s"] = round(window_s, 3)
         self._record("start", kind, targets, detail)
-        self.windows += 1
         try:
             self._stop.wait(window_s)
         finally:

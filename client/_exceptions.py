@@ -14,7 +14,8 @@
     │                               A transport signal: LedgerClient follows it and
     │                               raises NotSubmitted itself when no attempt got further
     ├── InvalidRequest              the validator refused the request as a whole (malformed,
-    │                               bad signature, unknown member, limit): nothing was applied
+    │                               bad signature, unknown member, over a limit —
+    │                               INVALID_ARGUMENT or RESOURCE_EXHAUSTED): nothing was applied
     └── NotFound                    no such block
 
 Unknown vs. not submitted: after :class:`TransportError` resubmit the very same

@@ -56,7 +56,9 @@ def status_to_exception(
     details = details or ""
     md = dict(trailing or ())
     refused = md.get(REFUSED_KEY)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        # RESOURCE_EXHAUSTED: the Submit is over a per-request limit (submit_events_max,
+        # submit_bytes_max, the gRPC message cap); refused before anything was proposed.
         return InvalidRequest(details)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(details)

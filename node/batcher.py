@@ -72,8 +72,6 @@ class Batcher:
         self._block_events_max = block_events_max
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self.entries_proposed = 0
-        self.txs_proposed = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -125,8 +123,6 @@ class Batcher:
         txs = tuple(tx for sub in batch for tx in sub.txs)
         decoded = Entry(proposed_timestamp=time.time_ns(), txs=txs)
         entry = codec.encode_entry(decoded)
-        self.entries_proposed += 1
-        self.txs_proposed += len(txs)
 
         def on_result(res, err) -> None:
             self._slots.release()

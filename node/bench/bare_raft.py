@@ -50,13 +50,11 @@ class BareReplica(DurableReplica):
     def __init__(self, self_address: str, peers: list[str], conf) -> None:
         # State before DurableReplica.__init__: the tick thread starts inside it.
         self.applied = 0
-        self.applied_bytes = 0
         super().__init__(self_address, peers, conf)  # durable journal and Raft fixes on, as the validators'
 
     @replicated
     def apply_entry(self, entry: bytes):
         self.applied += 1
-        self.applied_bytes += len(entry)
         return len(entry)
 
 

@@ -17,7 +17,7 @@ import time
 import grpc
 import pytest
 
-from raft_ledger_client import Account, Transfer
+from raft_ledger_client import Account, InvalidRequest, Transfer
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.ledger import limits
@@ -116,6 +116,14 @@ def test_message_above_the_grpc_cap_is_refused_by_grpc(cluster_module, signer):
     req = pb.SubmitRequest(transactions=[stx] * copies)
     assert req.ByteSize() > limits.grpc_message_bytes_max
     _refused_and_nothing_lost(cluster_module, signer, req, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_the_sdk_reports_an_oversized_submit_as_invalid_request_not_an_unknown_outcome(cluster_module, signer):
+    txs = [signer.sign_transfers(_transfers(limits.tx_events_max)) for _ in range(3)]
+    retries = signer.retries
+    with pytest.raises(InvalidRequest, match="submit_events_max="):
+        signer.submit(txs)
+    assert signer.retries == retries, "a definite refusal is not retried"
 
 
 def test_a_submit_at_the_limits_commits_in_one_block(cluster_module, signer):

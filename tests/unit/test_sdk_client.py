@@ -371,6 +371,7 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
     "code,trailing,expected",
     [
         (grpc.StatusCode.INVALID_ARGUMENT, (), InvalidRequest),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, (), InvalidRequest),
         (grpc.StatusCode.NOT_FOUND, (), NotFound),
         (grpc.StatusCode.FAILED_PRECONDITION, (("leader-address", B),), NotLeader),
         (grpc.StatusCode.UNAVAILABLE, (("ledger-refused", "no-leader"),), NotLeader),

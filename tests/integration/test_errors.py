@@ -1,6 +1,6 @@
 """Error contract of the gRPC front end, through real gRPC against a running cluster.
 
-node/service.py's module docstring is the contract: INVALID_ARGUMENT for a
+node/api/__init__.py's module docstring is the contract: INVALID_ARGUMENT for a
 malformed request, transaction or event, a bad signature or an unknown member
 (nothing proposed); FAILED_PRECONDITION with trailing metadata ``leader-address``
 on a follower, UNAVAILABLE with ``ledger-refused: no-leader`` on a validator

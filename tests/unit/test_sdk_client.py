@@ -1,6 +1,6 @@
 """LedgerClient's own logic, through InProcessTransport: no sockets, no sleeps, a fake clock.
 
-The validators here are small servicer-like objects answering as node/service.py
+The validators here are small servicer-like objects answering as node/api/servicers.py
 does (its module docstring is the status contract: FAILED_PRECONDITION with
 ``leader-address`` on a follower, UNAVAILABLE with ``ledger-refused: no-leader``
 before a leader is elected, INVALID_ARGUMENT for a bad request). The same
@@ -65,7 +65,7 @@ class InOrder(random.Random):
 
 
 class Validator:
-    """One validator, answering as node/service.py does for its ``role``.
+    """One validator, answering as node/api/servicers.py does for its ``role``.
 
     ``leader``: commits Submit (transfers above BALANCE fail with exceeds_credits,
     the rest ok; only failures on the wire) and serves reads. ``follower``:

@@ -59,3 +59,13 @@ def test_apply_with_changes_only_flags_and_balances():
     a = _distinct_account()
     b = apply._with(a, 7, 11, 12, 13, 14)
     assert b == dataclasses.replace(a, flags=7, debits_pending=11, debits_posted=12, credits_pending=13, credits_posted=14)
+
+
+def test_the_sdk_and_core_filters_have_the_same_fields():
+    """The core's filters (node/ledger/filters.py) and the SDK's public ones are two
+    copies by design (neither side imports the other); the wire mapping needs equal names."""
+    import raft_ledger_client as sdk
+    from raft_ledger_node.ledger import filters
+
+    assert _names(sdk.AccountFilter) == _names(filters.AccountFilter)
+    assert _names(sdk.QueryFilter) == _names(filters.QueryFilter)

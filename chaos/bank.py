@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from raft_ledger_client import (
     Account,
     AccountFlags,
+    CreateAccountResult,
+    CreateTransferResult,
     InvalidRequest,
     LedgerClient,
     LedgerError,
     NotFound,
+    NotSubmitted,
     RetryPolicy,
     Transfer,
     TransportError,
@@ -89,7 +92,7 @@ class Bank:
             if m == MEMBERS[0]:
                 mine.append(Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE))
             res = setup_clients[m].create_accounts(mine)
-            if any(r.name not in ("ok", "exists") for r in res):
+            if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
                 raise LedgerError(f"bank setup: account creation failed: {res}")
         funding = [
             Transfer(id=TRANSFER_ID_BASE - a, debit_account_id=MINT_ACCOUNT, credit_account_id=a,
@@ -97,7 +100,7 @@ class Bank:
             for a in self.account_ids
         ]
         res = setup_clients[MEMBERS[0]].create_transfers(funding)
-        if any(r.name not in ("ok", "exists") for r in res):
+        if any(r.result not in (CreateTransferResult.ok, CreateTransferResult.exists) for r in res):
             raise LedgerError(f"bank setup: funding failed: {res}")
         for c in setup_clients.values():
             c.close()
@@ -153,11 +156,15 @@ class Bank:
             history.record(process, "info", "transfer", {**value, "result": f"unknown: {type(e).__name__}"})
             count("transfer:info")
             return True
-        except (InvalidRequest, NotFound, LedgerError) as e:
+        except (InvalidRequest, NotFound, NotSubmitted) as e:  # definitely not applied by this call
             history.record(process, "fail", "transfer", {**value, "result": f"refused: {e}"})
             count("transfer:fail")
             return False
-        if r.name in ("ok", "exists"):
+        except LedgerError as e:  # an unexpected status (e.g. INTERNAL after proposing): outcome unknown
+            history.record(process, "info", "transfer", {**value, "result": f"unknown: {type(e).__name__}: {e}"})
+            count("transfer:info")
+            return True
+        if r.result in (CreateTransferResult.ok, CreateTransferResult.exists):
             history.record(process, "ok", "transfer", {**value, "result": "ok"})
             count("transfer:ok")
         else:

@@ -21,7 +21,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerClient, Transfer, load_private_key
 from raft_ledger_node.stats import Zipf, percentile
 from raft_ledger_node.tables import print_table, table
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             accts.append(Account(id=aid, ledger=lg, code=ACCOUNT_CODE))
         for i in range(0, len(accts), 500):
             res = clients[m].create_accounts(accts[i : i + 500])
-            bad = [r for r in res if r.name not in ("ok", "exists")]
+            bad = [r for r in res if r.result not in (CreateAccountResult.ok, CreateAccountResult.exists)]
             if bad:
                 console.print(f"[red]account creation failed: {bad[:3]}")
                 return 1
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         errors.append(f"{type(e).__name__}: {e}")
                     continue
                 lat = time.monotonic() - start
-                n_ok = sum(1 for r in res.results if r.name in ("ok", "exists"))
+                n_ok = sum(1 for r in res.results if r.result in (CreateTransferResult.ok, CreateTransferResult.exists))
                 with lock:
                     latencies.append(lat)
                     ok += n_ok

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from raft_ledger_client import Account, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, load_private_key
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 #: Seconds between progress lines.
@@ -46,7 +46,7 @@ def _open_accounts(wl: Workload, clients: dict[str, LedgerClient], names: list[s
         ids = wl.account_ids(mi)
         for i in range(0, len(ids), OPEN_ACCOUNTS_CHUNK):
             res = clients[m].create_accounts([Account(id=a, ledger=LEDGER, code=ACCOUNT_CODE) for a in ids[i : i + OPEN_ACCOUNTS_CHUNK]])
-            bad = [r for r in res if r.name not in ("ok", "exists")]
+            bad = [r for r in res if r.result not in (CreateAccountResult.ok, CreateAccountResult.exists)]
             if bad:
                 raise RuntimeError(f"opening accounts failed: {bad[:3]}")
 

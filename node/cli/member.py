@@ -66,12 +66,12 @@ def member():
 @translate_errors
 def member_create_account(cluster, member, key_file, account_id, ledger, code, flags, user_data_128):
     """Create one account owned by --member."""
-    from raft_ledger_client import Account, AccountFlags
+    from raft_ledger_client import Account, AccountFlags, CreateAccountResult
 
     with _member_client(cluster, member, key_file) as c:
         [r] = c.create_accounts([Account(id=account_id, ledger=ledger, code=code, flags=_flags(AccountFlags, flags), user_data_128=user_data_128)])
     click.echo(r.name)
-    sys.exit(0 if r.name in ("ok", "exists") else 1)
+    sys.exit(0 if r.result in (CreateAccountResult.ok, CreateAccountResult.exists) else 1)
 
 
 @member.command("create-transfer")
@@ -88,7 +88,7 @@ def member_create_account(cluster, member, key_file, account_id, ledger, code, f
 @translate_errors
 def member_create_transfer(cluster, member, key_file, transfer_id, debit_account_id, credit_account_id, amount, ledger, code, pending_id, timeout, flags):
     """Create one transfer (single-phase, pending, post or void), signed by --member."""
-    from raft_ledger_client import Transfer, TransferFlags
+    from raft_ledger_client import CreateTransferResult, Transfer, TransferFlags
 
     f = _flags(TransferFlags, flags)
     if f & (TransferFlags.POST_PENDING_TRANSFER | TransferFlags.VOID_PENDING_TRANSFER):
@@ -98,7 +98,7 @@ def member_create_transfer(cluster, member, key_file, transfer_id, debit_account
     with _member_client(cluster, member, key_file) as c:
         [r] = c.create_transfers([t])
     click.echo(r.name)
-    sys.exit(0 if r.name in ("ok", "exists") else 1)
+    sys.exit(0 if r.result in (CreateTransferResult.ok, CreateTransferResult.exists) else 1)
 
 
 @member.command("lookup-accounts")

@@ -30,6 +30,7 @@ from raft_ledger_client import (
     Transfer,
     TransportError,
     load_private_key,
+    read_genesis,
 )
 from raft_ledger_chaos.history import History
 
@@ -80,7 +81,8 @@ class Bank:
 
         key = load_private_key(os.path.join(self.cluster_dir, "members", f"{member}.pem"))
         retry = RetryPolicy(deadline_s=deadline_s, attempt_timeout_s=min(1.0, deadline_s), backoff_initial_s=0.02, backoff_max_s=0.2)
-        return LedgerClient(self.addresses, member_id=member, key_id="k1", private_key=key, retry=retry)
+        _, chain_id = read_genesis(os.path.join(self.cluster_dir, "genesis.json"))
+        return LedgerClient(self.addresses, member_id=member, key_id="k1", private_key=key, chain_id=chain_id, retry=retry)
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Open and fund the accounts (before any fault). Raises LedgerError if that fails."""

@@ -34,6 +34,7 @@ from raft_ledger_client._client import (
     Transfer,
     TransferFlags,
     load_private_key,
+    read_genesis,
 )
 from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
 from raft_ledger_client._exceptions import (
@@ -42,6 +43,7 @@ from raft_ledger_client._exceptions import (
     NotFound,
     NotLeader,
     NotSubmitted,
+    RateLimited,
     Timeout,
     TransportError,
     Unavailable,
@@ -65,6 +67,7 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "NotSubmitted",
+    "RateLimited",
     "Page",
     "QueryFilter",
     "RetryPolicy",
@@ -76,4 +79,5 @@ __all__ = [
     "TransportError",
     "Unavailable",
     "load_private_key",
+    "read_genesis",
 ]

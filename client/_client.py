@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from raft_ledger_client.wire import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
 from raft_ledger_client._enums import AccountFlags, TransferFlags  # noqa: F401 - moved to _enums; old import path kept
 from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
-from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, Timeout, TransportError, Unavailable
+from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, RateLimited, Timeout, TransportError, Unavailable
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import GrpcTransport, Transport
 
@@ -262,6 +262,26 @@ def _rebuild(signed: pb.SignedTransaction, r: pb.TransactionResult) -> Transacti
     return TransactionResult(tx_hash=r.tx_hash, height=r.height, results=results)
 
 
+def read_genesis(path: str) -> tuple[list[str], str]:
+    """(validator gRPC addresses, chain id) from a genesis JSON file.
+    Raises OSError, ValueError (not a genesis file, or no validators)."""
+    import json
+
+    with open(path) as f:
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not JSON: {e}") from None
+    try:
+        addresses = [v["grpc_address"] for v in doc["validators"]]
+        chain_id = doc["chain_id"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a genesis file (missing {e})") from None
+    if not addresses or not isinstance(chain_id, str) or not chain_id:
+        raise ValueError(f"{path}: a genesis file names a chain_id and at least one validator")
+    return addresses, chain_id
+
+
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
     with open(path, "rb") as f:
@@ -289,12 +309,23 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy needs positive timeouts and 0 <= backoff_initial_s <= backoff_max_s: {self}")
 
 
+#: Seconds a signed transaction stays valid by default (``valid_until``): far above
+#: the retry deadline, so every retry of the same bytes is still accepted.
+DEFAULT_VALIDITY_S = 600.0
+#: The ledger refuses a ``valid_until`` further ahead than this (tx_validity_ns_max).
+VALIDITY_S_MAX = 24 * 3600.0
+
+
 class LedgerClient:
     """A member bank's connection to the validators.
 
     ``addresses``: gRPC host:port of the validators (any subset; the client
-    follows the leader). Writes are signed with the member's Ed25519 key as
-    ``key_id``. Every call has a finite deadline. Thread-safe.
+    follows the leader). ``chain_id``: the genesis file's chain id, bound into every
+    signed body, so a validator of another chain refuses it. Writes are signed with
+    the member's Ed25519 key as ``key_id``, each valid for ``validity_s`` seconds of
+    the validators' clock (``valid_until`` in the body; the ledger refuses it after,
+    and more than 24 h ahead); a retry resends the same signed bytes within that
+    window. Every call has a finite deadline. Thread-safe.
 
     Raises the exceptions of :mod:`client._exceptions`. ``clock`` (seconds,
     monotonic), ``sleep`` and ``rng`` (the order validators are tried in) are
@@ -308,19 +339,29 @@ class LedgerClient:
         member_id: str,
         key_id: str,
         private_key: Ed25519PrivateKey,
+        chain_id: str,
+        validity_s: float = DEFAULT_VALIDITY_S,
         retry: RetryPolicy | None = None,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         if not addresses:
             raise ValueError("at least one validator address is required")
+        if not chain_id:
+            raise ValueError("chain_id is required (the genesis file's chain_id)")
+        if not 0 < validity_s <= VALIDITY_S_MAX:
+            raise ValueError(f"validity_s must be in (0, {VALIDITY_S_MAX}]")
         self._addresses = list(addresses)
         self._leader: str | None = None
         self.member_id = member_id
         self.key_id = key_id
         self._key = private_key
+        self.chain_id = chain_id
+        self.validity_s = validity_s
+        self._wall_clock_ns = wall_clock_ns
         self.retry = retry or RetryPolicy()
         self._transport = transport or GrpcTransport()
         self._clock = clock
@@ -331,6 +372,14 @@ class LedgerClient:
     @classmethod
     def from_key_file(cls, addresses: Sequence[str], *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
         return cls(addresses, member_id=member_id, key_id=key_id, private_key=load_private_key(key_file), **kw)
+
+    @classmethod
+    def from_genesis(cls, genesis_file: str, *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
+        """A client for the chain of ``genesis_file`` (the genesis JSON the operators
+        publish): its ``chain_id`` and every validator's ``grpc_address``.
+        Raises OSError, ValueError (not a genesis file, or no validators)."""
+        addresses, chain_id = read_genesis(genesis_file)
+        return cls.from_key_file(addresses, member_id=member_id, key_id=key_id, key_file=key_file, chain_id=chain_id, **kw)
 
     def close(self) -> None:
         self._transport.close()
@@ -353,6 +402,8 @@ class LedgerClient:
         return self._sign(body)
 
     def _sign(self, body: pb.Transaction) -> pb.SignedTransaction:
+        body.chain_id = self.chain_id
+        body.valid_until = self._wall_clock_ns() + int(self.validity_s * 1e9)
         raw = body.SerializeToString(deterministic=True)
         return pb.SignedTransaction(body=raw, member_id=self.member_id, key_id=self.key_id, signature=self._key.sign(raw))
 
@@ -525,6 +576,11 @@ class LedgerClient:
                     self.retries += 1
                     backoff = self._backoff(backoff, deadline)
                     continue
+            except RateLimited as e:
+                last = e
+                self.retries += 1
+                backoff = self._backoff(max(backoff, e.retry_after_s), deadline)
+                continue
             except NotSubmitted as e:
                 last = e
             except TransportError as e:

@@ -9,6 +9,8 @@
     │   └── Unavailable             no validator reachable, or the proposal was dropped
     ├── NotSubmitted                every attempt was refused before anything was proposed
     │   │                           (no leader elected): this call applied nothing
+    │   ├── RateLimited             over the member's rate limit: ``retry_after_s``; the
+    │   │                           client waits and retries within its deadline
     │   └── NotLeader               one validator's refusal: it does not lead; carries
     │                               ``leader_address`` (None when no leader is known).
     │                               A transport signal: LedgerClient follows it and
@@ -59,6 +61,18 @@ class NotLeader(NotSubmitted):
 
     def __reduce__(self):
         return type(self), (str(self), self.leader_address)
+
+
+class RateLimited(NotSubmitted):
+    """The member is over its rate limit on this validator; ``retry_after_s`` is the
+    validator's hint. LedgerClient waits that long and retries within its deadline."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return type(self), (str(self), self.retry_after_s)
 
 
 class InvalidRequest(LedgerError):

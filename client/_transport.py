@@ -20,6 +20,7 @@ from raft_ledger_client._exceptions import (
     NotFound,
     NotLeader,
     NotSubmitted,
+    RateLimited,
     Timeout,
     Unavailable,
 )
@@ -31,6 +32,10 @@ REFUSED_KEY = "ledger-refused"
 LEADER_KEY = "leader-address"
 
 #: Statuses after which a write may or may not have been proposed.
+#: Trailing metadata of a rate-limited Submit: milliseconds to wait before retrying.
+RETRY_AFTER_KEY = "retry-after-ms"
+#: How grpcio's server words a refusal past maximum_concurrent_rpcs.
+_GRPC_OVERLOADED = "Concurrent RPC limit exceeded"
 _UNKNOWN_OUTCOME = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
 
 
@@ -56,6 +61,15 @@ def status_to_exception(
     details = details or ""
     md = dict(trailing or ())
     refused = md.get(REFUSED_KEY)
+    if refused == "rate-limited":
+        try:
+            wait_s = max(0.0, int(md.get(RETRY_AFTER_KEY, "0")) / 1000)
+        except ValueError:
+            wait_s = 0.0
+        return RateLimited(f"{where}: {details}", wait_s)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(_GRPC_OVERLOADED):
+        # gRPC's own maximum_concurrent_rpcs: refused before our code ran.
+        return NotSubmitted(f"{where}: overloaded: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         # RESOURCE_EXHAUSTED: the Submit is over a per-request limit (submit_events_max,
         # submit_bytes_max, the gRPC message cap); refused before anything was proposed.

@@ -57,6 +57,16 @@ class ValidatorConfig:
     verify_threads: int = 2
     #: gRPC server worker threads.
     grpc_workers: int = 16
+    #: RPCs in flight at once, running or queued (gRPC's maximum_concurrent_rpcs);
+    #: past it gRPC answers RESOURCE_EXHAUSTED at once, so memory held by requests is
+    #: bounded by this x grpc_message_bytes_max.
+    grpc_rpcs_inflight_max: int = 64
+    #: Per-member rate limit: events (accounts + transfers) per second sustained, and
+    #: the burst; past it Submit answers RESOURCE_EXHAUSTED with ``retry-after-ms``.
+    member_events_per_s: float = 100_000.0
+    member_events_burst: float = 200_000.0
+    #: Per-member overrides: {"bank-a": {"events_per_s": 5000, "burst": 20000}}.
+    member_rate_limits: dict = field(default_factory=dict)
     #: Python's young-generation GC threshold (allocations); startup objects are
     #: frozen out of collections (node/main.py _tune_gc). 0 = Python's default (700).
     gc_gen0_threshold: int = 50_000
@@ -164,6 +174,12 @@ def load_config(path: str) -> ValidatorConfig:
         if not doc.get(key):
             raise ConfigError(f"config {path}: {key!r} is required")
     _check_types(path, doc)
+    for member, lim in doc.get("member_rate_limits", {}).items():
+        ok = isinstance(lim, dict) and set(lim) == {"events_per_s", "burst"} and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lim.values())
+        if not ok:
+            raise ConfigError(f"config {path}: member_rate_limits[{member!r}] must be "
+                              '{"events_per_s": <number > 0>, "burst": <number > 0>}')
     doc["data_dir"] = os.path.join(base, doc["data_dir"])
     doc["genesis_file"] = os.path.join(base, doc["genesis_file"])
     return ValidatorConfig(**doc)

@@ -15,13 +15,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
-from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.batcher import Batcher
 from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
 from raft_ledger_node.crypto import Verifier
 from raft_ledger_node.ledger import limits
 from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
+from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
+from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore
 
@@ -40,6 +41,19 @@ def _check_bindable(address: str, what: str) -> None:
             f"cannot bind the {what} address {address}: {e}. Is another validator running, or is the "
             f"address not one of this host's? Set raft_listen_address in the config to listen elsewhere."
         ) from e
+
+
+#: Files and directories the validator creates are its own: the journal holds every
+#: signed envelope, RocksDB every balance.
+VALIDATOR_UMASK = 0o077
+
+
+def _private_data_dir(data_dir: str) -> None:
+    """Directories 0700 and files 0600 from now on (process umask), and the data
+    directory itself 0700 even if an older version created it 0755."""
+    os.umask(VALIDATOR_UMASK)
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    os.chmod(data_dir, 0o700)
 
 
 class Validator:
@@ -66,6 +80,7 @@ class Validator:
         self.cfg = cfg
         self.genesis = load_genesis(cfg.genesis_file)
         me = self.genesis.validator(cfg.validator_id)
+        _private_data_dir(cfg.data_dir)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
         raft_listen = cfg.raft_listen_address or me.raft_address
         _check_bindable(raft_listen, "Raft")
@@ -102,6 +117,7 @@ class Validator:
         self.verifier = verifier or Verifier({m.id: m.keys for m in self.genesis.members}, threads=cfg.verify_threads)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
+            maximum_concurrent_rpcs=cfg.grpc_rpcs_inflight_max,
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
@@ -110,7 +126,10 @@ class Validator:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_LedgerServicer_to_server(
+        quiet = RateLimitedLog()
+        add_servicer(
+            self.server,
+            "Ledger",
             LedgerServicer(
                 store=self.store,
                 replica=self.replica,
@@ -118,17 +137,24 @@ class Validator:
                 verifier=self.verifier,
                 leader_grpc_address=self.leader_grpc_address,
                 submit_timeout_s=cfg.submit_timeout_s,
+                chain_id=self.genesis.chain_id,
+                rate_limiter=MemberRateLimiter(
+                    Rate(cfg.member_events_per_s, cfg.member_events_burst),
+                    {m: Rate(v["events_per_s"], v["burst"]) for m, v in cfg.member_rate_limits.items()},
+                ),
             ),
-            self.server,
+            quiet,
         )
-        pb_grpc.add_AdminServicer_to_server(
+        add_servicer(
+            self.server,
+            "Admin",
             AdminServicer(
                 validator_id=cfg.validator_id,
                 store=self.store,
                 replica=self.replica,
                 leader_grpc_address=self.leader_grpc_address,
             ),
-            self.server,
+            quiet,
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

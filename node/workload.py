@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             member_id=m,
             key_id="k1",
             private_key=load_private_key(os.path.join(args.cluster, "members", f"{m}.pem")),
+            chain_id=genesis["chain_id"],
         )
         for m in members
     }

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import grpc
 
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.api import validation
+from raft_ledger_node.api.ratelimit import MemberRateLimiter
 from raft_ledger_node.api.mapping import (
     account_to_pb,
     balance_to_pb,
@@ -50,13 +52,18 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     transaction hash, group commit), reads from the local store or, linearizable,
     from the leader after a read barrier. Status codes: see :mod:`raft_ledger_node.api`."""
 
-    def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address, submit_timeout_s: float):
+    def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address,
+                 submit_timeout_s: float, chain_id: str, rate_limiter: MemberRateLimiter | None = None,
+                 clock_ns=time.time_ns):
         self._store = store
         self._replica = replica
         self._batcher = batcher
         self._verifier = verifier
         self._leader_grpc_address = leader_grpc_address
         self._submit_timeout_s = submit_timeout_s
+        self._chain_id = chain_id
+        self._rate_limiter = rate_limiter
+        self._clock_ns = clock_ns
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -81,28 +88,51 @@ class LedgerServicer(pb_grpc.LedgerServicer):
                 "read barrier not committed (leadership lost or no majority); retry on the leader",
             )
 
+    def _charge(self, txs, context) -> None:
+        """Take each member's events from its token bucket, or refuse (nothing proposed)."""
+        per_member: dict[str, int] = {}
+        for tx in txs:
+            per_member[tx.member_id] = per_member.get(tx.member_id, 0) + len(tx.events)
+        for member, events in per_member.items():
+            wait_s = self._rate_limiter.take(member, events)
+            if wait_s is not None:
+                rate = self._rate_limiter.rate(member)
+                retry_ms = max(1, int(wait_s * 1000) + 1)
+                context.set_trailing_metadata((("ledger-refused", "rate-limited"), ("retry-after-ms", str(retry_ms))))
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"member {member!r} is over its rate limit ({rate.events_per_s:g} events/s, burst {rate.burst:g}); "
+                    f"nothing was proposed, retry after {retry_ms} ms",
+                )
+
     @_guard
     def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
+        # Cheapest rejection first: sizes, then who signed and the signature over the
+        # raw body bytes, and only then parsing (validation's module docstring).
         validation.check_submit_size(request)
         self._require_leader(context)
-        txs = validation.decode_submit(request)
+        for i, stx in enumerate(request.transactions):
+            validation.precheck_envelope(stx, i)
         checks = self._verifier.verify_many(
             [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
         )
         for i, ok in enumerate(checks):
             if isinstance(ok, UnknownKey):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"transaction {i}: {ok}")
+                raise validation.BadRequest(f"transaction {i}: {ok}")
             if not ok:
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"transaction {i}: bad signature for member {txs[i].member_id!r} key {request.transactions[i].key_id!r}",
+                stx = request.transactions[i]
+                raise validation.BadRequest(
+                    f"transaction {i}: bad signature for member {stx.member_id!r} key {stx.key_id!r}"
                 )
+        txs = validation.decode_submit(request, chain_id=self._chain_id, now_ns=self._clock_ns())
         # Retries of transactions already in the chain are answered from the index.
         known = [self._store.get_tx_result(tx.tx_hash) for tx in txs]
         results: list[TxResult | None] = [
             None if k is None else TxResult(tx.tx_hash, k[0], k[1]) for tx, k in zip(txs, known)
         ]
         fresh = [tx for tx, r in zip(txs, results) if r is None]
+        if fresh and self._rate_limiter is not None:
+            self._charge(fresh, context)  # retries answered from the index cost nothing
         if fresh:
             sub = Submission(txs=fresh)
             self._batcher.submit(sub)

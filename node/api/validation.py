@@ -1,4 +1,10 @@
-"""Stateless request checks and decoding, cheapest first (sizes, then shape, then parsing).
+"""Stateless request checks and decoding, cheapest rejection first.
+
+The ingress order of a Submit (TigerBeetle, etcd ``--max-request-bytes``, Fabric's
+orderer ``AbsoluteMaxBytes``): gRPC's message cap; :func:`check_submit_size`;
+:func:`precheck_envelope` per transaction; the servicer looks up member and key and
+verifies the Ed25519 signature over the raw ``body`` bytes; only then
+:func:`decode_submit` parses the bodies and checks chain, validity window and events.
 
 Pure functions of the request: no store, no Raft, no gRPC context. A request that
 fails a check raises :class:`RequestError` (its ``status`` names the gRPC status
@@ -8,6 +14,7 @@ checked by the servicer (:mod:`raft_ledger_node.crypto`), after these.
 from __future__ import annotations
 
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_node.api.mapping import (
@@ -54,37 +61,65 @@ def check_submit_size(request: pb.SubmitRequest) -> None:
         raise TooLarge(f"{size} bytes of transactions exceeds submit_bytes_max={limits.submit_bytes_max}; split the Submit")
 
 
-def decode_submit(request: pb.SubmitRequest) -> list[Tx]:
-    """Every transaction decoded (see :func:`decode_signed`), their events within
-    submit_events_max. Raises BadRequest (naming the transaction) or TooLarge."""
-    txs = [decode_signed(stx, i) for i, stx in enumerate(request.transactions)]
-    events = sum(len(tx.events) for tx in txs)
-    if events > limits.submit_events_max:
-        raise TooLarge(f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit")
-    return txs
+def precheck_envelope(stx: pb.SignedTransaction, index: int) -> None:
+    """The checks that cost nothing, before any signature is verified or body parsed.
 
-
-def decode_signed(stx: pb.SignedTransaction, index: int) -> Tx:
-    """Stateless checks and decoding of one signed transaction (signature checked elsewhere).
-
-    ``tx_hash`` is SHA-256 of the envelope's deterministic serialisation. Raises
-    BadRequest: member id not 1..member_id_bytes_max bytes, signature not 64 bytes,
-    envelope over tx_bytes_max, body not a ``ledger.v1.Transaction``, no operation,
-    no events or more than tx_events_max, an account with ``owner`` set.
+    Raises BadRequest: member id not 1..member_id_bytes_max bytes, signature not 64
+    bytes, unknown fields in the envelope (they would change its hash without
+    touching what was signed), envelope over tx_bytes_max.
     """
     where = f"transaction {index}"
     if not stx.member_id or len(stx.member_id.encode()) > limits.member_id_bytes_max:
         raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
     if len(stx.signature) != SIGNATURE_BYTES:
         raise BadRequest(f"{where}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
-    envelope = stx.SerializeToString(deterministic=True)
-    if len(envelope) > limits.tx_bytes_max:
-        raise BadRequest(f"{where}: {len(envelope)} bytes exceeds tx_bytes_max={limits.tx_bytes_max}")
+    if len(UnknownFieldSet(stx)):
+        raise BadRequest(f"{where}: the envelope has fields unknown to ledger.v1.SignedTransaction")
+    size = stx.ByteSize()
+    if size > limits.tx_bytes_max:
+        raise BadRequest(f"{where}: {size} bytes exceeds tx_bytes_max={limits.tx_bytes_max}")
+
+
+def decode_submit(request: pb.SubmitRequest, *, chain_id: str, now_ns: int) -> list[Tx]:
+    """Every (already authenticated) transaction decoded (see :func:`decode_signed`),
+    their events within submit_events_max. Raises BadRequest (naming the
+    transaction) or TooLarge."""
+    txs = [decode_signed(stx, i, chain_id=chain_id, now_ns=now_ns) for i, stx in enumerate(request.transactions)]
+    events = sum(len(tx.events) for tx in txs)
+    if events > limits.submit_events_max:
+        raise TooLarge(f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit")
+    return txs
+
+
+def decode_signed(stx: pb.SignedTransaction, index: int, *, chain_id: str, now_ns: int) -> Tx:
+    """Parse and check the body of one signed transaction whose signature was verified.
+
+    ``chain_id`` is this chain's (genesis); ``now_ns`` the leader's clock (ns since
+    the epoch). ``tx_hash`` is SHA-256 of the envelope's deterministic
+    serialisation. Raises BadRequest: the checks of :func:`precheck_envelope`; body
+    not a ``ledger.v1.Transaction`` or with unknown fields; signed for another chain;
+    ``valid_until`` unset, past, or more than tx_validity_ns_max ahead; no operation;
+    no events or more than tx_events_max; an account with ``owner`` set.
+    """
+    where = f"transaction {index}"
+    precheck_envelope(stx, index)
     body = pb.Transaction()
     try:
         body.ParseFromString(stx.body)
     except DecodeError as e:
         raise BadRequest(f"{where}: body is not a ledger.v1.Transaction ({e})") from e
+    if len(UnknownFieldSet(body)):
+        raise BadRequest(f"{where}: the body has fields unknown to ledger.v1.Transaction")
+    if body.chain_id != chain_id:
+        raise BadRequest(f"{where}: signed for chain {body.chain_id[:64]!r}, this is chain {chain_id!r}")
+    if body.valid_until == 0:
+        raise BadRequest(f"{where}: valid_until is required (ns since the epoch)")
+    if body.valid_until < now_ns:
+        raise BadRequest(f"{where}: expired: valid_until {body.valid_until} is {(now_ns - body.valid_until) / 1e9:.3f} s ago")
+    if body.valid_until > now_ns + limits.tx_validity_ns_max:
+        raise BadRequest(
+            f"{where}: valid_until is more than tx_validity_ns_max={limits.tx_validity_ns_max} ns ahead of the leader's clock"
+        )
     kind = body.WhichOneof("operation")
     if kind == "create_accounts":
         events = tuple(account_from_pb(a) for a in body.create_accounts.accounts)
@@ -100,6 +135,7 @@ def decode_signed(stx: pb.SignedTransaction, index: int) -> Tx:
         raise BadRequest(f"{where}: no events")
     if len(events) > limits.tx_events_max:
         raise BadRequest(f"{where}: {len(events)} events exceeds tx_events_max={limits.tx_events_max}")
+    envelope = stx.SerializeToString(deterministic=True)
     return Tx(member_id=stx.member_id, operation=op, events=events, envelope=envelope, tx_hash=sha256(envelope))
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, load_private_key, read_genesis
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 #: Seconds between progress lines.
@@ -33,9 +33,9 @@ def emit(**event) -> None:
 
 
 def _clients(cluster: str, members: list[str]) -> dict[str, LedgerClient]:
-    addresses = _addresses(cluster)
+    addresses, chain_id = read_genesis(os.path.join(cluster, "genesis.json"))
     return {
-        m: LedgerClient(addresses, member_id=m, key_id="k1",
+        m: LedgerClient(addresses, member_id=m, key_id="k1", chain_id=chain_id,
                         private_key=load_private_key(os.path.join(cluster, "members", f"{m}.pem")))
         for m in members
     }

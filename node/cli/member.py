@@ -18,7 +18,8 @@ def _member_client(cluster: str, member: str, key_file: str | None):
     key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
     if not os.path.exists(key_file):
         raise click.ClickException(f"no key file {key_file}; pass --key-file")
-    return LedgerClient(addresses, member_id=member, key_id="k1", private_key=load_private_key(key_file))
+    return LedgerClient(addresses, member_id=member, key_id="k1", private_key=load_private_key(key_file),
+                        chain_id=genesis["chain_id"])
 
 
 def _flags(enum, names: str) -> int:

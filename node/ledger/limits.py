@@ -19,6 +19,10 @@ tx_events_max = 8_190
 tx_bytes_max = 1 << 20
 #: Bytes of a member id; more: INVALID_ARGUMENT.
 member_id_bytes_max = 64
+#: How far ahead of the leader's clock a transaction's ``valid_until`` may lie (ns);
+#: further: INVALID_ARGUMENT. Bounds how long a captured, never-submitted envelope
+#: stays usable.
+tx_validity_ns_max = 24 * 3600 * 10**9
 
 # -- one Submit call (checked before anything is decoded or proposed) ----------------
 #: Signed transactions in one Submit call; more: INVALID_ARGUMENT.

@@ -78,8 +78,13 @@ class Cluster:
             member_id=member,
             key_id="k1",
             private_key=self.private_key(member),
+            chain_id=self.chain_id,
             retry=retry,
         )
+
+    @property
+    def chain_id(self) -> str:
+        return self.local.genesis.chain_id
 
     def status(self, timeout_s: float = 1.0):
         """[(ValidatorInfo, GetStatusResponse | grpc.RpcError)] for every validator."""

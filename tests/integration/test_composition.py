@@ -53,7 +53,8 @@ def test_validator_built_in_process_with_a_swapped_verifier(one_validator):
             time.sleep(0.05)
         assert v.replica.is_leader(), "a single validator elects itself"
         key = load_private_key(generated.key_paths["bank-a"])
-        with LedgerClient([v.grpc_address], member_id="bank-a", key_id="k1", private_key=key) as c:
+        with LedgerClient([v.grpc_address], member_id="bank-a", key_id="k1", private_key=key,
+                          chain_id=genesis.chain_id) as c:
             [r] = c.create_accounts([Account(id=1, ledger=840, code=1)])
             assert r.ok
             assert [a.id for a in c.lookup_accounts([1], linearizable=True)] == [1]

@@ -133,12 +133,60 @@ def _malformed_body(signer, keys, ids):
     return _signed_raw(keys, b"\xff\xff\xff\xff\x0f")  # a tag with wire type 7: not protobuf
 
 
+def _window(signer, **kw) -> dict:
+    return {"chain_id": signer.chain_id, "valid_until": time.time_ns() + 60 * 10**9, **kw}
+
+
 def _no_operation(signer, keys, ids):
-    return _signed_raw(keys, b"")
+    return _signed_raw(keys, pb.Transaction(**_window(signer)).SerializeToString(deterministic=True))
 
 
 def _no_events(signer, keys, ids):
-    return _signed_raw(keys, pb.Transaction(create_accounts=pb.CreateAccounts()).SerializeToString(deterministic=True))
+    return _signed_raw(keys, pb.Transaction(create_accounts=pb.CreateAccounts(), **_window(signer)).SerializeToString(deterministic=True))
+
+
+def _accounts_body(signer, ids, **window) -> bytes:
+    body = pb.Transaction(create_accounts=pb.CreateAccounts(accounts=[pb.Account(id=u128(i), ledger=840, code=1) for i in ids]),
+                          **_window(signer, **window))
+    return body.SerializeToString(deterministic=True)
+
+
+def _another_chain(signer, keys, ids):
+    return _signed_raw(keys, _accounts_body(signer, ids, chain_id="some-other-chain"))
+
+
+def _expired(signer, keys, ids):
+    return _signed_raw(keys, _accounts_body(signer, ids, valid_until=time.time_ns() - 10**9))
+
+
+def _too_far_ahead(signer, keys, ids):
+    return _signed_raw(keys, _accounts_body(signer, ids, valid_until=time.time_ns() + 2 * 24 * 3600 * 10**9))
+
+
+def _no_valid_until(signer, keys, ids):
+    return _signed_raw(keys, _accounts_body(signer, ids, valid_until=0))
+
+
+def _unknown_field_in_envelope(signer, keys, ids):
+    stx = signer.sign_accounts([Account(id=i, ledger=840, code=1) for i in ids])
+    # Field 15, bytes: appended after a valid signature, it would change the envelope's hash.
+    return pb.SignedTransaction.FromString(stx.SerializeToString() + b"\x7a\x03abc")
+
+
+def _unknown_field_in_body(signer, keys, ids):
+    return _signed_raw(keys, _accounts_body(signer, ids) + b"\x7a\x03abc")
+
+
+def _bad_signature_over_garbage(signer, keys, ids):
+    stx = _malformed_body(signer, keys, ids)
+    stx.signature = bytes(64)
+    return stx
+
+
+def _unknown_member_with_garbage(signer, keys, ids):
+    stx = _malformed_body(signer, keys, ids)
+    stx.member_id = "bank-zz"
+    return stx
 
 
 def _bad_signature(signer, keys, ids):
@@ -189,6 +237,16 @@ BAD_TRANSACTIONS = {
     "unknown member": (_unknown_member, ("transaction 0", "unknown member", "bank-zz")),
     "unknown key id": (_unknown_key, ("transaction 0", "unknown member", "k9")),
     "empty member id": (_empty_member, ("transaction 0", "member_id")),
+    "signed for another chain": (_another_chain, ("transaction 0", "signed for chain 'some-other-chain'")),
+    "past its validity window": (_expired, ("transaction 0", "expired")),
+    "valid_until too far ahead": (_too_far_ahead, ("transaction 0", "tx_validity_ns_max=")),
+    "valid_until unset": (_no_valid_until, ("transaction 0", "valid_until is required")),
+    "unknown field in the envelope": (_unknown_field_in_envelope, ("transaction 0", "envelope has fields unknown")),
+    "unknown field in the body": (_unknown_field_in_body, ("transaction 0", "body has fields unknown")),
+    # Authentication comes before parsing: garbage with a bad signature or an unknown
+    # member is refused for who signed it, never parsed.
+    "bad signature over an unparseable body": (_bad_signature_over_garbage, ("transaction 0", "bad signature")),
+    "unknown member with an unparseable body": (_unknown_member_with_garbage, ("transaction 0", "unknown member")),
 }
 
 
@@ -253,7 +311,7 @@ def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channe
     ids = [a.id for a in new_accounts()]
     with cluster_module.client("bank-b") as full:
         sdk = LedgerClient([cluster_module.addresses[follower]], member_id="bank-b", key_id="k1",
-                           private_key=cluster_module.private_key("bank-b"))
+                           private_key=cluster_module.private_key("bank-b"), chain_id=cluster_module.chain_id)
         with sdk:
             results = sdk.create_accounts([Account(id=i, ledger=978, code=1) for i in ids])
         assert [r.result for r in results] == [AR.ok, AR.ok]
@@ -368,7 +426,8 @@ def test_a_validator_without_leader_refuses_before_proposal_and_the_sdk_says_not
 
     key = cluster.private_key("bank-a")
     retry = RetryPolicy(deadline_s=1.0, attempt_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2)
-    with LedgerClient([address], member_id="bank-a", key_id="k1", private_key=key, retry=retry) as sdk:
+    with LedgerClient([address], member_id="bank-a", key_id="k1", private_key=key, retry=retry,
+                      chain_id=cluster.chain_id) as sdk:
         stx = sdk.sign_accounts([Account(id=next(_ids), ledger=840, code=1)])
         with grpc.insecure_channel(address) as ch:
             with pytest.raises(grpc.RpcError) as err:

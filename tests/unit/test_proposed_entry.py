@@ -17,8 +17,13 @@ from raft_ledger_node.api.validation import decode_signed
 U128_MAX = (1 << 128) - 1
 
 
+CHAIN = "local-test"
+NOW_NS = 1_700_000_000_000_000_000
+
+
 def _signed(body: pb.Transaction, member: str) -> pb.SignedTransaction:
     # decode_signed checks shape only; the signature is verified elsewhere.
+    body.chain_id, body.valid_until = CHAIN, NOW_NS + 10**9
     return pb.SignedTransaction(body=body.SerializeToString(deterministic=True), member_id=member, key_id="k1",
                                 signature=bytes(64))
 
@@ -37,9 +42,9 @@ def test_service_built_entry_survives_the_raft_log_unchanged():
                         user_data_128=5, user_data_64=6, user_data_32=7)]
     txs = (
         decode_signed(_signed(pb.Transaction(create_transfers=pb.CreateTransfers(
-            transfers=[transfer_to_pb(t) for t in transfers])), "bänk-a"), 0),
+            transfers=[transfer_to_pb(t) for t in transfers])), "bänk-a"), 0, chain_id=CHAIN, now_ns=NOW_NS),
         decode_signed(_signed(pb.Transaction(create_accounts=pb.CreateAccounts(
-            accounts=[account_to_pb(a) for a in accounts])), "bank-b"), 1),
+            accounts=[account_to_pb(a) for a in accounts])), "bank-b"), 1, chain_id=CHAIN, now_ns=NOW_NS),
     )
     proposed = Entry(proposed_timestamp=1_700_000_000_000_000_001, txs=txs)
     replicated = codec.decode_entry(codec.encode_entry(proposed))

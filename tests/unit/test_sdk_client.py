@@ -30,9 +30,16 @@ from raft_ledger_client import (
     Timeout,
     Transfer,
     TransportError,
+    RateLimited,
     Unavailable,
 )
 from raft_ledger_client._transport import status_to_exception
+
+
+def test_grpc_concurrency_refusal_is_not_submitted():
+    """grpcio's server answers past maximum_concurrent_rpcs with this text, before our code."""
+    e = status_to_exception(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!", (), f"{A} GetHead")
+    assert type(e) is NotSubmitted
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 
 A, B, C = "127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"
@@ -122,7 +129,7 @@ class Validator:
 def make_client(addresses, servicers, clock, policy=POLICY):
     transport = InProcessTransport(servicers)
     client = LedgerClient(addresses, member_id="bank-a", key_id="k1", private_key=Ed25519PrivateKey.generate(),
-                          retry=policy, transport=transport, clock=clock, sleep=clock.sleep, rng=InOrder())
+                          chain_id="local-test", retry=policy, transport=transport, clock=clock, sleep=clock.sleep, rng=InOrder())
     return client, transport
 
 
@@ -372,6 +379,7 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
     [
         (grpc.StatusCode.INVALID_ARGUMENT, (), InvalidRequest),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, (), InvalidRequest),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, (("ledger-refused", "rate-limited"), ("retry-after-ms", "250")), RateLimited),
         (grpc.StatusCode.NOT_FOUND, (), NotFound),
         (grpc.StatusCode.FAILED_PRECONDITION, (("leader-address", B),), NotLeader),
         (grpc.StatusCode.UNAVAILABLE, (("ledger-refused", "no-leader"),), NotLeader),
@@ -387,5 +395,7 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
 def test_status_to_exception(code, trailing, expected):
     e = status_to_exception(code, "details", trailing, f"{A} Submit")
     assert type(e) is expected
+    if expected is RateLimited:
+        assert e.retry_after_s == 0.25
     if expected is NotLeader:
         assert e.leader_address == dict(trailing).get("leader-address")

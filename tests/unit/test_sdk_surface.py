@@ -26,6 +26,7 @@ EXPECTED = {
     "NotFound",
     "NotLeader",
     "NotSubmitted",
+    "RateLimited",
     "Page",
     "QueryFilter",
     "RetryPolicy",
@@ -37,6 +38,7 @@ EXPECTED = {
     "TransportError",
     "Unavailable",
     "load_private_key",
+    "read_genesis",
 }
 
 

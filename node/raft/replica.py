@@ -28,6 +28,7 @@ from pysyncobj import SyncObjConf, replicated
 from raft_ledger_node.ledger import codec, limits
 from raft_ledger_node.ledger.types import Entry, TxResult
 from raft_ledger_node.raft import snapshot
+from raft_ledger_node.raft.read_barrier import ReadBarrierBatcher
 from raft_ledger_node.raft.durable import DurableReplica
 from raft_ledger_node.state_machine import CoreFailure, Outcome, StateMachine, StateMachineError
 
@@ -69,6 +70,7 @@ class LedgerReplica(DurableReplica):
         # Entries this validator proposed, decoded: entry bytes -> Entry (see propose).
         self._proposed: dict[bytes, Entry] = {}
         self._proposed_lock = threading.Lock()
+        self._read_barriers = ReadBarrierBatcher(self._propose_read_barrier)
         conf.serializer = lambda file_name, raft_data: snapshot.write_snapshot(store, file_name, raft_data)
         conf.deserializer = lambda file_name: snapshot.read_snapshot(store, file_name)
         super().__init__(
@@ -149,16 +151,13 @@ class LedgerReplica(DurableReplica):
                 log.exception("on_applied callback failed")
 
     def read_barrier(self, timeout_s: float) -> bool:
-        """Commit a read barrier through the log (Raft §8: a leader must exchange heartbeats
-        with a majority before answering read-only requests; committing an entry in its
-        term does that). True once applied here; False on timeout or lost leadership.
+        """Wait for a read barrier committed through the log after this call began (Raft §8:
+        a leader must exchange heartbeats with a majority before answering read-only
+        requests; committing an entry in its term does that). Concurrent readers share
+        barriers (:mod:`.read_barrier`). True once applied here; False on timeout or
+        lost leadership.
         """
-        done = threading.Event()
-        outcome: list[bool] = []
+        return self._read_barriers.wait(timeout_s)
 
-        def on_result(res, err) -> None:
-            outcome.append(err == 0 and res is not None)
-            done.set()
-
-        self.apply_entry(codec.READ_BARRIER_ENTRY, callback=on_result)
-        return done.wait(timeout_s) and bool(outcome and outcome[0])
+    def _propose_read_barrier(self, done) -> None:
+        self.apply_entry(codec.READ_BARRIER_ENTRY, callback=lambda res, err: done(err == 0 and res is not None))

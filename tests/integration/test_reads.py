@@ -26,7 +26,8 @@ def test_linearizable_read_sees_every_acknowledged_write(cluster_module):
         assert r.result is TR.ok
         # Immediately after the acknowledgement, through a client that only knows a follower.
         follower = cluster.addresses[cluster.followers(cluster.leader())[0]]
-        reader = type(bank)([follower], member_id="bank-a", key_id="k1", private_key=cluster.private_key("bank-a"))
+        reader = type(bank)([follower], member_id="bank-a", key_id="k1", private_key=cluster.private_key("bank-a"),
+                             chain_id=cluster.chain_id)
         [a] = reader.lookup_accounts([base + 1], linearizable=True)
         reader.close()
         assert a.debits_posted == n * (n + 1) // 2

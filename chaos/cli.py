@@ -159,6 +159,33 @@ def run(scenario, seed, duration, out, unsafe, concurrency, base_port) -> None:
 
 
 @main.command()
+@click.argument("name", type=click.Choice(["submit-flood", "raft-frame", "query-scan", "linearizable-reads"]))
+@click.option("--duration", default=10.0, show_default=True, help="Seconds the attack runs.")
+@click.option("--history", default=131_040, show_default=True, help="query-scan: transfers preloaded on the scanned account.")
+@click.option("--base-port", default=23100, show_default=True, help="First port of the cluster's range.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def attack(name, duration, history, base_port, as_json) -> None:
+    """Attack a fresh local cluster (hostile input) and print what it cost the leader.
+
+    Leader CPU and peak memory, the longest time without a commit of a probe that
+    commits every 20 ms, whether an election happened, and the attack's own figures.
+    See raft_ledger_chaos/attacks.py for the attacks.
+    """
+    from raft_ledger_chaos.attacks import run_attack
+
+    result = run_attack(name, duration_s=duration, history=history, base_port=base_port)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"attack {name}")
+    table.add_column("measure")
+    table.add_column("value", overflow="fold")
+    for k, v in result.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+@main.command()
 @click.option("--duration", default=20.0, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--out", default=DEFAULT_OUT, show_default=True)

@@ -58,3 +58,35 @@ def test_read_barriers_add_no_blocks(cluster_module):
     for _ in range(5):
         assert bank.head(linearizable=True).hash == before.hash
     bank.close()
+
+
+def test_concurrent_linearizable_reads_share_raft_entries(cluster_module):
+    """Attack 5 of the hostile-input issue: every linearizable read used to append a Raft
+    entry. Concurrent readers now share read barriers (node/raft/read_barrier.py)."""
+    import threading
+
+    import grpc
+
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+
+    cluster = cluster_module
+    leader = cluster.leader()
+    before = next(st for v, st in cluster.status() if v.id == leader).commit_index
+    done = []
+
+    def read():
+        with grpc.insecure_channel(cluster.addresses[leader]) as ch:
+            stub = pb_grpc.LedgerStub(ch)
+            for _ in range(10):
+                stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=10)
+                done.append(1)
+
+    threads = [threading.Thread(target=read) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = next(st for v, st in cluster.status() if v.id == leader).commit_index
+    assert len(done) == 120
+    assert after - before < len(done) * 0.7, f"{after - before} Raft entries for {len(done)} reads"

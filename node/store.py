@@ -312,8 +312,12 @@ class RocksStore:
         n = (len(raw) - _TXI.size) // 2
         return height, struct.unpack_from(f">{n}H", raw, _TXI.size)
 
-    def expiring(self, until_timestamp: int) -> list[tuple[int, int]]:
-        out = []
+    def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
+        """The first ``limit`` (expires_at, transfer id) with expires_at <= until, ascending;
+        reads at most ``limit`` keys of the expiry index."""
+        out: list[tuple[int, int]] = []
+        if limit <= 0:
+            return out
         it = self._cf["expiry"].iter()
         it.seek_to_first()
         while it.valid():
@@ -322,6 +326,8 @@ class RocksStore:
             if expires_at > until_timestamp:
                 break
             out.append((expires_at, codec.from_u128(k[8:24])))
+            if len(out) == limit:
+                break
             it.next()
         return out
 

@@ -35,6 +35,13 @@ grpc_message_bytes_max = submit_bytes_max + 64 * 1024
 # -- one block = one Raft entry ------------------------------------------------------
 #: Events in one block. The batcher closes a block before this.
 block_events_max = 16_384
+#: Pending-transfer expiries one block processes, in expiry-key order (expires_at,
+#: id); the rest wait for later blocks, so a flood of timeouts cannot stall the
+#: apply (tick) thread. Until processed, a timed-out transfer already answers
+#: post/void with ``pending_transfer_expired`` but its amount stays in the
+#: accounts' ``*_pending`` balances (node/ledger/apply.py ``_expire_pending``).
+#: TigerBeetle bounds its expiry pulse the same way (batch_max.create_transfers).
+block_expiries_max = 16_384
 #: Bytes an event adds to an entry beyond its envelope: the decoded record the
 #: leader puts beside it (132 bytes for a transfer, 128 for an account) plus slack.
 entry_event_bytes_max = 256
@@ -90,3 +97,7 @@ verify(entry_bytes_max < raft_append_entries_bytes_max, "entries never take pysy
 verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
 verify(query_limit_max >= 1, "a query returns at least one result")
 verify(query_scan_rows_max >= query_limit_max, "a query that matches every row it reads can fill a page")
+verify(
+    block_expiries_max >= block_events_max,
+    "expiry keeps up: a block adds at most block_events_max expiry keys and processes block_expiries_max",
+)

@@ -159,6 +159,8 @@ class AccountBalance:
 class Page:
     """One page of a query. ``next_timestamp`` is the cursor for the next page
     (use it as timestamp_min, or timestamp_max when reversed); 0 = last page.
+    A page may hold fewer than ``limit`` items, even none, when the validator's
+    scan budget ran out: continue while ``next_timestamp != 0``.
     ``height`` is the chain height the page was read at."""
 
     items: list

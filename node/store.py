@@ -131,8 +131,12 @@ class RocksStore:
     each committed block becomes visible atomically.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, scan_rows_max: int = limits.query_scan_rows_max) -> None:
+        """Open (or create) the DB at ``path``. ``scan_rows_max``: index rows one query
+        reads before its page ends with a cursor (tests pass a small one)."""
+        verify(scan_rows_max >= 1, "a query reads at least one row")
         self.path = path
+        self.scan_rows_max = scan_rows_max
         self._wo = WriteOptions()
         self._retired: list[tuple[Rdict, dict, dict, str]] = []
         # Decoded accounts by id, written through on commit (see get_account). A
@@ -308,8 +312,12 @@ class RocksStore:
         n = (len(raw) - _TXI.size) // 2
         return height, struct.unpack_from(f">{n}H", raw, _TXI.size)
 
-    def expiring(self, until_timestamp: int) -> list[tuple[int, int]]:
-        out = []
+    def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
+        """The first ``limit`` (expires_at, transfer id) with expires_at <= until, ascending;
+        reads at most ``limit`` keys of the expiry index."""
+        out: list[tuple[int, int]] = []
+        if limit <= 0:
+            return out
         it = self._cf["expiry"].iter()
         it.seek_to_first()
         while it.valid():
@@ -318,6 +326,8 @@ class RocksStore:
             if expires_at > until_timestamp:
                 break
             out.append((expires_at, codec.from_u128(k[8:24])))
+            if len(out) == limit:
+                break
             it.next()
         return out
 
@@ -371,6 +381,35 @@ class RocksStore:
             else:
                 it.next()
 
+    def _page(self, rows: Iterator[tuple[int, bytes]], pick: Callable[[int, bytes], object], limit: int, reverse: bool) -> tuple[list, int]:
+        """One page of ``rows`` (from :meth:`_scan`): the non-None ``pick(ts, value)``, and the cursor.
+
+        Stops at ``limit`` results or after ``scan_rows_max`` rows read, whichever
+        comes first; a stopped page peeks at one more key, so its cursor is 0 only
+        when nothing is left. The cursor is the timestamp after the last row read
+        (the next ``timestamp_min``, or ``timestamp_max`` when reversed): index keys
+        are unique per timestamp, so resuming from it reads every row once.
+        """
+        out: list = []
+        budget = self.scan_rows_max
+        read = 0
+        ts = 0
+        for ts, value in rows:
+            read += 1
+            item = pick(ts, value)
+            if item is not None:
+                out.append(item)
+                if len(out) == limit:
+                    break
+            if read == budget:
+                break
+        else:
+            return out, 0
+        if next(rows, None) is None:
+            return out, 0
+        # A row beyond ts exists, so ts - 1 >= 1 when reversed (0 would mean "unbounded").
+        return out, ts - 1 if reverse else ts + 1
+
     @staticmethod
     def _bounds(f) -> tuple[int, int, int]:
         ts_min = f.timestamp_min
@@ -378,51 +417,49 @@ class RocksStore:
         limit = min(f.limit or limits.query_limit_max, limits.query_limit_max)
         return ts_min, ts_max, limit
 
-    @staticmethod
-    def _next_cursor(results: list, limit: int, reverse: bool, ts_of: Callable) -> int:
-        """Cursor for the next page (the next timestamp_min, or timestamp_max if reversed); 0 = done."""
-        if len(results) < limit or not results:
-            return 0
-        last = ts_of(results[-1])
-        return last - 1 if reverse else last + 1
-
     def get_account_transfers(self, f: AccountFilter) -> tuple[list[Transfer], int]:
-        """An account's transfers by time (TigerBeetle get_account_transfers); (transfers, next cursor)."""
+        """An account's transfers by time (TigerBeetle get_account_transfers); (transfers, next cursor).
+
+        Pages (all four queries): at most ``limit`` results and at most
+        ``scan_rows_max`` index rows read, matching or not. The cursor is the next
+        page's ``timestamp_min`` (``timestamp_max`` when reversed), 0 when nothing is
+        left; a page may hold fewer than ``limit`` results, even none, when the
+        budget ran out, so continue while the cursor is not 0. Paging with it
+        returns every match exactly once, in order.
+        """
         ts_min, ts_max, limit = self._bounds(f)
         both = f.debits == f.credits
-        out: list[Transfer] = []
-        for _ts, raw_id in self._scan("account_transfers", _U128(f.account_id), ts_min, ts_max, f.reversed):
+        account_id = f.account_id
+
+        def pick(_ts: int, raw_id: bytes) -> Transfer | None:
             t = self.get_transfer(codec.from_u128(raw_id))
             if t is None:
-                continue
-            if not both and not ((f.debits and t.debit_account_id == f.account_id) or (f.credits and t.credit_account_id == f.account_id)):
-                continue
-            if not _matches(t, f):
-                continue
-            out.append(t)
-            if len(out) == limit:
-                break
-        return out, self._next_cursor(out, limit, f.reversed, lambda t: t.timestamp)
+                return None
+            if not both and not ((f.debits and t.debit_account_id == account_id) or (f.credits and t.credit_account_id == account_id)):
+                return None
+            return t if _matches(t, f) else None
+
+        return self._page(self._scan("account_transfers", _U128(account_id), ts_min, ts_max, f.reversed), pick, limit, f.reversed)
 
     def get_account_balances(self, f: AccountFilter) -> tuple[list[tuple[int, Account]], int]:
-        """Balances of a ``history`` account after each change: [(timestamp, account)], next cursor."""
+        """Balances of a ``history`` account after each change: [(timestamp, account)], next cursor
+        (paged as :meth:`get_account_transfers`)."""
         ts_min, ts_max, limit = self._bounds(f)
         filtering = any((f.user_data_128, f.user_data_64, f.user_data_32, f.code)) or f.debits != f.credits
-        out: list[tuple[int, Account]] = []
-        for ts, raw in self._scan("history", _U128(f.account_id), ts_min, ts_max, f.reversed):
+
+        def pick(ts: int, raw: bytes) -> tuple[int, Account] | None:
             if filtering:
                 raw_id = self._cf["transfers_by_ts"].get(_U64.pack(ts))
                 t = None if raw_id is None else self.get_transfer(codec.from_u128(raw_id))
                 if t is None or not _matches(t, f):
-                    continue
+                    return None
                 if f.debits != f.credits and not (
                     (f.debits and t.debit_account_id == f.account_id) or (f.credits and t.credit_account_id == f.account_id)
                 ):
-                    continue
-            out.append((ts, codec.decode_account(raw)))
-            if len(out) == limit:
-                break
-        return out, self._next_cursor(out, limit, f.reversed, lambda r: r[0])
+                    return None
+            return ts, codec.decode_account(raw)
+
+        return self._page(self._scan("history", _U128(f.account_id), ts_min, ts_max, f.reversed), pick, limit, f.reversed)
 
     def _query(self, kind: str, f: QueryFilter, get: Callable[[int], object]) -> tuple[list, int]:
         ts_min, ts_max, limit = self._bounds(f)
@@ -434,22 +471,21 @@ class RocksStore:
                 break
         else:
             cf, prefix = f"{kind}s_by_ts", b""
-        out: list = []
-        for _ts, raw_id in self._scan(cf, prefix, ts_min, ts_max, f.reversed):
+
+        def pick(_ts: int, raw_id: bytes):
             obj = get(codec.from_u128(raw_id))
-            if obj is None or not _matches(obj, f):
-                continue
-            out.append(obj)
-            if len(out) == limit:
-                break
-        return out, self._next_cursor(out, limit, f.reversed, lambda o: o.timestamp)
+            return obj if obj is not None and _matches(obj, f) else None
+
+        return self._page(self._scan(cf, prefix, ts_min, ts_max, f.reversed), pick, limit, f.reversed)
 
     def query_transfers(self, f: QueryFilter) -> tuple[list[Transfer], int]:
-        """Transfers matching ``f`` by time (TigerBeetle query_transfers); (transfers, next cursor)."""
+        """Transfers matching ``f`` by time (TigerBeetle query_transfers); (transfers, next cursor),
+        paged as :meth:`get_account_transfers`."""
         return self._query("transfer", f, self.get_transfer)
 
     def query_accounts(self, f: QueryFilter) -> tuple[list[Account], int]:
-        """Accounts matching ``f`` by creation time (TigerBeetle query_accounts)."""
+        """Accounts matching ``f`` by creation time (TigerBeetle query_accounts); (accounts, next
+        cursor), paged as :meth:`get_account_transfers`."""
         return self._query("account", f, self.get_account)
 
     def iter_accounts(self) -> Iterator[Account]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 
+from raft_ledger_node.ledger import limits
 from raft_ledger_node.ledger.invariants import verify
 from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
 
@@ -41,9 +42,9 @@ class MemoryStore:
     def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
         return self.tx_results.get(tx_hash)
 
-    def expiring(self, until_timestamp: int):
+    def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
         i = bisect.bisect_right(self.expiry, (until_timestamp, 1 << 129))
-        return list(self.expiry[:i])
+        return list(self.expiry[: min(i, max(limit, 0))])
 
     def applied_index(self) -> int:
         return self._applied_index

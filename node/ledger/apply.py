@@ -104,8 +104,11 @@ class _Layer:
 class _State:
     """Reads through the chain layer, then the block layer, then storage."""
 
-    def __init__(self, reader: StateReader) -> None:
+    def __init__(self, reader: StateReader, block_timestamp: int) -> None:
         self.reader = reader
+        #: The block's timestamp: a pending transfer whose deadline is at or before it
+        #: is expired in this block, whether or not its expiry is processed in it.
+        self.block_timestamp = block_timestamp
         self.block = _Layer()
         self.chain = _Layer()
         self.failed: dict[int, int] = {}
@@ -451,7 +454,10 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         return TR.pending_transfer_already_voided
     if status == PendingStatus.expired:
         return TR.pending_transfer_expired
-    if p.timeout and p.timestamp + p.timeout * NS_PER_S <= timestamp:
+    # Against the block's time, not the event's: every transfer due by the block's
+    # time is expired in this block, even one that _expire_pending left for a
+    # later block (limits.block_expiries_max), so the bound changes no result.
+    if p.timeout and p.timestamp + p.timeout * NS_PER_S <= st.block_timestamp:
         return TR.pending_transfer_expired
     # The only movement allowed in a closed account is voiding a pending
     # transfer (TigerBeetle account.md flags.closed); that includes the
@@ -490,16 +496,29 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
     return TR.ok
 
 
-def _expire_pending(st: _State, block_timestamp: int, stamp: int) -> None:
-    """Void every pending transfer whose timeout has passed by the block's time.
+def _expire_pending(st: _State, block_timestamp: int, stamp: int, expiries_max: int) -> None:
+    """Void pending transfers whose timeout has passed by the block's time: at most
+    ``expiries_max`` of them, the first in expiry-key order (expires_at, id).
 
-    Decided from the block timestamp in the log, never a local clock, so every
-    validator expires the same transfers in the same block. The released
-    accounts are stamped ``stamp``: after the previous block and before the
-    block's first event (TigerBeetle expires in its own pulse before the
-    batch), so each account's history records stay unique and in time order.
+    Decided from the block timestamp in the log, never a local clock, and from
+    the committed expiry index, so every validator expires the same transfers in
+    the same block. The released accounts are stamped ``stamp``: after the
+    previous block and before the block's first event (TigerBeetle expires in
+    its own pulse before the batch), so each account's history records stay
+    unique and in time order.
+
+    The bound (``limits.block_expiries_max``) keeps a flood of timeouts from
+    stalling the apply thread; the rest are processed by the next blocks, oldest
+    first. It changes no result code: post/void compare the pending transfer's
+    deadline with the block time and answer ``pending_transfer_expired`` whether
+    or not its expiry was processed (:func:`_resolve_pending`). It delays only
+    the release: until processed, the amount stays in the accounts'
+    ``debits_pending``/``credits_pending`` (and a closing transfer keeps its
+    account closed), so reads show it and balance-limit checks
+    (``exceeds_credits``/``exceeds_debits``) and balancing amounts count it.
+    Expiry also runs only when a block is applied, bounded or not.
     """
-    for expires_at, transfer_id in st.reader.expiring(block_timestamp):
+    for expires_at, transfer_id in st.reader.expiring(block_timestamp, expiries_max):
         if st.status(transfer_id) != PendingStatus.pending:
             st.chain.expiry_delete.append((expires_at, transfer_id))
             continue
@@ -616,16 +635,23 @@ def _state_hash(prev: bytes, ws: WriteSet, failed: dict[int, int]) -> bytes:
 
 
 def apply_block(
-    reader: StateReader, entry: Entry, raft_term: int, raft_index: int
+    reader: StateReader,
+    entry: Entry,
+    raft_term: int,
+    raft_index: int,
+    *,
+    expiries_max: int = limits.block_expiries_max,
 ) -> tuple[list[TxResult], WriteSet]:
     """Apply one Raft entry as the next block.
 
     Returns (one TxResult per transaction of the entry, the WriteSet including
     the new block header and head). A transaction whose hash is already in the chain
     (a retry) is not applied again: its TxResult repeats the original one.
+    ``expiries_max`` bounds the pending-transfer expiries of the block; it is part
+    of the protocol (every validator must use the same value): only tests pass
+    another one.
     """
     head: Head = reader.head()
-    st = _State(reader)
     fresh: list[Tx] = []
     seen: dict[bytes, int] = {}
     for tx in entry.txs:
@@ -636,11 +662,12 @@ def apply_block(
     events_total = sum(len(tx.events) for tx in fresh)
     # Strictly increasing: every event gets its own ns, after the previous block.
     timestamp = max(entry.proposed_timestamp, head.header.timestamp + events_total + 1)
+    st = _State(reader, timestamp)
     height = head.height + 1
     first = timestamp - events_total
     # first - 1 >= the previous block's timestamp, which no earlier block used
     # for an event or an expiry.
-    _expire_pending(st, timestamp, first - 1)
+    _expire_pending(st, timestamp, first - 1, expiries_max)
 
     by_hash: dict[bytes, tuple[int, ...]] = {}
     for tx in fresh:

@@ -39,6 +39,13 @@ grpc_message_bytes_max = submit_bytes_max + 64 * 1024
 # -- one block = one Raft entry ------------------------------------------------------
 #: Events in one block. The batcher closes a block before this.
 block_events_max = 16_384
+#: Pending-transfer expiries one block processes, in expiry-key order (expires_at,
+#: id); the rest wait for later blocks, so a flood of timeouts cannot stall the
+#: apply (tick) thread. Until processed, a timed-out transfer already answers
+#: post/void with ``pending_transfer_expired`` but its amount stays in the
+#: accounts' ``*_pending`` balances (node/ledger/apply.py ``_expire_pending``).
+#: TigerBeetle bounds its expiry pulse the same way (batch_max.create_transfers).
+block_expiries_max = 16_384
 #: Bytes an event adds to an entry beyond its envelope: the decoded record the
 #: leader puts beside it (132 bytes for a transfer, 128 for an account) plus slack.
 entry_event_bytes_max = 256
@@ -61,6 +68,12 @@ proposed_entries_kept_max = 256
 lookup_ids_max = 8_190
 #: Results of one query (TigerBeetle's batch limit); ``limit`` 0 means this; more: INVALID_ARGUMENT.
 query_limit_max = 8_190
+#: Index rows one query reads (get_account_transfers, get_account_balances,
+#: query_transfers, query_accounts), matching or not: past it the page ends with a
+#: cursor (``next_timestamp``) even if it holds fewer than ``limit`` results, or
+#: none, so a filter that matches nothing costs one budget per call, not the
+#: whole history (measured here: ~9 µs a row, 70-80 ms of validator CPU a call).
+query_scan_rows_max = 8_192
 
 # -- memory the validator keeps ----------------------------------------------------------
 #: Decoded accounts kept in the store's write-through cache (about 250 bytes each);
@@ -87,3 +100,8 @@ verify(grpc_message_bytes_max <= entry_bytes_max, "the gRPC cap is no larger tha
 verify(entry_bytes_max < raft_append_entries_bytes_max, "entries never take pysyncobj's chunked path")
 verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
 verify(query_limit_max >= 1, "a query returns at least one result")
+verify(query_scan_rows_max >= query_limit_max, "a query that matches every row it reads can fill a page")
+verify(
+    block_expiries_max >= block_events_max,
+    "expiry keeps up: a block adds at most block_events_max expiry keys and processes block_expiries_max",
+)

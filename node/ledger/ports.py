@@ -29,6 +29,7 @@ class StateReader(Protocol):
         """(height, result codes) of an already applied transaction."""
         ...
 
-    def expiring(self, until_timestamp: int) -> Iterable[tuple[int, int]]:
-        """(expires_at_ns, transfer_id) of pending transfers with expires_at <= until, ascending."""
+    def expiring(self, until_timestamp: int, limit: int) -> Iterable[tuple[int, int]]:
+        """The first ``limit`` (expires_at_ns, transfer_id) of pending transfers with
+        expires_at <= until, ascending by (expires_at, id); reads no more than ``limit``."""
         ...

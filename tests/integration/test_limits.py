@@ -127,7 +127,7 @@ def test_the_sdk_reports_an_oversized_submit_as_invalid_request_not_an_unknown_o
 
 
 def test_a_submit_at_the_limits_commits_in_one_block(cluster_module, signer):
-    """Two full transactions (16,380 accounts) pass the door and land in one block, without an election."""
+    """A Submit at submit_events_max (one full transaction of 8,190 accounts) lands in one block, without an election."""
     leader, term, height = _leader_state(cluster_module)
     txs = [signer.sign_accounts([Account(id=next(_ids), ledger=840, code=1) for _ in range(limits.tx_events_max)])
            for _ in range(limits.submit_events_max // limits.tx_events_max)]

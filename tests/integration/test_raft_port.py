@@ -311,3 +311,23 @@ def test_unauthenticated_connections_past_the_bound_are_closed_at_once(ledger_cl
         assert closed_within(s, 0.5) is None
     finally:
         s.close()
+
+
+def test_authenticated_peers_still_replicate_frames_far_above_the_handshake_cap(ledger_cluster):
+    # One transaction of thousands of transfers is a Raft entry of ~1 MB: its AppendEntries
+    # frame must pass the raised cap (raft_frame_bytes_max) on every follower (Raft §5.3).
+    n = 4_000
+    transfers = [Transfer(id=700_000_000 + i, debit_account_id=ACCOUNTS[i % 2], credit_account_id=ACCOUNTS[1 - i % 2],
+                          amount=1, ledger=LEDGER, code=7) for i in range(n)]
+    with ledger_cluster.client(MEMBER, retry=PATIENT_RETRY) as c:
+        assert {r.name for r in c.create_transfers(transfers)} == {"ok"}
+    before = terms_and_leaders(ledger_cluster)
+    deadline = time.monotonic() + 15.0
+    while True:
+        rows = [st for _, st in ledger_cluster.status(timeout_s=2.0) if not isinstance(st, grpc.RpcError)]
+        heads = {st.head.height for st in rows}
+        if len(rows) == 3 and len(heads) == 1:
+            break
+        assert time.monotonic() < deadline, f"followers did not catch up: {heads}"
+        time.sleep(0.1)
+    assert terms_and_leaders(ledger_cluster) == before

@@ -59,8 +59,9 @@ raft_command_bytes_max = 2 * entry_bytes_max + 1024
 #: is read. Sizing, from the largest AppendEntries pysyncobj sends (syncobj.py
 #: __getEntries: entries are added until their commands reach
 #: ``raft_append_entries_bytes_max``, so one batch plus one command): the message
-#: pickles every command again (up to 2 bytes per byte, plus ~27 bytes per entry: at
-#: most 3x for commands of 27 bytes or more; the 1-byte no-op is one per term), zlib
+#: pickles every command again (up to 2 bytes per byte, plus ~40 bytes per entry: at
+#: most 3x for commands of 40 bytes or more, as ours are; pysyncobj's 1-byte no-op is
+#: one per term), zlib
 #: may add 0.03% to incompressible data, Fernet adds 57 bytes plus padding and its
 #: base64 4/3. ~128 MiB. Frames seen are far smaller (random content compresses back:
 #: a full 32 MiB batch-plus-one of random blocks was a 35 MiB frame here); the bound

@@ -56,14 +56,48 @@ block_expiries_max = 8_190
 entry_event_bytes_max = 256
 #: Bytes a transaction adds to an entry beyond its events: kind, count, member id, lengths.
 entry_tx_bytes_max = 128
-#: Bytes of one encoded Raft entry. The batcher closes a block before this.
-entry_bytes_max = 8 << 20
+#: Bytes of one encoded Raft entry. The batcher closes a block before this. Pickled by
+#: pysyncobj it can double (raft_command_bytes_max) and must still stay below
+#: raft_append_entries_bytes_max.
+entry_bytes_max = 7 << 20
 #: pysyncobj's appendEntriesBatchSizeBytes we configure: one AppendEntries carries
 #: entries up to this size; an entry above it would be sent in chunks.
 raft_append_entries_bytes_max = 16 << 20
 
 #: Bytes of one chunk of a snapshot sent to a lagging follower (pysyncobj's logCompactionBatchSize).
 raft_snapshot_chunk_bytes_max = 1 << 20
+
+# -- the Raft port (checked before a frame's body is read or decrypted) ---------------
+#: Bytes of pysyncobj's command for one entry of ``entry_bytes_max`` (the pickled
+#: ``apply_entry`` call). pysyncobj pickles with protocol 2, which stores ``bytes`` as
+#: latin-1 text in UTF-8: up to 2 bytes per byte (1.5 on random bytes).
+raft_command_bytes_max = 2 * entry_bytes_max + 1024
+#: Bytes of one Raft frame (after its 4-byte length prefix) from a peer that has
+#: authenticated; a larger (or negative) prefix closes the connection before its body
+#: is read. Sizing, from the largest AppendEntries pysyncobj sends (syncobj.py
+#: __getEntries: entries are added until their commands reach
+#: ``raft_append_entries_bytes_max``, so one batch plus one command): the message
+#: pickles every command again (up to 2 bytes per byte, plus ~40 bytes per entry: at
+#: most 3x for commands of 40 bytes or more, as ours are; pysyncobj's 1-byte no-op is
+#: one per term), zlib
+#: may add 0.03% to incompressible data, Fernet adds 57 bytes plus padding and its
+#: base64 4/3. ~128 MiB. Frames seen are far smaller (random content compresses back:
+#: a full 32 MiB batch-plus-one of random blocks was a 35 MiB frame here); the bound
+#: is deliberately the no-compression one, because a member chooses the bytes of the
+#: entries and a frame rejected here would stop replication to that follower.
+raft_frame_bytes_max = (
+    (3 * (raft_append_entries_bytes_max + raft_command_bytes_max) + (64 << 10)) * 10_004 // 10_000 + 128
+) * 4 // 3 + 128
+#: Bytes of one frame before the peer has authenticated (its nonce and hello frames,
+#: ~204 and ~250–300 bytes measured; under 1 KiB with a 253-byte host name); a larger
+#: prefix closes the connection before its body is read.
+raft_handshake_frame_bytes_max = 4 << 10
+#: Incoming Raft connections that have not authenticated yet; past it a new one is
+#: closed as soon as it is accepted (peers connected already are not counted).
+raft_unauthenticated_connections_max = 16
+#: Seconds an incoming Raft connection may take to authenticate (two frames each way);
+#: then it is closed, checked on every tick even when the socket is idle.
+raft_handshake_timeout_s = 3.0
 #: Entries the leader keeps decoded between proposing and applying them (it applies
 #: those without decoding its own bytes); older ones, never committed, are dropped.
 proposed_entries_kept_max = 256
@@ -102,7 +136,8 @@ verify(
 )
 verify(grpc_message_bytes_max >= submit_bytes_max + 6 * submit_txs_max, "gRPC carries a full Submit")
 verify(grpc_message_bytes_max <= entry_bytes_max, "the gRPC cap is no larger than one Raft entry")
-verify(entry_bytes_max < raft_append_entries_bytes_max, "entries never take pysyncobj's chunked path")
+verify(raft_command_bytes_max < raft_append_entries_bytes_max,
+       "a pickled entry (bytes as latin-1 in UTF-8: up to 2x) never takes pysyncobj's chunked path")
 verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
 verify(query_limit_max >= 1, "a query returns at least one result")
 verify(query_scan_rows_max >= query_limit_max, "a query that matches every row it reads can fill a page")
@@ -110,3 +145,13 @@ verify(
     block_expiries_max >= block_events_max,
     "expiry keeps up: a block adds at most block_events_max expiry keys and processes block_expiries_max",
 )
+verify(raft_handshake_frame_bytes_max >= 1024, "a hello with a 253-byte host name fits the handshake cap")
+verify(raft_handshake_frame_bytes_max < raft_frame_bytes_max, "the handshake cap is the smaller one")
+verify(
+    raft_frame_bytes_max >= 3 * (raft_append_entries_bytes_max + raft_command_bytes_max) * 4 // 3,
+    "the largest AppendEntries (one batch plus one command, pickled, Fernet) fits one frame",
+)
+verify(raft_frame_bytes_max >= 3 * raft_snapshot_chunk_bytes_max * 4 // 3, "a snapshot chunk fits one frame")
+verify(raft_frame_bytes_max < (1 << 31) - 1, "the frame cap fits pysyncobj's signed 32-bit length prefix")
+verify(raft_unauthenticated_connections_max >= 2, "both peers can be mid-handshake at once")
+verify(raft_handshake_timeout_s > 0, "the handshake timeout is positive")

@@ -61,8 +61,8 @@ class LedgerReplica(DurableReplica):
         on_journal_flush: Callable[[int], None] | None = None,
         peer_dial: dict[str, str] | None = None,
     ) -> None:
-        if conf.appendEntriesBatchSizeBytes <= limits.entry_bytes_max:
-            raise ValueError("appendEntriesBatchSizeBytes must exceed entry_bytes_max")
+        if conf.appendEntriesBatchSizeBytes <= limits.raft_command_bytes_max:
+            raise ValueError("appendEntriesBatchSizeBytes must exceed raft_command_bytes_max (a pickled entry)")
         # State before SyncObj.__init__: its tick thread starts inside it.
         self._store = store
         self._machine = StateMachine(store)

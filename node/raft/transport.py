@@ -18,6 +18,17 @@
   (:meth:`LedgerTransport._on_success_reply`).
 * **Peer dial addresses.** A peer can be dialled at another address than its
   identity (a Toxiproxy listener in the chaos suite).
+* **Hostile input on the Raft port** (see :mod:`raft_ledger_node.raft.wire`).
+  Every connection is a :class:`~raft_ledger_node.raft.wire.LedgerConnection`
+  whose frames are capped before they are buffered: at
+  ``raft_handshake_frame_bytes_max`` until the peer has authenticated (the
+  transport's ``_onNodeConnected``: an incoming peer has sent our nonce back
+  encrypted with its address; a peer we dialled has sent its encrypted nonce),
+  ``raft_frame_bytes_max`` after. At most ``raft_unauthenticated_connections_max``
+  incoming connections may be unauthenticated (a new one past it is closed at
+  once), each for at most ``raft_handshake_timeout_s`` (checked every tick, so an
+  idle socket is closed too). A listener unbound by an accept error is bound
+  again after ``bindRetryTime``.
 
 The transport's ``syncObj`` is a :class:`~raft_ledger_node.raft.durable.DurableReplica`:
 it reads ``_peer_dial``, ``_raft_fixes``, ``_journal()`` and ``_sync_journal()``
@@ -26,18 +37,116 @@ can show what it prevents.
 """
 from __future__ import annotations
 
+import functools
+
+from pysyncobj.dns_resolver import globalDnsResolver
 from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
+
+from raft_ledger_node.ledger import limits
+from raft_ledger_node.raft.wire import LedgerConnection, LedgerServer, check_pysyncobj
+
+#: TCPTransport members the overrides below rely on (pysyncobj 0.3.17), checked at start-up.
+_TRANSPORT_METHODS = (
+    "addNode", "_createServer", "_onTick", "_onNewIncomingConnection", "_onIncomingMessageReceived",
+    "_onOutgoingConnected", "_onMessageReceived", "_onDisconnected", "_onNodeConnected",
+    "_onReadonlyNodeConnected", "_connectIfNecessarySingle", "_shouldConnect",
+)
+_TRANSPORT_ATTRIBUTES = ("_syncObj", "_server", "_connections", "_unknownConnections", "_nodes",
+                         "_nodeAddrToNode", "_lastConnectAttempt", "_selfNode")
 
 
 class LedgerTransport(TCPTransport):
     """TCPTransport that flushes the journal before acknowledging, and fixes truncation."""
 
     def __init__(self, syncObj, selfNode, otherNodes):  # noqa: N803
+        check_pysyncobj()
+        for name in _TRANSPORT_METHODS:
+            if not callable(getattr(TCPTransport, name, None)):
+                raise RuntimeError(f"pysyncobj TCPTransport.{name} is missing (pinned at 0.3.17)")
+        self._last_rebind = 0.0
         super().__init__(syncObj, selfNode, otherNodes)
+        for name in _TRANSPORT_ATTRIBUTES:
+            if not hasattr(self, name):
+                raise RuntimeError(f"pysyncobj TCPTransport has no {name} (pinned at 0.3.17)")
         self._replica = syncObj
         self._reply_cap: int | None = None
+
+    # -- hostile input: bounded frames, unauthenticated connections, the listener -----
+    def addNode(self, node):  # noqa: N802
+        """As pysyncobj's (TR:511-533), but the connection we dial is a LedgerConnection."""
+        self._nodes.add(node)
+        self._nodeAddrToNode[node.address] = node
+        if self._shouldConnect(node):
+            conf = self._syncObj.conf
+            conn = LedgerConnection(
+                poller=self._syncObj._poller,
+                timeout=conf.connectionTimeout,
+                sendBufferSize=conf.sendBufferSize,
+                recvBufferSize=conf.recvBufferSize,
+                keepalive=conf.tcp_keepalive,
+            )
+            conn.encryptor = self._syncObj.encryptor
+            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+            self._connections[node] = conn
+
+    def _createServer(self):  # noqa: N802
+        """As pysyncobj's (TR:258-282), but the server is a LedgerServer."""
+        conf = self._syncObj.conf
+        bind_addr = conf.bindAddress
+        self_addr = getattr(self._selfNode, "address")
+        if bind_addr is not None:
+            host, port = bind_addr.rsplit(":", 1)
+        elif self_addr is not None:
+            host, port = self_addr.rsplit(":", 1)
+            host = "::" if ":" in host else "0.0.0.0"
+        else:
+            raise RuntimeError("Unable to determine bind address")
+        if host != "0.0.0.0":
+            host = globalDnsResolver().resolve(host)
+        self._server = LedgerServer(
+            self._syncObj._poller, host, port, onNewConnection=self._onNewIncomingConnection,
+            sendBufferSize=conf.sendBufferSize, recvBufferSize=conf.recvBufferSize,
+            connectionTimeout=conf.connectionTimeout, clock=monotonicTime,
+        )
+
+    def _onNewIncomingConnection(self, conn):  # noqa: N802
+        if len(self._unknownConnections) >= limits.raft_unauthenticated_connections_max:
+            conn.disconnect()  # no callbacks set yet: just closes the socket
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onNodeConnected(self, node):  # noqa: N802
+        # The peer has proved it holds the password (pysyncobj's handshake is done): lift the cap.
+        conn = self._connections.get(node)
+        if isinstance(conn, LedgerConnection):
+            conn.raise_cap()
+        super()._onNodeConnected(node)
+
+    def _onReadonlyNodeConnected(self, node):  # noqa: N802
+        conn = self._connections.get(node)
+        if isinstance(conn, LedgerConnection):
+            conn.raise_cap()
+        super()._onReadonlyNodeConnected(node)
+
+    def _onTick(self):  # noqa: N802
+        super()._onTick()
+        now = monotonicTime()
+        for conn in list(self._unknownConnections):
+            accepted_at = getattr(conn, "accepted_at", None)
+            if accepted_at is not None and now - accepted_at > limits.raft_handshake_timeout_s:
+                conn.disconnect()  # its callback drops it from _unknownConnections
+                self._unknownConnections.discard(conn)
+        server = self._server
+        if isinstance(server, LedgerServer) and server.failed and now - self._last_rebind >= self._syncObj.conf.bindRetryTime:
+            self._last_rebind = now
+            try:
+                server.bind()
+            except OSError:
+                pass  # still out of descriptors: try again after bindRetryTime
 
     def _connectIfNecessarySingle(self, node):  # noqa: N802
         """As pysyncobj's, but dial a peer at its configured dial address (e.g. a Toxiproxy

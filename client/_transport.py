@@ -67,8 +67,9 @@ def status_to_exception(
         except ValueError:
             wait_s = 0.0
         return RateLimited(f"{where}: {details}", wait_s)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(_GRPC_OVERLOADED):
-        # gRPC's own maximum_concurrent_rpcs: refused before our code ran.
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (refused == "overloaded" or details.startswith(_GRPC_OVERLOADED)):
+        # The validator sheds load (its range-query slots, or gRPC's own
+        # maximum_concurrent_rpcs before our code ran): nothing was done, retry.
         return NotSubmitted(f"{where}: overloaded: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         # RESOURCE_EXHAUSTED: the Submit is over a per-request limit (submit_events_max,

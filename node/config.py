@@ -61,6 +61,9 @@ class ValidatorConfig:
     #: past it gRPC answers RESOURCE_EXHAUSTED at once, so memory held by requests is
     #: bounded by this x grpc_message_bytes_max.
     grpc_rpcs_inflight_max: int = 64
+    #: Range queries (transfers/balances of an account, query_accounts/transfers) served
+    #: at once; more wait up to 2 s, then RESOURCE_EXHAUSTED (the SDK retries).
+    scans_inflight_max: int = 1
     #: Per-member rate limit: events (accounts + transfers) per second sustained, and
     #: the burst; past it Submit answers RESOURCE_EXHAUSTED with ``retry-after-ms``.
     member_events_per_s: float = 100_000.0

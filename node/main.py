@@ -138,6 +138,7 @@ class Validator:
                 leader_grpc_address=self.leader_grpc_address,
                 submit_timeout_s=cfg.submit_timeout_s,
                 chain_id=self.genesis.chain_id,
+                scans_inflight_max=cfg.scans_inflight_max,
                 rate_limiter=MemberRateLimiter(
                     Rate(cfg.member_events_per_s, cfg.member_events_burst),
                     {m: Rate(v["events_per_s"], v["burst"]) for m, v in cfg.member_rate_limits.items()},

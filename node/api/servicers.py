@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 
 import grpc
@@ -47,6 +48,31 @@ def _guard(method):
     return wrapper
 
 
+#: Seconds a range query waits for a scan slot before it is refused (overloaded).
+SCAN_SLOT_WAIT_S_MAX = 2.0
+
+
+def _scan(method):
+    """Range queries (up to query_scan_rows_max rows each) run at most ``scans_inflight_max``
+    at a time: sixteen concurrent full scans starved the Raft tick thread of the GIL.
+    A query that finds no slot within its deadline (at most SCAN_SLOT_WAIT_S_MAX) is
+    refused RESOURCE_EXHAUSTED, ``ledger-refused: overloaded`` (the SDK retries it)."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        remaining = context.time_remaining()
+        wait_s = SCAN_SLOT_WAIT_S_MAX if remaining is None else max(0.0, min(SCAN_SLOT_WAIT_S_MAX, remaining))
+        if not self._scan_slots.acquire(timeout=wait_s):
+            context.set_trailing_metadata((("ledger-refused", "overloaded"),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many range queries at once on this validator; retry")
+        try:
+            return method(self, request, context)
+        finally:
+            self._scan_slots.release()
+
+    return wrapper
+
+
 class LedgerServicer(pb_grpc.LedgerServicer):
     """``ledger.v1.Ledger``: Submit on the leader (validation, signatures, dedup by
     transaction hash, group commit), reads from the local store or, linearizable,
@@ -54,7 +80,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
     def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address,
                  submit_timeout_s: float, chain_id: str, rate_limiter: MemberRateLimiter | None = None,
-                 clock_ns=time.time_ns):
+                 clock_ns=time.time_ns, scans_inflight_max: int = 1):
         self._store = store
         self._replica = replica
         self._batcher = batcher
@@ -64,6 +90,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._chain_id = chain_id
         self._rate_limiter = rate_limiter
         self._clock_ns = clock_ns
+        self._scan_slots = threading.BoundedSemaphore(scans_inflight_max)
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -169,6 +196,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
 
     @_guard
+    @_scan
     def GetAccountTransfers(self, request, context):  # noqa: N802
         height = self._store.head().height
         transfers, cursor = self._store.get_account_transfers(validation.account_filter(request.filter))
@@ -177,6 +205,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         )
 
     @_guard
+    @_scan
     def GetAccountBalances(self, request, context):  # noqa: N802
         height = self._store.head().height
         rows, cursor = self._store.get_account_balances(validation.account_filter(request.filter))
@@ -187,12 +216,14 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         )
 
     @_guard
+    @_scan
     def QueryAccounts(self, request, context):  # noqa: N802
         height = self._store.head().height
         accounts, cursor = self._store.query_accounts(validation.query_filter(request.filter))
         return pb.QueryAccountsResponse(accounts=[account_to_pb(a) for a in accounts], height=height, next_timestamp=cursor)
 
     @_guard
+    @_scan
     def QueryTransfers(self, request, context):  # noqa: N802
         height = self._store.head().height
         transfers, cursor = self._store.query_transfers(validation.query_filter(request.filter))

@@ -379,6 +379,7 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
     [
         (grpc.StatusCode.INVALID_ARGUMENT, (), InvalidRequest),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, (), InvalidRequest),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, (("ledger-refused", "overloaded"),), NotSubmitted),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, (("ledger-refused", "rate-limited"), ("retry-after-ms", "250")), RateLimited),
         (grpc.StatusCode.NOT_FOUND, (), NotFound),
         (grpc.StatusCode.FAILED_PRECONDITION, (("leader-address", B),), NotLeader),

@@ -64,13 +64,16 @@ def check_submit_size(request: pb.SubmitRequest) -> None:
 def precheck_envelope(stx: pb.SignedTransaction, index: int) -> None:
     """The checks that cost nothing, before any signature is verified or body parsed.
 
-    Raises BadRequest: member id not 1..member_id_bytes_max bytes, signature not 64
+    Raises BadRequest: member id not 1..member_id_bytes_max bytes, key id not
+    1..key_id_bytes_max bytes, signature not 64
     bytes, unknown fields in the envelope (they would change its hash without
     touching what was signed), envelope over tx_bytes_max.
     """
     where = f"transaction {index}"
     if not stx.member_id or len(stx.member_id.encode()) > limits.member_id_bytes_max:
         raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
+    if not stx.key_id or len(stx.key_id.encode()) > limits.key_id_bytes_max:
+        raise BadRequest(f"{where}: key_id must be 1..{limits.key_id_bytes_max} bytes")
     if len(stx.signature) != SIGNATURE_BYTES:
         raise BadRequest(f"{where}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
     if len(UnknownFieldSet(stx)):

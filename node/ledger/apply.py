@@ -660,8 +660,12 @@ def apply_block(
         seen[tx.tx_hash] = len(fresh)
         fresh.append(tx)
     events_total = sum(len(tx.events) for tx in fresh)
-    # Strictly increasing: every event gets its own ns, after the previous block.
-    timestamp = max(entry.proposed_timestamp, head.header.timestamp + events_total + 1)
+    # Strictly increasing: every event gets its own ns, after the previous block. The
+    # leader's stamp is clamped to timestamp_ns_max: a stamp near 2^64 (a broken or
+    # hostile leader clock) would make a later block's timestamp overflow its u64 and
+    # apply raise on every replica (found by tests/property/test_poison_pill.py).
+    proposed = min(entry.proposed_timestamp, limits.timestamp_ns_max)
+    timestamp = max(proposed, head.header.timestamp + events_total + 1)
     st = _State(reader, timestamp)
     height = head.height + 1
     first = timestamp - events_total

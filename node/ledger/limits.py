@@ -17,8 +17,9 @@ from raft_ledger_node.ledger.invariants import verify
 tx_events_max = 8_190
 #: Bytes of one signed transaction as submitted (envelope); more: INVALID_ARGUMENT.
 tx_bytes_max = 1 << 20
-#: Bytes of a member id; more: INVALID_ARGUMENT.
+#: Bytes of a member id, and of a key id; more: INVALID_ARGUMENT.
 member_id_bytes_max = 64
+key_id_bytes_max = 64
 #: How far ahead of the leader's clock a transaction's ``valid_until`` may lie (ns);
 #: further: INVALID_ARGUMENT. Bounds how long a captured, never-submitted envelope
 #: stays usable.
@@ -120,6 +121,11 @@ query_scan_rows_max = 8_192
 account_cache_entries_max = 200_000
 #: RocksDB block cache shared by every column family (bytes).
 block_cache_bytes_max = 256 << 20
+
+#: The leader's stamp (ns since the epoch) is clamped to this before it becomes a block
+#: timestamp: from here a head grows only by its blocks' events, and 2^48 more events
+#: than any chain will see keep every later block's timestamp within u64.
+timestamp_ns_max = (1 << 64) - 1 - (1 << 48)
 
 # -- values ------------------------------------------------------------------------------
 #: Ids, amounts and balances are unsigned 128-bit.

@@ -270,7 +270,7 @@ class Node:
 # -- the oracle ----------------------------------------------------------------------------
 
 
-def _parse(cls, raw: bytes):
+def try_parse(cls, raw: bytes):
     try:
         return cls.FromString(raw)
     except DecodeError:
@@ -288,7 +288,7 @@ def check(node: Node, method: str, raw: bytes, expect: grpc.StatusCode | None = 
     ``expect``: the status this input must get (set by generators that know it).
     """
     req_cls, resp_cls = METHODS[method]
-    parsed = _parse(req_cls, raw)
+    parsed = try_parse(req_cls, raw)
     before = node.state()
     known_before: list[bool] = []
     if method == SUBMIT and parsed is not None:
@@ -345,7 +345,7 @@ def _check_submit(node, where, parsed, r, before, after, known_before) -> list[s
         return []
     if parsed is None:
         return [f"{where}: OK for bytes that are not a SubmitRequest"]
-    resp = _parse(pb.SubmitResponse, r.body)
+    resp = try_parse(pb.SubmitResponse, r.body)
     if resp is None:
         return [f"{where}: OK reply does not parse as SubmitResponse"]
     stxs = list(parsed.transactions)
@@ -382,7 +382,7 @@ def _check_submit(node, where, parsed, r, before, after, known_before) -> list[s
 def _check_read(node, where, method, parsed, resp_cls, r, after) -> list[str]:
     if parsed is None:
         return [f"{where}: OK for bytes that are not a {METHODS[method][0].__name__}"]
-    resp = _parse(resp_cls, r.body)
+    resp = try_parse(resp_cls, r.body)
     if resp is None:
         return [f"{where}: OK reply does not parse as {resp_cls.__name__}"]
     out = []
@@ -499,7 +499,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
+def pb_field(number: int, payload: bytes) -> bytes:
     """A length-delimited field, as protobuf encodes it."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
@@ -573,7 +573,7 @@ def _padded(corpus: Corpus, envelope_bytes: int) -> pb.SignedTransaction:
     one = pb.Transaction(create_accounts=pb.CreateAccounts(accounts=[pb.Account(id=pb.UInt128(lo=1), ledger=840, code=1)]))
     pad = envelope_bytes
     while True:
-        stx = corpus.stx(one.SerializeToString() + _field(15, b"\x00" * pad))
+        stx = corpus.stx(one.SerializeToString() + pb_field(15, b"\x00" * pad))
         over = stx.ByteSize() - envelope_bytes
         if over <= 0:
             return stx
@@ -603,7 +603,7 @@ def bulk(corpus: Corpus, kind: int) -> Input:
         n = limits.submit_events_max // limits.tx_events_max + 1
         return Input(SUBMIT, req([corpus.stx(accounts(limits.tx_events_max))] * n), big, "submit_events_max+")
     if kind == 5:  # one envelope past tx_bytes_max (the body padded with an unknown field)
-        body = accounts(1).SerializeToString() + _field(15, b"\x00" * limits.tx_bytes_max)
+        body = accounts(1).SerializeToString() + pb_field(15, b"\x00" * limits.tx_bytes_max)
         return Input(SUBMIT, req([corpus.stx(body)]), bad, "tx_bytes_max+")
     if kind == 6:  # past submit_bytes_max, each envelope within tx_bytes_max, under the gRPC cap
         n = limits.submit_bytes_max // limits.tx_bytes_max
@@ -671,7 +671,7 @@ def gen_submit(rng, corpus: Corpus) -> Input:
         stx = pb.SignedTransaction()
         stx.CopyFrom(seed.transactions[0])
         if layer == "signed":
-            return Input(SUBMIT, _field(1, mutate(rng, stx.SerializeToString())), label="mutated signed tx")
+            return Input(SUBMIT, pb_field(1, mutate(rng, stx.SerializeToString())), label="mutated signed tx")
         stx.body = mutate(rng, stx.body)
         raw = pb.SubmitRequest(transactions=[stx]).SerializeToString()
         if layer == "body-resigned":

@@ -102,17 +102,12 @@ def test_every_defect_once(node, defect):
     assert not fz.check(node, inp.method, inp.raw, inp.expect, inp.label)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an unknown key_id is echoed whole in the status details; "
-                   "past 16 kB the client cannot even read the answer (RESOURCE_EXHAUSTED 'received metadata size "
-                   "exceeds hard limit') and never learns the key was unknown")
 def test_unknown_key_id_of_100_kb_is_answered_invalid_argument(node):
     body = pb.Transaction(create_accounts=pb.CreateAccounts(accounts=[pb.Account(id=pb.UInt128(lo=77), ledger=840, code=1)]))
     inp = fz.defect(node.corpus, body, "huge_key_id")
     assert not fz.check(node, inp.method, inp.raw, inp.expect, inp.label)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: undecodable request bytes are answered INTERNAL by grpcio's "
-                   "deserializer before our code runs, with a traceback in the validator's log")
 @pytest.mark.parametrize("method", ["/ledger.v1.Ledger/Submit", "/ledger.v1.Ledger/GetBlock"])
 def test_undecodable_bytes_are_invalid_argument(node, method):
     raw = b"\x0a\x05abc"  # field 1, length 5, only 3 bytes follow: truncated
@@ -124,9 +119,6 @@ def test_undecodable_bytes_are_invalid_argument(node, method):
     assert r.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.xfail(strict=True, reason="finding: an unknown field outside the signed body (in SignedTransaction) "
-                   "is kept in the envelope, so anyone holding a member's signed transaction can replay it under "
-                   "a new tx hash: accepted, and a new block is appended (ids keep the money from moving twice)")
 def test_an_unknown_field_beside_the_signed_body_is_refused(node):
     body = pb.Transaction(create_accounts=pb.CreateAccounts(accounts=[pb.Account(id=pb.UInt128(lo=1), ledger=840, code=1)]))
     signed = node.corpus.stx(body).SerializeToString()

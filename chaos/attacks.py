@@ -124,6 +124,15 @@ def _leader(directory: str) -> tuple[str, int, object]:
     raise RuntimeError(f"no leader: {rows}")
 
 
+def _run_all(target, args_list: list[tuple], duration_s: float) -> None:
+    """One thread per argument tuple; join each within the attack's time plus the RPC deadline."""
+    threads = [threading.Thread(target=target, args=a) for a in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration_s + RPC_TIMEOUT_S + 5)
+
+
 def _submit_flood(ctx: dict, duration_s: float) -> dict:
     transfers = pb.CreateTransfers(transfers=[pb.Transfer() for _ in range(8_190)])
     body = pb.Transaction(create_transfers=transfers).SerializeToString()
@@ -148,11 +157,7 @@ def _submit_flood(ctx: dict, duration_s: float) -> dict:
                     answers[code] = answers.get(code, 0) + 1
                     lat.append(time.monotonic() - t)
 
-    threads = [threading.Thread(target=flood) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration_s + RPC_TIMEOUT_S + 5)
+    _run_all(flood, [()] * 8, duration_s)
     lat.sort()
     return {"request_bytes": req.ByteSize(), "answers": answers,
             "refusal_p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
@@ -186,11 +191,7 @@ def _raft_frame(ctx: dict, duration_s: float) -> dict:
         stats[address] = {"connections": connections, "junk_bytes_sent": sent,
                           "slowest_close_s": round(slowest_close, 3)}
 
-    threads = [threading.Thread(target=attack, args=(a,)) for a in ctx["raft_addresses"]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration_s + 30)
+    _run_all(attack, [(a,) for a in ctx["raft_addresses"]], duration_s)
     return {"per_port": stats}
 
 
@@ -214,11 +215,7 @@ def _query_scan(ctx: dict, duration_s: float) -> dict:
                     answers.append(code)
                     lat.append(time.monotonic() - t)
 
-    threads = [threading.Thread(target=scan) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration_s + RPC_TIMEOUT_S + 5)
+    _run_all(scan, [()] * 16, duration_s)
     lat.sort()
     return {"queries": len(lat), "history_transfers": ctx["history"],
             "query_p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
@@ -243,11 +240,7 @@ def _linearizable_reads(ctx: dict, duration_s: float) -> dict:
                 except grpc.RpcError:
                     pass
 
-    threads = [threading.Thread(target=read) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration_s + RPC_TIMEOUT_S + 5)
+    _run_all(read, [()] * 16, duration_s)
     _, _, after = _leader(ctx["directory"])
     entries = after.commit_index - before.commit_index
     return {"reads": n[0], "reads_per_s": round(n[0] / duration_s), "raft_entries_added": entries,

@@ -84,10 +84,11 @@ def precheck_envelope(stx: pb.SignedTransaction, index: int) -> None:
 
 
 def decode_submit(request: pb.SubmitRequest, *, chain_id: str, now_ns: int) -> list[Tx]:
-    """Every (already authenticated) transaction decoded (see :func:`decode_signed`),
-    their events within submit_events_max. Raises BadRequest (naming the
-    transaction) or TooLarge."""
-    txs = [decode_signed(stx, i, chain_id=chain_id, now_ns=now_ns) for i, stx in enumerate(request.transactions)]
+    """Every transaction decoded, their events within submit_events_max. The envelopes
+    were prechecked (:func:`precheck_envelope`) and authenticated by the caller, so
+    only the bodies are checked here (see :func:`decode_signed`). Raises BadRequest
+    (naming the transaction) or TooLarge."""
+    txs = [_decode_body(stx, i, chain_id, now_ns) for i, stx in enumerate(request.transactions)]
     events = sum(len(tx.events) for tx in txs)
     if events > limits.submit_events_max:
         raise TooLarge(f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit")
@@ -104,8 +105,13 @@ def decode_signed(stx: pb.SignedTransaction, index: int, *, chain_id: str, now_n
     ``valid_until`` unset, past, or more than tx_validity_ns_max ahead; no operation;
     no events or more than tx_events_max; an account with ``owner`` set.
     """
-    where = f"transaction {index}"
     precheck_envelope(stx, index)
+    return _decode_body(stx, index, chain_id, now_ns)
+
+
+def _decode_body(stx: pb.SignedTransaction, index: int, chain_id: str, now_ns: int) -> Tx:
+    """:func:`decode_signed` without the envelope prechecks (already done by the caller)."""
+    where = f"transaction {index}"
     body = pb.Transaction()
     try:
         body.ParseFromString(stx.body)

@@ -1,9 +1,13 @@
 """Validator configuration and the genesis file: frozen, every limit and timeout explicit.
 
-A validator config (JSON) names its own id, data directory and the genesis file;
-the genesis file (JSON) fixes the validators (id, gRPC and Raft addresses) and
-the members (id, Ed25519 public keys by key id, roles). Both are written by
-``ledger-validator init-cluster``.
+A validator config (JSON) names its own id, data directory, the genesis file and
+its TLS key and certificate. The genesis file (JSON) fixes the chain id, the
+cluster's TLS CA certificate, the validators (id, gRPC and Raft addresses, the
+SHA-256 pin of their TLS certificates), the identities (id, roles, Ed25519 public
+keys by key id), the administrators and their threshold, and the issuers per
+ledger: version 1 of the governed configuration
+(:mod:`raft_ledger_node.ledger.governance`). Both are written by
+``ledger-validator init-cluster``; ``load_genesis`` validates strictly.
 """
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+
+from raft_ledger_node.ledger import limits
+from raft_ledger_node.ledger.governance import (
+    PUBLIC_KEY_BYTES,
+    ROLES,
+    Configuration,
+    Member,
+    MemberKey,
+    ValidatorRecord,
+)
 
 
 class ConfigError(ValueError):
@@ -22,21 +36,25 @@ class ValidatorInfo:
     id: str
     grpc_address: str
     raft_address: str
-
-
-@dataclass(frozen=True)
-class MemberInfo:
-    id: str
-    keys: dict[str, bytes]  # key id -> raw Ed25519 public key (32 bytes)
-    roles: tuple[str, ...] = ("member",)
+    #: SHA-256 of the validator's TLS certificate (DER): peers and clients pin it.
+    tls_cert_sha256: bytes = b""
 
 
 @dataclass(frozen=True)
 class Genesis:
+    """A parsed genesis file. ``configuration`` is the governed configuration at
+    version 1; ``tls_ca_pem`` the cluster CA's certificate (None: a plaintext
+    development cluster); ``hash`` SHA-256 of the file's canonical JSON."""
+
     chain_id: str
     validators: tuple[ValidatorInfo, ...]
-    members: tuple[MemberInfo, ...]
+    configuration: Configuration
     hash: bytes
+    tls_ca_pem: bytes | None = None
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return self.configuration.members
 
     def validator(self, validator_id: str) -> ValidatorInfo:
         for v in self.validators:
@@ -96,6 +114,15 @@ class ValidatorConfig:
     raft_peer_dial: dict = field(default_factory=dict)
     #: Seconds between attempts to reconnect a lost Raft connection.
     connection_retry_time_s: float = 1.0
+    #: This validator's TLS key and certificate (PEM; the certificate names
+    #: spiffe://ledger/validator/<id> and is pinned in genesis). Used for the gRPC
+    #: server (mutual TLS: callers present a client certificate of the cluster CA)
+    #: and for the Raft links.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: Development only: gRPC and Raft in plaintext, no client identity (every
+    #: caller is anonymous and refused everything but status). Logged loudly.
+    insecure_plaintext: bool = False
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True
@@ -113,33 +140,167 @@ class ValidatorConfig:
         return os.path.join(self.data_dir, "db")
 
 
+GENESIS_FIELDS = {"chain_id", "validators", "members", "admins", "threshold", "issuers", "tls_ca_certificate"}
+#: Identities, administrators and issuers a genesis file or configuration may hold.
+members_max = 1024
+admins_max = 32
+
+
+def _address(where: str, value) -> str:
+    if not isinstance(value, str) or ":" not in value or not value.rsplit(":", 1)[1].isdigit():
+        raise ConfigError(f"{where}: address must be host:port, not {value!r}")
+    return value
+
+
+def _identity_id(where: str, value) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > limits.member_id_bytes_max or "/" in value:
+        raise ConfigError(f"{where}: id must be a string of 1..{limits.member_id_bytes_max} bytes without '/', not {value!r}")
+    return value
+
+
+def parse_public_key(where: str, value) -> bytes:
+    """An Ed25519 public key from lower-case hex; raises ConfigError naming ``where``."""
+    try:
+        raw = bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: public_key is not hex") from None
+    if len(raw) != PUBLIC_KEY_BYTES:
+        raise ConfigError(f"{where}: public_key must be {PUBLIC_KEY_BYTES} bytes (Ed25519), not {len(raw)}")
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: public_key is not an Ed25519 key ({e})") from None
+    return raw
+
+
+def _members(path: str, docs) -> tuple[Member, ...]:
+    if not isinstance(docs, list) or not docs:
+        raise ConfigError(f"genesis file {path}: 'members' must be a non-empty list")
+    if len(docs) > members_max:
+        raise ConfigError(f"genesis file {path}: at most {members_max} members")
+    out: dict[str, Member] = {}
+    for i, m in enumerate(docs):
+        if not isinstance(m, dict) or set(m) - {"id", "roles", "keys"}:
+            raise ConfigError(f"genesis file {path}: members[{i}] must have only id, roles, keys")
+        mid = _identity_id(f"genesis file {path}: members[{i}]", m.get("id"))
+        where = f"genesis file {path}: member {mid!r}"
+        if mid in out:
+            raise ConfigError(f"{where} appears twice")
+        roles = m.get("roles", ["member"])
+        if not isinstance(roles, list) or any(r not in ROLES for r in roles) or len(set(roles)) != len(roles):
+            raise ConfigError(f"{where}: roles must be distinct values of {list(ROLES)}, not {roles!r}")
+        keys = m.get("keys")
+        if not isinstance(keys, list) or not keys:
+            raise ConfigError(f"{where}: needs at least one key")
+        parsed = []
+        for k in keys:
+            if not isinstance(k, dict) or set(k) != {"key_id", "public_key"}:
+                raise ConfigError(f"{where}: a key is {{\"key_id\": …, \"public_key\": <64 hex digits>}}")
+            kid = k["key_id"]
+            if not isinstance(kid, str) or not kid or len(kid.encode()) > limits.key_id_bytes_max:
+                raise ConfigError(f"{where}: key_id must be 1..{limits.key_id_bytes_max} bytes")
+            if any(p.key_id == kid for p in parsed):
+                raise ConfigError(f"{where}: key id {kid!r} appears twice")
+            parsed.append(MemberKey(kid, parse_public_key(f"{where} key {kid!r}", k["public_key"])))
+        out[mid] = Member(mid, tuple(roles), tuple(parsed))
+    return tuple(sorted(out.values(), key=lambda m: m.id))
+
+
+def _ca_certificate(path: str, pem) -> bytes:
+    from cryptography import x509
+
+    try:
+        raw = pem.encode()
+        cert = x509.load_pem_x509_certificate(raw)
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (AttributeError, ValueError, x509.ExtensionNotFound) as e:
+        raise ConfigError(f"genesis file {path}: tls_ca_certificate is not a PEM CA certificate ({e})") from None
+    if not ca:
+        raise ConfigError(f"genesis file {path}: tls_ca_certificate is not a CA certificate (basicConstraints ca=false)")
+    return raw
+
+
 def load_genesis(path: str) -> Genesis:
-    """Parse a genesis file. Raises ConfigError naming what is wrong."""
+    """Parse and strictly validate a genesis file. Raises ConfigError naming what is
+    wrong: unreadable or not JSON, unknown fields, duplicate validator or member ids,
+    malformed addresses or keys, unknown roles, admins or issuers that are not members,
+    a threshold outside 1..len(admins), a TLS CA that is not a certificate."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
         doc = json.loads(raw)
     except OSError as e:
         raise ConfigError(f"cannot read genesis file {path}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"genesis file {path} is not valid JSON: {e}") from e
-    try:
-        validators = tuple(ValidatorInfo(v["id"], v["grpc_address"], v["raft_address"]) for v in doc["validators"])
-        members = tuple(
-            MemberInfo(
-                m["id"],
-                {k["key_id"]: bytes.fromhex(k["public_key"]) for k in m["keys"]},
-                tuple(m.get("roles", ["member"])),
-            )
-            for m in doc["members"]
-        )
-        chain_id = doc["chain_id"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"genesis file {path} is missing or has a bad field: {e}") from e
-    if len({v.id for v in validators}) != len(validators) or not validators:
-        raise ConfigError(f"genesis file {path}: validator ids must be unique and non-empty")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"genesis file {path} must hold a JSON object")
+    unknown = set(doc) - GENESIS_FIELDS
+    if unknown:
+        raise ConfigError(f"genesis file {path}: unknown fields {sorted(unknown)}")
+    chain_id = doc.get("chain_id")
+    if not isinstance(chain_id, str) or not chain_id:
+        raise ConfigError(f"genesis file {path}: 'chain_id' must be a non-empty string")
+    vdocs = doc.get("validators")
+    if not isinstance(vdocs, list) or not vdocs:
+        raise ConfigError(f"genesis file {path}: 'validators' must be a non-empty list")
+    ca_pem = doc.get("tls_ca_certificate")
+    validators = []
+    for i, v in enumerate(vdocs):
+        if not isinstance(v, dict) or set(v) - {"id", "grpc_address", "raft_address", "tls_cert_sha256"}:
+            raise ConfigError(f"genesis file {path}: validators[{i}] must have only id, grpc_address, raft_address, tls_cert_sha256")
+        vid = _identity_id(f"genesis file {path}: validators[{i}]", v.get("id"))
+        where = f"genesis file {path}: validator {vid!r}"
+        pin = b""
+        if ca_pem is not None:
+            try:
+                pin = bytes.fromhex(v.get("tls_cert_sha256", ""))
+            except (TypeError, ValueError):
+                pin = b""
+            if len(pin) != 32:
+                raise ConfigError(f"{where}: tls_cert_sha256 must be 64 hex digits (SHA-256 of its certificate)")
+        validators.append(ValidatorInfo(vid, _address(where, v.get("grpc_address")), _address(where, v.get("raft_address")), pin))
+    if len({v.id for v in validators}) != len(validators):
+        raise ConfigError(f"genesis file {path}: validator ids must be unique")
+    for attr in ("grpc_address", "raft_address"):
+        if len({getattr(v, attr) for v in validators}) != len(validators):
+            raise ConfigError(f"genesis file {path}: validator {attr}es must be unique")
+    members = _members(path, doc.get("members"))
+    ids = {m.id for m in members}
+    admins = doc.get("admins")
+    if not isinstance(admins, list) or not admins or len(admins) > admins_max or len(set(admins)) != len(admins):
+        raise ConfigError(f"genesis file {path}: 'admins' must be a list of 1..{admins_max} distinct member ids")
+    missing = [a for a in admins if a not in ids]
+    if missing:
+        raise ConfigError(f"genesis file {path}: admins {missing} are not members")
+    threshold = doc.get("threshold")
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= len(admins):
+        raise ConfigError(f"genesis file {path}: 'threshold' must be an integer in 1..{len(admins)} (the number of admins), not {threshold!r}")
+    issuers_doc = doc.get("issuers", {})
+    if not isinstance(issuers_doc, dict):
+        raise ConfigError(f"genesis file {path}: 'issuers' must map a ledger number to member ids")
+    issuers = []
+    for lg, who in issuers_doc.items():
+        if not lg.isdigit() or not 1 <= int(lg) <= limits.u32_max:
+            raise ConfigError(f"genesis file {path}: issuers: ledger {lg!r} must be 1..{limits.u32_max}")
+        if not isinstance(who, list) or not who or any(w not in ids for w in who):
+            raise ConfigError(f"genesis file {path}: issuers of ledger {lg} must be a non-empty list of member ids, not {who!r}")
+        issuers.append((int(lg), tuple(sorted(set(who)))))
+    tls_ca = None
+    if ca_pem is not None:
+        tls_ca = _ca_certificate(path, ca_pem)
+    configuration = Configuration(
+        version=1,
+        members=members,
+        issuers=tuple(sorted(issuers)),
+        admins=tuple(sorted(admins)),
+        threshold=threshold,
+        validators=tuple(ValidatorRecord(v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256) for v in validators),
+    )
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    return Genesis(chain_id, validators, members, hashlib.sha256(canonical).digest())
+    return Genesis(chain_id, tuple(validators), configuration, hashlib.sha256(canonical).digest(), tls_ca)
 
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
@@ -183,6 +344,11 @@ def load_config(path: str) -> ValidatorConfig:
         if not ok:
             raise ConfigError(f"config {path}: member_rate_limits[{member!r}] must be "
                               '{"events_per_s": <number > 0>, "burst": <number > 0>}')
+    if not doc.get("insecure_plaintext"):
+        for key in ("tls_cert_file", "tls_key_file"):
+            if not doc.get(key):
+                raise ConfigError(f"config {path}: {key!r} is required (or set \"insecure_plaintext\": true for development)")
+            doc[key] = os.path.join(base, doc[key])
     doc["data_dir"] = os.path.join(base, doc["data_dir"])
     doc["genesis_file"] = os.path.join(base, doc["genesis_file"])
     return ValidatorConfig(**doc)

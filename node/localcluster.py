@@ -7,10 +7,16 @@ way and stop only what they started.
 
 What a generated cluster directory holds (``init_cluster``)::
 
-    genesis.json             validators (id, gRPC and Raft address), members (id, public key k1)
-    v1/config.json ...       one per validator: its id, data dir, the genesis file, the
-                             cluster's shared Raft password (mode 0600: it is a secret)
-    members/<member>.pem     each member's Ed25519 private key, PKCS#8 PEM (mode 0600)
+    genesis.json             chain id, CA certificate, validators (id, gRPC and Raft address,
+                             TLS certificate pin), identities (id, roles, public key k1),
+                             admins and threshold, issuers per ledger
+    ca/ca.crt.pem            the cluster CA's certificate (members need it to verify validators)
+    ca/ca.key.pem            the CA's private key (mode 0600; signs members' CSRs)
+    v1/config.json ...       one per validator: its id, data dir, the genesis file, its TLS
+                             files, the cluster's shared Raft password (mode 0600: a secret)
+    v1/tls.{key,crt}.pem     the validator's TLS key (0600) and certificate
+    members/<id>.pem         each identity's Ed25519 signing key, PKCS#8 PEM (mode 0600)
+    members/<id>.tls.{key,crt}.pem  each identity's TLS client key (0600) and certificate
     v1/data, v1/validator.log written by the running validator
 
 Validator ``i`` (1-based) listens on gRPC ``base_port + i`` and Raft ``base_port + 100 + i``.
@@ -144,22 +150,59 @@ class GeneratedCluster:
     genesis_path: str
     #: validator id -> path of its config.json
     config_paths: dict[str, str] = field(default_factory=dict)
-    #: member id -> path of its private key (PEM)
+    #: identity id -> path of its Ed25519 private key (PEM)
     key_paths: dict[str, str] = field(default_factory=dict)
+    #: identity id -> (TLS private key PEM path, TLS certificate PEM path); empty when plaintext
+    tls_paths: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the cluster CA's certificate (PEM); "" when plaintext
+    ca_path: str = ""
+
+
+#: Identities every generated cluster has besides its member banks (ids, roles).
+ISSUER_ID = "central-bank"
+AUDITOR_ID = "auditor"
+OPERATOR_ID = "operator"
+ADMIN_IDS = ("admin-1", "admin-2", "admin-3")
+ADMIN_THRESHOLD = 2
+#: Ledgers the generated issuer issues unless told otherwise (the demo's USD and EUR).
+DEFAULT_ISSUED_LEDGERS = (840, 978)
+
+
+def member_tls_paths(directory: str, identity: str) -> tuple[str, str, str]:
+    """(CA certificate, TLS key, TLS certificate) paths of ``identity`` in a generated
+    cluster directory (they exist unless the cluster is plaintext)."""
+    return (
+        os.path.join(directory, "ca", "ca.crt.pem"),
+        os.path.join(directory, "members", f"{identity}.tls.key.pem"),
+        os.path.join(directory, "members", f"{identity}.tls.crt.pem"),
+    )
 
 
 def init_cluster(directory: str, validators: int, members: Sequence[str], host: str, base_port: int, *,
-                 force: bool = False) -> GeneratedCluster:
-    """Write genesis.json, one config per validator and one key per member under ``directory``.
+                 force: bool = False, issuers: dict[int, Sequence[str]] | None = None,
+                 insecure_plaintext: bool = False) -> GeneratedCluster:
+    """Write a development cluster under ``directory``: a CA, genesis.json, one config,
+    TLS key and certificate per validator, and for every identity an Ed25519 signing key
+    and a TLS client certificate.
+
+    In production the members generate their own keys (``ledger-member keygen``) and
+    only public keys and CSRs reach the operator; this one-command setup generates
+    them all on this host, for development.
 
     Validators are ``v1..v<validators>`` on ``host`` (gRPC ``base_port + i``, Raft
-    ``base_port + 100 + i``); every member gets key id ``k1`` and role ``member``;
-    the chain id is ``local-<8 random hex digits>`` and the validators share one
-    random Raft password. With ``force`` an existing cluster in ``directory`` is
-    deleted first (its data too). Raises ClusterExistsError if ``directory`` holds
-    a genesis.json and ``force`` is off, ValueError if ``validators`` < 1 or a
-    port would exceed 65535.
+    ``base_port + 100 + i``). Identities: each of ``members`` (role ``member``),
+    ``central-bank`` (role ``member``; issuer of ledgers 840 and 978 unless ``issuers``
+    says otherwise), ``auditor`` (role ``auditor``), ``operator`` (role ``operator``)
+    and ``admin-1..3`` (administrators, threshold 2); every identity has key id ``k1``.
+    The chain id is ``local-<8 random hex digits>``; the validators share one random
+    Raft password. ``insecure_plaintext`` writes no TLS material and marks the configs
+    plaintext (development only). With ``force`` an existing cluster in ``directory``
+    is deleted first (its data too). Raises ClusterExistsError if ``directory`` holds a
+    genesis.json and ``force`` is off, ValueError if ``validators`` < 1, a port would
+    exceed 65535, or an issuer is not an identity of the cluster.
     """
+    from raft_ledger_node import pki
+
     if validators < 1:
         raise ValueError(f"need at least one validator, got {validators}")
     if base_port + RAFT_PORT_OFFSET + validators > PORT_MAX:
@@ -170,37 +213,85 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
             raise ClusterExistsError(directory)
         shutil.rmtree(directory)
     os.makedirs(os.path.join(directory, "members"), exist_ok=True)
-    vals = [
-        {
+    if issuers is None:
+        issuers = {lg: [ISSUER_ID] for lg in DEFAULT_ISSUED_LEDGERS}
+    roles: dict[str, list[str]] = {m: ["member"] for m in members}
+    if any(ISSUER_ID in who for who in issuers.values()):
+        roles.setdefault(ISSUER_ID, ["member"])
+    roles.setdefault(AUDITOR_ID, ["auditor"])
+    roles.setdefault(OPERATOR_ID, ["operator"])
+    for a in ADMIN_IDS:
+        roles.setdefault(a, [])
+    for lg, who in issuers.items():
+        unknown = [w for w in who if w not in roles]
+        if unknown:
+            raise ValueError(f"issuers of ledger {lg}: {unknown} are not identities of this cluster")
+
+    ca_path = ""
+    tls_paths: dict[str, tuple[str, str]] = {}
+    genesis: dict = {"chain_id": f"local-{secrets.token_hex(4)}"}
+    if not insecure_plaintext:
+        os.makedirs(os.path.join(directory, "ca"), exist_ok=True)
+        ca_key, ca_cert = pki.make_ca(f"raft-ledger {genesis['chain_id']} CA")
+        _write_secret(os.path.join(directory, "ca", "ca.key.pem"), ca_key)
+        ca_path = os.path.join(directory, "ca", "ca.crt.pem")
+        with open(ca_path, "wb") as f:
+            f.write(ca_cert)
+        genesis["tls_ca_certificate"] = ca_cert.decode()
+    vals = []
+    for i in range(1, validators + 1):
+        v = {
             "id": f"v{i}",
             "grpc_address": f"{host}:{base_port + i}",
             "raft_address": f"{host}:{base_port + RAFT_PORT_OFFSET + i}",
         }
-        for i in range(1, validators + 1)
-    ]
+        vdir = os.path.join(directory, v["id"])
+        os.makedirs(vdir, exist_ok=True)
+        if not insecure_plaintext:
+            hosts = tuple(dict.fromkeys([host, "localhost", "127.0.0.1"]))
+            key, cert = pki.issue_certificate(ca_key, ca_cert, kind="validator", identity=v["id"], hosts=hosts)
+            _write_secret(os.path.join(vdir, "tls.key.pem"), key)
+            with open(os.path.join(vdir, "tls.crt.pem"), "wb") as f:
+                f.write(cert)
+            v["tls_cert_sha256"] = pki.certificate_sha256(cert).hex()
+        vals.append(v)
     mems = []
     key_paths = {}
-    for m in members:
+    for m, r in roles.items():
         key_paths[m] = os.path.join(directory, "members", f"{m}.pem")
         pub = write_private_key(key_paths[m])
-        mems.append({"id": m, "roles": ["member"], "keys": [{"key_id": "k1", "public_key": pub.hex()}]})
-    genesis = {"chain_id": f"local-{secrets.token_hex(4)}", "validators": vals, "members": mems}
+        mems.append({"id": m, "roles": r, "keys": [{"key_id": "k1", "public_key": pub.hex()}]})
+        if not insecure_plaintext:
+            _, key_file, cert_file = member_tls_paths(directory, m)
+            key, cert = pki.issue_certificate(ca_key, ca_cert, kind="member", identity=m)
+            _write_secret(key_file, key)
+            with open(cert_file, "wb") as f:
+                f.write(cert)
+            tls_paths[m] = (key_file, cert_file)
+    genesis.update(
+        validators=vals, members=mems, admins=list(ADMIN_IDS), threshold=ADMIN_THRESHOLD,
+        issuers={str(lg): list(who) for lg, who in sorted(issuers.items())},
+    )
     with open(genesis_file, "w") as f:
         json.dump(genesis, f, indent=2)
     password = secrets.token_urlsafe(24)
     config_paths = {}
     for v in vals:
         vdir = os.path.join(directory, v["id"])
-        os.makedirs(vdir, exist_ok=True)
         cfg = {
             "validator_id": v["id"],
             "data_dir": "data",
             "genesis_file": "../genesis.json",
             "raft_password": password,
         }
+        if insecure_plaintext:
+            cfg["insecure_plaintext"] = True
+        else:
+            cfg.update(tls_cert_file="tls.crt.pem", tls_key_file="tls.key.pem")
         config_paths[v["id"]] = os.path.join(vdir, "config.json")
         _write_secret(config_paths[v["id"]], json.dumps(cfg, indent=2).encode())
-    return GeneratedCluster(directory=directory, genesis_path=genesis_file, config_paths=config_paths, key_paths=key_paths)
+    return GeneratedCluster(directory=directory, genesis_path=genesis_file, config_paths=config_paths,
+                            key_paths=key_paths, tls_paths=tls_paths, ca_path=ca_path)
 
 
 def genesis_path(directory: str) -> str:

@@ -7,7 +7,8 @@ import pytest
 
 from raft_ledger_node.config import ConfigError, load_config
 
-BASE = {"validator_id": "v1", "data_dir": "data", "genesis_file": "genesis.json", "raft_password": "pw"}
+BASE = {"validator_id": "v1", "data_dir": "data", "genesis_file": "genesis.json", "raft_password": "pw",
+        "tls_cert_file": "tls.crt.pem", "tls_key_file": "tls.key.pem"}
 
 
 def _write(tmp_path, **extra) -> str:

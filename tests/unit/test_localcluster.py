@@ -47,7 +47,19 @@ def test_init_cluster_writes_genesis_configs_and_keys(tmp_path):
     for m in g.members:
         priv = load_private_key(made.key_paths[m.id])
         raw = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        assert m.keys == {"k1": raw} and m.roles == ("member",)
+        assert [(k.key_id, k.public_key) for k in m.keys] == [("k1", raw)]
+    roles = {m.id: m.roles for m in g.members}
+    assert roles["auditor"] == ("auditor",) and roles["operator"] == ("operator",) and roles["central-bank"] == ("member",)
+    assert all(roles[a] == () for a in g.configuration.admins) and g.configuration.threshold == 2
+    assert g.configuration.issuers == ((840, ("central-bank",)), (978, ("central-bank",)))
+    # Every identity's TLS certificate names it; every validator's certificate matches its genesis pin.
+    from raft_ledger_node import pki
+
+    for ident, (_, cert) in made.tls_paths.items():
+        assert pki.identity_from_certificate(open(cert, "rb").read()) == pki.Identity("member", ident)
+    for v in g.validators:
+        cert = open(os.path.join(os.path.dirname(made.config_paths[v.id]), "tls.crt.pem"), "rb").read()
+        assert pki.certificate_sha256(cert) == v.tls_cert_sha256
     # Configs name their validator and share one Raft password; they load as real configs.
     passwords = set()
     for vid, path in made.config_paths.items():
@@ -55,7 +67,8 @@ def test_init_cluster_writes_genesis_configs_and_keys(tmp_path):
         passwords.add(raw["raft_password"])
         assert load_config(path).validator_id == vid
     assert len(passwords) == 1 and len(passwords.pop()) >= 24
-    assert sorted(os.listdir(d)) == ["genesis.json", "members", "v1", "v2", "v3"]
+    assert sorted(os.listdir(d)) == ["ca", "genesis.json", "members", "v1", "v2", "v3"]
+    assert stat.S_IMODE(os.stat(os.path.join(d, "ca", "ca.key.pem")).st_mode) == 0o600
 
 
 def test_secrets_are_written_0600_even_over_an_existing_file(tmp_path):

@@ -24,7 +24,7 @@ from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
-from raft_ledger_node.store import RocksStore
+from raft_ledger_node.store import RocksStore, StoreError
 
 log = logging.getLogger("ledger.main")
 
@@ -85,7 +85,10 @@ class Validator:
         raft_listen = cfg.raft_listen_address or me.raft_address
         _check_bindable(raft_listen, "Raft")
         self.store = open_store(cfg.db_path)
-        self.store.bind_genesis(self.genesis.hash)
+        self.store.bind_genesis(self.genesis.hash, self.genesis.configuration)
+        if self.store.configuration() is None:
+            raise StoreError(f"{cfg.db_path} holds no governed configuration: it was written by an older build; "
+                             "start from an empty data directory")
         peers = [v.raft_address for v in self.genesis.validators if v.id != cfg.validator_id]
         self._raft_to_grpc = {v.raft_address: v.grpc_address for v in self.genesis.validators}
         conf = make_conf(

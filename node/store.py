@@ -21,6 +21,8 @@ block_txs           height u64                       tx hashes (32 bytes each)
 tx_index            tx hash                          height u64 + pos u32 + codes u16*
 transactions        tx hash                          SignedTransaction bytes
 meta                b"applied_index" / b"head" / ..  u64 / codec.encode_head
+meta                b"configuration"                 governance.encode_configuration (current)
+meta                b"configuration/" + version u64  the same, every version ever applied
 ==================  ===============================  =============================
 
 Hot path: every column family read by point lookups while applying has a Bloom
@@ -49,6 +51,7 @@ from rocksdict import BlockBasedOptions, Cache, Checkpoint, Options, Rdict, Writ
 
 from raft_ledger_node.ledger import codec, limits
 from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
+from raft_ledger_node.ledger.governance import Configuration, decode_configuration, encode_configuration
 from raft_ledger_node.ledger.invariants import fatal, verify
 from raft_ledger_node.ledger.types import (
     GENESIS_HEAD,
@@ -175,6 +178,11 @@ class RocksStore:
         except codec.CodecError as e:
             raise StoreError(f"{path}: chain head record is corrupt ({e})") from e
         raw_applied = meta.get(b"applied_index")
+        raw_config = meta.get(b"configuration")
+        try:
+            configuration = decode_configuration(raw_config) if raw_config is not None else None
+        except ValueError as e:
+            raise StoreError(f"{path}: governed configuration record is corrupt ({e})") from e
         # Swap whole objects: a concurrent reader keeps using the old views until it returns.
         self._db, self._cf, self._cfh = db, cf, cfh
         with self._cache_lock:
@@ -182,6 +190,7 @@ class RocksStore:
             self._cache_generation += 1
         self.live_path = path
         self._head = head
+        self._configuration = configuration
         self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
 
     def close(self) -> None:
@@ -192,12 +201,19 @@ class RocksStore:
         self._cfh.clear()
         self._db.close()
 
-    def bind_genesis(self, genesis_hash: bytes) -> None:
-        """Tie this data directory to one chain: record ``genesis_hash`` (32 bytes) on first
-        use; raise StoreError if the directory already belongs to another genesis."""
+    def bind_genesis(self, genesis_hash: bytes, configuration: Configuration | None = None) -> None:
+        """Tie this data directory to one chain: record ``genesis_hash`` (32 bytes) and the
+        genesis ``configuration`` (version 1 of the governed configuration) on first use;
+        raise StoreError if the directory already belongs to another genesis. Later
+        versions of the configuration come only from governance blocks (``commit``)."""
         meta = self._cf["meta"]
         stored = meta.get(b"genesis_hash")
         if stored is None:
+            if configuration is not None:
+                raw = encode_configuration(configuration)
+                meta[b"configuration/" + _U64.pack(configuration.version)] = raw
+                meta[b"configuration"] = raw
+                self._configuration = configuration
             meta[b"genesis_hash"] = genesis_hash
         elif stored != genesis_hash:
             raise StoreError(
@@ -258,6 +274,15 @@ class RocksStore:
         self._retired.append(old)
 
     # -- StateReader ------------------------------------------------------------
+    def configuration(self) -> Configuration | None:
+        """The governed configuration as of the last committed block (None if unbound)."""
+        return self._configuration
+
+    def configuration_at(self, version: int) -> Configuration | None:
+        """A past version of the governed configuration, or None."""
+        raw = self._cf["meta"].get(b"configuration/" + _U64.pack(version))
+        return decode_configuration(raw) if raw is not None else None
+
     def head(self) -> Head:
         return self._head
 
@@ -564,6 +589,10 @@ class RocksStore:
         hb = _U64.pack(height)
         wb.put(hb, codec.encode_stored_header(ws.header), h["blocks"])
         wb.put(hb, codec.encode_tx_hashes([tx.tx_hash for tx in ws.txs]), h["block_txs"])
+        if ws.configuration is not None:
+            raw_config = encode_configuration(ws.configuration)
+            wb.put(b"configuration", raw_config, h["meta"])
+            wb.put(b"configuration/" + _U64.pack(ws.configuration.version), raw_config, h["meta"])
         wb.put(b"head", codec.encode_head(ws.head), h["meta"])
         wb.put(b"applied_index", _U64.pack(applied_index), h["meta"])
         self._db.write(wb, self._wo)
@@ -571,6 +600,8 @@ class RocksStore:
             for a in ws.accounts.values():
                 self._cache_account(a)
             self._cache_generation += 1
+        if ws.configuration is not None:
+            self._configuration = ws.configuration
         self._head = ws.head
         self._applied_index = applied_index
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bisect
 
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.ledger.governance import Configuration
 from raft_ledger_node.ledger.invariants import verify
 from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
 
@@ -11,7 +12,8 @@ from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, He
 class MemoryStore:
     """Implements :class:`node.ledger.ports.StateReader` plus ``commit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, configuration: Configuration | None = None) -> None:
+        self._configuration = configuration
         self.accounts: dict[int, Account] = {}
         self.transfers: dict[int, Transfer] = {}
         self.status: dict[int, PendingStatus] = {}
@@ -26,6 +28,9 @@ class MemoryStore:
     # StateReader
     def head(self) -> Head:
         return self._head
+
+    def configuration(self) -> Configuration | None:
+        return self._configuration
 
     def get_account(self, account_id: int) -> Account | None:
         return self.accounts.get(account_id)
@@ -69,6 +74,8 @@ class MemoryStore:
         for tx, codes in zip(ws.txs, ws.tx_codes):
             self.tx_results[tx.tx_hash] = (h, codes)
         self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
+        if ws.configuration is not None:
+            self._configuration = ws.configuration
         self._head = ws.head
         self._applied_index = applied_index
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+from .governance import Configuration
 from .types import Account, Head, PendingStatus, Transfer
 
 
@@ -14,6 +15,13 @@ class StateReader(Protocol):
     """
 
     def head(self) -> Head: ...
+
+    def configuration(self) -> Configuration | None:
+        """The governed configuration as of the previous block. None only for a store
+        never bound to a genesis (unit tests of the TigerBeetle semantics alone); a
+        validator always binds one (``RocksStore.bind_genesis``), and the core then
+        enforces ownership, issuance and signer authorisation against it."""
+        ...
 
     def get_account(self, account_id: int) -> Account | None: ...
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from .governance import Configuration
+
 
 class AccountFlags(enum.IntFlag):
     NONE = 0
@@ -310,6 +312,9 @@ class WriteSet:
     created_accounts: list[int] = field(default_factory=list)
     txs: list[Tx] = field(default_factory=list)
     tx_codes: list[tuple[int, ...]] = field(default_factory=list)
+    #: The governed configuration after this block, when a governance transaction of
+    #: the block changed it (None: unchanged).
+    configuration: Configuration | None = None
     header: BlockHeader | None = None
     head: Head | None = None
 

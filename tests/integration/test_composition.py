@@ -43,7 +43,7 @@ def one_validator(tmp_path):
 def test_validator_built_in_process_with_a_swapped_verifier(one_validator):
     generated, cfg = one_validator
     genesis = load_genesis(cfg.genesis_file)
-    verifier = RecordingVerifier({m.id: m.keys for m in genesis.members}, threads=1)
+    verifier = RecordingVerifier({m.id: {k.key_id: k.public_key for k in m.keys} for m in genesis.members}, threads=1)
     v = Validator(cfg, verifier=verifier)
     t = threading.Thread(target=v.serve, name="validator", daemon=True)
     t.start()

@@ -21,6 +21,7 @@ from raft_ledger_node.crypto import Verifier
 from raft_ledger_node.ledger import limits
 from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
+from raft_ledger_node.raft.tls import RaftTls, RaftTlsError
 from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
@@ -54,6 +55,21 @@ def _private_data_dir(data_dir: str) -> None:
     os.umask(VALIDATOR_UMASK)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     os.chmod(data_dir, 0o700)
+
+
+def _raft_tls(cfg: ValidatorConfig, genesis) -> RaftTls | None:
+    """The Raft links' TLS (mutual, pinned to genesis), or None with a loud warning in development."""
+    if cfg.insecure_plaintext:
+        log.warning("Raft links are PLAINTEXT (insecure_plaintext): only the Raft password protects them; "
+                    "never use this outside development")
+        return None
+    if genesis.tls_ca_pem is None:
+        raise ConfigError("genesis has no tls_ca_certificate: Raft TLS needs it (or set insecure_plaintext for development)")
+    try:
+        return RaftTls.load(cert_file=cfg.tls_cert_file, key_file=cfg.tls_key_file, ca_pem=genesis.tls_ca_pem,
+                            validators=genesis.validators, self_id=cfg.validator_id)
+    except RaftTlsError as e:
+        raise ConfigError(str(e)) from e
 
 
 class Validator:
@@ -112,6 +128,7 @@ class Validator:
             durable_journal=cfg.durable_journal,
             raft_fixes=cfg.raft_fixes,
             peer_dial=cfg.raft_peer_dial,
+            raft_tls=_raft_tls(cfg, self.genesis),
         )
         self.batcher = Batcher(
             self.replica.propose,

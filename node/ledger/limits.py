@@ -99,6 +99,16 @@ raft_unauthenticated_connections_max = 16
 #: Seconds an incoming Raft connection may take to authenticate (two frames each way);
 #: then it is closed, checked on every tick even when the socket is idle.
 raft_handshake_timeout_s = 3.0
+#: Bytes of TLS handshake records an incoming or outgoing Raft peer may send before its
+#: handshake completes (TLS 1.3 with one ECDSA P-256 certificate: ClientHello ~0.3 KB,
+#: Certificate + CertificateVerify + Finished ~1 KB; the server's flight ~1.5 KB
+#: measured); past it the connection is closed. The handshake frame cap's counterpart
+#: below the frame layer: an unauthenticated peer makes us buffer at most this much.
+raft_tls_handshake_bytes_max = 16 << 10
+#: Ciphertext read from a TLS Raft socket in one recv, and so the most the TLS layer
+#: holds undecrypted (one recv is taken only when no whole record is left): one TLS
+#: record is at most 16 KiB of plaintext plus 256 bytes.
+raft_tls_recv_bytes_max = 64 << 10
 #: Entries the leader keeps decoded between proposing and applying them (it applies
 #: those without decoding its own bytes); older ones, never committed, are dropped.
 proposed_entries_kept_max = 256
@@ -161,3 +171,5 @@ verify(raft_frame_bytes_max >= 3 * raft_snapshot_chunk_bytes_max * 4 // 3, "a sn
 verify(raft_frame_bytes_max < (1 << 31) - 1, "the frame cap fits pysyncobj's signed 32-bit length prefix")
 verify(raft_unauthenticated_connections_max >= 2, "both peers can be mid-handshake at once")
 verify(raft_handshake_timeout_s > 0, "the handshake timeout is positive")
+verify(raft_tls_handshake_bytes_max >= 4 << 10, "a TLS 1.3 handshake with one P-256 certificate fits")
+verify(raft_tls_recv_bytes_max >= (16 << 10) + 256, "one recv can complete a whole TLS record")

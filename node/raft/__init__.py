@@ -3,6 +3,8 @@
 ==============  ================================================================
 module          job
 ==============  ================================================================
+wire.py         LedgerConnection, LedgerServer: frame caps before buffering, accept errors
+tls.py          TlsConnection: mutual TLS 1.3 on every Raft link, peers pinned to genesis
 journal.py      DurableFileJournal, DurableMetaStorer: fsync before any ack (§5.1)
 transport.py    LedgerTransport: flush before reply, §5.3 truncation fix, nextIndex
                 never lowered on success, peer dial addresses

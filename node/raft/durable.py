@@ -59,7 +59,9 @@ class DurableReplica(SyncObj):
 
     ``peer_dial`` maps a peer's Raft address (its identity) to the address to
     dial (see LedgerTransport). ``on_journal_flush(entries)`` (tests) is called
-    after each real flush.
+    after each real flush. ``raft_tls`` (a :class:`~raft_ledger_node.raft.tls.RaftTls`)
+    puts every Raft link under mutual TLS pinned to genesis; None: plaintext links
+    (development clusters and the bare-pysyncobj benchmark), the password still required.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class DurableReplica(SyncObj):
         raft_fixes: bool = True,
         peer_dial: dict[str, str] | None = None,
         on_journal_flush: Callable[[int], None] | None = None,
+        raft_tls=None,
     ) -> None:
         if not conf.password:
             raise ValueError("the Raft port must have a password (pysyncobj unpickles what it receives)")
@@ -81,6 +84,7 @@ class DurableReplica(SyncObj):
             raise ValueError("journalFile and fullDumpFile must be set together")
         # What LedgerTransport reads from its replica; set before the tick thread starts.
         self._peer_dial = dict(peer_dial or {})
+        self._raft_tls = raft_tls
         self._durable = durable_journal
         self._raft_fixes = raft_fixes
         with _journal_factory_lock:

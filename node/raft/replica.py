@@ -60,6 +60,7 @@ class LedgerReplica(DurableReplica):
         on_applied: Callable[[int, list[TxResult] | None], None] | None = None,
         on_journal_flush: Callable[[int], None] | None = None,
         peer_dial: dict[str, str] | None = None,
+        raft_tls=None,
     ) -> None:
         if conf.appendEntriesBatchSizeBytes <= limits.raft_command_bytes_max:
             raise ValueError("appendEntriesBatchSizeBytes must exceed raft_command_bytes_max (a pickled entry)")
@@ -81,6 +82,7 @@ class LedgerReplica(DurableReplica):
             raft_fixes=raft_fixes,
             peer_dial=peer_dial,
             on_journal_flush=on_journal_flush,
+            raft_tls=raft_tls,
         )
 
     def propose(self, entry: bytes, decoded: Entry, callback) -> None:

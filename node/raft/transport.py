@@ -18,6 +18,13 @@
   (:meth:`LedgerTransport._on_success_reply`).
 * **Peer dial addresses.** A peer can be dialled at another address than its
   identity (a Toxiproxy listener in the chaos suite).
+* **Mutual TLS pinned to genesis** (see :mod:`raft_ledger_node.raft.tls`) when the
+  replica has ``_raft_tls``: every connection is a
+  :class:`~raft_ledger_node.raft.tls.TlsConnection`, the one we dial pinned to the
+  validator at that genesis address, and an incoming peer's hello must be the
+  address of the validator its certificate is pinned to
+  (:meth:`LedgerTransport._onIncomingMessageReceived`). A dialled peer that has not
+  finished its handshakes within ``raft_handshake_timeout_s`` is closed too.
 * **Hostile input on the Raft port** (see :mod:`raft_ledger_node.raft.wire`).
   Every connection is a :class:`~raft_ledger_node.raft.wire.LedgerConnection`
   whose frames are capped before they are buffered: at
@@ -45,6 +52,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.raft import tls as raft_tls
 from raft_ledger_node.raft.wire import LedgerConnection, LedgerServer, check_pysyncobj
 
 #: TCPTransport members the overrides below rely on (pysyncobj 0.3.17), checked at start-up.
@@ -80,13 +88,19 @@ class LedgerTransport(TCPTransport):
         self._nodeAddrToNode[node.address] = node
         if self._shouldConnect(node):
             conf = self._syncObj.conf
-            conn = LedgerConnection(
+            kwargs = dict(
                 poller=self._syncObj._poller,
                 timeout=conf.connectionTimeout,
                 sendBufferSize=conf.sendBufferSize,
                 recvBufferSize=conf.recvBufferSize,
                 keepalive=conf.tcp_keepalive,
             )
+            tls = self._tls()
+            if tls is None:
+                conn = LedgerConnection(**kwargs)
+            else:
+                # Pinned to the validator at this *genesis* address, wherever we dial it (peer_dial).
+                conn = raft_tls.TlsConnection(tls=tls, expected_address=node.address, **kwargs)
             conn.encryptor = self._syncObj.encryptor
             conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
@@ -111,13 +125,41 @@ class LedgerTransport(TCPTransport):
             self._syncObj._poller, host, port, onNewConnection=self._onNewIncomingConnection,
             sendBufferSize=conf.sendBufferSize, recvBufferSize=conf.recvBufferSize,
             connectionTimeout=conf.connectionTimeout, clock=monotonicTime,
+            connection_factory=None if self._tls() is None else functools.partial(raft_tls.TlsConnection, tls=self._tls()),
         )
+
+    def _tls(self) -> "raft_tls.RaftTls | None":
+        # Read from the replica (set before SyncObj.__init__, which builds this transport).
+        return getattr(self._syncObj, "_raft_tls", None)
 
     def _onNewIncomingConnection(self, conn):  # noqa: N802
         if len(self._unknownConnections) >= limits.raft_unauthenticated_connections_max:
             conn.disconnect()  # no callbacks set yet: just closes the socket
             return
         super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn, message):  # noqa: N802
+        """Over TLS, bind pysyncobj's hello to the certificate (see :mod:`.tls`).
+
+        The first message is the peer's Fernet nonce (TR:342-346); the next is its hello:
+        its Raft address (TR:353), a ``'readonly'`` marker or a utility command (TR:349).
+        Over TLS only the address of the validator the certificate is pinned to is
+        accepted; anything else closes the connection before pysyncobj maps it to a node.
+        """
+        if isinstance(conn, raft_tls.TlsConnection) and (conn.sendRandKey or not self._syncObj.encryptor):
+            verdict = raft_tls.check_hello(message, conn.peer)
+            node = self._nodeAddrToNode.get(message) if verdict is raft_tls.PinVerdict.ok else None
+            if node is not None and self._shouldConnect(node):
+                # We dial this validator ourselves (TR:409: the higher address dials): pysyncobj
+                # would replace our outgoing connection with this one (TR:368) and later re-dial
+                # through it (TR:427). A genuine peer never does this.
+                verdict = raft_tls.PinVerdict.address_not_certified
+            if verdict is not raft_tls.PinVerdict.ok:
+                raft_tls.refused(verdict.name, f"certificate of {conn.peer.validator_id if conn.peer else None!r}")
+                conn.disconnect()
+                self._unknownConnections.discard(conn)
+                return
+        super()._onIncomingMessageReceived(conn, message)
 
     def _onNodeConnected(self, node):  # noqa: N802
         # The peer has proved it holds the password (pysyncobj's handshake is done): lift the cap.
@@ -140,6 +182,14 @@ class LedgerTransport(TCPTransport):
             if accepted_at is not None and now - accepted_at > limits.raft_handshake_timeout_s:
                 conn.disconnect()  # its callback drops it from _unknownConnections
                 self._unknownConnections.discard(conn)
+        for conn in list(self._connections.values()):
+            # A peer we dialled that has not finished its handshakes (TLS, then pysyncobj's
+            # nonce) in time: a stalled or hostile listener must not hold the link forever
+            # (pysyncobj's own timeout is checked only on socket events, TC:186).
+            dialled_at = getattr(conn, "dialled_at", None)
+            if (dialled_at is not None and not conn.authenticated and conn.state != CONNECTION_STATE.DISCONNECTED
+                    and now - dialled_at > limits.raft_handshake_timeout_s):
+                conn.disconnect()
         server = self._server
         if isinstance(server, LedgerServer) and server.failed and now - self._last_rebind >= self._syncObj.conf.bindRetryTime:
             self._last_rebind = now

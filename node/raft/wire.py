@@ -36,6 +36,7 @@ import struct
 import zlib
 
 import pysyncobj.pickle as pysyncobj_pickle
+from pysyncobj.monotonic import monotonic as monotonicTime
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.tcp_server import TcpServer
 
@@ -132,6 +133,9 @@ class LedgerConnection(TcpConnection):
         self.authenticated = False
         #: monotonic time an incoming connection was accepted (None for ones we dial).
         self.accepted_at = accepted_at
+        #: monotonic time we last dialled this (outgoing) connection; the transport
+        #: closes it if the peer has not authenticated within raft_handshake_timeout_s.
+        self.dialled_at: float | None = None
         self._event_bytes = 0
         super().__init__(*args, **kwargs)
 
@@ -144,7 +148,14 @@ class LedgerConnection(TcpConnection):
         # A re-dial starts a new handshake: small cap again until the peer authenticates.
         self._frames = FrameBuffer(limits.raft_handshake_frame_bytes_max)
         self.authenticated = False
+        self.dialled_at = monotonicTime()
         return super().connect(host, port)
+
+    def _buffered_below(self) -> bool:
+        """Bytes already read from the socket but not yet in the frame buffer (a TLS layer's
+        records): they raise no READ event, so the parse loop must drain them (see
+        :mod:`raft_ledger_node.raft.tls`). Always False for plaintext."""
+        return False
 
     def disconnect(self):
         self._frames.clear()
@@ -195,7 +206,8 @@ class LedgerConnection(TcpConnection):
         """
         try:
             data = self._frames.pop()
-            if data is None and self._event_bytes < _READ_EVENT_BYTES_MAX and self.state != CONNECTION_STATE.DISCONNECTED:
+            if (data is None and (self._event_bytes < _READ_EVENT_BYTES_MAX or self._buffered_below())
+                    and self.state != CONNECTION_STATE.DISCONNECTED):
                 self._TcpConnection__tryReadBuffer()
                 if self.state == CONNECTION_STATE.DISCONNECTED:
                     return None
@@ -224,12 +236,16 @@ class LedgerConnection(TcpConnection):
 class LedgerServer(TcpServer):
     """pysyncobj's TcpServer accepting into :class:`LedgerConnection`, and surviving accept errors.
 
-    ``clock`` is the monotonic clock used to stamp accepted connections.
+    ``clock`` is the monotonic clock used to stamp accepted connections;
+    ``connection_factory(**kwargs)`` builds the connection for an accepted socket
+    (default :class:`LedgerConnection`; the TLS transport passes one building
+    :class:`~raft_ledger_node.raft.tls.TlsConnection`).
     """
 
-    def __init__(self, *args, clock, **kwargs) -> None:
+    def __init__(self, *args, clock, connection_factory=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._clock = clock
+        self._connection_factory = connection_factory or LedgerConnection
         #: True after resource exhaustion unbound the listener; the transport rebinds it.
         self.failed = False
 
@@ -255,7 +271,7 @@ class LedgerServer(TcpServer):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._TcpServer__recvBufferSize)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.setblocking(0)
-                conn = LedgerConnection(
+                conn = self._connection_factory(
                     poller=self._TcpServer__poller,
                     socket=sock,
                     timeout=self._TcpServer__connectionTimeout,

@@ -168,3 +168,24 @@ def test_channel_refuses_tls12(pkix):
     server = TlsChannel(_tls(pkix, "v1").server_context, server_side=True)
     with pytest.raises(ssl.SSLError):
         _pump(client, server)
+
+
+def test_validator_builds_raft_tls_from_its_config_or_warns_loudly_in_plaintext(tmp_path, caplog):
+    import logging
+
+    from raft_ledger_node.config import ConfigError, load_config, load_genesis
+    from raft_ledger_node.localcluster import init_cluster
+    from raft_ledger_node.main import _raft_tls
+
+    gen = init_cluster(str(tmp_path / "c"), 3, ["bank-a"], "127.0.0.1", 27_100)
+    genesis = load_genesis(gen.genesis_path)
+    cfg = load_config(gen.config_paths["v1"])
+    tls = _raft_tls(cfg, genesis)
+    assert {p.validator_id for p in tls.peers.values()} == {"v2", "v3"}
+    # v2's certificate in v1's config: not what genesis pins for v1.
+    wrong = load_config(gen.config_paths["v2"])
+    with pytest.raises(ConfigError, match="not the certificate genesis pins"):
+        _raft_tls(type(cfg)(**{**cfg.__dict__, "tls_cert_file": wrong.tls_cert_file, "tls_key_file": wrong.tls_key_file}), genesis)
+    with caplog.at_level(logging.WARNING, logger="ledger.main"):
+        assert _raft_tls(type(cfg)(**{**cfg.__dict__, "insecure_plaintext": True}), genesis) is None
+    assert "Raft links are PLAINTEXT" in caplog.text

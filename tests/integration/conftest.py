@@ -39,8 +39,10 @@ MEMBERS = ("bank-a", "bank-b")
 #: between unfunded accounts of the banks on these ledgers, so the banks issue them
 #: (central-bank too); a ledger outside them (NOT_ISSUED_LEDGER) is issued by nobody.
 #: tests/integration/test_ownership.py passes its own issuers.
-TEST_ISSUERS = {lg: [*MEMBERS, "central-bank"] for lg in (1, 2, 4, 840, 978)}
+TEST_ISSUERS = {lg: [*MEMBERS, "central-bank"] for lg in (1, 2, 4, 5, 840, 978)}
 NOT_ISSUED_LEDGER = 3
+#: Used by test_result_codes.py's query test alone.
+QUERY_LEDGER = 5
 #: First base port probed. gRPC ports are base+1..base+3, Raft ports base+101..base+103.
 BASE_PORT_MIN = 17_100
 #: Distance between probed bases; also keeps clusters of concurrent runs apart.

@@ -37,7 +37,7 @@ from raft_ledger_client import Account, AccountFilter, AccountFlags as AF, Query
 from raft_ledger_client import CreateAccountResult as AR, CreateTransferResult as TR
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from conftest import NOT_ISSUED_LEDGER
+from conftest import NOT_ISSUED_LEDGER, QUERY_LEDGER
 
 pytestmark = pytest.mark.integration
 
@@ -651,8 +651,9 @@ def test_query_accounts_and_transfers(cluster_module, clients, base):
     # query_accounts.md / query_transfers.md: every non-zero field of the
     # QueryFilter must match (AND); results by timestamp, reversed on request.
     a, b = clients[A_MEMBER], clients[B_MEMBER]
-    # A ledger and user_data of this test only, so other tests' records cannot match.
-    ledger, ud = 10_000 + base // ID_RANGE, base
+    # A ledger and user_data of this test only, so other tests' records cannot match
+    # (conftest: the banks issue QUERY_LEDGER, so their accounts there may go negative).
+    ledger, ud = QUERY_LEDGER, base
     created_a = [
         acct(base + 1, ledger=ledger, code=1, user_data_64=ud),
         acct(base + 2, ledger=ledger, code=2, user_data_64=ud),

@@ -35,9 +35,10 @@ LEDGERS = (840, 978)
 ACCOUNT_CODE = 1
 TRANSFER_CODE = 7
 FUNDING_CODE = 1
-#: What the issuer credits to every bank account before the workload: far more than
-#: the transfers can move (at most 10,000 each), so no transfer fails for funds.
-FUNDING_AMOUNT = 10**15
+#: What the issuer credits to every bank account before the workload: more than all
+#: the transfers of a default run move in total (100,000 of at most 10,000 each, 10^9),
+#: so no transfer fails for funds.
+FUNDING_AMOUNT = 10**10
 #: The issuer's account on ledger ``lg`` is MINT_ACCOUNT_BASE + lg (outside the banks' ids).
 MINT_ACCOUNT_BASE = 900_000_000
 #: Events per signed transaction while opening and funding accounts.

@@ -275,7 +275,10 @@ def run_attack(name: str, *, duration_s: float = 10.0, history: int = 131_040, b
         work_dir = tmp.name
     directory = os.path.join(work_dir, "cluster")
     with reserve_ports(cluster_port_offsets(3), start=base_port, step=200) as ports:
-        generated = init_cluster(directory, 3, ["bank-a", "bank-b"], "127.0.0.1", ports.base, force=True)
+        # bank-a issues 840: _preload_history moves money between its unfunded accounts,
+        # which under issuance only an issuer's accounts may do (they may go negative).
+        generated = init_cluster(directory, 3, ["bank-a", "bank-b"], "127.0.0.1", ports.base, force=True,
+                                 issuers={840: ["bank-a"]})
         del generated
         local = LocalCluster(directory)
         local.start_all()

@@ -1,8 +1,11 @@
 """The Jepsen bank workload on the ledger, driven through the member SDK.
 
-N accounts with ``debits_must_not_exceed_credits`` are funded from a mint
-account so that the sum of their net balances (credits_posted - debits_posted)
-is a fixed TOTAL. Concurrent client processes then either transfer a random
+N accounts of the member banks (``debits_must_not_exceed_credits``, which the
+ledger enforces on every non-issuer's account anyway) are funded from a mint
+account of the ledger's issuer (``central-bank``: only an issuer's account may carry
+a debit balance) so that the sum of their net balances (credits_posted -
+debits_posted) is a fixed TOTAL. The mint is not one of the N: the checkers see only
+the banks' accounts. Concurrent client processes then either transfer a random
 amount between two of them or read all balances with a linearizable read; every
 operation is recorded in the history (chaos/history.py) with its invoke and
 completion time and outcome. Afterwards :func:`collect_final_state` reads every
@@ -38,6 +41,10 @@ LEDGER = 840
 CODE = 1
 MINT_ACCOUNT = 1_000_000
 MEMBERS = ("bank-a", "bank-b")
+#: Issuer of LEDGER: owns the mint account that funds the banks' accounts.
+ISSUER = "central-bank"
+#: Reads every account for the read operations and the final state (role auditor).
+READER = "auditor"
 TRANSFER_ID_BASE = 10_000_000
 
 
@@ -86,27 +93,28 @@ class Bank:
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Open and fund the accounts (before any fault). Raises LedgerError if that fails."""
-        setup_clients = {m: self._client(m, timeout_s) for m in MEMBERS}
+        setup_clients = {m: self._client(m, timeout_s) for m in MEMBERS + (ISSUER,)}
         for i, a in enumerate(self.account_ids):
             self.owner[a] = MEMBERS[i % len(MEMBERS)]
         for m in MEMBERS:
             mine = [Account(id=a, ledger=LEDGER, code=CODE, flags=AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS) for a in self.account_ids if self.owner[a] == m]
-            if m == MEMBERS[0]:
-                mine.append(Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE))
             res = setup_clients[m].create_accounts(mine)
             if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
                 raise LedgerError(f"bank setup: account creation failed: {res}")
+        res = setup_clients[ISSUER].create_accounts([Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE)])
+        if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
+            raise LedgerError(f"bank setup: mint account creation failed: {res}")
         funding = [
             Transfer(id=TRANSFER_ID_BASE - a, debit_account_id=MINT_ACCOUNT, credit_account_id=a,
                      amount=self.cfg.initial_balance, ledger=LEDGER, code=CODE)
             for a in self.account_ids
         ]
-        res = setup_clients[MEMBERS[0]].create_transfers(funding)
+        res = setup_clients[ISSUER].create_transfers(funding)
         if any(r.result not in (CreateTransferResult.ok, CreateTransferResult.exists) for r in res):
             raise LedgerError(f"bank setup: funding failed: {res}")
         for c in setup_clients.values():
             c.close()
-        self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS}
+        self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS + (READER,)}
 
     def run(self, history: History, duration_s: float, stop: threading.Event | None = None) -> dict[str, int]:
         """Run the concurrent clients for ``duration_s``; return counts of outcomes."""
@@ -176,7 +184,7 @@ class Bank:
 
     def _read(self, history: History, process: int, count) -> bool:
         history.record(process, "invoke", "read", None)
-        client = self.clients[MEMBERS[0]]
+        client = self.clients[READER]
         try:
             accounts = client.lookup_accounts(self.account_ids, linearizable=True)
         except LedgerError as e:
@@ -200,7 +208,7 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
     Returns the final_state document of chaos/checkers.py. Validators that do
     not answer are reported with an ``error``.
     """
-    reader = bank._client(MEMBERS[0], 5.0)
+    reader = bank._client(READER, 5.0)
     deadline = time.monotonic() + timeout_s
     heads: dict[str, object] = {}
     while time.monotonic() < deadline:

@@ -53,6 +53,7 @@ import time
 
 import grpc
 
+from raft_ledger_chaos.bank import ISSUER, LEDGER
 from raft_ledger_chaos.toxi import ToxiproxyServer
 from raft_ledger_node.localcluster import (
     LocalCluster,
@@ -144,7 +145,9 @@ class ChaosCluster:
             self._killed.clear()
             self._paused.clear()
             try:
-                init_cluster(self.directory, VALIDATORS, list(MEMBERS), HOST, base, force=True)
+                # The bank's mint is the issuer's account (chaos/bank.py): name it the issuer
+                # of the drill's ledger explicitly rather than rely on the default.
+                init_cluster(self.directory, VALIDATORS, list(MEMBERS), HOST, base, force=True, issuers={LEDGER: [ISSUER]})
                 self.toxiproxy = ToxiproxyServer(log_path=os.path.join(self.directory, "toxiproxy.log"))
                 self.toxiproxy.start()
                 self._local = LocalCluster(self.directory)

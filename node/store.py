@@ -8,7 +8,7 @@ column family       key                              value
 accounts            id u128                          codec.encode_account
 transfers           id u128                          codec.encode_transfer
 pending_status      transfer id u128                 1 byte PendingStatus
-transfers_failed    transfer id u128                 u32 result code
+transfers_failed    member str + transfer id u128    u32 result code
 account_transfers   account id u128 + ts u64         transfer id u128
 expiry              expires_at u64 + id u128         (empty)
 history             account id u128 + ts u64         codec.encode_account
@@ -64,7 +64,8 @@ from raft_ledger_node.ledger.types import (
     WriteSet,
 )
 
-SCHEMA_VERSION = 2
+#: 3: ``transfers_failed`` keyed by member + transfer id (failed ids are per member).
+SCHEMA_VERSION = 3
 COLUMN_FAMILIES = (
     "accounts",
     "transfers",
@@ -86,6 +87,15 @@ COLUMN_FAMILIES = (
 _U64 = struct.Struct(">Q")
 _TXI = struct.Struct(">QI")
 _U128 = codec.u128
+
+
+def _failed_key(member: str, transfer_id: int) -> bytes:
+    """``transfers_failed`` key: the member id (u16 length + UTF-8), then the id u128.
+
+    Length-prefixed so no member's keys are a prefix of another's.
+    """
+    raw = member.encode()
+    return len(raw).to_bytes(2, "big") + raw + transfer_id.to_bytes(16, "big")
 
 
 #: Secondary index fields (QueryFilter): tag byte -> attribute.
@@ -325,8 +335,8 @@ class RocksStore:
         raw = self._cf["pending_status"].get(transfer_id.to_bytes(16, "big"))
         return PendingStatus.none if raw is None else codec.decode_pending_status(raw)
 
-    def get_failed_transfer(self, transfer_id: int) -> int | None:
-        raw = self._cf["transfers_failed"].get(transfer_id.to_bytes(16, "big"))
+    def get_failed_transfer(self, member: str, transfer_id: int) -> int | None:
+        raw = self._cf["transfers_failed"].get(_failed_key(member, transfer_id))
         return None if raw is None else struct.unpack(">I", raw)[0]
 
     def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
@@ -569,8 +579,8 @@ class RocksStore:
                     wb.put(bytes([tag]) + value.to_bytes(16, "big") + ts, aid, h["account_index"])
         for tid, s in ws.pending_status.items():
             wb.put(tid.to_bytes(16, "big"), codec.encode_pending_status(s), h["pending_status"])
-        for tid, code in ws.failed_transfers.items():
-            wb.put(tid.to_bytes(16, "big"), struct.pack(">I", code), h["transfers_failed"])
+        for (member, tid), code in ws.failed_transfers.items():
+            wb.put(_failed_key(member, tid), struct.pack(">I", code), h["transfers_failed"])
         cf_account_transfers = h["account_transfers"]
         for account_id, ts, tid in ws.account_transfers:
             put(account_id.to_bytes(16, "big") + _U64.pack(ts), tid.to_bytes(16, "big"), cf_account_transfers)

@@ -17,7 +17,8 @@ class MemoryStore:
         self.accounts: dict[int, Account] = {}
         self.transfers: dict[int, Transfer] = {}
         self.status: dict[int, PendingStatus] = {}
-        self.failed: dict[int, int] = {}
+        #: (member, transfer id) -> result code of a transient failure.
+        self.failed: dict[tuple[str, int], int] = {}
         self.tx_results: dict[bytes, tuple[int, tuple[int, ...]]] = {}
         self.blocks: dict[int, tuple[BlockHeader, list[bytes]]] = {}
         self.expiry: list[tuple[int, int]] = []
@@ -41,8 +42,8 @@ class MemoryStore:
     def get_pending_status(self, transfer_id: int) -> PendingStatus:
         return self.status.get(transfer_id, PendingStatus.none)
 
-    def get_failed_transfer(self, transfer_id: int) -> int | None:
-        return self.failed.get(transfer_id)
+    def get_failed_transfer(self, member: str, transfer_id: int) -> int | None:
+        return self.failed.get((member, transfer_id))
 
     def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
         return self.tx_results.get(tx_hash)

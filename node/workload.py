@@ -1,10 +1,15 @@
 """The bank workload of the README's main job, driven through the member SDK only.
 
-Two member banks open accounts on two ledgers (840 = USD, 978 = EUR, minor
-units), then submit transfers from their own accounts to any account of the same
-ledger, with Zipf-skewed account popularity, in signed batches from concurrent
-clients. Prints throughput, p50/p99 commit latency, per-ledger totals
-(debits = credits) and each validator's head hash.
+The member banks (the identities of role ``member`` that issue no ledger) open
+accounts on two ledgers (840 = USD, 978 = EUR, minor units). Under issuance a bank's
+account can never carry a debit balance (the ledger gives it
+``debits_must_not_exceed_credits``), so each ledger's issuer (``central-bank`` in a
+generated cluster) first funds every bank account from its own account, in batches
+of transfers. Then the banks submit transfers from their own accounts to any bank
+account of the same ledger, with Zipf-skewed account popularity, in signed batches
+from concurrent clients. Prints throughput, p50/p99 commit latency, per-ledger totals
+(debits = credits, the issuer's account included) and each validator's head hash; the
+totals are read by the ``auditor`` identity when the cluster has one.
 
 Usage: python -m raft_ledger_node.workload --cluster DIR [--transfers N] ...
 """
@@ -21,13 +26,23 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, Transfer
+from raft_ledger_node.localcluster import member_client
 from raft_ledger_node.stats import Zipf, percentile
 from raft_ledger_node.tables import print_table, table
 
 LEDGERS = (840, 978)
 ACCOUNT_CODE = 1
 TRANSFER_CODE = 7
+FUNDING_CODE = 1
+#: What the issuer credits to every bank account before the workload: more than all
+#: the transfers of a default run move in total (100,000 of at most 10,000 each, 10^9),
+#: so no transfer fails for funds.
+FUNDING_AMOUNT = 10**10
+#: The issuer's account on ledger ``lg`` is MINT_ACCOUNT_BASE + lg (outside the banks' ids).
+MINT_ACCOUNT_BASE = 900_000_000
+#: Events per signed transaction while opening and funding accounts.
+SETUP_BATCH_EVENTS = 500
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,17 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.cluster, "genesis.json")) as f:
         genesis = json.load(f)
     addresses = [v["grpc_address"] for v in genesis["validators"]]
-    members = [m["id"] for m in genesis["members"]]
-    clients = {
-        m: LedgerClient(
-            addresses,
-            member_id=m,
-            key_id="k1",
-            private_key=load_private_key(os.path.join(args.cluster, "members", f"{m}.pem")),
-            chain_id=genesis["chain_id"],
-        )
-        for m in members
-    }
+    issuers = {int(lg): who for lg, who in genesis.get("issuers", {}).items()}
+    issuer_ids = {w for who in issuers.values() for w in who}
+    members = [m["id"] for m in genesis["members"] if "member" in m["roles"] and m["id"] not in issuer_ids]
+    missing = [lg for lg in LEDGERS if not issuers.get(lg)]
+    if not members or missing:
+        console.print(f"[red]the cluster needs member banks and an issuer of each of {LEDGERS} (none for {missing})")
+        return 1
+    mints = {lg: issuers[lg][0] for lg in LEDGERS}
+    clients = {m: member_client(args.cluster, m) for m in members + sorted(set(mints.values()))}
 
     # Accounts: member i owns ids i*10^6 + 1..; each on one of the two ledgers.
     per_member = args.accounts // len(members)
@@ -67,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             lg = LEDGERS[k % len(LEDGERS)]
             owned[m][lg].append(aid)
             accts.append(Account(id=aid, ledger=lg, code=ACCOUNT_CODE))
-        for i in range(0, len(accts), 500):
-            res = clients[m].create_accounts(accts[i : i + 500])
+        for i in range(0, len(accts), SETUP_BATCH_EVENTS):
+            res = clients[m].create_accounts(accts[i : i + SETUP_BATCH_EVENTS])
             bad = [r for r in res if r.result not in (CreateAccountResult.ok, CreateAccountResult.exists)]
             if bad:
                 console.print(f"[red]account creation failed: {bad[:3]}")
@@ -76,9 +89,31 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"opened {per_member * len(members)} accounts for {', '.join(members)} on ledgers {LEDGERS}")
     everyone = {lg: sorted(a for m in members for a in owned[m][lg]) for lg in LEDGERS}
 
+    # Funding: the issuer of each ledger credits every bank account from its own
+    # account (no balance-limit flag: an issuer's account may go negative). Ids
+    # 1..(number of bank accounts), so a rerun on the same cluster answers `exists`.
+    next_id = 1
+    for lg in LEDGERS:
+        issuer = clients[mints[lg]]
+        mint = MINT_ACCOUNT_BASE + lg
+        res = issuer.create_accounts([Account(id=mint, ledger=lg, code=ACCOUNT_CODE)])
+        if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
+            console.print(f"[red]{mints[lg]} could not open its account on ledger {lg}: {res}")
+            return 1
+        funding = []
+        for aid in everyone[lg]:
+            funding.append(Transfer(id=next_id, debit_account_id=mint, credit_account_id=aid, amount=FUNDING_AMOUNT, ledger=lg, code=FUNDING_CODE))
+            next_id += 1
+        for i in range(0, len(funding), SETUP_BATCH_EVENTS):
+            res = issuer.create_transfers(funding[i : i + SETUP_BATCH_EVENTS])
+            bad = [r for r in res if r.result not in (CreateTransferResult.ok, CreateTransferResult.exists)]
+            if bad:
+                console.print(f"[red]funding on ledger {lg} failed: {bad[:3]}")
+                return 1
+    console.print(f"{', '.join(sorted(set(mints.values())))} funded every bank account with {FUNDING_AMOUNT:,} per ledger")
+
     rng = random.Random(args.seed)
     batches = []
-    next_id = 1
     n_batches = (args.transfers + args.batch - 1) // args.batch
     zipfs = {}
     for b in range(n_batches):
@@ -156,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]  {e}")
 
     # Wait for every validator to reach the same head, then compare totals and hashes.
-    any_client = clients[members[0]]
+    # The auditor reads every account; without one, a bank (reads as allowed to it).
+    roles = {m["id"]: m["roles"] for m in genesis["members"]}
+    auditor = next((m for m, r in roles.items() if "auditor" in r), None)
+    any_client = member_client(args.cluster, auditor) if auditor else clients[members[0]]
+    if auditor:
+        clients[auditor] = any_client
     leader_head = any_client.head(address=any_client._leader or addresses[0])
     deadline = time.monotonic() + 30
     heads = {}
@@ -166,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(0.2)
 
-    all_ids = [a for lg in LEDGERS for a in everyone[lg]]
+    all_ids = [a for lg in LEDGERS for a in everyone[lg] + [MINT_ACCOUNT_BASE + lg]]
     totals = table(("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"),
                    title="per-ledger totals on each validator (minor units)")
     balanced = True

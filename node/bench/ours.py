@@ -19,7 +19,7 @@ from rich.markup import escape
 from raft_ledger_node.bench import profiler, ui
 from raft_ledger_node.bench.measure import CpuMeter, cpu_seconds, latency_summary
 from raft_ledger_node.bench.proc import JsonLineProcess
-from raft_ledger_node.bench.workload import Workload, member_names
+from raft_ledger_node.bench.workload import LEDGER, Workload, member_names
 from raft_ledger_node.localcluster import LocalCluster, cluster_port_offsets, init_cluster, reserve_ports, status_rows
 
 #: Seconds the driver may take to open accounts and sign every batch.
@@ -47,7 +47,10 @@ def run(cfg, wl: Workload, work_dir: str) -> dict:
 
 def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
     cluster_dir = os.path.join(work_dir, "ours")
-    init_cluster(cluster_dir, 3, member_names(cfg.members), "127.0.0.1", base, force=True)
+    # The benchmark's accounts have no balance-limit flags and may go negative: its
+    # members issue its ledger, so issuance leaves the workload identical to before.
+    members = member_names(cfg.members)
+    init_cluster(cluster_dir, 3, members, "127.0.0.1", base, force=True, issuers={LEDGER: members})
     cluster = LocalCluster(cluster_dir)
     peak_batches = math.ceil(cfg.transfers / cfg.batch)
     half_batches = math.ceil(cfg.half_load_transfers / cfg.batch) if cfg.half_load_transfers else 0

@@ -111,7 +111,11 @@ class _State:
         self.block_timestamp = block_timestamp
         self.block = _Layer()
         self.chain = _Layer()
-        self.failed: dict[int, int] = {}
+        #: (member, transfer id) -> result code of a transient failure: failed ids are
+        #: recorded per member (CreateTransferResult's docstring states the id rule).
+        self.failed: dict[tuple[str, int], int] = {}
+        #: The governed configuration as of the previous block (None: never bound).
+        self.configuration = reader.configuration()
 
     def account(self, account_id: int) -> Account | None:
         a = self.chain.accounts.get(account_id)
@@ -137,10 +141,11 @@ class _State:
             s = self.reader.get_pending_status(transfer_id)
         return s
 
-    def failed_code(self, transfer_id: int) -> int | None:
-        c = self.failed.get(transfer_id)
+    def failed_code(self, member: str, transfer_id: int) -> int | None:
+        """The code with which ``member``'s transfer ``transfer_id`` failed transiently, if it did."""
+        c = self.failed.get((member, transfer_id))
         if c is None:
-            c = self.reader.get_failed_transfer(transfer_id)
+            c = self.reader.get_failed_transfer(member, transfer_id)
         return c
 
     def put_account(self, a: Account, event_timestamp: int | None) -> None:
@@ -174,9 +179,20 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
         return AR.id_must_not_be_zero
     if a.id == U128:
         return AR.id_must_not_be_int_max
+    # Issuance (ours): only an issuer of the ledger may hold an account that can carry a
+    # debit balance; every other member's account gets debits_must_not_exceed_credits
+    # from the ledger, in the stored flags and in a retry's comparison alike.
+    flags = a.flags
+    cfg = st.configuration
+    issuer = cfg is None or cfg.is_issuer(member, a.ledger)
+    if not issuer:
+        flags |= AF.DEBITS_MUST_NOT_EXCEED_CREDITS
     e = st.account(a.id)
     if e is not None:
-        if (e.flags & ~AF.LINKED & ~AF.CLOSED) != (a.flags & ~AF.LINKED & ~AF.CLOSED):
+        # Before every other comparison: it reveals only that the id is taken.
+        if e.owner != member:
+            return AR.exists_with_different_owner
+        if (e.flags & ~AF.LINKED & ~AF.CLOSED) != (flags & ~AF.LINKED & ~AF.CLOSED):
             return AR.exists_with_different_flags
         if e.user_data_128 != a.user_data_128:
             return AR.exists_with_different_user_data_128
@@ -191,6 +207,8 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
         return AR.exists
     if a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
         return AR.flags_are_mutually_exclusive
+    if not issuer and a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        return AR.credits_must_not_exceed_debits_reserved_for_issuer
     if a.debits_pending:
         return AR.debits_pending_must_be_zero
     if a.debits_posted:
@@ -205,7 +223,7 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
         return AR.code_must_not_be_zero
     st.put_account(
         Account(
-            a.id, a.ledger, a.code, member, a.flags & ~AF.LINKED,
+            a.id, a.ledger, a.code, member, flags & ~AF.LINKED,
             0, 0, 0, 0, a.user_data_128, a.user_data_64, a.user_data_32, timestamp,
         ),
         None,
@@ -217,9 +235,19 @@ def _create_account(st: _State, a: Account, member: str, timestamp: int) -> AR:
 # -- create_transfers -------------------------------------------------------------
 
 
-def _transfer_exists(st: _State, t: Transfer, e: Transfer) -> TR:
+def _transfer_exists(st: _State, t: Transfer, e: Transfer, member: str) -> TR:
     """Compare a request with the transfer that already has its id (TigerBeetle
-    state_machine.zig ``create_transfer_exists``)."""
+    state_machine.zig ``create_transfer_exists``).
+
+    First (ours) whether ``member`` created ``e``: its creator is the owner of its debit
+    account (for a post/void, that is the pending transfer's debit account, which ``e``
+    records), because only that owner can create it. Another member's transfer answers
+    ``exists_with_different_owner`` and nothing of its fields.
+    """
+    owner = st.account(e.debit_account_id)
+    verify(owner is not None, "transfer refers to a missing debit account")
+    if owner.owner != member:
+        return TR.exists_with_different_owner
     if (t.flags & ~TF.LINKED) != (e.flags & ~TF.LINKED):
         return TR.exists_with_different_flags
     if t.pending_id != e.pending_id:
@@ -300,8 +328,8 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
         return TR.id_must_not_be_int_max
     e = st.transfer(t.id)
     if e is not None:
-        return _transfer_exists(st, t, e)
-    failed = st.failed_code(t.id)
+        return _transfer_exists(st, t, e, member)
+    failed = st.failed_code(member, t.id)
     if failed is not None:
         return TR.id_already_failed
 
@@ -344,6 +372,9 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
         return TR.credit_account_not_found
     if dr.owner != member:
         return TR.debit_account_not_owned
+    # Ours: a transfer changes the flags or status of the signer's accounts only.
+    if f & TF.CLOSING_CREDIT and cr.owner != member:
+        return TR.credit_account_not_owned
     if dr.ledger != cr.ledger:
         return TR.accounts_must_have_the_same_ledger
     if t.ledger != dr.ledger:
@@ -576,7 +607,7 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
             if code:
                 codes[i] = code
                 if not accounts and code in TRANSIENT_TRANSFER_RESULTS:
-                    st.failed[ev.id] = int(code)
+                    st.failed[(member, ev.id)] = int(code)
             i += 1
             continue
         # If the last event is linked the chain is open: its events before the last
@@ -595,7 +626,7 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
             else:
                 code = _create_transfer(st, ev, tx.member_id, first_timestamp + k)
                 if code in TRANSIENT_TRANSFER_RESULTS:
-                    st.failed[ev.id] = int(code)
+                    st.failed[(member, ev.id)] = int(code)
             if code != R.ok:
                 failed_at = k
                 codes[k] = code
@@ -613,7 +644,7 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
     return tuple(int(c) for c in codes)
 
 
-def _state_hash(prev: bytes, ws: WriteSet, failed: dict[int, int]) -> bytes:
+def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -> bytes:
     """SHA-256 chain over every state write of the block, in key order.
 
     The record encodings are kept in ``ws.encoded`` so the store writes the very
@@ -630,7 +661,9 @@ def _state_hash(prev: bytes, ws: WriteSet, failed: dict[int, int]) -> bytes:
     for k in sorted(ws.pending_status):
         h.update(b"S" + codec.u128(k) + codec.encode_pending_status(ws.pending_status[k]))
     for k in sorted(failed):
-        h.update(b"F" + codec.u128(k) + failed[k].to_bytes(4, "big"))
+        # Failed ids are per member: the member is part of the record.
+        member = k[0].encode()
+        h.update(b"F" + len(member).to_bytes(2, "big") + member + codec.u128(k[1]) + failed[k].to_bytes(4, "big"))
     return h.digest()
 
 

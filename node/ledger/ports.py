@@ -29,8 +29,10 @@ class StateReader(Protocol):
 
     def get_pending_status(self, transfer_id: int) -> PendingStatus: ...
 
-    def get_failed_transfer(self, transfer_id: int) -> int | None:
-        """Result code of a transfer id that failed with a transient error."""
+    def get_failed_transfer(self, member: str, transfer_id: int) -> int | None:
+        """Result code with which ``member``'s transfer ``transfer_id`` failed with a
+        transient error, or None. Failed ids are recorded per member: another member's
+        failure of the same id is not seen here (CreateTransferResult states the rule)."""
         ...
 
     def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:

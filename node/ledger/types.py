@@ -55,7 +55,27 @@ TRANSFER_FLAGS_KNOWN = (
 
 
 class CreateAccountResult(enum.IntEnum):
-    """Result of creating one account, in precedence order (TigerBeetle 0.16)."""
+    """Result of creating one account, in precedence order (TigerBeetle 0.16).
+
+    Two codes are ours, documented deviations (TigerBeetle has no owners and no issuers):
+
+    - ``exists_with_different_owner``: the id exists and another member owns it. Checked
+      right after the id checks and before every other ``exists_with_*`` comparison, so
+      it tells the caller only that the id is taken, nothing of the other member's
+      account, and never ``exists``, which clients treat as success (squatting an id
+      must not let its owner collect the funds another member meant for "its" account).
+    - ``credits_must_not_exceed_debits_reserved_for_issuer``: per ledger only an issuer
+      (``Configuration.is_issuer(member, ledger)``) may hold an account that can carry
+      a debit balance. Every other member's account is stored with
+      ``debits_must_not_exceed_credits`` OR-ed in by the ledger (a retry of the same
+      request compares with that flag added, so it still answers ``exists``), and a
+      non-issuer asking for ``credits_must_not_exceed_debits`` gets this code instead
+      of an account that could never move money. No configuration (a store never
+      bound to a genesis): no issuance rule.
+
+    Numbers are renumbered when a code is inserted where it is checked, as TigerBeetle
+    does between versions; ``proto/ledger/v1/ledger.proto`` carries the same.
+    """
 
     ok = 0
     linked_event_failed = 1
@@ -67,27 +87,47 @@ class CreateAccountResult(enum.IntEnum):
     reserved_flag = 7
     id_must_not_be_zero = 8
     id_must_not_be_int_max = 9
-    exists_with_different_flags = 10
-    exists_with_different_user_data_128 = 11
-    exists_with_different_user_data_64 = 12
-    exists_with_different_user_data_32 = 13
-    exists_with_different_ledger = 14
-    exists_with_different_code = 15
-    exists = 16
-    flags_are_mutually_exclusive = 17
-    debits_pending_must_be_zero = 18
-    debits_posted_must_be_zero = 19
-    credits_pending_must_be_zero = 20
-    credits_posted_must_be_zero = 21
-    ledger_must_not_be_zero = 22
-    code_must_not_be_zero = 23
+    exists_with_different_owner = 10
+    exists_with_different_flags = 11
+    exists_with_different_user_data_128 = 12
+    exists_with_different_user_data_64 = 13
+    exists_with_different_user_data_32 = 14
+    exists_with_different_ledger = 15
+    exists_with_different_code = 16
+    exists = 17
+    flags_are_mutually_exclusive = 18
+    credits_must_not_exceed_debits_reserved_for_issuer = 19
+    debits_pending_must_be_zero = 20
+    debits_posted_must_be_zero = 21
+    credits_pending_must_be_zero = 22
+    credits_posted_must_be_zero = 23
+    ledger_must_not_be_zero = 24
+    code_must_not_be_zero = 25
 
 
 class CreateTransferResult(enum.IntEnum):
     """Result of creating one transfer, in precedence order (TigerBeetle 0.16).
 
-    ``debit_account_not_owned`` is ours: a member moves money only out of
-    accounts it owns (design invariant 6).
+    Ours, documented deviations (TigerBeetle has no owners):
+
+    - ``debit_account_not_owned``: a member moves money only out of accounts it owns
+      (design invariant 6); for post/void, the pending transfer's debit account.
+    - ``credit_account_not_owned``: a transfer may change the flags or status of only
+      the signer's own accounts, so ``closing_credit`` needs the signer to own the
+      credit account too (``closing_debit`` already needs the debit account). Voiding
+      or expiring a closing transfer reopens only accounts its creator owned.
+    - ``exists_with_different_owner``: the id is taken by a transfer another member
+      created (the owner of its debit account; for post/void, of the pending
+      transfer's debit account). Checked right after the id checks, before the other
+      ``exists_with_*`` comparisons: never ``exists``, which clients treat as success.
+
+    Id rule: transfer ids stay global and first-come (use random 128-bit ids, as
+    TigerBeetle recommends), but one member's ids can never make another member's
+    creates fail silently or falsely succeed: a taken id answers the other member
+    ``exists_with_different_owner``, and failed transfer ids are recorded per member
+    (the failed-transfer record is keyed by (member, id)), so ``id_already_failed``
+    comes only from the member's own earlier failure. Another member may still use an
+    id that failed for someone else.
     """
 
     ok = 0
@@ -99,60 +139,62 @@ class CreateTransferResult(enum.IntEnum):
     reserved_flag = 6
     id_must_not_be_zero = 7
     id_must_not_be_int_max = 8
-    exists_with_different_flags = 9
-    exists_with_different_pending_id = 10
-    exists_with_different_timeout = 11
-    exists_with_different_debit_account_id = 12
-    exists_with_different_credit_account_id = 13
-    exists_with_different_amount = 14
-    exists_with_different_user_data_128 = 15
-    exists_with_different_user_data_64 = 16
-    exists_with_different_user_data_32 = 17
-    exists_with_different_ledger = 18
-    exists_with_different_code = 19
-    exists = 20
-    id_already_failed = 21
-    flags_are_mutually_exclusive = 22
-    debit_account_id_must_not_be_zero = 23
-    debit_account_id_must_not_be_int_max = 24
-    credit_account_id_must_not_be_zero = 25
-    credit_account_id_must_not_be_int_max = 26
-    accounts_must_be_different = 27
-    pending_id_must_be_zero = 28
-    pending_id_must_not_be_zero = 29
-    pending_id_must_not_be_int_max = 30
-    pending_id_must_be_different = 31
-    timeout_reserved_for_pending_transfer = 32
-    closing_transfer_must_be_pending = 33
-    ledger_must_not_be_zero = 34
-    code_must_not_be_zero = 35
-    debit_account_not_found = 36
-    credit_account_not_found = 37
-    debit_account_not_owned = 38
-    accounts_must_have_the_same_ledger = 39
-    transfer_must_have_the_same_ledger_as_accounts = 40
-    pending_transfer_not_found = 41
-    pending_transfer_not_pending = 42
-    pending_transfer_has_different_debit_account_id = 43
-    pending_transfer_has_different_credit_account_id = 44
-    pending_transfer_has_different_ledger = 45
-    pending_transfer_has_different_code = 46
-    exceeds_pending_transfer_amount = 47
-    pending_transfer_has_different_amount = 48
-    pending_transfer_already_posted = 49
-    pending_transfer_already_voided = 50
-    pending_transfer_expired = 51
-    debit_account_already_closed = 52
-    credit_account_already_closed = 53
-    overflows_debits_pending = 54
-    overflows_credits_pending = 55
-    overflows_debits_posted = 56
-    overflows_credits_posted = 57
-    overflows_debits = 58
-    overflows_credits = 59
-    overflows_timeout = 60
-    exceeds_credits = 61
-    exceeds_debits = 62
+    exists_with_different_owner = 9
+    exists_with_different_flags = 10
+    exists_with_different_pending_id = 11
+    exists_with_different_timeout = 12
+    exists_with_different_debit_account_id = 13
+    exists_with_different_credit_account_id = 14
+    exists_with_different_amount = 15
+    exists_with_different_user_data_128 = 16
+    exists_with_different_user_data_64 = 17
+    exists_with_different_user_data_32 = 18
+    exists_with_different_ledger = 19
+    exists_with_different_code = 20
+    exists = 21
+    id_already_failed = 22
+    flags_are_mutually_exclusive = 23
+    debit_account_id_must_not_be_zero = 24
+    debit_account_id_must_not_be_int_max = 25
+    credit_account_id_must_not_be_zero = 26
+    credit_account_id_must_not_be_int_max = 27
+    accounts_must_be_different = 28
+    pending_id_must_be_zero = 29
+    pending_id_must_not_be_zero = 30
+    pending_id_must_not_be_int_max = 31
+    pending_id_must_be_different = 32
+    timeout_reserved_for_pending_transfer = 33
+    closing_transfer_must_be_pending = 34
+    ledger_must_not_be_zero = 35
+    code_must_not_be_zero = 36
+    debit_account_not_found = 37
+    credit_account_not_found = 38
+    debit_account_not_owned = 39
+    credit_account_not_owned = 40
+    accounts_must_have_the_same_ledger = 41
+    transfer_must_have_the_same_ledger_as_accounts = 42
+    pending_transfer_not_found = 43
+    pending_transfer_not_pending = 44
+    pending_transfer_has_different_debit_account_id = 45
+    pending_transfer_has_different_credit_account_id = 46
+    pending_transfer_has_different_ledger = 47
+    pending_transfer_has_different_code = 48
+    exceeds_pending_transfer_amount = 49
+    pending_transfer_has_different_amount = 50
+    pending_transfer_already_posted = 51
+    pending_transfer_already_voided = 52
+    pending_transfer_expired = 53
+    debit_account_already_closed = 54
+    credit_account_already_closed = 55
+    overflows_debits_pending = 56
+    overflows_credits_pending = 57
+    overflows_debits_posted = 58
+    overflows_credits_posted = 59
+    overflows_debits = 60
+    overflows_credits = 61
+    overflows_timeout = 62
+    exceeds_credits = 63
+    exceeds_debits = 64
 
 
 class PendingStatus(enum.IntEnum):
@@ -293,8 +335,9 @@ class WriteSet:
 
     Keys of the dicts are ids; values the full new records. Index lists hold
     (account_id, timestamp, transfer_id) and (expires_at_ns, transfer_id).
-    ``failed_transfers`` maps transfer ids that failed transiently to their
-    result code; ``tx_codes`` runs parallel to ``txs``.
+    ``failed_transfers`` maps (member, transfer id) of the transfers that failed
+    transiently to their result code (failed ids are per member);
+    ``tx_codes`` runs parallel to ``txs``.
     """
 
     accounts: dict[int, Account] = field(default_factory=dict)
@@ -304,7 +347,7 @@ class WriteSet:
     expiry_put: list[tuple[int, int]] = field(default_factory=list)
     expiry_delete: list[tuple[int, int]] = field(default_factory=list)
     history: list[tuple[int, int, Account]] = field(default_factory=list)
-    failed_transfers: dict[int, int] = field(default_factory=dict)
+    failed_transfers: dict[tuple[str, int], int] = field(default_factory=dict)
     #: codec encodings of ``accounts`` / ``transfers`` by id, filled while hashing.
     encoded_accounts: dict[int, bytes] = field(default_factory=dict)
     encoded_transfers: dict[int, bytes] = field(default_factory=dict)

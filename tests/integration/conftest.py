@@ -35,6 +35,14 @@ from raft_ledger_node.localcluster import (
 
 VALIDATORS = 3
 MEMBERS = ("bank-a", "bank-b")
+#: Issuance: only an issuer's accounts may carry a debit balance. The tests move money
+#: between unfunded accounts of the banks on these ledgers, so the banks issue them
+#: (central-bank too); a ledger outside them (NOT_ISSUED_LEDGER) is issued by nobody.
+#: tests/integration/test_ownership.py passes its own issuers.
+TEST_ISSUERS = {lg: [*MEMBERS, "central-bank"] for lg in (1, 2, 4, 5, 840, 978)}
+NOT_ISSUED_LEDGER = 3
+#: Used by test_result_codes.py's query test alone.
+QUERY_LEDGER = 5
 #: First base port probed. gRPC ports are base+1..base+3, Raft ports base+101..base+103.
 BASE_PORT_MIN = 17_100
 #: Distance between probed bases; also keeps clusters of concurrent runs apart.
@@ -109,10 +117,12 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(directory: str, start_port: int, config_overrides: dict | None = None):
+def running_cluster(directory: str, start_port: int, config_overrides: dict | None = None,
+                    issuers: dict[int, list[str]] | None = None):
     """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit.
 
-    ``config_overrides`` are written into every validator's config.json before start.
+    ``config_overrides`` are written into every validator's config.json before start;
+    ``issuers`` ({ledger: member ids}) default to TEST_ISSUERS.
     """
     attempt_start = start_port
     for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
@@ -121,7 +131,8 @@ def running_cluster(directory: str, start_port: int, config_overrides: dict | No
         base = ports.base
         local = None
         try:
-            init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True)
+            init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True,
+                         issuers=TEST_ISSUERS if issuers is None else issuers)
             if config_overrides:
                 _override_configs(directory, config_overrides)
             local = LocalCluster(directory)

@@ -37,6 +37,7 @@ from raft_ledger_client import Account, AccountFilter, AccountFlags as AF, Query
 from raft_ledger_client import CreateAccountResult as AR, CreateTransferResult as TR
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from conftest import NOT_ISSUED_LEDGER, QUERY_LEDGER
 
 pytestmark = pytest.mark.integration
 
@@ -189,6 +190,10 @@ ACCOUNT_SCENARIOS = [
     account_case("reserved_flag", _fresh(flags=1 << 6)),
     account_case("id_must_not_be_zero", lambda b: [accounts(acct(0))]),
     account_case("id_must_not_be_int_max", lambda b: [accounts(acct(U128_MAX))]),
+    account_case(
+        "exists_with_different_owner",
+        lambda b: [accounts(acct(b + X)), accounts(acct(b + X), member=B_MEMBER)],
+    ),
     account_case("exists_with_different_flags", _existing({}, {"flags": AF.HISTORY})),
     account_case("exists_with_different_user_data_128", _existing({}, {"user_data_128": 1})),
     account_case("exists_with_different_user_data_64", _existing({}, {"user_data_64": 1})),
@@ -205,6 +210,11 @@ ACCOUNT_SCENARIOS = [
     account_case(
         "flags_are_mutually_exclusive",
         _fresh(flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS | AF.CREDITS_MUST_NOT_EXCEED_DEBITS),
+    ),
+    # conftest: nobody issues NOT_ISSUED_LEDGER.
+    account_case(
+        "credits_must_not_exceed_debits_reserved_for_issuer",
+        _fresh(ledger=NOT_ISSUED_LEDGER, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS),
     ),
     account_case("debits_pending_must_be_zero", _fresh(debits_pending=1)),
     account_case("debits_posted_must_be_zero", _fresh(debits_posted=1)),
@@ -272,6 +282,9 @@ TRANSFER_SCENARIOS = [
     transfer_case("reserved_flag", T(*BASE, flags=1 << 9)),
     transfer_case("id_must_not_be_zero", T(0, A, B, 10)),
     transfer_case("id_must_not_be_int_max", T(U128_MAX, A, B, 10)),
+    transfer_case(
+        "exists_with_different_owner", T(*BASE), lambda b: transfers(_at(b, tr(*BASE)), member=B_MEMBER)
+    ),
     transfer_case("exists_with_different_flags", T(*BASE), T(*BASE, flags=P)),
     transfer_case("exists_with_different_pending_id", T(*BASE), T(*BASE, pending_id=7)),
     transfer_case("exists_with_different_timeout", T(*BASE), T(*BASE, timeout=7)),
@@ -311,6 +324,7 @@ TRANSFER_SCENARIOS = [
     transfer_case("credit_account_not_found", T(ID, A, MISSING, 10)),
     # Design invariant 6: bank-a signs a transfer that debits bank-b's account.
     transfer_case("debit_account_not_owned", T(ID, THEIRS, A, 10)),
+    transfer_case("credit_account_not_owned", T(ID, A, THEIRS, 0, flags=P | TF.CLOSING_CREDIT)),
     transfer_case("accounts_must_have_the_same_ledger", T(ID, A, EUR, 10)),
     transfer_case("transfer_must_have_the_same_ledger_as_accounts", T(*BASE, ledger=2)),
     transfer_case("pending_transfer_not_found", R(ID, PID, POST)),
@@ -637,8 +651,9 @@ def test_query_accounts_and_transfers(cluster_module, clients, base):
     # query_accounts.md / query_transfers.md: every non-zero field of the
     # QueryFilter must match (AND); results by timestamp, reversed on request.
     a, b = clients[A_MEMBER], clients[B_MEMBER]
-    # A ledger and user_data of this test only, so other tests' records cannot match.
-    ledger, ud = 10_000 + base // ID_RANGE, base
+    # A ledger and user_data of this test only, so other tests' records cannot match
+    # (conftest: the banks issue QUERY_LEDGER, so their accounts there may go negative).
+    ledger, ud = QUERY_LEDGER, base
     created_a = [
         acct(base + 1, ledger=ledger, code=1, user_data_64=ud),
         acct(base + 2, ledger=ledger, code=2, user_data_64=ud),

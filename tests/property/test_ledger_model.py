@@ -4,10 +4,18 @@ Random programs of account creation, transfers, pending/post/void, linked chains
 retries and the passing of time run against both the pure core
 (``node.ledger.apply.apply_block`` over a MemoryStore) and :class:`Model`, a small
 dict-based reading of TigerBeetle's reference docs (docs/reference/account.md,
-transfer.md, requests/create_transfers.md). After every step: results identical
-to the model, per-ledger conservation (debits = credits, posted and pending),
-balance-limit flags never violated, the chain is continuous. At the end the same
-log, replayed into a fresh store, gives the same block hashes.
+transfer.md, requests/create_transfers.md), plus our ownership and issuance rules
+(issue 11): an owner per account (``exists_with_different_owner``,
+``debit_account_not_owned``), a transfer's creator is its debit account's owner
+(``exists_with_different_owner`` for another member's id), failed ids recorded per
+(member, id), and issuance under a governed configuration in which bank-a issues
+both ledgers and bank-b none (bank-b's accounts always get
+``debits_must_not_exceed_credits``; asking for ``credits_must_not_exceed_debits``
+is ``credits_must_not_exceed_debits_reserved_for_issuer``). After every step:
+results identical to the model, per-ledger conservation (debits = credits, posted
+and pending), balance-limit flags never violated, non-issuers' accounts carry the
+forced flag, the chain is continuous. At the end the same log, replayed into a
+fresh store, gives the same block hashes.
 
 Example count: ``LEDGER_MODEL_EXAMPLES`` (default 200 programs of up to 40 steps).
 """
@@ -23,6 +31,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from raft_ledger_node.ledger.apply import apply_block
+from raft_ledger_node.ledger.governance import Configuration, Member, MemberKey
 from raft_ledger_node.ledger.types import (
     Account,
     AccountFlags as AF,
@@ -39,6 +48,16 @@ from raft_ledger_node.store_memory import MemoryStore
 EXAMPLES = int(os.environ.get("LEDGER_MODEL_EXAMPLES", "200"))
 NS = 1_000_000_000
 MEMBERS = ("bank-a", "bank-b")
+#: ledger -> its issuers: bank-a issues both ledgers, bank-b none.
+ISSUERS = {840: ("bank-a",), 978: ("bank-a",)}
+CONFIGURATION = Configuration(
+    version=1,
+    members=tuple(Member(m, ("member",), (MemberKey("k1", bytes(32)),)) for m in MEMBERS),
+    issuers=tuple(sorted(ISSUERS.items())),
+    admins=(),
+    threshold=0,
+    validators=(),
+)
 ACCOUNT_IDS = st.integers(1, 9)
 TRANSFER_IDS = st.integers(1, 60)
 LEDGERS = st.sampled_from([840, 978])
@@ -91,7 +110,7 @@ class Model:
     accounts: dict[int, MAccount] = field(default_factory=dict)
     transfers: dict[int, MTransfer] = field(default_factory=dict)
     status: dict[int, str] = field(default_factory=dict)  # pending | posted | voided | expired
-    failed: set[int] = field(default_factory=set)
+    failed: set[tuple[str, int]] = field(default_factory=set)  # (member, transfer id)
     last_ts: int = 0
 
     def block(self, proposed: int, n_events: int) -> int:
@@ -106,9 +125,13 @@ class Model:
         return ts - n_events  # first event timestamp
 
     def create_account(self, a: Account, member: str) -> AR:
+        issuer = member in ISSUERS.get(a.ledger, ())
+        flags = a.flags if issuer else a.flags | AF.DEBITS_MUST_NOT_EXCEED_CREDITS
         e = self.accounts.get(a.id)
         if e is not None:
-            if e.flags != a.flags & ~AF.LINKED:
+            if e.owner != member:
+                return AR.exists_with_different_owner
+            if e.flags != flags & ~AF.LINKED:
                 return AR.exists_with_different_flags
             if e.ledger != a.ledger:
                 return AR.exists_with_different_ledger
@@ -117,13 +140,17 @@ class Model:
             return AR.exists
         if a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
             return AR.flags_are_mutually_exclusive
-        self.accounts[a.id] = MAccount(a.id, a.ledger, a.code, a.flags & ~AF.LINKED, member)
+        if not issuer and a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
+            return AR.credits_must_not_exceed_debits_reserved_for_issuer
+        self.accounts[a.id] = MAccount(a.id, a.ledger, a.code, flags & ~AF.LINKED, member)
         return AR.ok
 
     def create_transfer(self, t: Transfer, member: str, ts: int) -> TR:
         e = self.transfers.get(t.id)
         if e is not None:
             resolve = t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER)
+            if self.accounts[e.dr].owner != member:  # only its debit account's owner created it
+                return TR.exists_with_different_owner
             if e.flags != t.flags & ~TF.LINKED:
                 return TR.exists_with_different_flags
             if e.pending_id != t.pending_id:
@@ -144,7 +171,7 @@ class Model:
             if (t.ledger or not resolve) and e.ledger != t.ledger:
                 return TR.exists_with_different_ledger
             return TR.exists
-        if t.id in self.failed:
+        if (member, t.id) in self.failed:
             return TR.id_already_failed
         if t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
             return self.resolve(t, member, ts)
@@ -152,9 +179,9 @@ class Model:
             return TR.accounts_must_be_different
         dr, cr = self.accounts.get(t.debit_account_id), self.accounts.get(t.credit_account_id)
         if dr is None:
-            return self.fail(t, TR.debit_account_not_found)
+            return self.fail(t, member, TR.debit_account_not_found)
         if cr is None:
-            return self.fail(t, TR.credit_account_not_found)
+            return self.fail(t, member, TR.credit_account_not_found)
         if dr.owner != member:
             return TR.debit_account_not_owned
         if dr.ledger != cr.ledger:
@@ -163,9 +190,9 @@ class Model:
             return TR.transfer_must_have_the_same_ledger_as_accounts
         amount = t.amount
         if dr.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and dr.dp + dr.dpo + amount > dr.cpo:
-            return self.fail(t, TR.exceeds_credits)
+            return self.fail(t, member, TR.exceeds_credits)
         if cr.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS and cr.cp + cr.cpo + amount > cr.dpo:
-            return self.fail(t, TR.exceeds_debits)
+            return self.fail(t, member, TR.exceeds_debits)
         if t.flags & TF.PENDING:
             dr.dp += amount
             cr.cp += amount
@@ -176,8 +203,8 @@ class Model:
         self.transfers[t.id] = MTransfer(t.id, dr.id, cr.id, amount, t.ledger, t.code, t.flags & ~TF.LINKED, 0, t.timeout, ts)
         return TR.ok
 
-    def fail(self, t: Transfer, code: TR) -> TR:
-        self.failed.add(t.id)
+    def fail(self, t: Transfer, member: str, code: TR) -> TR:
+        self.failed.add((member, t.id))
         return code
 
     def resolve(self, t: Transfer, member: str, ts: int) -> TR:
@@ -186,7 +213,7 @@ class Model:
             return TR.pending_id_must_be_different
         p = self.transfers.get(t.pending_id)
         if p is None:
-            return self.fail(t, TR.pending_transfer_not_found)
+            return self.fail(t, member, TR.pending_transfer_not_found)
         if not p.flags & TF.PENDING:
             return TR.pending_transfer_not_pending
         dr, cr = self.accounts[p.dr], self.accounts[p.cr]
@@ -304,7 +331,7 @@ def transfer_events(model: "Model", member: str, next_id):
         n = draw(st.integers(1, 3))
         evs = []
         for _ in range(n):
-            used = sorted(model.transfers) + sorted(model.failed)
+            used = sorted(model.transfers) + sorted({tid for _, tid in model.failed})
             tid = draw(st.sampled_from(used)) if used and draw(st.integers(0, 9)) == 0 else next_id()
             kind = draw(st.sampled_from(["single", "single", "single", "pending", "post", "void"]))
             if kind in ("post", "void"):
@@ -335,7 +362,7 @@ def transfer_events(model: "Model", member: str, next_id):
 class LedgerMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self):
-        self.store = MemoryStore()
+        self.store = MemoryStore(CONFIGURATION)
         self.model = Model()
         self.now = 1_700_000_000 * NS
         self.index = 1
@@ -432,10 +459,19 @@ class LedgerMachine(RuleBasedStateMachine):
             if a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
                 assert a.credits_pending + a.credits_posted <= a.debits_posted
 
+    @invariant()
+    def only_issuers_hold_accounts_that_may_carry_a_debit_balance(self):
+        if not hasattr(self, "store"):
+            return
+        for a in self.store.accounts.values():
+            if a.owner not in ISSUERS.get(a.ledger, ()):
+                assert a.flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and not a.flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS
+                assert a.debits_pending + a.debits_posted <= a.credits_posted
+
     def teardown(self):
         if not hasattr(self, "store"):
             return
-        replay = MemoryStore()
+        replay = MemoryStore(CONFIGURATION)
         for entry, index in self.log:
             _, ws = apply_block(replay, entry, 1, index)
             replay.commit(ws, index)

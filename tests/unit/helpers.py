@@ -148,3 +148,18 @@ def assert_conserved(accounts: Iterable[Account]) -> None:
     for ledger, (dp, cp, dpo, cpo) in conservation(accounts).items():
         assert dp == cp, f"ledger {ledger}: pending debits {dp} != pending credits {cp}"
         assert dpo == cpo, f"ledger {ledger}: posted debits {dpo} != posted credits {cpo}"
+
+
+def configuration(issuers: dict[int, Iterable[str]] | None = None, members: Iterable[str] = (MEMBER, OTHER)):
+    """A governed Configuration (version 1) for a MemoryStore: ``members`` with role member
+    and a dummy key, ``issuers`` {ledger: member ids} (default: none, so nobody issues)."""
+    from raft_ledger_node.ledger.governance import Configuration, Member, MemberKey
+
+    return Configuration(
+        version=1,
+        members=tuple(Member(m, ("member",), (MemberKey("k1", bytes(32)),)) for m in sorted(members)),
+        issuers=tuple((lg, tuple(sorted(ids))) for lg, ids in sorted((issuers or {}).items())),
+        admins=(),
+        threshold=0,
+        validators=(),
+    )

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import MEMBER, OTHER, U128_MAX, Ledger, account, accounts_tx
+from helpers import MEMBER, OTHER, U128_MAX, Ledger, account, accounts_tx, configuration
+from raft_ledger_node.store_memory import MemoryStore
 from raft_ledger_node.ledger.types import AccountFlags as AF, CreateAccountResult as AR
 
 
@@ -58,12 +59,17 @@ def _fresh(event):
     return lambda led: led.create_accounts(event)
 
 
-def _existing(existing, event):
+def _existing(existing, event, member=MEMBER):
     def run(led):
         assert led.create_accounts(existing) == (AR.ok,)
-        return led.create_accounts(event)
+        return led.create_accounts(event, member=member)
 
     return run
+
+
+def _governed(event):
+    """``event`` by MEMBER on a ledger bound to a configuration in which nobody issues ledger 1."""
+    return lambda _led: Ledger(MemoryStore(configuration())).create_accounts(event)
 
 
 # One case per result code that create_account can return for a single event.
@@ -73,6 +79,7 @@ CASES = {
     AR.reserved_flag: _fresh(account(1, flags=1 << 6)),
     AR.id_must_not_be_zero: _fresh(account(0)),
     AR.id_must_not_be_int_max: _fresh(account(U128_MAX)),
+    AR.exists_with_different_owner: _existing(account(1), account(1), member=OTHER),
     AR.exists_with_different_flags: _existing(account(1), account(1, flags=AF.HISTORY)),
     AR.exists_with_different_user_data_128: _existing(account(1), account(1, user_data_128=1)),
     AR.exists_with_different_user_data_64: _existing(account(1), account(1, user_data_64=1)),
@@ -83,6 +90,7 @@ CASES = {
     AR.flags_are_mutually_exclusive: _fresh(
         account(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS | AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     ),
+    AR.credits_must_not_exceed_debits_reserved_for_issuer: _governed(account(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)),
     AR.debits_pending_must_be_zero: _fresh(account(1, debits_pending=1)),
     AR.debits_posted_must_be_zero: _fresh(account(1, debits_posted=1)),
     AR.credits_pending_must_be_zero: _fresh(account(1, credits_pending=1)),
@@ -114,7 +122,7 @@ def test_exists_leaves_the_original_untouched():
     led = Ledger()
     led.create_accounts(account(1, user_data_32=1))
     before = led.acct(1)
-    assert led.create_accounts(account(1, user_data_32=2), member=OTHER) == (AR.exists_with_different_user_data_32,)
+    assert led.create_accounts(account(1, user_data_32=2)) == (AR.exists_with_different_user_data_32,)
     assert led.acct(1) == before
     assert led.ws.accounts == {}
 
@@ -140,8 +148,8 @@ def test_same_id_twice_in_one_transaction():
 
 def test_same_id_in_two_transactions_of_one_block():
     led = Ledger()
-    r1, r2 = led.block(accounts_tx(account(1)), accounts_tx(account(1), member=OTHER))
-    assert (r1.codes, r2.codes) == ((AR.ok,), (AR.exists,))
+    r1, r2, r3 = led.block(accounts_tx(account(1)), accounts_tx(account(1)), accounts_tx(account(1), member=OTHER))
+    assert (r1.codes, r2.codes, r3.codes) == ((AR.ok,), (AR.exists,), (AR.exists_with_different_owner,))
     assert led.acct(1).owner == MEMBER
 
 

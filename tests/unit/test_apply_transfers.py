@@ -110,6 +110,7 @@ CASES = {
     TR.reserved_flag: _one(event=T(100, A, B, 10, flags=1 << 9)),
     TR.id_must_not_be_zero: _one(event=T(0, A, B, 10)),
     TR.id_must_not_be_int_max: _one(event=T(U128_MAX, A, B, 10)),
+    TR.exists_with_different_owner: _one(BASE, event=BASE, member=OTHER),
     TR.exists_with_different_flags: _one(BASE, event=T(100, A, B, 10, flags=P)),
     TR.exists_with_different_pending_id: _one(BASE, event=T(100, A, B, 10, pending_id=7)),
     TR.exists_with_different_timeout: _one(BASE, event=T(100, A, B, 10, timeout=7)),
@@ -140,6 +141,7 @@ CASES = {
     TR.debit_account_not_found: _one(event=T(100, MISSING, B, 10)),
     TR.credit_account_not_found: _one(event=T(100, A, MISSING, 10)),
     TR.debit_account_not_owned: _one(event=T(100, THEIRS, A, 10)),
+    TR.credit_account_not_owned: _one(event=T(100, A, THEIRS, 0, flags=P | TF.CLOSING_CREDIT)),
     TR.accounts_must_have_the_same_ledger: _one(event=T(100, A, EUR, 10)),
     TR.transfer_must_have_the_same_ledger_as_accounts: _one(event=T(100, A, B, 10, ledger=2)),
     TR.pending_transfer_not_found: _one(event=resolve(100, 50, POST)),
@@ -358,7 +360,7 @@ def test_transient_failure_poisons_the_id(led, code):
     if setup is not None:
         assert setup(led) == (TR.ok,)
     assert led.create_transfers(event) == (code,)
-    assert led.store.get_failed_transfer(100) == code
+    assert led.store.get_failed_transfer(MEMBER, 100) == code
     fix_cause(led)
     # The cause is gone, but the id can never succeed: retry with a new id.
     assert led.create_transfers(event) == (TR.id_already_failed,)
@@ -373,14 +375,14 @@ def test_transient_failure_poisons_the_id_within_the_same_block(led):
 
 def test_non_transient_failure_does_not_poison_the_id(led):
     assert led.create_transfers(T(100, A, B, 10, ledger=0)) == (TR.ledger_must_not_be_zero,)
-    assert led.store.get_failed_transfer(100) is None
+    assert led.store.get_failed_transfer(MEMBER, 100) is None
     assert led.create_transfers(T(100, A, B, 10)) == (TR.ok,)
 
 
 def test_existing_transfer_is_reported_before_failed_id(led):
     assert led.create_transfers(BASE) == (TR.ok,)
     assert led.create_transfers(T(100, MISSING, B, 10)) == (TR.exists_with_different_debit_account_id,)
-    assert led.store.get_failed_transfer(100) is None
+    assert led.store.get_failed_transfer(MEMBER, 100) is None
 
 
 # -- retries of a whole transaction (exactly once, design invariant 3) ---------------

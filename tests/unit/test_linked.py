@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import Ledger, account, accounts_tx, assert_conserved, resolve, transfer, transfers_tx
+from helpers import MEMBER, Ledger, account, accounts_tx, assert_conserved, resolve, transfer, transfers_tx
 from raft_ledger_node.ledger.types import AccountFlags as AF, CreateAccountResult as AR, CreateTransferResult as TR, TransferFlags as TF
 
 T = transfer
@@ -125,8 +125,8 @@ def test_transient_failure_in_an_open_chain_burns_the_id(led):
         TR.credit_account_not_found,
         TR.linked_event_chain_open,
     )
-    assert led.store.get_failed_transfer(10) == TR.credit_account_not_found
-    assert led.store.get_failed_transfer(11) is None
+    assert led.store.get_failed_transfer(MEMBER, 10) == TR.credit_account_not_found
+    assert led.store.get_failed_transfer(MEMBER, 11) is None
     assert led.create_transfers(T(10, A, B, 1), T(11, A, B, 1)) == (TR.id_already_failed, TR.ok)
 
 
@@ -142,8 +142,8 @@ def test_chains_do_not_span_transactions(led):
 
 def test_transient_failure_in_a_chain_poisons_only_the_failing_id(led):
     assert led.create_transfers(T(10, A, B, 1, flags=L), T(11, A, MISSING, 1)) == (TR.linked_event_failed, TR.credit_account_not_found)
-    assert led.store.get_failed_transfer(11) == TR.credit_account_not_found
-    assert led.store.get_failed_transfer(10) is None
+    assert led.store.get_failed_transfer(MEMBER, 11) == TR.credit_account_not_found
+    assert led.store.get_failed_transfer(MEMBER, 10) is None
     # The rolled-back event's id is free to use; the failing one is not.
     assert led.create_transfers(T(10, A, B, 1), T(11, A, B, 1)) == (TR.ok, TR.id_already_failed)
 

@@ -342,7 +342,7 @@ def test_complete_results_are_rebuilt_from_failures_only():
         (0, TR.ok), (1, TR.exceeds_credits), (2, TR.ok), (3, TR.exceeds_credits)]
     assert not first.ok
     # The older spellings stay: code (int), name (TigerBeetle's), ok.
-    assert [(r.code, r.name, r.ok) for r in first.results[:2]] == [(0, "ok", True), (61, "exceeds_credits", False)]
+    assert [(r.code, r.name, r.ok) for r in first.results[:2]] == [(0, "ok", True), (63, "exceeds_credits", False)]
     assert [(r.index, r.result) for r in second.results] == [(0, AR.ok), (1, AR.ok)]
     assert all(type(r.result) is AR for r in second.results)
     assert second.ok and third.ok and len(third.results) == 1

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import NS, OTHER, Ledger, account, accounts_tx, resolve, transfer, transfers_tx
+from helpers import MEMBER, NS, OTHER, Ledger, account, accounts_tx, resolve, transfer, transfers_tx
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import apply_block
 from raft_ledger_node.ledger.invariants import InvariantError
@@ -66,7 +66,7 @@ def test_fresh_store_is_at_genesis(path):
         assert s.applied_index() == 0
         assert s.get_account(1) is None and s.get_transfer(1) is None
         assert s.get_pending_status(1) == PendingStatus.none
-        assert s.get_failed_transfer(1) is None and s.get_tx_result(bytes(32)) is None
+        assert s.get_failed_transfer(MEMBER, 1) is None and s.get_tx_result(bytes(32)) is None
         assert s.expiring(1 << 64) == [] and s.get_block(1) is None
     finally:
         s.close()
@@ -91,7 +91,7 @@ def test_commit_then_reopen_gives_the_same_state(path):
         assert s.get_transfer(14).amount == 2
         assert s.get_pending_status(11) == PendingStatus.pending
         assert s.get_pending_status(12) == PendingStatus.posted
-        assert s.get_failed_transfer(13) == TR.exceeds_credits
+        assert s.get_failed_transfer(MEMBER, 13) == TR.exceeds_credits
         assert s.get_tx_result(tx.tx_hash) == (2, out["moved"].codes)
         assert s.get_transaction(tx.tx_hash) == tx.envelope
         header, hashes = s.get_block(2)
@@ -120,7 +120,7 @@ def test_reads_match_the_memory_store(path):
         for t in range(10, 15):
             assert rocks.store.get_transfer(t) == mem.store.get_transfer(t)
             assert rocks.store.get_pending_status(t) == mem.store.get_pending_status(t)
-            assert rocks.store.get_failed_transfer(t) == mem.store.get_failed_transfer(t)
+            assert rocks.store.get_failed_transfer(MEMBER, t) == mem.store.get_failed_transfer(MEMBER, t)
         assert rocks.store.expiring(1 << 64) == mem.store.expiring(1 << 64)
         assert rocks.store.head() == mem.store.head()
         for e in rocks.entries:

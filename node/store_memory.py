@@ -18,7 +18,7 @@ class MemoryStore:
         self.transfers: dict[int, Transfer] = {}
         self.status: dict[int, PendingStatus] = {}
         self.failed: dict[int, int] = {}
-        self.tx_results: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self.tx_results: dict[bytes, tuple[int, tuple[int, ...], int]] = {}
         self.blocks: dict[int, tuple[BlockHeader, list[bytes]]] = {}
         self.expiry: list[tuple[int, int]] = []
         self.account_transfers: dict[int, list[tuple[int, int]]] = {}
@@ -44,7 +44,7 @@ class MemoryStore:
     def get_failed_transfer(self, transfer_id: int) -> int | None:
         return self.failed.get(transfer_id)
 
-    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...], int] | None:
         return self.tx_results.get(tx_hash)
 
     def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
@@ -71,8 +71,9 @@ class MemoryStore:
         for account_id, ts, transfer_id in ws.account_transfers:
             self.account_transfers.setdefault(account_id, []).append((ts, transfer_id))
         h = ws.header.height
-        for tx, codes in zip(ws.txs, ws.tx_codes):
-            self.tx_results[tx.tx_hash] = (h, codes)
+        rejections = ws.tx_rejections or [0] * len(ws.txs)
+        for tx, codes, rejection in zip(ws.txs, ws.tx_codes, rejections):
+            self.tx_results[tx.tx_hash] = (h, codes, rejection)
         self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
         if ws.configuration is not None:
             self._configuration = ws.configuration

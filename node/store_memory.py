@@ -14,6 +14,7 @@ class MemoryStore:
 
     def __init__(self, configuration: Configuration | None = None) -> None:
         self._configuration = configuration
+        self._versions = {} if configuration is None else {configuration.version: configuration}
         self.accounts: dict[int, Account] = {}
         self.transfers: dict[int, Transfer] = {}
         self.status: dict[int, PendingStatus] = {}
@@ -31,6 +32,9 @@ class MemoryStore:
 
     def configuration(self) -> Configuration | None:
         return self._configuration
+
+    def configuration_at(self, version: int) -> Configuration | None:
+        return self._versions.get(version)
 
     def get_account(self, account_id: int) -> Account | None:
         return self.accounts.get(account_id)
@@ -77,6 +81,7 @@ class MemoryStore:
         self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
         if ws.configuration is not None:
             self._configuration = ws.configuration
+            self._versions[ws.configuration.version] = ws.configuration
         self._head = ws.head
         self._applied_index = applied_index
 

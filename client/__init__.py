@@ -36,15 +36,17 @@ from raft_ledger_client._client import (
     load_private_key,
     read_genesis,
 )
-from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
+from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult, TxRejection
 from raft_ledger_client._exceptions import (
     InvalidRequest,
     LedgerError,
     NotFound,
     NotLeader,
     NotSubmitted,
+    PermissionDenied,
     RateLimited,
     Timeout,
+    TransactionRejected,
     TransportError,
     Unavailable,
 )
@@ -67,16 +69,19 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "NotSubmitted",
+    "PermissionDenied",
     "RateLimited",
     "Page",
     "QueryFilter",
     "RetryPolicy",
     "Timeout",
+    "TransactionRejected",
     "TransactionResult",
     "Transfer",
     "TransferFlags",
     "Transport",
     "TransportError",
+    "TxRejection",
     "Unavailable",
     "load_private_key",
     "read_genesis",

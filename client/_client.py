@@ -13,7 +13,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from raft_ledger_client.wire import account_fields, account_filter_to_pb, query_filter_to_pb, from_u128, header_fields, transfer_fields, transfer_to_pb, u128
 from raft_ledger_client._enums import AccountFlags, TransferFlags  # noqa: F401 - moved to _enums; old import path kept
 from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
-from raft_ledger_client._exceptions import LedgerError, NotLeader, NotSubmitted, RateLimited, Timeout, TransportError, Unavailable
+from raft_ledger_client._enums import TxRejection
+from raft_ledger_client._exceptions import (
+    LedgerError,
+    NotLeader,
+    NotSubmitted,
+    RateLimited,
+    Timeout,
+    TransactionRejected,
+    TransportError,
+    Unavailable,
+)
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import GrpcTransport, Transport
 
@@ -84,15 +94,17 @@ class EventResult:
 
 @dataclass(frozen=True)
 class TransactionResult:
-    """One submitted transaction: its hash, its block, and one EventResult per event, in order."""
+    """One submitted transaction: its hash, its block, and one EventResult per event, in
+    order; or, refused as a whole at apply time, its ``rejection`` and no results."""
 
     tx_hash: bytes
     height: int
     results: tuple[EventResult, ...]
+    rejection: TxRejection = TxRejection.none
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return not self.rejection and all(r.ok for r in self.results)
 
 
 @dataclass(frozen=True)
@@ -250,6 +262,8 @@ def _rebuild(signed: pb.SignedTransaction, r: pb.TransactionResult) -> Transacti
     operation = body.WhichOneof("operation")
     if operation is None:  # the validator would have refused it with INVALID_ARGUMENT
         raise LedgerError("a validator accepted a transaction without an operation")
+    if r.rejection or operation == "governance":
+        return TransactionResult(tx_hash=r.tx_hash, height=r.height, results=(), rejection=TxRejection(r.rejection))
     events_field, result_field, result_enum, ok = _OPERATIONS[operation]
     n = len(getattr(getattr(body, operation), events_field))
     results = ok.first(n)
@@ -262,6 +276,15 @@ def _rebuild(signed: pb.SignedTransaction, r: pb.TransactionResult) -> Transacti
             results[e.index] = EventResult(e.index, result_enum(getattr(e, result_field)))
         results = tuple(results)
     return TransactionResult(tx_hash=r.tx_hash, height=r.height, results=results)
+
+
+def _applied(r: TransactionResult) -> TransactionResult:
+    """``r`` if it was applied; raises TransactionRejected naming its rejection otherwise."""
+    if r.rejection:
+        raise TransactionRejected(
+            f"transaction {r.tx_hash.hex()[:16]}… was refused at block {r.height}: {r.rejection.name}",
+            r.rejection, r.height)
+    return r
 
 
 def read_genesis(path: str) -> tuple[list[str], str]:
@@ -416,7 +439,7 @@ class LedgerClient:
             [r] = client.create_accounts([Account(id=1, ledger=840, code=1)])
             assert r.result in (CreateAccountResult.ok, CreateAccountResult.exists)
         """
-        return list(self.submit([self.sign_accounts(accounts)])[0].results)
+        return list(_applied(self.submit([self.sign_accounts(accounts)])[0]).results)
 
     def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
         """Create transfers in one signed transaction; one EventResult per transfer::
@@ -425,7 +448,45 @@ class LedgerClient:
                                                     amount=100, ledger=840, code=1)])
             if r.result is CreateTransferResult.exceeds_credits: ...
         """
-        return list(self.submit([self.sign_transfers(transfers)])[0].results)
+        return list(_applied(self.submit([self.sign_transfers(transfers)])[0]).results)
+
+    # -- governance -------------------------------------------------------------------
+    def sign_governance(self, proposal_file) -> pb.SignedTransaction:
+        """The governance transaction carrying ``proposal_file``'s proposal and approvals
+        (a :class:`raft_ledger_client.governance.ProposalFile`, or a text file object
+        holding one), signed by this client's identity (an admin or an operator)."""
+        from raft_ledger_client.governance import ProposalFile
+
+        pf = proposal_file if isinstance(proposal_file, ProposalFile) else ProposalFile.load(proposal_file)
+        return self._sign(pb.Transaction(governance=pb.Governance(proposal=pf.proposal, approvals=pf.approvals)))
+
+    def submit_governance(self, proposal_file) -> int:
+        """Submit a co-signed governance proposal; returns the configuration version it
+        made (its base version + 1) once applied.
+
+        Raises :class:`TransactionRejected` with the ``rejection``
+        (``approvals_below_threshold``, ``approval_not_admin``, ``approval_duplicate``,
+        ``config_version_stale`` …) when the ledger refused it at apply,
+        :class:`InvalidRequest` when the validator refused it at the door (malformed,
+        expired, built on another version than the current one), and
+        :class:`PermissionDenied` when this identity may not submit governance.
+        """
+        signed = self.sign_governance(proposal_file)
+        gov = pb.Transaction.FromString(signed.body).governance
+        base = pb.GovernanceProposal.FromString(gov.proposal).base_version
+        _applied(self.submit([signed])[0])
+        return base + 1
+
+    def get_configuration(self, version: int = 0, *, address: str | None = None) -> dict:
+        """The governed configuration (version 0: the current one) as a dict: version,
+        members (id, roles, status, keys with hex public key, valid_from, revoked_at),
+        issuers, admins, threshold, validators; plus ``height``, the head it was read at."""
+        import json
+
+        resp = self._call_read("GetConfiguration", pb.GetConfigurationRequest(version=version), address)
+        doc = json.loads(resp.configuration_json)
+        doc["height"] = resp.height
+        return doc
 
     def submit(self, signed: Sequence[pb.SignedTransaction]) -> list[TransactionResult]:
         """Submit signed transactions; returns one TransactionResult each, once committed.

@@ -67,3 +67,8 @@ CreateTransferResult = _result_enum(
 )
 AccountFlags = _flag_enum("AccountFlags", "TigerBeetle account flags (bits of ``Account.flags``); from ledger.v1.AccountFlags.")
 TransferFlags = _flag_enum("TransferFlags", "TigerBeetle transfer flags (bits of ``Transfer.flags``); from ledger.v1.TransferFlags.")
+TxRejection = _result_enum(
+    "TxRejection",
+    "Why a whole transaction was refused at apply time (``none`` = 0: applied), in precedence order; "
+    "from ledger.v1.TxRejection.",
+)

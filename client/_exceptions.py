@@ -16,8 +16,12 @@
     │                               A transport signal: LedgerClient follows it and
     │                               raises NotSubmitted itself when no attempt got further
     ├── InvalidRequest              the validator refused the request as a whole (malformed,
-    │                               bad signature, unknown member, over a limit —
+    │                               bad signature, over a limit, a stale governance proposal —
     │                               INVALID_ARGUMENT or RESOURCE_EXHAUSTED): nothing was applied
+    ├── PermissionDenied            the signer may not (unknown member or key, suspended or
+    │                               removed member, revoked key, role): nothing was applied
+    ├── TransactionRejected         committed, but refused as a whole at apply time:
+    │                               ``rejection`` (a TxRejection); nothing of it applied
     └── NotFound                    no such block
 
 Unknown vs. not submitted: after :class:`TransportError` resubmit the very same
@@ -81,3 +85,21 @@ class InvalidRequest(LedgerError):
 
 class NotFound(LedgerError):
     pass
+
+
+class PermissionDenied(LedgerError):
+    """PERMISSION_DENIED: the signer (or the caller) may not do this; nothing was applied."""
+
+
+class TransactionRejected(LedgerError):
+    """The transaction is in the chain but was refused as a whole at apply time:
+    ``rejection`` is its :class:`~raft_ledger_client.TxRejection` (e.g.
+    ``approvals_below_threshold``, ``signer_key_not_active``); ``height`` its block."""
+
+    def __init__(self, message: str, rejection: int = 0, height: int = 0) -> None:
+        super().__init__(message)
+        self.rejection = rejection
+        self.height = height
+
+    def __reduce__(self):
+        return type(self), (str(self), self.rejection, self.height)

@@ -20,6 +20,7 @@ from raft_ledger_client._exceptions import (
     NotFound,
     NotLeader,
     NotSubmitted,
+    PermissionDenied,
     RateLimited,
     Timeout,
     Unavailable,
@@ -77,6 +78,8 @@ def status_to_exception(
         return InvalidRequest(details)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION or refused in ("not-leader", "no-leader"):
         return NotLeader(f"{where}: {details}", md.get(LEADER_KEY) or None)
     if refused:

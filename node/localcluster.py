@@ -294,17 +294,18 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
                             key_paths=key_paths, tls_paths=tls_paths, ca_path=ca_path)
 
 
-def member_client(directory: str, identity: str, **kw):
+def member_client(directory: str, identity: str, *, key_id: str = "k1", key_file: str | None = None, **kw):
     """A member SDK client (``raft_ledger_client.LedgerClient``) for ``identity`` of the
     generated cluster in ``directory``: its signing key ``members/<id>.pem`` (key id
     k1), the chain id and validator addresses from genesis, and its TLS client
-    certificate. ``kw`` goes to LedgerClient (retry, timeouts, ...). Raises
-    NoClusterError, OSError, ValueError."""
+    certificate. ``key_id``/``key_file`` name another signing key (a rotated one).
+    ``kw`` goes to LedgerClient (retry, timeouts, ...). Raises NoClusterError,
+    OSError, ValueError."""
     from raft_ledger_client import LedgerClient
 
     return LedgerClient.from_genesis(
-        genesis_path(directory), member_id=identity, key_id="k1",
-        key_file=os.path.join(directory, "members", f"{identity}.pem"), **kw)
+        genesis_path(directory), member_id=identity, key_id=key_id,
+        key_file=key_file or os.path.join(directory, "members", f"{identity}.pem"), **kw)
 
 
 def genesis_path(directory: str) -> str:

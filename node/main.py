@@ -134,8 +134,9 @@ class Validator:
             self.replica.propose,
             inflight_entries_max=cfg.inflight_entries_max,
         )
-        self.verifier = verifier or Verifier(
-            {m.id: {k.key_id: k.public_key for k in m.keys} for m in self.genesis.members}, threads=cfg.verify_threads)
+        # Follows the governed configuration in the store: added keys verify, revoked
+        # keys and suspended members are refused at ingress from the next block on.
+        self.verifier = verifier or Verifier(source=self.store.configuration, threads=cfg.verify_threads)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=cfg.grpc_rpcs_inflight_max,

@@ -41,6 +41,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from raft_ledger_node.crypto import verify_ed25519
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import apply_block
 from raft_ledger_node.ledger.types import Entry, TxResult, WriteSet
@@ -93,8 +94,10 @@ class StateMachine:
     failure contract.
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, *, verify_signature=verify_ed25519) -> None:
         self.store = store
+        #: Verifies governance approvals inside apply (deterministic: Ed25519, RFC 8032).
+        self._verify_signature = verify_signature
 
     def apply(self, entry: bytes | Entry, term: int, raft_index: int) -> Applied:
         """Apply the entry at ``raft_index`` (its bytes, or the Entry they encode) of Raft term ``term``.
@@ -119,7 +122,7 @@ class StateMachine:
                 self._mark_applied(raft_index)
                 return Applied(raft_index, Outcome.MALFORMED, store.head().height)
         try:
-            results, ws = apply_block(store, decoded, term, raft_index)
+            results, ws = apply_block(store, decoded, term, raft_index, verify_signature=self._verify_signature)
         except Exception as e:
             raise CoreFailure(raft_index, f"apply of raft entry {raft_index} raised: {e!r}") from e
         try:

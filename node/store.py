@@ -18,7 +18,8 @@ accounts_by_ts      ts u64                           account id u128
 account_index       field u8 + value u128 + ts u64   account id u128
 blocks              height u64                       header + hash
 block_txs           height u64                       tx hashes (32 bytes each)
-tx_index            tx hash                          height u64 + pos u32 + codes u16*
+tx_index            tx hash                          height u64 + pos u32 + codes u16*,
+                                                     or + rejection u8 (odd length)
 transactions        tx hash                          SignedTransaction bytes
 meta                b"applied_index" / b"head" / ..  u64 / codec.encode_head
 meta                b"configuration"                 governance.encode_configuration (current)
@@ -339,13 +340,19 @@ class RocksStore:
         raw = self._cf["transfers_failed"].get(_failed_key(member, transfer_id))
         return None if raw is None else struct.unpack(">I", raw)[0]
 
-    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...], int] | None:
+        """(height, per-event codes, TxRejection) of an applied transaction, or None.
+
+        A rejected transaction has no codes: its value is the 12-byte head plus one
+        rejection byte, the only odd length (codes are u16)."""
         raw = self._cf["tx_index"].get(tx_hash)
         if raw is None:
             return None
         height, _pos = _TXI.unpack_from(raw, 0)
+        if (len(raw) - _TXI.size) % 2:
+            return height, (), raw[-1]
         n = (len(raw) - _TXI.size) // 2
-        return height, struct.unpack_from(f">{n}H", raw, _TXI.size)
+        return height, struct.unpack_from(f">{n}H", raw, _TXI.size), 0
 
     def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
         """The first ``limit`` (expires_at, transfer id) with expires_at <= until, ascending;
@@ -593,8 +600,13 @@ class RocksStore:
         for account_id, ts, a in ws.history:
             wb.put(account_id.to_bytes(16, "big") + _U64.pack(ts), codec.encode_account(a), h["history"])
         height = ws.header.height
-        for pos, (tx, codes) in enumerate(zip(ws.txs, ws.tx_codes)):
-            wb.put(tx.tx_hash, _TXI.pack(height, pos) + struct.pack(f">{len(codes)}H", *codes), h["tx_index"])
+        rejections = ws.tx_rejections or [0] * len(ws.txs)
+        for pos, (tx, codes, rejection) in enumerate(zip(ws.txs, ws.tx_codes, rejections)):
+            if rejection:
+                verify(not codes and 0 < rejection < 256, "a rejected transaction has no event codes and a u8 rejection")
+                wb.put(tx.tx_hash, _TXI.pack(height, pos) + bytes([rejection]), h["tx_index"])
+            else:
+                wb.put(tx.tx_hash, _TXI.pack(height, pos) + struct.pack(f">{len(codes)}H", *codes), h["tx_index"])
             wb.put(tx.tx_hash, tx.envelope, h["transactions"])
         hb = _U64.pack(height)
         wb.put(hb, codec.encode_stored_header(ws.header), h["blocks"])

@@ -14,12 +14,13 @@ class MemoryStore:
 
     def __init__(self, configuration: Configuration | None = None) -> None:
         self._configuration = configuration
+        self._versions = {} if configuration is None else {configuration.version: configuration}
         self.accounts: dict[int, Account] = {}
         self.transfers: dict[int, Transfer] = {}
         self.status: dict[int, PendingStatus] = {}
         #: (member, transfer id) -> result code of a transient failure.
         self.failed: dict[tuple[str, int], int] = {}
-        self.tx_results: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self.tx_results: dict[bytes, tuple[int, tuple[int, ...], int]] = {}
         self.blocks: dict[int, tuple[BlockHeader, list[bytes]]] = {}
         self.expiry: list[tuple[int, int]] = []
         self.account_transfers: dict[int, list[tuple[int, int]]] = {}
@@ -33,6 +34,9 @@ class MemoryStore:
     def configuration(self) -> Configuration | None:
         return self._configuration
 
+    def configuration_at(self, version: int) -> Configuration | None:
+        return self._versions.get(version)
+
     def get_account(self, account_id: int) -> Account | None:
         return self.accounts.get(account_id)
 
@@ -45,7 +49,7 @@ class MemoryStore:
     def get_failed_transfer(self, member: str, transfer_id: int) -> int | None:
         return self.failed.get((member, transfer_id))
 
-    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...], int] | None:
         return self.tx_results.get(tx_hash)
 
     def expiring(self, until_timestamp: int, limit: int = limits.block_expiries_max) -> list[tuple[int, int]]:
@@ -72,11 +76,13 @@ class MemoryStore:
         for account_id, ts, transfer_id in ws.account_transfers:
             self.account_transfers.setdefault(account_id, []).append((ts, transfer_id))
         h = ws.header.height
-        for tx, codes in zip(ws.txs, ws.tx_codes):
-            self.tx_results[tx.tx_hash] = (h, codes)
+        rejections = ws.tx_rejections or [0] * len(ws.txs)
+        for tx, codes, rejection in zip(ws.txs, ws.tx_codes, rejections):
+            self.tx_results[tx.tx_hash] = (h, codes, rejection)
         self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
         if ws.configuration is not None:
             self._configuration = ws.configuration
+            self._versions[ws.configuration.version] = ws.configuration
         self._head = ws.head
         self._applied_index = applied_index
 

@@ -8,9 +8,16 @@ status code).
 
 Status codes (every message says what to do; never a stack trace):
 
-* INVALID_ARGUMENT — malformed request, transaction or event, bad signature,
-  unknown member/key, a per-transaction or per-query limit exceeded. Nothing of
-  the request was proposed.
+* INVALID_ARGUMENT — malformed request, transaction, event or governance proposal
+  (the message names the problem), bad signature, a per-transaction or per-query
+  limit exceeded, a governance proposal built on another configuration version
+  (``config_version_stale``). Nothing of the request was proposed.
+* PERMISSION_DENIED — the signer may not: unknown member or key id, suspended or
+  removed member, revoked key ("revoked"), a role that does not permit the
+  operation (create_* needs ``member``; governance an admin or ``operator``).
+  Nothing was proposed. Refusals decided at apply time (a key revoked by a block
+  committed meanwhile, a forged admin quorum, a stale proposal) are not statuses:
+  the TransactionResult carries its ``rejection`` (TxRejection).
 * RESOURCE_EXHAUSTED — the Submit as a whole is larger than one block may be
   (``submit_events_max``, ``submit_bytes_max``; gRPC itself answers a message above
   ``grpc_message_bytes_max``). Nothing was proposed: split it into several Submits.

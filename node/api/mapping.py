@@ -82,6 +82,8 @@ def result_to_pb(r: TxResult, operation: Operation) -> pb.TransactionResult:
     This runs per submitted transaction on the leader: an all-ok transaction
     (the common case) costs one ``any`` over its codes and no EventResult.
     """
+    if r.rejection:
+        return pb.TransactionResult(tx_hash=r.tx_hash, height=r.height, rejection=r.rejection)
     if not any(r.codes):
         return pb.TransactionResult(tx_hash=r.tx_hash, height=r.height)
     field = _RESULT_FIELDS[operation]

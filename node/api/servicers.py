@@ -21,8 +21,9 @@ from raft_ledger_node.api.mapping import (
     transfer_to_pb,
 )
 from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
-from raft_ledger_node.crypto import UnknownKey, Verifier
-from raft_ledger_node.ledger.types import TxResult
+from raft_ledger_node.crypto import KeyNotPermitted, UnknownKey, Verifier
+from raft_ledger_node.ledger.governance import encode_configuration
+from raft_ledger_node.ledger.types import Operation, TxResult
 
 log = logging.getLogger("ledger.service")
 
@@ -132,6 +133,64 @@ class LedgerServicer(pb_grpc.LedgerServicer):
                     f"nothing was proposed, retry after {retry_ms} ms",
                 )
 
+    def _verify_signatures(self, request: pb.SubmitRequest) -> None:
+        """Every envelope signed by a known, permitted key (raises validation.Denied:
+        unknown member or key, suspended or removed member, revoked key) with a valid
+        signature over its raw body (raises validation.BadRequest)."""
+        checks = self._verifier.verify_many(
+            [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
+        )
+        for i, ok in enumerate(checks):
+            if isinstance(ok, KeyNotPermitted):
+                raise validation.Denied(f"transaction {i}: {ok}")
+            if isinstance(ok, UnknownKey):
+                raise validation.Denied(f"transaction {i}: {ok}")
+            if not ok:
+                stx = request.transactions[i]
+                raise validation.BadRequest(
+                    f"transaction {i}: bad signature for member {stx.member_id!r} key {stx.key_id!r}"
+                )
+
+    def _authorise_signers(self, txs) -> None:
+        """Roles against the current configuration, before anything is proposed (apply
+        decides again against the block's): create_accounts/create_transfers need role
+        ``member``, a governance transaction an admin or an ``operator`` (raises
+        validation.Denied); a governance proposal built on another version than the
+        current one is refused early (validation.BadRequest ``config_version_stale``)."""
+        cfg = self._store.configuration()
+        if cfg is None:
+            return
+        for i, tx in enumerate(txs):
+            m = cfg.member(tx.member_id)
+            if m is None or not m.active:  # the verifier refused these already, unless the config just changed
+                raise validation.Denied(f"transaction {i}: member {tx.member_id!r} is not an active member")
+            if tx.operation == Operation.governance:
+                if tx.member_id not in cfg.admins and "operator" not in m.roles:
+                    raise validation.Denied(
+                        f"transaction {i}: {tx.member_id!r} may not submit governance transactions "
+                        "(only an administrator or an identity with role operator)")
+                base = tx.governance.base_version
+                if base != cfg.version:
+                    raise validation.BadRequest(
+                        f"transaction {i}: config_version_stale: the proposal was built on configuration version "
+                        f"{base}, the current version is {cfg.version}; build and sign it again")
+            elif "member" not in m.roles:
+                raise validation.Denied(
+                    f"transaction {i}: {tx.member_id!r} has roles {list(m.roles)}; {tx.operation.name} needs role member")
+
+    @_guard
+    def GetConfiguration(self, request, context):  # noqa: N802
+        """The governed configuration, current (version 0) or a past version."""
+        head = self._store.head().height
+        if request.version == 0:
+            cfg = self._store.configuration()
+        else:
+            cfg = self._store.configuration_at(request.version)
+        if cfg is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no configuration version {request.version}")
+        return pb.GetConfigurationResponse(
+            version=cfg.version, configuration_json=encode_configuration(cfg).decode(), height=head)
+
     @_guard
     def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
         # Cheapest rejection first: sizes, then who signed and the signature over the
@@ -140,23 +199,14 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._require_leader(context)
         for i, stx in enumerate(request.transactions):
             validation.precheck_envelope(stx, i)
-        checks = self._verifier.verify_many(
-            [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
-        )
-        for i, ok in enumerate(checks):
-            if isinstance(ok, UnknownKey):
-                raise validation.BadRequest(f"transaction {i}: {ok}")
-            if not ok:
-                stx = request.transactions[i]
-                raise validation.BadRequest(
-                    f"transaction {i}: bad signature for member {stx.member_id!r} key {stx.key_id!r}"
-                )
+        self._verify_signatures(request)
         txs = validation.decode_submit(request, chain_id=self._chain_id, now_ns=self._clock_ns())
         # Retries of transactions already in the chain are answered from the index.
         known = [self._store.get_tx_result(tx.tx_hash) for tx in txs]
         results: list[TxResult | None] = [
-            None if k is None else TxResult(tx.tx_hash, k[0], k[1]) for tx, k in zip(txs, known)
+            None if k is None else TxResult(tx.tx_hash, k[0], k[1], k[2] if len(k) > 2 else 0) for tx, k in zip(txs, known)
         ]
+        self._authorise_signers([tx for tx, r in zip(txs, results) if r is None])
         fresh = [tx for tx, r in zip(txs, results) if r is None]
         if fresh and self._rate_limiter is not None:
             self._charge(fresh, context)  # retries answered from the index cost nothing

@@ -24,6 +24,7 @@ from raft_ledger_node.api.mapping import (
     transfer_from_pb,
 )
 from raft_ledger_node.crypto import sha256
+from raft_ledger_node.ledger import governance as gov
 from raft_ledger_node.ledger import limits
 from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
 from raft_ledger_node.ledger.types import Operation, Tx
@@ -40,6 +41,13 @@ class RequestError(ValueError):
 
 class BadRequest(RequestError):
     """Malformed, or over a per-transaction or per-query limit: INVALID_ARGUMENT."""
+
+
+class Denied(RequestError):
+    """The signer may not do this (unknown, suspended or removed member; unknown or
+    revoked key; a role that does not permit the operation): PERMISSION_DENIED."""
+
+    status = "PERMISSION_DENIED"
 
 
 class TooLarge(RequestError):
@@ -138,14 +146,145 @@ def _decode_body(stx: pb.SignedTransaction, index: int, chain_id: str, now_ns: i
     elif kind == "create_transfers":
         events = tuple(transfer_from_pb(t) for t in body.create_transfers.transfers)
         op = Operation.create_transfers
+    elif kind == "governance":
+        proposal = decode_governance(body.governance, where=where, chain_id=chain_id, now_ns=now_ns)
+        envelope = stx.SerializeToString(deterministic=True)
+        return Tx(member_id=stx.member_id, operation=Operation.governance, events=(), envelope=envelope,
+                  tx_hash=sha256(envelope), key_id=stx.key_id, governance=proposal)
     else:
-        raise BadRequest(f"{where}: body has no operation (create_accounts or create_transfers)")
+        raise BadRequest(f"{where}: body has no operation (create_accounts, create_transfers or governance)")
     if not events:
         raise BadRequest(f"{where}: no events")
     if len(events) > limits.tx_events_max:
         raise BadRequest(f"{where}: {len(events)} events exceeds tx_events_max={limits.tx_events_max}")
     envelope = stx.SerializeToString(deterministic=True)
-    return Tx(member_id=stx.member_id, operation=op, events=events, envelope=envelope, tx_hash=sha256(envelope))
+    return Tx(member_id=stx.member_id, operation=op, events=events, envelope=envelope, tx_hash=sha256(envelope),
+              key_id=stx.key_id)
+
+
+def _ids(where: str, what: str, values) -> tuple[str, ...]:
+    out = tuple(values)
+    for v in out:
+        if not v or len(v.encode()) > limits.member_id_bytes_max or "/" in v:
+            raise BadRequest(f"{where}: {what} {v[:80]!r} must be 1..{limits.member_id_bytes_max} bytes without '/'")
+    if len(set(out)) != len(out):
+        raise BadRequest(f"{where}: {what} lists an id twice")
+    return out
+
+
+def _roles(where: str, roles) -> tuple[str, ...]:
+    out = tuple(roles)
+    bad = [r for r in out if r not in gov.ROLES]
+    if bad or len(set(out)) != len(out):
+        raise BadRequest(f"{where}: roles must be distinct values of {list(gov.ROLES)}, not {list(out)[:8]!r}")
+    return out
+
+
+def _key(where: str, key_id: str, public_key: bytes) -> tuple[str, bytes]:
+    if not key_id or len(key_id.encode()) > limits.key_id_bytes_max:
+        raise BadRequest(f"{where}: key_id must be 1..{limits.key_id_bytes_max} bytes")
+    if len(public_key) != gov.PUBLIC_KEY_BYTES:
+        raise BadRequest(f"{where}: public_key must be {gov.PUBLIC_KEY_BYTES} bytes (Ed25519), not {len(public_key)}")
+    return key_id, bytes(public_key)
+
+
+def change_from_pb(c: pb.GovernanceChange, where: str):
+    """One ``GovernanceChange`` as a core change (:mod:`raft_ledger_node.ledger.governance`).
+    Raises BadRequest for a malformed one; state-dependent rules are apply's."""
+    kind = c.WhichOneof("change")
+    if kind is None:
+        raise BadRequest(f"{where}: a change has no operation")
+    v = getattr(c, kind)
+    if kind == "add_member":
+        (mid,) = _ids(where, "member id", [v.id])
+        if not v.keys:
+            raise BadRequest(f"{where}: add_member {mid!r} needs at least one key")
+        keys = tuple(_key(f"{where}: add_member {mid!r}", k.key_id, k.public_key) for k in v.keys)
+        if len({k for k, _ in keys}) != len(keys):
+            raise BadRequest(f"{where}: add_member {mid!r} lists a key id twice")
+        return gov.AddMember(mid, _roles(where, v.roles), keys)
+    if kind in ("suspend_member", "reinstate_member", "remove_member"):
+        (mid,) = _ids(where, "member id", [v.id])
+        return gov.CHANGE_KINDS[kind](mid)
+    if kind == "add_key":
+        (mid,) = _ids(where, "member id", [v.member_id])
+        return gov.AddKey(mid, *_key(where, v.key_id, v.public_key))
+    if kind == "revoke_key":
+        (mid,) = _ids(where, "member id", [v.member_id])
+        return gov.RevokeKey(mid, _key(where, v.key_id, bytes(gov.PUBLIC_KEY_BYTES))[0])
+    if kind == "set_roles":
+        (mid,) = _ids(where, "member id", [v.member_id])
+        return gov.SetRoles(mid, _roles(where, v.roles))
+    if kind == "set_issuers":
+        if v.ledger == 0:
+            raise BadRequest(f"{where}: set_issuers needs a ledger (1..{limits.u32_max})")
+        return gov.SetIssuers(v.ledger, _ids(where, "issuer", v.member_ids))
+    if kind == "set_admins":
+        admins = _ids(where, "admin", v.admins)
+        if not admins or len(admins) > limits.admins_max:
+            raise BadRequest(f"{where}: set_admins needs 1..{limits.admins_max} admins")
+        if not 1 <= v.threshold <= len(admins):
+            raise BadRequest(f"{where}: threshold must be in 1..{len(admins)} (the number of admins), not {v.threshold}")
+        return gov.SetAdmins(admins, v.threshold)
+    # set_validators
+    vs = []
+    for e in v.validators:
+        (vid,) = _ids(where, "validator id", [e.id])
+        for addr in (e.grpc_address, e.raft_address):
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                raise BadRequest(f"{where}: validator {vid!r}: address must be host:port, not {addr[:80]!r}")
+        if len(e.tls_cert_sha256) != 32:
+            raise BadRequest(f"{where}: validator {vid!r}: tls_cert_sha256 must be 32 bytes")
+        vs.append(gov.ValidatorRecord(vid, e.grpc_address, e.raft_address, bytes(e.tls_cert_sha256)))
+    if not vs:
+        raise BadRequest(f"{where}: set_validators needs at least one validator")
+    return gov.SetValidators(tuple(vs))
+
+
+def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: int) -> gov.GovernanceProposal:
+    """The body of a governance transaction, decoded and checked statelessly.
+
+    Raises BadRequest: proposal over gov_proposal_bytes_max, not a
+    ``ledger.v1.GovernanceProposal`` or with unknown fields, for another chain,
+    ``valid_until`` unset, past or beyond tx_validity_ns_max, no changes or more than
+    gov_changes_max, a malformed change (:func:`change_from_pb`), no approvals or more
+    than gov_approvals_max, an approval with a bad member/key id or a signature that
+    is not 64 bytes. Whether the approvers are admins, their keys active and their
+    signatures valid is decided at apply, by every validator.
+    """
+    if len(g.proposal) > limits.gov_proposal_bytes_max:
+        raise BadRequest(f"{where}: proposal of {len(g.proposal)} bytes exceeds gov_proposal_bytes_max={limits.gov_proposal_bytes_max}")
+    p = pb.GovernanceProposal()
+    try:
+        p.ParseFromString(g.proposal)
+    except DecodeError as e:
+        raise BadRequest(f"{where}: proposal is not a ledger.v1.GovernanceProposal ({e})") from e
+    if len(UnknownFieldSet(p)) or any(len(UnknownFieldSet(c)) for c in p.changes):
+        raise BadRequest(f"{where}: the proposal has fields unknown to ledger.v1.GovernanceProposal")
+    if p.chain_id != chain_id:
+        raise BadRequest(f"{where}: proposal built for chain {p.chain_id[:64]!r}, this is chain {chain_id!r}")
+    if p.valid_until == 0:
+        raise BadRequest(f"{where}: proposal valid_until is required (ns since the epoch)")
+    if p.valid_until < now_ns:
+        raise BadRequest(f"{where}: proposal expired: valid_until {p.valid_until} is {(now_ns - p.valid_until) / 1e9:.3f} s ago")
+    if p.base_version == 0:
+        raise BadRequest(f"{where}: proposal base_version is required (the configuration version it was built on)")
+    if not p.changes or len(p.changes) > limits.gov_changes_max:
+        raise BadRequest(f"{where}: a proposal has 1..{limits.gov_changes_max} changes, not {len(p.changes)}")
+    changes = tuple(change_from_pb(c, f"{where}: change {i}") for i, c in enumerate(p.changes))
+    if not g.approvals or len(g.approvals) > limits.gov_approvals_max:
+        raise BadRequest(f"{where}: a governance transaction has 1..{limits.gov_approvals_max} approvals, not {len(g.approvals)}")
+    approvals = []
+    for i, a in enumerate(g.approvals):
+        if not a.member_id or len(a.member_id.encode()) > limits.member_id_bytes_max:
+            raise BadRequest(f"{where}: approval {i}: member_id must be 1..{limits.member_id_bytes_max} bytes")
+        if not a.key_id or len(a.key_id.encode()) > limits.key_id_bytes_max:
+            raise BadRequest(f"{where}: approval {i}: key_id must be 1..{limits.key_id_bytes_max} bytes")
+        if len(a.signature) != SIGNATURE_BYTES:
+            raise BadRequest(f"{where}: approval {i}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+        approvals.append(gov.Approval(a.member_id, a.key_id, bytes(a.signature)))
+    return gov.GovernanceProposal(p.chain_id, p.base_version, p.valid_until, changes, bytes(g.proposal), tuple(approvals))
 
 
 def check_lookup(ids) -> None:

@@ -1,6 +1,7 @@
 """ledger-validator: the node operator's CLI.
 
-Commands: init-cluster, start, status (operator.py), member (member.py), demo
+Commands: init-cluster, start, status (operator.py), member (member.py), gov and ca
+(gov.py), demo
 (demo.py), bench (bench.py). Every command has --help. The commands only
 translate: they parse options, call the libraries (raft_ledger_node.localcluster,
 raft_ledger_node.main, raft_ledger_node.bench, the SDK) and print; library
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from raft_ledger_node.cli import bench, demo, member, operator
+from raft_ledger_node.cli import bench, demo, gov, member, operator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +20,8 @@ def main() -> None:
     """Run and operate validators of the Raft-replicated ledger."""
 
 
-for _command in (operator.init_cluster_cmd, operator.start, operator.status, member.member, demo.demo, bench.bench):
+for _command in (operator.init_cluster_cmd, operator.start, operator.status, member.member, gov.gov, gov.ca, demo.demo,
+                 bench.bench):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -143,3 +143,58 @@ def member_account_balances(cluster, member, key_file, account_id, limit):
     with _member_client(cluster, member, key_file) as c:
         page = c.get_account_balances(AccountFilter(account_id=account_id, limit=limit))
     _print_rows(page.items, ["timestamp", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to a new file readable by its owner only (0600); never overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+@member.command("keygen")
+@click.option("--member", "member_id", required=True, help="Your member id (as the administrators will register it).")
+@click.option("--key-id", default="k1", show_default=True, help="Id of this key (a new one for a rotation, e.g. k2).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory to write the files to.")
+@click.option("--no-tls", is_flag=True, help="Only the signing key (e.g. for a key rotation).")
+@translate_errors
+def member_keygen(member_id, key_id, out_dir, no_tls):
+    """Generate your own keys, on your own host: an Ed25519 signing key (0600) and the
+    public-key file to give the operator; a TLS key (0600) and a CSR for the cluster CA.
+
+    \b
+    Writes, in --out:
+      MEMBER.KEY_ID.pem        Ed25519 private key (keep it; never send it)
+      MEMBER.KEY_ID.pub.json   public key for `gov propose --add-member / --add-key`
+      MEMBER.tls.key.pem       TLS private key (keep it)
+      MEMBER.csr.pem           CSR for `ca sign`
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from raft_ledger_client import governance
+    from raft_ledger_node import pki
+
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    base = os.path.join(out_dir, f"{member_id}.{key_id}")
+    try:
+        _write_private(base + ".pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    except FileExistsError:
+        raise click.ClickException(f"{base}.pem exists; not overwriting a key (choose another --key-id or --out)") from None
+    with open(base + ".pub.json", "w") as f:
+        governance.write_public_key_file(f, member_id, key_id, governance.public_key_bytes(key))
+    written = [base + ".pem", base + ".pub.json"]
+    if not no_tls:
+        tls_key, csr = pki.make_csr(member_id)
+        tls_path = os.path.join(out_dir, f"{member_id}.tls.key.pem")
+        try:
+            _write_private(tls_path, tls_key)
+        except FileExistsError:
+            raise click.ClickException(f"{tls_path} exists; pass --no-tls for a signing-key rotation") from None
+        with open(os.path.join(out_dir, f"{member_id}.csr.pem"), "wb") as f:
+            f.write(csr)
+        written += [tls_path, os.path.join(out_dir, f"{member_id}.csr.pem")]
+    for w in written:
+        click.echo(w)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from dataclasses import replace
 
 from . import codec, limits, merkle
+from .governance import Configuration, GovernanceProposal, apply_changes, encode_configuration
 from .invariants import verify
 from .ports import StateReader
 from .types import (
@@ -33,6 +34,7 @@ from .types import (
     Transfer,
     TransferFlags,
     Tx,
+    TxRejection,
     TxResult,
     WriteSet,
 )
@@ -644,6 +646,66 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
     return tuple(int(c) for c in codes)
 
 
+def _authorise(cfg: Configuration, tx: Tx, height: int) -> int:
+    """The signer's TxRejection against the configuration at the start of the block
+    (0: authorised). Ingress checked the same against the head it saw; this catches a
+    member suspended or a key revoked by a block committed since."""
+    m = cfg.member(tx.member_id)
+    if m is None:
+        return TxRejection.signer_not_found
+    if not m.active:
+        return TxRejection.signer_not_active
+    k = m.key(tx.key_id)
+    if k is None:
+        return TxRejection.signer_key_not_found
+    if not k.active_at(height):
+        return TxRejection.signer_key_not_active
+    if tx.operation == Operation.governance:
+        if tx.member_id not in cfg.admins and "operator" not in m.roles:
+            return TxRejection.signer_role_not_permitted
+    elif "member" not in m.roles:
+        return TxRejection.signer_role_not_permitted
+    return TxRejection.none
+
+
+def _apply_governance(cfg: Configuration | None, g: GovernanceProposal, height: int, block_timestamp: int,
+                      chain_id: str | None, verify_signature) -> Configuration | int:
+    """One governance transaction on the working configuration ``cfg``: the new
+    Configuration, or its TxRejection (precedence in :class:`TxRejection`).
+
+    Approvals are verified here, by every validator, against the keys of ``cfg``
+    active at ``height`` (``verify_signature(public_key, signature, message)``, a
+    pure port; without one no approval verifies)."""
+    if cfg is None:
+        return TxRejection.config_version_stale
+    if chain_id is not None and g.chain_id != chain_id:
+        return TxRejection.proposal_wrong_chain
+    if g.valid_until < block_timestamp:
+        return TxRejection.proposal_expired
+    if g.base_version != cfg.version:
+        return TxRejection.config_version_stale
+    seen: set[str] = set()
+    for a in g.approvals:
+        if a.member_id in seen:
+            return TxRejection.approval_duplicate
+        seen.add(a.member_id)
+        m = cfg.member(a.member_id)
+        if a.member_id not in cfg.admins or m is None or not m.active:
+            return TxRejection.approval_not_admin
+        k = m.key(a.key_id)
+        if k is None or not k.active_at(height):
+            return TxRejection.approval_key_not_active
+        if verify_signature is None or not verify_signature(k.public_key, a.signature, g.proposal):
+            return TxRejection.approval_signature_invalid
+    if len(seen) < cfg.threshold:
+        return TxRejection.approvals_below_threshold
+    try:
+        return apply_changes(cfg, g.changes, height)
+    except (TypeError, ValueError, AttributeError):
+        # Only a leader that encoded ill-typed changes gets here: refuse, never raise.
+        return TxRejection.change_invalid
+
+
 def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -> bytes:
     """SHA-256 chain over every state write of the block, in key order.
 
@@ -664,6 +726,8 @@ def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -
         # Failed ids are per member: the member is part of the record.
         member = k[0].encode()
         h.update(b"F" + len(member).to_bytes(2, "big") + member + codec.u128(k[1]) + failed[k].to_bytes(4, "big"))
+    if ws.configuration is not None:
+        h.update(b"C" + encode_configuration(ws.configuration))
     return h.digest()
 
 
@@ -674,6 +738,8 @@ def apply_block(
     raft_index: int,
     *,
     expiries_max: int = limits.block_expiries_max,
+    verify_signature=None,
+    chain_id: str | None = None,
 ) -> tuple[list[TxResult], WriteSet]:
     """Apply one Raft entry as the next block.
 
@@ -683,6 +749,15 @@ def apply_block(
     ``expiries_max`` bounds the pending-transfer expiries of the block; it is part
     of the protocol (every validator must use the same value): only tests pass
     another one.
+
+    Authorisation (when ``reader.configuration()`` is set): every transaction's
+    signer is checked against the configuration at the start of the block
+    (:func:`_authorise`); a governance transaction is then applied onto the block's
+    working configuration (:func:`_apply_governance`; ``verify_signature(public_key,
+    signature, message) -> bool`` verifies its approvals, ``chain_id`` if given must
+    be the proposal's). A refused transaction gets a TxResult with its
+    ``rejection`` and no codes; nothing of it is applied. A changed configuration
+    is ``ws.configuration`` and enters the state hash (a "C" line).
     """
     head: Head = reader.head()
     fresh: list[Tx] = []
@@ -706,21 +781,34 @@ def apply_block(
     # for an event or an expiry.
     _expire_pending(st, timestamp, first - 1, expiries_max)
 
+    cfg0 = reader.configuration()
+    working = cfg0
     by_hash: dict[bytes, tuple[int, ...]] = {}
+    rejected: dict[bytes, int] = {}
     for tx in fresh:
-        by_hash[tx.tx_hash] = _apply_tx(st, tx, first)
+        rejection = _authorise(cfg0, tx, height) if cfg0 is not None else TxRejection.none
+        if not rejection and tx.operation == Operation.governance:
+            out = _apply_governance(working, tx.governance, height, timestamp, chain_id, verify_signature)
+            if isinstance(out, Configuration):
+                working = out
+            else:
+                rejection = out
+        if rejection:
+            rejected[tx.tx_hash] = int(rejection)
+            by_hash[tx.tx_hash] = ()
+        elif tx.operation == Operation.governance:
+            by_hash[tx.tx_hash] = ()
+        else:
+            by_hash[tx.tx_hash] = _apply_tx(st, tx, first)
         first += len(tx.events)
 
     results: list[TxResult] = []
     for tx in entry.txs:
         if tx.tx_hash in by_hash:
-            results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash]))
+            results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash], rejected.get(tx.tx_hash, 0)))
         else:
             prior = reader.get_tx_result(tx.tx_hash)
-            if prior is None:  # duplicate inside this very block
-                results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash]))
-            else:
-                results.append(TxResult(tx.tx_hash, prior[0], prior[1]))
+            results.append(TxResult(tx.tx_hash, prior[0], prior[1], prior[2] if len(prior) > 2 else 0))
 
     b = st.block
     ws = WriteSet(
@@ -735,6 +823,8 @@ def apply_block(
         failed_transfers=st.failed,
         txs=fresh,
         tx_codes=[by_hash[tx.tx_hash] for tx in fresh],
+        tx_rejections=[rejected.get(tx.tx_hash, 0) for tx in fresh],
+        configuration=working if working is not cfg0 else None,
     )
     header = BlockHeader(
         height=height,

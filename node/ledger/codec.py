@@ -10,9 +10,11 @@ import hashlib
 import struct
 
 from . import limits
+from .governance import Approval, GovernanceProposal, decode_changes, encode_changes
 from .types import Account, BlockHeader, Entry, Head, Operation, PendingStatus, Transfer, Tx
 
-ENTRY_VERSION = 1
+#: 2: every transaction carries its key id; governance transactions (operation 3).
+ENTRY_VERSION = 2
 #: A Raft entry that carries no block: a read barrier for linearizable reads.
 READ_BARRIER_ENTRY = b"\x00read-barrier"
 
@@ -186,18 +188,62 @@ def decode_pending_status(b: bytes) -> PendingStatus:
 # -- Raft entries ------------------------------------------------------------
 
 
+def _bytes(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def encode_governance(g: GovernanceProposal) -> bytes:
+    """A governance transaction's payload: the decoded proposal (canonical JSON,
+    :func:`~.governance.encode_changes`), the exact proposal bytes the approvals
+    sign, and the approvals (u16 count; member, key id, signature each)."""
+    parts = [
+        _bytes(encode_changes(g.chain_id, g.base_version, g.valid_until, g.changes)),
+        _bytes(g.proposal),
+        struct.pack(">H", len(g.approvals)),
+    ]
+    for a in g.approvals:
+        parts += [_str(a.member_id), _str(a.key_id), _bytes(a.signature)]
+    return b"".join(parts)
+
+
+def _decode_governance_at(buf: memoryview, off: int) -> tuple[GovernanceProposal, int]:
+    decoded, off = _read_bytes(buf, off)
+    proposal, off = _read_bytes(buf, off)
+    if off + 2 > len(buf):
+        raise CodecError("truncated approvals")
+    (n,) = struct.unpack_from(">H", buf, off)
+    off += 2
+    if n > limits.gov_approvals_max:
+        raise CodecError("too many approvals")
+    approvals = []
+    for _ in range(n):
+        member, off = _read_str(buf, off)
+        key_id, off = _read_str(buf, off)
+        sig, off = _read_bytes(buf, off)
+        approvals.append(Approval(member, key_id, sig))
+    try:
+        chain_id, base, valid_until, changes = decode_changes(decoded)
+    except ValueError as e:
+        raise CodecError(str(e)) from e
+    return GovernanceProposal(chain_id, base, valid_until, changes, proposal, tuple(approvals)), off
+
+
 def encode_entry(entry: Entry) -> bytes:
-    """Encode a Raft entry: version, leader timestamp (ns), transactions."""
+    """Encode a Raft entry: version, leader timestamp (ns), transactions (member,
+    key id, envelope, operation, then the events or the governance payload)."""
     parts = [_ENTRY_HEAD.pack(ENTRY_VERSION, entry.proposed_timestamp, len(entry.txs))]
     for tx in entry.txs:
         parts.append(_str(tx.member_id))
+        parts.append(_str(tx.key_id))
         parts.append(struct.pack(">I", len(tx.envelope)))
         parts.append(tx.envelope)
         parts.append(_TX_HEAD.pack(int(tx.operation), len(tx.events)))
         if tx.operation == Operation.create_accounts:
             parts.extend(encode_account(a) for a in tx.events)
-        else:
+        elif tx.operation == Operation.create_transfers:
             parts.extend(encode_transfer(t) for t in tx.events)
+        else:
+            parts.append(encode_governance(tx.governance))
     return b"".join(parts)
 
 
@@ -213,6 +259,7 @@ def decode_entry(b: bytes) -> Entry:
     txs = []
     for _ in range(n):
         member, off = _read_str(buf, off)
+        key_id, off = _read_str(buf, off)
         envelope, off = _read_bytes(buf, off)
         if off + _TX_HEAD.size > len(buf):
             raise CodecError("truncated transaction")
@@ -221,7 +268,12 @@ def decode_entry(b: bytes) -> Entry:
         if count > limits.tx_events_max:
             raise CodecError("too many events")
         events = []
-        if op == Operation.create_accounts:
+        governance = None
+        if op == Operation.governance:
+            if count:
+                raise CodecError("a governance transaction has no events")
+            governance, off = _decode_governance_at(buf, off)
+        elif op == Operation.create_accounts:
             for _ in range(count):
                 a, off = _decode_account_at(buf, off)
                 events.append(a)
@@ -238,6 +290,8 @@ def decode_entry(b: bytes) -> Entry:
                 events=tuple(events),
                 envelope=envelope,
                 tx_hash=hashlib.sha256(envelope).digest(),
+                key_id=key_id,
+                governance=governance,
             )
         )
     if off != len(buf):

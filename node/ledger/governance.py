@@ -207,3 +207,358 @@ def decode_configuration(b: bytes) -> Configuration:
         return configuration_from_doc(json.loads(b))
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed configuration: {e}") from e
+
+
+# -- governance transactions ----------------------------------------------------------
+
+
+class TxRejection(enum.IntEnum):
+    """Why a whole transaction was refused at apply time (0: it was applied), in
+    precedence order: when several apply, the lowest wins. Nothing of a rejected
+    transaction is applied; its hash is recorded with the code, so a retry answers
+    the same. Ours (TigerBeetle has no signers): authorisation is decided against
+    the configuration at the start of the block, governance against the working
+    configuration of the block (governance transactions apply one after another).
+
+    Signer (every transaction): ``signer_*``. Governance transaction: the proposal
+    (``proposal_*``, ``config_version_stale``), then the approvals in their order
+    (``approval_*``), then their number, then the changes in their order (the first
+    failing change's code; :func:`~.governance.apply_changes`).
+    """
+
+    none = 0
+    signer_not_found = 1
+    signer_not_active = 2
+    signer_key_not_found = 3
+    signer_key_not_active = 4
+    #: create_accounts/create_transfers need role ``member``; governance an admin or ``operator``.
+    signer_role_not_permitted = 5
+    proposal_wrong_chain = 6
+    proposal_expired = 7
+    #: ``base_version`` is not the configuration's version (Fabric's read-set check).
+    config_version_stale = 8
+    approval_duplicate = 9
+    approval_not_admin = 10
+    approval_key_not_active = 11
+    approval_signature_invalid = 12
+    approvals_below_threshold = 13
+    change_invalid = 14
+    role_unknown = 15
+    member_exists = 16
+    member_not_found = 17
+    member_removed = 18
+    member_status_unchanged = 19
+    member_still_referenced = 20
+    key_exists = 21
+    key_not_found = 22
+    key_already_revoked = 23
+    issuer_not_member = 24
+    admin_not_member = 25
+    threshold_out_of_range = 26
+    validator_invalid = 27
+    #: The result would leave fewer than ``threshold`` active admins with a usable key.
+    admin_quorum_lost = 28
+
+
+#
+# A governance transaction carries a proposal (the exact bytes the admins signed: a
+# serialised ``ledger.v1.GovernanceProposal``, decoded at ingress into the dataclasses
+# below, since the core never imports protobuf) and the admins' approvals. Applying it
+# is :func:`apply_changes` on the working configuration of the block.
+
+
+@dataclass(frozen=True, slots=True)
+class AddMember:
+    id: str
+    roles: tuple[str, ...]
+    keys: tuple[tuple[str, bytes], ...]  # (key_id, Ed25519 public key)
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendMember:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReinstateMember:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddKey:
+    member_id: str
+    key_id: str
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeKey:
+    member_id: str
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetRoles:
+    member_id: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetIssuers:
+    ledger: int
+    member_ids: tuple[str, ...]  # empty: the ledger has no issuer any more
+
+
+@dataclass(frozen=True, slots=True)
+class SetAdmins:
+    admins: tuple[str, ...]
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetValidators:
+    validators: tuple[ValidatorRecord, ...]
+
+
+#: Every change kind, by the name used on the wire (the proto oneof) and in the codec.
+CHANGE_KINDS: dict[str, type] = {
+    "add_member": AddMember,
+    "suspend_member": SuspendMember,
+    "reinstate_member": ReinstateMember,
+    "remove_member": RemoveMember,
+    "add_key": AddKey,
+    "revoke_key": RevokeKey,
+    "set_roles": SetRoles,
+    "set_issuers": SetIssuers,
+    "set_admins": SetAdmins,
+    "set_validators": SetValidators,
+}
+_KIND_OF = {cls: name for name, cls in CHANGE_KINDS.items()}
+
+Change = AddMember | SuspendMember | ReinstateMember | RemoveMember | AddKey | RevokeKey | SetRoles | SetIssuers | SetAdmins | SetValidators
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """An administrator's Ed25519 signature (64 bytes) over the exact proposal bytes."""
+
+    member_id: str
+    key_id: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GovernanceProposal:
+    """A decoded governance transaction: the proposal's fields, its exact bytes
+    (``proposal``, what every approval signs) and the approvals.
+
+    ``base_version`` is the configuration version the proposal was built on (a
+    proposal applies only on top of exactly that version); ``valid_until`` ns since
+    the epoch, compared with the block timestamp at apply."""
+
+    chain_id: str
+    base_version: int
+    valid_until: int
+    changes: tuple
+    proposal: bytes
+    approvals: tuple[Approval, ...]
+
+
+def change_to_doc(c) -> dict:
+    """A JSON-able dict of one change (bytes as hex): ``{"kind": ..., fields...}``."""
+    kind = _KIND_OF[type(c)]
+    if isinstance(c, AddMember):
+        return {"kind": kind, "id": c.id, "roles": list(c.roles), "keys": [[k, pk.hex()] for k, pk in c.keys]}
+    if isinstance(c, AddKey):
+        return {"kind": kind, "member_id": c.member_id, "key_id": c.key_id, "public_key": c.public_key.hex()}
+    if isinstance(c, SetValidators):
+        return {
+            "kind": kind,
+            "validators": [[v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256.hex(), v.public_key.hex()] for v in c.validators],
+        }
+    doc = {"kind": kind}
+    for f in c.__slots__:
+        v = getattr(c, f)
+        doc[f] = list(v) if isinstance(v, tuple) else v
+    return doc
+
+
+def change_from_doc(doc: dict):
+    """Inverse of :func:`change_to_doc`; raises ValueError on a bad doc."""
+    try:
+        cls = CHANGE_KINDS[doc["kind"]]
+        if cls is AddMember:
+            return AddMember(doc["id"], tuple(doc["roles"]), tuple((k, bytes.fromhex(pk)) for k, pk in doc["keys"]))
+        if cls is AddKey:
+            return AddKey(doc["member_id"], doc["key_id"], bytes.fromhex(doc["public_key"]))
+        if cls is SetValidators:
+            return SetValidators(tuple(
+                ValidatorRecord(i, g, r, bytes.fromhex(pin), bytes.fromhex(pk)) for i, g, r, pin, pk in doc["validators"]))
+        args = [tuple(doc[f]) if isinstance(doc[f], list) else doc[f] for f in cls.__slots__]
+        return cls(*args)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed governance change: {e!r}") from e
+
+
+def encode_changes(chain_id: str, base_version: int, valid_until: int, changes) -> bytes:
+    """Canonical bytes of a decoded proposal (sorted-key compact JSON), for the Raft entry."""
+    doc = {"chain_id": chain_id, "base_version": base_version, "valid_until": valid_until,
+           "changes": [change_to_doc(c) for c in changes]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_changes(b: bytes) -> tuple[str, int, int, tuple]:
+    """Inverse of :func:`encode_changes`: (chain_id, base_version, valid_until, changes).
+    Raises ValueError."""
+    try:
+        doc = json.loads(b)
+        return (str(doc["chain_id"]), int(doc["base_version"]), int(doc["valid_until"]),
+                tuple(change_from_doc(c) for c in doc["changes"]))
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed governance proposal: {e!r}") from e
+
+
+def _valid_id(s) -> bool:
+    return isinstance(s, str) and 0 < len(s.encode()) <= 64 and "/" not in s
+
+
+def _valid_roles(roles) -> bool:
+    return all(r in ROLES for r in roles) and len(set(roles)) == len(roles)
+
+
+def admin_quorum_possible(cfg: Configuration, height: int) -> bool:
+    """True iff at least ``threshold`` admins are active members with a key usable at ``height``."""
+    able = 0
+    for a in cfg.admins:
+        m = cfg.member(a)
+        if m is not None and m.active and any(k.active_at(height) for k in m.keys):
+            able += 1
+    return able >= cfg.threshold
+
+
+def apply_changes(cfg: Configuration, changes, height: int):
+    """Apply the ``changes`` of one governance transaction of block ``height`` to ``cfg``.
+
+    Returns the new Configuration (``version`` + 1) or the first failing change's
+    :class:`~.types.TxRejection` code (nothing applied). Rules: adding an existing
+    member or key id (also a revoked key's, also a removed member's) is refused: ids
+    are never reused; a revoke sets ``revoked_at = height + 1`` and an added key
+    ``valid_from = height + 1`` (both take effect from the next block); removal is a
+    status; roles come from :data:`ROLES`; admins and issuers are existing, non-removed
+    members; the threshold is in 1..len(admins); and the result must leave at least
+    ``threshold`` active admins with a key usable at ``height + 1``.
+    """
+    R = TxRejection
+    nxt = height + 1
+    members = {m.id: m for m in cfg.members}
+    issuers = dict(cfg.issuers)
+    admins, threshold, validators = cfg.admins, cfg.threshold, cfg.validators
+
+    def present(mid):
+        m = members.get(mid)
+        return m is not None and m.status != MemberStatus.removed
+
+    for c in changes:
+        if isinstance(c, AddMember):
+            if not _valid_id(c.id) or not c.keys or len({k for k, _ in c.keys}) != len(c.keys):
+                return R.change_invalid
+            if any(not _valid_id(k) or len(pk) != PUBLIC_KEY_BYTES for k, pk in c.keys):
+                return R.change_invalid
+            if not _valid_roles(c.roles):
+                return R.role_unknown
+            if c.id in members:
+                return R.member_exists
+            members[c.id] = Member(c.id, tuple(c.roles), tuple(MemberKey(k, pk, nxt, 0) for k, pk in c.keys))
+        elif isinstance(c, (SuspendMember, ReinstateMember, RemoveMember)):
+            m = members.get(c.id)
+            if m is None:
+                return R.member_not_found
+            if m.status == MemberStatus.removed:
+                return R.member_removed
+            if isinstance(c, SuspendMember):
+                if m.status != MemberStatus.active:
+                    return R.member_status_unchanged
+                status = MemberStatus.suspended
+            elif isinstance(c, ReinstateMember):
+                if m.status != MemberStatus.suspended:
+                    return R.member_status_unchanged
+                status = MemberStatus.active
+            else:
+                if c.id in admins or any(c.id in ids for ids in issuers.values()):
+                    return R.member_still_referenced
+                status = MemberStatus.removed
+            members[c.id] = replace(m, status=status)
+        elif isinstance(c, AddKey):
+            m = members.get(c.member_id)
+            if m is None:
+                return R.member_not_found
+            if m.status == MemberStatus.removed:
+                return R.member_removed
+            if not _valid_id(c.key_id) or len(c.public_key) != PUBLIC_KEY_BYTES:
+                return R.change_invalid
+            if m.key(c.key_id) is not None:
+                return R.key_exists
+            members[m.id] = replace(m, keys=m.keys + (MemberKey(c.key_id, c.public_key, nxt, 0),))
+        elif isinstance(c, RevokeKey):
+            m = members.get(c.member_id)
+            if m is None:
+                return R.member_not_found
+            k = m.key(c.key_id)
+            if k is None:
+                return R.key_not_found
+            if k.revoked_at != 0:
+                return R.key_already_revoked
+            members[m.id] = replace(m, keys=tuple(replace(x, revoked_at=nxt) if x.key_id == c.key_id else x for x in m.keys))
+        elif isinstance(c, SetRoles):
+            m = members.get(c.member_id)
+            if m is None:
+                return R.member_not_found
+            if m.status == MemberStatus.removed:
+                return R.member_removed
+            if not _valid_roles(c.roles):
+                return R.role_unknown
+            members[m.id] = replace(m, roles=tuple(c.roles))
+        elif isinstance(c, SetIssuers):
+            if not 1 <= c.ledger <= 0xFFFFFFFF or len(set(c.member_ids)) != len(c.member_ids):
+                return R.change_invalid
+            if any(not present(i) for i in c.member_ids):
+                return R.issuer_not_member
+            if c.member_ids:
+                issuers[c.ledger] = tuple(sorted(c.member_ids))
+            else:
+                issuers.pop(c.ledger, None)
+        elif isinstance(c, SetAdmins):
+            if not c.admins or len(set(c.admins)) != len(c.admins):
+                return R.change_invalid
+            if any(not present(a) for a in c.admins):
+                return R.admin_not_member
+            if not 1 <= c.threshold <= len(c.admins):
+                return R.threshold_out_of_range
+            admins, threshold = tuple(sorted(c.admins)), c.threshold
+        elif isinstance(c, SetValidators):
+            vs = c.validators
+            if not vs or len({v.id for v in vs}) != len(vs) or len({v.grpc_address for v in vs}) != len(vs) \
+                    or len({v.raft_address for v in vs}) != len(vs):
+                return R.validator_invalid
+            if any(not _valid_id(v.id) or len(v.tls_cert_sha256) not in (0, 32) or len(v.public_key) not in (0, PUBLIC_KEY_BYTES)
+                   or ":" not in v.grpc_address or ":" not in v.raft_address for v in vs):
+                return R.validator_invalid
+            validators = tuple(vs)
+        else:
+            return R.change_invalid
+    out = Configuration(
+        version=cfg.version + 1,
+        members=tuple(sorted(members.values(), key=lambda m: m.id)),
+        issuers=tuple(sorted(issuers.items())),
+        admins=admins,
+        threshold=threshold,
+        validators=validators,
+    )
+    if not admin_quorum_possible(out, nxt):
+        return R.admin_quorum_lost
+    return out

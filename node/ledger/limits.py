@@ -20,6 +20,15 @@ tx_bytes_max = 1 << 20
 #: Bytes of a member id, and of a key id; more: INVALID_ARGUMENT.
 member_id_bytes_max = 64
 key_id_bytes_max = 64
+#: Administrators of the governed configuration; more: a ConfigError / change_invalid.
+admins_max = 32
+#: Approvals of one governance transaction (each a distinct admin); more: INVALID_ARGUMENT.
+gov_approvals_max = admins_max
+#: Changes in one governance proposal; more: INVALID_ARGUMENT.
+gov_changes_max = 64
+#: Bytes of one governance proposal (what the admins sign); more: INVALID_ARGUMENT. Its
+#: decoded form rides in the entry beside it (about twice the bytes: keys as hex).
+gov_proposal_bytes_max = 64 << 10
 #: How far ahead of the leader's clock a transaction's ``valid_until`` may lie (ns);
 #: further: INVALID_ARGUMENT. Bounds how long a captured, never-submitted envelope
 #: stays usable.
@@ -55,8 +64,9 @@ block_expiries_max = 8_190
 #: Bytes an event adds to an entry beyond its envelope: the decoded record the
 #: leader puts beside it (132 bytes for a transfer, 128 for an account) plus slack.
 entry_event_bytes_max = 256
-#: Bytes a transaction adds to an entry beyond its events: kind, count, member id, lengths.
-entry_tx_bytes_max = 128
+#: Bytes a transaction adds to an entry beyond its events: kind, count, member id,
+#: key id, lengths.
+entry_tx_bytes_max = 192
 #: Bytes of one encoded Raft entry. The batcher closes a block before this. Pickled by
 #: pysyncobj it can double (raft_command_bytes_max) and must still stay below
 #: raft_append_entries_bytes_max.
@@ -154,6 +164,9 @@ verify(grpc_message_bytes_max >= submit_bytes_max + 6 * submit_txs_max, "gRPC ca
 verify(grpc_message_bytes_max <= entry_bytes_max, "the gRPC cap is no larger than one Raft entry")
 verify(raft_command_bytes_max < raft_append_entries_bytes_max,
        "a pickled entry (bytes as latin-1 in UTF-8: up to 2x) never takes pysyncobj's chunked path")
+verify(gov_approvals_max <= admins_max, "every approval is a distinct admin's")
+verify(3 * gov_proposal_bytes_max + gov_approvals_max * 256 <= tx_bytes_max,
+       "a governance transaction's entry payload stays within one transaction's bytes")
 verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
 verify(query_limit_max >= 1, "a query returns at least one result")
 verify(query_scan_rows_max >= query_limit_max, "a query that matches every row it reads can fill a page")

@@ -35,8 +35,9 @@ class StateReader(Protocol):
         failure of the same id is not seen here (CreateTransferResult states the rule)."""
         ...
 
-    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...]] | None:
-        """(height, result codes) of an already applied transaction."""
+    def get_tx_result(self, tx_hash: bytes) -> tuple[int, tuple[int, ...], int] | None:
+        """(height, result codes, TxRejection) of an already applied transaction
+        (a rejected one has no codes)."""
         ...
 
     def expiring(self, until_timestamp: int, limit: int) -> Iterable[tuple[int, int]]:

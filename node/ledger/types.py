@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from .governance import Configuration
+from .governance import Configuration, GovernanceProposal
+# TxRejection lives beside apply_changes, which returns it (types imports governance,
+# never the reverse); it belongs to this module's vocabulary.
+from .governance import TxRejection  # noqa: F401  (re-exported)
 
 
 class AccountFlags(enum.IntFlag):
@@ -259,6 +262,8 @@ class Transfer:
 class Operation(enum.IntEnum):
     create_accounts = 1
     create_transfers = 2
+    #: A governance transaction: no events, a :class:`GovernanceProposal` (``Tx.governance``).
+    governance = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +280,11 @@ class Tx:
     events: tuple
     envelope: bytes
     tx_hash: bytes
+    #: The envelope's key id: its validity is checked again at apply (a key revoked
+    #: by an earlier block is refused even if ingress verified the signature).
+    key_id: str = ""
+    #: The decoded proposal and approvals of a governance transaction (else None).
+    governance: GovernanceProposal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +365,8 @@ class WriteSet:
     created_accounts: list[int] = field(default_factory=list)
     txs: list[Tx] = field(default_factory=list)
     tx_codes: list[tuple[int, ...]] = field(default_factory=list)
+    #: TxRejection per transaction, parallel to ``txs`` (0: applied).
+    tx_rejections: list[int] = field(default_factory=list)
     #: The governed configuration after this block, when a governance transaction of
     #: the block changed it (None: unchanged).
     configuration: Configuration | None = None
@@ -364,8 +376,10 @@ class WriteSet:
 
 @dataclass(frozen=True, slots=True)
 class TxResult:
-    """Per-event result codes of one transaction, and its block height."""
+    """Per-event result codes of one transaction, its block height, and its
+    :class:`TxRejection` (0: applied; else ``codes`` is empty and nothing applied)."""
 
     tx_hash: bytes
     height: int
     codes: tuple[int, ...]
+    rejection: int = 0

@@ -54,12 +54,12 @@ def resolve(id: int, pending_id: int, flags: int, amount: int = 0, **kw) -> Tran
     return Transfer(id=id, amount=amount, flags=int(flags), pending_id=pending_id, **fields)
 
 
-def make_tx(member: str, operation: Operation, events: Iterable, *, nonce: int | None = None) -> Tx:
+def make_tx(member: str, operation: Operation, events: Iterable, *, nonce: int | None = None, key_id: str = "k1") -> Tx:
     events = tuple(events)
     n = next(_nonces) if nonce is None else nonce
     enc = codec.encode_account if operation == Operation.create_accounts else codec.encode_transfer
     envelope = b"test-envelope/" + member.encode() + b"/" + n.to_bytes(8, "big") + b"".join(enc(e) for e in events)
-    return Tx(member, operation, events, envelope, hashlib.sha256(envelope).digest())
+    return Tx(member, operation, events, envelope, hashlib.sha256(envelope).digest(), key_id)
 
 
 def accounts_tx(*events: Account, member: str = MEMBER, nonce: int | None = None) -> Tx:

@@ -218,11 +218,13 @@ def test_unknown_entry_version_is_a_codec_error():
         codec.decode_entry(bytes(b))
 
 
-def _single_tx_entry(op: int, count: int, member: bytes = MEMBER.encode()) -> bytes:
+def _single_tx_entry(op: int, count: int, member: bytes = MEMBER.encode(), key_id: bytes = b"k1") -> bytes:
     return (
         struct.pack(">BQI", codec.ENTRY_VERSION, 1, 1)
         + struct.pack(">H", len(member))
         + member
+        + struct.pack(">H", len(key_id))
+        + key_id
         + struct.pack(">I", 3)
         + b"env"
         + struct.pack(">BI", op, count)
@@ -231,7 +233,7 @@ def _single_tx_entry(op: int, count: int, member: bytes = MEMBER.encode()) -> by
 
 def test_unknown_operation_is_a_codec_error():
     with pytest.raises(codec.CodecError, match="operation"):
-        codec.decode_entry(_single_tx_entry(3, 0))
+        codec.decode_entry(_single_tx_entry(4, 0))
 
 
 def test_too_many_events_is_a_codec_error():

@@ -26,16 +26,19 @@ EXPECTED = {
     "NotFound",
     "NotLeader",
     "NotSubmitted",
+    "PermissionDenied",
     "RateLimited",
     "Page",
     "QueryFilter",
     "RetryPolicy",
     "Timeout",
+    "TransactionRejected",
     "TransactionResult",
     "Transfer",
     "TransferFlags",
     "Transport",
     "TransportError",
+    "TxRejection",
     "Unavailable",
     "load_private_key",
     "read_genesis",
@@ -54,6 +57,8 @@ def test_exception_tree():
     assert issubclass(sdk.TransportError, sdk.LedgerError)
     assert issubclass(sdk.InvalidRequest, sdk.LedgerError)
     assert issubclass(sdk.NotFound, sdk.LedgerError)
+    assert issubclass(sdk.PermissionDenied, sdk.LedgerError)
+    assert issubclass(sdk.TransactionRejected, sdk.LedgerError)
     # A refusal before proposal is definite: never counted as an unknown outcome.
     assert issubclass(sdk.NotSubmitted, sdk.LedgerError)
     assert not issubclass(sdk.NotSubmitted, sdk.TransportError)

@@ -92,7 +92,7 @@ def test_commit_then_reopen_gives_the_same_state(path):
         assert s.get_pending_status(11) == PendingStatus.pending
         assert s.get_pending_status(12) == PendingStatus.posted
         assert s.get_failed_transfer(MEMBER, 13) == TR.exceeds_credits
-        assert s.get_tx_result(tx.tx_hash) == (2, out["moved"].codes)
+        assert s.get_tx_result(tx.tx_hash) == (2, out["moved"].codes, 0)
         assert s.get_transaction(tx.tx_hash) == tx.envelope
         header, hashes = s.get_block(2)
         assert header == head.header and hashes == [tx.tx_hash]

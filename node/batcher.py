@@ -52,9 +52,14 @@ class Submission:
         return sum(len(t.events) for t in self.txs)
 
     def size(self) -> int:
-        """Upper bound of the bytes these transactions add to an encoded entry."""
+        """Upper bound of the bytes these transactions add to an encoded entry. A
+        governance transaction carries its payload besides the envelope (the decoded
+        changes, the proposal bytes and the approvals): counted exactly, since such
+        transactions are rare and small."""
         return sum(
-            len(t.envelope) + limits.entry_tx_bytes_max + limits.entry_event_bytes_max * len(t.events) for t in self.txs
+            len(t.envelope) + limits.entry_tx_bytes_max + limits.entry_event_bytes_max * len(t.events)
+            + (len(codec.encode_governance(t.governance)) if t.governance is not None else 0)
+            for t in self.txs
         )
 
 

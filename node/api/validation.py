@@ -95,8 +95,13 @@ def decode_submit(request: pb.SubmitRequest, *, chain_id: str, now_ns: int) -> l
     """Every transaction decoded, their events within submit_events_max. The envelopes
     were prechecked (:func:`precheck_envelope`) and authenticated by the caller, so
     only the bodies are checked here (see :func:`decode_signed`). Raises BadRequest
-    (naming the transaction) or TooLarge."""
+    (naming the transaction) or TooLarge. A governance transaction must be alone in
+    its Submit: its entry payload (decoded changes, proposal, approvals) is bounded per
+    transaction, not by submit_bytes_max, so one per Submit keeps a Submit within one
+    Raft entry."""
     txs = [_decode_body(stx, i, chain_id, now_ns) for i, stx in enumerate(request.transactions)]
+    if len(txs) > 1 and any(tx.governance is not None for tx in txs):
+        raise BadRequest("a governance transaction is submitted alone, one per Submit")
     events = sum(len(tx.events) for tx in txs)
     if events > limits.submit_events_max:
         raise TooLarge(f"{events} events exceeds submit_events_max={limits.submit_events_max}; split the Submit")

@@ -18,6 +18,11 @@
     ├── InvalidRequest              the validator refused the request as a whole (malformed,
     │                               bad signature, unknown member, over a limit —
     │                               INVALID_ARGUMENT or RESOURCE_EXHAUSTED): nothing was applied
+    ├── PermissionDenied            the caller may not do this (PERMISSION_DENIED or
+    │                               UNAUTHENTICATED): its TLS identity is unknown, suspended or
+    │                               lacks the role, or it submitted a transaction signed by
+    │                               another member, or a governance change was refused for its
+    │                               approvals. Nothing was applied; retrying will not help
     └── NotFound                    no such block
 
 Unknown vs. not submitted: after :class:`TransportError` resubmit the very same
@@ -77,6 +82,11 @@ class RateLimited(NotSubmitted):
 
 class InvalidRequest(LedgerError):
     pass
+
+
+class PermissionDenied(LedgerError):
+    """The validator refused the caller (PERMISSION_DENIED, UNAUTHENTICATED): nothing
+    was applied, and the same call with the same identity will be refused again."""
 
 
 class NotFound(LedgerError):

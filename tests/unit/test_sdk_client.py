@@ -432,7 +432,8 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
         (grpc.StatusCode.UNKNOWN, (), Unavailable),
         (grpc.StatusCode.DEADLINE_EXCEEDED, (), Timeout),
         (grpc.StatusCode.INTERNAL, (), LedgerError),
-        (grpc.StatusCode.UNAUTHENTICATED, (), LedgerError),
+        (grpc.StatusCode.UNAUTHENTICATED, (), PermissionDenied),
+        (grpc.StatusCode.PERMISSION_DENIED, (), PermissionDenied),
     ],
 )
 def test_status_to_exception(code, trailing, expected):

@@ -348,7 +348,8 @@ class LedgerClient:
     ValueError if none of them is given.
 
     Redirects: a validator's ``leader-address`` hint is followed only to one of
-    ``addresses`` (the validators of genesis, with :meth:`from_genesis`); a hint
+    ``addresses`` or ``validators`` (every validator of genesis; :meth:`from_genesis`
+    passes them), the addresses the client trusts to lead; a hint
     naming any other host is ignored, as if the validator knew no leader, so a
     compromised or confused validator cannot send a member's traffic elsewhere.
 
@@ -370,6 +371,7 @@ class LedgerClient:
         transport: Transport | None = None,
         tls: ClientTLS | None = None,
         insecure: bool = False,
+        validators: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -382,7 +384,7 @@ class LedgerClient:
         if not 0 < validity_s <= VALIDITY_S_MAX:
             raise ValueError(f"validity_s must be in (0, {VALIDITY_S_MAX}]")
         self._addresses = list(addresses)
-        self._allowed = frozenset(self._addresses)
+        self._allowed = frozenset(self._addresses) | frozenset(validators or ())
         self._leader: str | None = None
         self.member_id = member_id
         self.key_id = key_id

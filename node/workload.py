@@ -21,7 +21,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerClient, Transfer, load_private_key
+from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, Transfer
+from raft_ledger_node.localcluster import member_client
 from raft_ledger_node.stats import Zipf, percentile
 from raft_ledger_node.tables import print_table, table
 
@@ -45,17 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.cluster, "genesis.json")) as f:
         genesis = json.load(f)
     addresses = [v["grpc_address"] for v in genesis["validators"]]
-    members = [m["id"] for m in genesis["members"]]
-    clients = {
-        m: LedgerClient(
-            addresses,
-            member_id=m,
-            key_id="k1",
-            private_key=load_private_key(os.path.join(args.cluster, "members", f"{m}.pem")),
-            chain_id=genesis["chain_id"],
-        )
-        for m in members
-    }
+    # Banks only: the auditor, operator and administrators hold no accounts.
+    members = [m["id"] for m in genesis["members"] if "member" in m.get("roles", ())]
+    clients = {m: member_client(args.cluster, m) for m in members}
 
     # Accounts: member i owns ids i*10^6 + 1..; each on one of the two ledgers.
     per_member = args.accounts // len(members)

@@ -154,10 +154,10 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         # Cheapest rejection first: sizes, then who signed and the signature over the
         # raw body bytes, and only then parsing (validation's module docstring).
         validation.check_submit_size(request)
-        self._require_own(request, context)
         self._require_leader(context)
         for i, stx in enumerate(request.transactions):
             validation.precheck_envelope(stx, i)
+        self._require_own(request, context)
         checks = self._verifier.verify_many(
             [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
         )

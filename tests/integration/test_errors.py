@@ -39,8 +39,8 @@ _ids: Iterator[int] = iter(range(9_000_001, 9_100_000))
 
 @pytest.fixture(scope="module")
 def channels(cluster_module):
-    """Validator id -> an insecure gRPC channel to it; closed after the module."""
-    chans = {vid: grpc.insecure_channel(addr) for vid, addr in cluster_module.addresses.items()}
+    """Validator id -> a gRPC channel to it over mutual TLS as bank-a; closed after the module."""
+    chans = {vid: cluster_module.channel(vid, "bank-a") for vid in cluster_module.addresses}
     yield chans
     for ch in chans.values():
         ch.close()
@@ -310,8 +310,7 @@ def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channe
     follower = cluster_module.followers(leader)[0]
     ids = [a.id for a in new_accounts()]
     with cluster_module.client("bank-b") as full:
-        sdk = LedgerClient([cluster_module.addresses[follower]], member_id="bank-b", key_id="k1",
-                           private_key=cluster_module.private_key("bank-b"), chain_id=cluster_module.chain_id)
+        sdk = cluster_module.client("bank-b", addresses=[cluster_module.addresses[follower]])
         with sdk:
             results = sdk.create_accounts([Account(id=i, ledger=978, code=1) for i in ids])
         assert [r.result for r in results] == [AR.ok, AR.ok]
@@ -426,10 +425,9 @@ def test_a_validator_without_leader_refuses_before_proposal_and_the_sdk_says_not
 
     key = cluster.private_key("bank-a")
     retry = RetryPolicy(deadline_s=1.0, attempt_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2)
-    with LedgerClient([address], member_id="bank-a", key_id="k1", private_key=key, retry=retry,
-                      chain_id=cluster.chain_id) as sdk:
+    with cluster.client("bank-a", retry=retry, addresses=[address]) as sdk:
         stx = sdk.sign_accounts([Account(id=next(_ids), ledger=840, code=1)])
-        with grpc.insecure_channel(address) as ch:
+        with cluster.channel(survivor, "bank-a") as ch:
             with pytest.raises(grpc.RpcError) as err:
                 pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
         assert_clear_message(err.value, grpc.StatusCode.UNAVAILABLE, "no leader", "nothing was proposed")

@@ -38,7 +38,7 @@ def signer(cluster_module):
 
 def _stub(cluster, vid: str) -> pb_grpc.LedgerStub:
     # A channel that lets the client send more than the validator accepts.
-    ch = grpc.insecure_channel(cluster.addresses[vid], options=[("grpc.max_send_message_length", 64 << 20)])
+    ch = cluster.channel(vid, "bank-a", options=[("grpc.max_send_message_length", 64 << 20)])
     return pb_grpc.LedgerStub(ch)
 
 

@@ -6,7 +6,33 @@ the positional fast path of the submit path), :mod:`.servicers` (``Ledger`` and
 ``Admin``: leader checks, signatures, proposing, reads; maps every outcome to a
 status code).
 
+Rooms (continued): :mod:`.authz` (who the caller is — the identity of its TLS
+client certificate in the governed configuration — and the access table below).
+
+Access (mutual TLS; details and the plaintext development mode: :mod:`.authz`):
+
+================================  =========================  ===========================
+method                            caller                     sees / may
+================================  =========================  ===========================
+Ledger.Submit                     any active identity        only transactions it signed
+Ledger.Lookup*, GetAccount*,      any active identity        a member: its own accounts,
+Query*                                                       transfers and balances
+                                                             touching them (others' =
+                                                             missing); auditor: all
+Ledger.GetHead, GetBlock,         any active identity        everything
+GetConfiguration
+Admin.*, server reflection        ``operator`` role          everything
+grpc.health.v1.Health             any active identity        serving status
+================================  =========================  ===========================
+
 Status codes (every message says what to do; never a stack trace):
+
+* PERMISSION_DENIED — the caller's client certificate names no active identity of
+  the governed configuration (unknown, suspended, removed, or not a member
+  certificate), the method needs a role the caller lacks (Admin, reflection: the
+  operator's), or a Submit carries a transaction signed as another member than the
+  caller. Refused before any work; nothing was proposed. (A client without a
+  certificate, or with one of another CA, fails the TLS handshake: UNAVAILABLE.)
 
 * INVALID_ARGUMENT — malformed request, transaction or event, bad signature,
   unknown member/key, a per-transaction or per-query limit exceeded. Nothing of

@@ -13,7 +13,7 @@ from raft_ledger_node import localcluster
 def _member_client(cluster: str, member: str, key_file: str | None):
     """The SDK client of ``member``: its signing key (``--key-file`` or the cluster's),
     its TLS client certificate from the cluster directory (mutual TLS; plaintext only
-    for a cluster generated with --insecure-plaintext)."""
+    for a cluster generated with insecure_plaintext)."""
     key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
     if not os.path.exists(key_file):
         raise click.ClickException(f"no key file {key_file}; pass --key-file")

@@ -174,6 +174,18 @@ def test_redirect_to_an_address_not_configured_is_ignored():
     assert all(addr != C for addr, _ in transport.calls)
 
 
+def test_a_redirect_to_a_genesis_validator_outside_addresses_is_followed():
+    # validators= (from_genesis passes every genesis validator) widens whom a redirect may name.
+    clock = FakeClock()
+    servicers = {A: Validator(clock, "follower", C), C: Validator(clock)}
+    transport = InProcessTransport(servicers)
+    client = LedgerClient([A], member_id="bank-a", key_id="k1", private_key=Ed25519PrivateKey.generate(),
+                          chain_id="local-test", retry=POLICY, transport=transport, clock=clock, sleep=clock.sleep,
+                          rng=InOrder(), validators=[A, B, C])
+    [r] = client.create_transfers([transfer(1, 5)])
+    assert r.ok and transport.calls == [(A, "Submit"), (C, "Submit")]
+
+
 def test_only_unlisted_leader_hints_end_in_not_submitted_without_contacting_them():
     clock = FakeClock()
     servicers = {A: Validator(clock, "follower", C), B: Validator(clock, "follower", C), C: Validator(clock)}

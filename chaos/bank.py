@@ -33,7 +33,7 @@ from raft_ledger_client import (
     read_genesis,
 )
 from raft_ledger_chaos.history import History
-from raft_ledger_node.localcluster import client_tls, cluster_is_tls
+from raft_ledger_node.localcluster import AUDITOR_ID, client_tls, cluster_is_tls
 
 LEDGER = 840
 CODE = 1
@@ -114,6 +114,8 @@ class Bank:
         for c in setup_clients.values():
             c.close()
         self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS}
+        # Reads of every member's accounts: a member sees only its own (api.authz), the auditor all.
+        self.clients[AUDITOR_ID] = self._client(AUDITOR_ID, self.cfg.op_deadline_s)
 
     def run(self, history: History, duration_s: float, stop: threading.Event | None = None) -> dict[str, int]:
         """Run the concurrent clients for ``duration_s``; return counts of outcomes."""
@@ -183,7 +185,7 @@ class Bank:
 
     def _read(self, history: History, process: int, count) -> bool:
         history.record(process, "invoke", "read", None)
-        client = self.clients[MEMBERS[0]]
+        client = self.clients[AUDITOR_ID]
         try:
             accounts = client.lookup_accounts(self.account_ids, linearizable=True)
         except LedgerError as e:
@@ -207,7 +209,7 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
     Returns the final_state document of chaos/checkers.py. Validators that do
     not answer are reported with an ``error``.
     """
-    reader = bank._client(MEMBERS[0], 5.0)
+    reader = bank._client(AUDITOR_ID, 5.0)  # reads every member's accounts
     deadline = time.monotonic() + timeout_s
     heads: dict[str, object] = {}
     while time.monotonic() < deadline:

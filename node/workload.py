@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, Transfer
-from raft_ledger_node.localcluster import member_client
+from raft_ledger_node.localcluster import AUDITOR_ID, member_client
 from raft_ledger_node.stats import Zipf, percentile
 from raft_ledger_node.tables import print_table, table
 
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]  {e}")
 
     # Wait for every validator to reach the same head, then compare totals and hashes.
-    any_client = clients[members[0]]
+    any_client = member_client(args.cluster, AUDITOR_ID)  # reads every member's accounts
+    clients[AUDITOR_ID] = any_client
     leader_head = any_client.head(address=any_client._leader or addresses[0])
     deadline = time.monotonic() + 30
     heads = {}

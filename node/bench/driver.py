@@ -19,7 +19,7 @@ import threading
 import time
 
 from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, read_genesis
-from raft_ledger_node.localcluster import member_client
+from raft_ledger_node.localcluster import AUDITOR_ID, member_client
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 #: Seconds between progress lines.
@@ -191,7 +191,9 @@ def main() -> int:
             if not comparable:
                 emit(event="checked", skipped="some batches failed or were rejected; totals not comparable")
             else:
-                emit(event="checked", **_check(wl, clients, _addresses(spec["cluster"]), applied_amount))
+                # The auditor reads every member's accounts (a member sees only its own).
+                with member_client(spec["cluster"], AUDITOR_ID) as auditor:
+                    emit(event="checked", **_check(wl, {AUDITOR_ID: auditor}, _addresses(spec["cluster"]), applied_amount))
         elif cmd["cmd"] == "quit":
             break
     for c in clients.values():

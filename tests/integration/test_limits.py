@@ -147,5 +147,8 @@ def test_an_unknown_member_is_refused_before_its_bodies_are_parsed(cluster_modul
     req = pb.SubmitRequest(transactions=[stx] * 190)
     assert req.ByteSize() <= limits.submit_bytes_max
     t = time.monotonic()
-    _refused_and_nothing_lost(cluster_module, signer, req, grpc.StatusCode.INVALID_ARGUMENT, "unknown member", "intruder")
+    # Signed as another member than the caller's certificate (bank-a): PERMISSION_DENIED,
+    # before any signature is checked (api.authz).
+    _refused_and_nothing_lost(cluster_module, signer, req, grpc.StatusCode.PERMISSION_DENIED, "signed as member",
+                              "intruder")
     assert time.monotonic() - t < 10.0  # includes the settle checks; the refusal itself is milliseconds

@@ -35,10 +35,18 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from raft_ledger_client import Account, LedgerClient, RetryPolicy, Transfer, load_private_key
+from raft_ledger_client import Account, LedgerClient, RetryPolicy, Transfer
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
-from raft_ledger_node.localcluster import LocalCluster, cluster_port_offsets, init_cluster, reserve_ports, status_rows
+from raft_ledger_node.localcluster import (
+    LocalCluster,
+    cluster_port_offsets,
+    grpc_channel,
+    init_cluster,
+    member_client,
+    reserve_ports,
+    status_rows,
+)
 
 ATTACKS = ("submit-flood", "raft-frame", "query-scan", "linearizable-reads")
 #: Seconds between two probe commits.
@@ -68,13 +76,8 @@ def _rss_mib(pid: int) -> float:
 
 
 def _client(directory: str, genesis, member: str, retry: RetryPolicy | None = None) -> LedgerClient:
-    import inspect
-
-    key = load_private_key(os.path.join(directory, "members", f"{member}.pem"))
-    # chain_id only where the SDK binds it (so the drill also measures older versions).
-    chain = {"chain_id": genesis.chain_id} if "chain_id" in inspect.signature(LedgerClient).parameters else {}
-    return LedgerClient([v.grpc_address for v in genesis.validators], member_id=member, key_id="k1",
-                        private_key=key, retry=retry, **chain)
+    """The member's SDK client over mutual TLS (its certificate from the cluster directory)."""
+    return member_client(directory, member, retry=retry)
 
 
 @dataclass
@@ -144,7 +147,8 @@ def _submit_flood(ctx: dict, duration_s: float) -> dict:
     end = time.monotonic() + duration_s
 
     def flood() -> None:
-        with grpc.insecure_channel(ctx["leader_address"], options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a",
+                          options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
             stub = pb_grpc.LedgerStub(ch)
             while time.monotonic() < end:
                 t = time.monotonic()
@@ -202,7 +206,7 @@ def _query_scan(ctx: dict, duration_s: float) -> dict:
     f = pb.AccountFilter(account_id=pb.UInt128(lo=ctx["scan_account"]), code=999, limit=1)
 
     def scan() -> None:
-        with grpc.insecure_channel(ctx["leader_address"]) as ch:
+        with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a") as ch:
             stub = pb_grpc.LedgerStub(ch)
             while time.monotonic() < end:
                 t = time.monotonic()
@@ -230,7 +234,7 @@ def _linearizable_reads(ctx: dict, duration_s: float) -> dict:
     _, _, before = _leader(ctx["directory"])
 
     def read() -> None:
-        with grpc.insecure_channel(ctx["leader_address"]) as ch:
+        with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a") as ch:
             stub = pb_grpc.LedgerStub(ch)
             while time.monotonic() < end:
                 try:

@@ -36,6 +36,7 @@ from raft_ledger_client import (
     read_genesis,
 )
 from raft_ledger_chaos.history import History
+from raft_ledger_node.localcluster import AUDITOR_ID, client_tls, cluster_is_tls
 
 LEDGER = 840
 CODE = 1
@@ -88,8 +89,14 @@ class Bank:
 
         key = load_private_key(os.path.join(self.cluster_dir, "members", f"{member}.pem"))
         retry = RetryPolicy(deadline_s=deadline_s, attempt_timeout_s=min(1.0, deadline_s), backoff_initial_s=0.02, backoff_max_s=0.2)
-        _, chain_id = read_genesis(os.path.join(self.cluster_dir, "genesis.json"))
-        return LedgerClient(self.addresses, member_id=member, key_id="k1", private_key=key, chain_id=chain_id, retry=retry)
+        genesis = os.path.join(self.cluster_dir, "genesis.json")
+        validators, chain_id = read_genesis(genesis)
+        # Mutual TLS with the member's client certificate (plaintext only for a plaintext cluster).
+        tls = {"insecure": True}
+        if cluster_is_tls(self.cluster_dir):
+            tls = {"tls": client_tls(self.cluster_dir, member)}
+        return LedgerClient(self.addresses, member_id=member, key_id="k1", private_key=key, chain_id=chain_id,
+                            retry=retry, validators=validators, **tls)
 
     def setup(self, timeout_s: float = 60.0) -> None:
         """Open and fund the accounts (before any fault). Raises LedgerError if that fails."""

@@ -3,8 +3,9 @@
 Depends on grpcio, protobuf and cryptography only, never on ``node``::
 
     from raft_ledger_client import LedgerClient, Account, CreateAccountResult
-    with LedgerClient.from_key_file(["127.0.0.1:7101"], member_id="bank-a",
-                                    key_id="k1", key_file="bank-a.pem") as c:
+    with LedgerClient.from_genesis("genesis.json", member_id="bank-a", key_id="k1",
+                                   key_file="bank-a.pem", tls_key_file="bank-a.tls.key.pem",
+                                   tls_cert_file="bank-a.tls.crt.pem") as c:
         [r] = c.create_accounts([Account(id=1, ledger=840, code=1)])
         assert r.result is CreateAccountResult.ok
 
@@ -50,7 +51,7 @@ from raft_ledger_client._exceptions import (
     TransportError,
     Unavailable,
 )
-from raft_ledger_client._transport import GrpcTransport, InProcessTransport, Transport
+from raft_ledger_client._transport import ClientTLS, GrpcTransport, InProcessTransport, Transport
 
 __all__ = [
     "Account",
@@ -58,6 +59,7 @@ __all__ = [
     "AccountFilter",
     "AccountFlags",
     "BlockHeader",
+    "ClientTLS",
     "CreateAccountResult",
     "CreateTransferResult",
     "EventResult",

@@ -25,7 +25,7 @@ from raft_ledger_client._exceptions import (
     Unavailable,
 )
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
-from raft_ledger_client._transport import GrpcTransport, Transport
+from raft_ledger_client._transport import ClientTLS, GrpcTransport, Transport
 
 
 @dataclass(frozen=True)
@@ -307,6 +307,19 @@ def read_genesis(path: str) -> tuple[list[str], str]:
     return addresses, chain_id
 
 
+def _genesis_ca(path: str) -> bytes | None:
+    """The PEM of genesis ``tls_ca_certificate``, or None (a plaintext development chain)."""
+    import json
+
+    with open(path) as f:
+        ca = json.load(f).get("tls_ca_certificate")
+    if ca is None:
+        return None
+    if not isinstance(ca, str) or "BEGIN CERTIFICATE" not in ca:
+        raise ValueError(f"{path}: tls_ca_certificate is not a PEM certificate")
+    return ca.encode()
+
+
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
     with open(path, "rb") as f:
@@ -352,6 +365,17 @@ class LedgerClient:
     and more than 24 h ahead); a retry resends the same signed bytes within that
     window. Every call has a finite deadline. Thread-safe.
 
+    Transport: ``tls`` (:class:`ClientTLS`: the cluster CA and this member's client
+    certificate) for the real validators, which speak mutual TLS; ``insecure=True``
+    for a plaintext development cluster; or an explicit ``transport`` (tests).
+    ValueError if none of them is given.
+
+    Redirects: a validator's ``leader-address`` hint is followed only to one of
+    ``addresses`` or ``validators`` (every validator of genesis; :meth:`from_genesis`
+    passes them), the addresses the client trusts to lead; a hint
+    naming any other host is ignored, as if the validator knew no leader, so a
+    compromised or confused validator cannot send a member's traffic elsewhere.
+
     Raises the exceptions of :mod:`client._exceptions`. ``clock`` (seconds,
     monotonic), ``sleep`` and ``rng`` (the order validators are tried in) are
     passed in so tests can run the retry logic without waiting.
@@ -368,6 +392,9 @@ class LedgerClient:
         validity_s: float = DEFAULT_VALIDITY_S,
         retry: RetryPolicy | None = None,
         transport: Transport | None = None,
+        tls: ClientTLS | None = None,
+        insecure: bool = False,
+        validators: Sequence[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -380,6 +407,7 @@ class LedgerClient:
         if not 0 < validity_s <= VALIDITY_S_MAX:
             raise ValueError(f"validity_s must be in (0, {VALIDITY_S_MAX}]")
         self._addresses = list(addresses)
+        self._allowed = frozenset(self._addresses) | frozenset(validators or ())
         self._leader: str | None = None
         self.member_id = member_id
         self.key_id = key_id
@@ -388,7 +416,7 @@ class LedgerClient:
         self.validity_s = validity_s
         self._wall_clock_ns = wall_clock_ns
         self.retry = retry or RetryPolicy()
-        self._transport = transport or GrpcTransport()
+        self._transport = transport or GrpcTransport(tls=tls, insecure=insecure)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -399,11 +427,30 @@ class LedgerClient:
         return cls(addresses, member_id=member_id, key_id=key_id, private_key=load_private_key(key_file), **kw)
 
     @classmethod
-    def from_genesis(cls, genesis_file: str, *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
+    def from_genesis(cls, genesis_file: str, *, member_id: str, key_id: str, key_file: str,
+                     tls_key_file: str | None = None, tls_cert_file: str | None = None, **kw) -> "LedgerClient":
         """A client for the chain of ``genesis_file`` (the genesis JSON the operators
-        publish): its ``chain_id`` and every validator's ``grpc_address``.
-        Raises OSError, ValueError (not a genesis file, or no validators)."""
+        publish): its ``chain_id``, every validator's ``grpc_address`` (the only
+        addresses redirects may lead to) and its CA certificate
+        (``tls_ca_certificate``), with the member's TLS client key and certificate
+        ``tls_key_file`` / ``tls_cert_file`` (PEM). A genesis without a CA is a
+        plaintext development chain: pass ``insecure=True``.
+        Raises OSError, ValueError (not a genesis file, or no validators, or TLS
+        files missing for a TLS chain)."""
         addresses, chain_id = read_genesis(genesis_file)
+        ca = _genesis_ca(genesis_file)
+        if not kw.get("insecure") and "transport" not in kw and "tls" not in kw:
+            if ca is None:
+                raise ValueError(f"{genesis_file} names no tls_ca_certificate: a plaintext development chain; "
+                                 "pass insecure=True")
+            if not tls_key_file or not tls_cert_file:
+                raise ValueError("tls_key_file and tls_cert_file (this member's TLS client key and certificate) "
+                                 "are required to reach the validators")
+            with open(tls_key_file, "rb") as f:
+                key_pem = f.read()
+            with open(tls_cert_file, "rb") as f:
+                cert_pem = f.read()
+            kw["tls"] = ClientTLS(ca_pem=ca, cert_pem=cert_pem, key_pem=key_pem)
         return cls.from_key_file(addresses, member_id=member_id, key_id=key_id, key_file=key_file, chain_id=chain_id, **kw)
 
     def close(self) -> None:
@@ -624,11 +671,9 @@ class LedgerClient:
             except NotLeader as e:
                 last = e
                 leader = e.leader_address
-                if leader and leader != addr:
-                    # Not restricted to the configured validators yet: a redirect to
-                    # a new address is appended and followed (tests/unit/test_sdk_client.py).
-                    if leader not in self._addresses:
-                        self._addresses.append(leader)
+                # Only to a configured validator (genesis): any other hint is ignored,
+                # as if no leader were known (tests/unit/test_sdk_client.py).
+                if leader and leader != addr and leader in self._allowed:
                     self._leader = leader
                     candidates = self._candidates()
                     i = 0

@@ -18,8 +18,11 @@
     ├── InvalidRequest              the validator refused the request as a whole (malformed,
     │                               bad signature, over a limit, a stale governance proposal —
     │                               INVALID_ARGUMENT or RESOURCE_EXHAUSTED): nothing was applied
-    ├── PermissionDenied            the signer may not (unknown member or key, suspended or
-    │                               removed member, revoked key, role): nothing was applied
+    ├── PermissionDenied            the caller or signer may not do this (PERMISSION_DENIED or
+    │                               UNAUTHENTICATED): its TLS identity or signing key is unknown,
+    │                               suspended, removed or revoked, it lacks the role, or it
+    │                               submitted a transaction signed by another member. Nothing was
+    │                               applied; retrying will not help
     ├── TransactionRejected         committed, but refused as a whole at apply time:
     │                               ``rejection`` (a TxRejection); nothing of it applied
     └── NotFound                    no such block
@@ -83,12 +86,13 @@ class InvalidRequest(LedgerError):
     pass
 
 
+class PermissionDenied(LedgerError):
+    """The validator refused the caller (PERMISSION_DENIED, UNAUTHENTICATED): nothing
+    was applied, and the same call with the same identity will be refused again."""
+
+
 class NotFound(LedgerError):
     pass
-
-
-class PermissionDenied(LedgerError):
-    """PERMISSION_DENIED: the signer (or the caller) may not do this; nothing was applied."""
 
 
 class TransactionRejected(LedgerError):

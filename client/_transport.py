@@ -5,11 +5,18 @@ Two implementations: :class:`GrpcTransport` (the real one) and
 of the client's own logic without sockets). Both turn a gRPC status into the
 SDK's exceptions with the same function, :func:`status_to_exception` (httpx's
 ``map_httpcore_exceptions``): no ``grpc.RpcError`` crosses the seam.
+
+Transport security: :class:`GrpcTransport` speaks mutual TLS (:class:`ClientTLS`:
+the cluster CA that every validator's certificate must chain to, and the caller's
+own client certificate and key, whose identity the validators take as the caller).
+Plaintext only with an explicit ``insecure=True``, for a development cluster
+started with ``insecure_plaintext``.
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -47,8 +54,8 @@ class Transport(Protocol):
         Raises only the SDK's exceptions: :class:`NotLeader` (refused, with the
         leader's address when known), :class:`NotSubmitted` (refused before
         proposal for another reason), :class:`Timeout`, :class:`Unavailable`
-        (outcome unknown), :class:`InvalidRequest`, :class:`NotFound`, or
-        :class:`LedgerError` for any other status.
+        (outcome unknown), :class:`InvalidRequest`, :class:`NotFound`,
+        :class:`PermissionDenied`, or :class:`LedgerError` for any other status.
         """
         ...
 
@@ -78,8 +85,8 @@ def status_to_exception(
         return InvalidRequest(details)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(details)
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return PermissionDenied(details)
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionDenied(f"{where}: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION or refused in ("not-leader", "no-leader"):
         return NotLeader(f"{where}: {details}", md.get(LEADER_KEY) or None)
     if refused:
@@ -91,13 +98,50 @@ def status_to_exception(
     return LedgerError(f"{where}: {code.name}: {details}")
 
 
-class GrpcTransport:
-    """One insecure gRPC channel per validator address, created on first use.
+@dataclass(frozen=True, kw_only=True)
+class ClientTLS:
+    """Mutual-TLS material of one caller (PEM bytes).
 
-    TLS is not configured yet: use it on 127.0.0.1 or a private network only.
+    ``ca_pem``: the cluster CA's certificate (genesis ``tls_ca_certificate``); a
+    validator whose certificate does not chain to it, or does not name the host
+    dialled (IP or DNS subject alternative name), is not talked to: the call fails
+    with :class:`Unavailable`. ``cert_pem`` / ``key_pem``: the caller's client
+    certificate (issued by the cluster CA, naming ``spiffe://ledger/member/<id>``)
+    and its private key; the validators refuse the caller (PermissionDenied) unless
+    that identity is an active identity of the governed configuration.
     """
 
-    def __init__(self, *, max_message_bytes: int = 64 << 20) -> None:
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_files(cls, *, ca_file: str, cert_file: str, key_file: str) -> "ClientTLS":
+        """Read the three PEM files. Raises OSError."""
+        def read(path: str) -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return cls(ca_pem=read(ca_file), cert_pem=read(cert_file), key_pem=read(key_file))
+
+    def __repr__(self) -> str:  # never print a private key
+        return f"ClientTLS(ca_pem=<{len(self.ca_pem)} bytes>, cert_pem=<{len(self.cert_pem)} bytes>, key_pem=<redacted>)"
+
+
+class GrpcTransport:
+    """One gRPC channel per validator address, created on first use: mutual TLS with
+    ``tls`` (:class:`ClientTLS`), or plaintext with an explicit ``insecure=True``
+    (development clusters only: anyone on the path reads and changes the traffic).
+    Raises ValueError when neither or both are given.
+    """
+
+    def __init__(self, *, tls: ClientTLS | None = None, insecure: bool = False,
+                 max_message_bytes: int = 64 << 20) -> None:
+        if (tls is None) == (not insecure):
+            raise ValueError("GrpcTransport needs tls=ClientTLS(...) (the cluster CA and this caller's client "
+                             "certificate), or insecure=True for a plaintext development cluster; not both")
+        self._credentials = None if tls is None else grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem)
         self._stubs: dict[str, pb_grpc.LedgerStub] = {}
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
@@ -106,13 +150,20 @@ class GrpcTransport:
             ("grpc.max_send_message_length", max_message_bytes),
         ]
 
+    @property
+    def secure(self) -> bool:
+        return self._credentials is not None
+
     def _stub(self, address: str) -> pb_grpc.LedgerStub:
         stub = self._stubs.get(address)
         if stub is None:
             with self._lock:
                 stub = self._stubs.get(address)
                 if stub is None:
-                    channel = grpc.insecure_channel(address, options=self._options)
+                    if self._credentials is None:
+                        channel = grpc.insecure_channel(address, options=self._options)
+                    else:
+                        channel = grpc.secure_channel(address, self._credentials, options=self._options)
                     self._channels.append(channel)
                     stub = self._stubs[address] = pb_grpc.LedgerStub(channel)
         return stub
@@ -165,6 +216,9 @@ class _Context:
 
     def invocation_metadata(self) -> tuple:
         return ()
+
+    def auth_context(self) -> dict:
+        return {}  # no TLS in process: the servicer sees an anonymous caller
 
     def time_remaining(self) -> float:
         return self._timeout_s

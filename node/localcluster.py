@@ -297,15 +297,53 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
 def member_client(directory: str, identity: str, *, key_id: str = "k1", key_file: str | None = None, **kw):
     """A member SDK client (``raft_ledger_client.LedgerClient``) for ``identity`` of the
     generated cluster in ``directory``: its signing key ``members/<id>.pem`` (key id
-    k1), the chain id and validator addresses from genesis, and its TLS client
-    certificate. ``key_id``/``key_file`` name another signing key (a rotated one).
-    ``kw`` goes to LedgerClient (retry, timeouts, ...). Raises NoClusterError,
-    OSError, ValueError."""
+    k1), the chain id, validator addresses and CA from genesis, and its TLS client
+    key and certificate (``member_tls_paths``); plaintext (``insecure=True``) only for a
+    cluster generated with ``insecure_plaintext``. ``key_id``/``key_file`` name another
+    signing key (a rotated one). ``kw`` goes to LedgerClient (retry, timeouts, ...).
+    Raises NoClusterError, OSError, ValueError."""
     from raft_ledger_client import LedgerClient
 
+    gpath = genesis_path(directory)
+    if not cluster_is_tls(directory):
+        kw.setdefault("insecure", True)
+    else:
+        _, key_file, cert_file = member_tls_paths(directory, identity)
+        kw.setdefault("tls_key_file", key_file)
+        kw.setdefault("tls_cert_file", cert_file)
     return LedgerClient.from_genesis(
-        genesis_path(directory), member_id=identity, key_id=key_id,
+        gpath, member_id=identity, key_id=key_id,
         key_file=key_file or os.path.join(directory, "members", f"{identity}.pem"), **kw)
+
+
+def cluster_is_tls(directory: str) -> bool:
+    """Whether the cluster in ``directory`` serves gRPC over mutual TLS (its genesis names a
+    CA); False for one generated with ``insecure_plaintext``. Raises NoClusterError."""
+    with open(genesis_path(directory)) as f:
+        return bool(json.load(f).get("tls_ca_certificate"))
+
+
+def client_tls(directory: str, identity: str = OPERATOR_ID):
+    """``raft_ledger_client.ClientTLS`` of ``identity`` in a generated TLS cluster (the CA,
+    its client certificate and key). Raises OSError if the files are missing."""
+    from raft_ledger_client import ClientTLS
+
+    ca, key_file, cert_file = member_tls_paths(directory, identity)
+    return ClientTLS.from_files(ca_file=ca, cert_file=cert_file, key_file=key_file)
+
+
+def grpc_channel(directory: str, address: str, identity: str = OPERATOR_ID, options=()):
+    """A raw ``grpc.Channel`` to ``address`` as ``identity`` of the cluster in
+    ``directory``: mutual TLS with its client certificate, or plaintext for a plaintext
+    cluster. For tools that speak to a validator below the SDK (status, attacks, tests)."""
+    import grpc
+
+    if not cluster_is_tls(directory):
+        return grpc.insecure_channel(address, options=list(options))
+    tls = client_tls(directory, identity)
+    creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_pem, private_key=tls.key_pem,
+                                         certificate_chain=tls.cert_pem)
+    return grpc.secure_channel(address, creds, options=list(options))
 
 
 def genesis_path(directory: str) -> str:
@@ -319,8 +357,11 @@ def genesis_path(directory: str) -> str:
 # -- status --------------------------------------------------------------------------------
 
 
-def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S) -> list[tuple]:
-    """Ask every validator of ``genesis_file`` for its Admin GetStatus, one after the other.
+def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S, identity: str = OPERATOR_ID) -> list[tuple]:
+    """Ask every validator of ``genesis_file`` for its Admin GetStatus, one after the other,
+    as ``identity`` (default the ``operator``: the Admin service needs its role) of the
+    cluster directory that holds ``genesis_file`` (over mutual TLS unless the cluster is
+    plaintext).
 
     Returns ``[(ValidatorInfo, GetStatusResponse | grpc.RpcError)]`` in genesis order:
     the reply (role, term, commit/applied index, head, ready, leader_address), or the
@@ -333,8 +374,9 @@ def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S) -> list[
     from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 
     rows: list[tuple] = []
+    directory = os.path.dirname(os.path.abspath(genesis_file))
     for v in load_genesis(genesis_file).validators:
-        with grpc.insecure_channel(v.grpc_address) as ch:
+        with grpc_channel(directory, v.grpc_address, identity) as ch:
             try:
                 rows.append((v, pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)))
             except grpc.RpcError as e:

@@ -22,6 +22,7 @@ from raft_ledger_node.ledger import limits
 from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.raft.tls import RaftTls, RaftTlsError
+from raft_ledger_node.api.authz import Authorizer, AuthzInterceptor
 from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
@@ -70,6 +71,29 @@ def _raft_tls(cfg: ValidatorConfig, genesis) -> RaftTls | None:
                             validators=genesis.validators, self_id=cfg.validator_id)
     except RaftTlsError as e:
         raise ConfigError(str(e)) from e
+
+
+#: Logged at start by a validator configured with ``insecure_plaintext``.
+PLAINTEXT_WARNING = (
+    "!!! validator %s serves gRPC IN PLAINTEXT (insecure_plaintext): no TLS, no caller identity; every "
+    "caller may read every account and call Admin. Development only: never where a member can connect. !!!"
+)
+
+
+def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.ServerCredentials:
+    """Mutual TLS: the validator's key and certificate, client certificates required and
+    verified against the genesis CA. Raises ConfigError (no CA in genesis, files unreadable)."""
+    if ca_pem is None:
+        raise ConfigError("genesis names no tls_ca_certificate, so client certificates cannot be verified: "
+                          "add the cluster CA to genesis, or set insecure_plaintext for a development cluster")
+    try:
+        with open(cfg.tls_key_file, "rb") as f:
+            key = f.read()
+        with open(cfg.tls_cert_file, "rb") as f:
+            cert = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the validator's TLS key or certificate: {e}") from e
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca_pem, require_client_auth=True)
 
 
 class Validator:
@@ -137,8 +161,12 @@ class Validator:
         # Follows the governed configuration in the store: added keys verify, revoked
         # keys and suspended members are refused at ingress from the next block on.
         self.verifier = verifier or Verifier(source=self.store.configuration, threads=cfg.verify_threads)
+        self.plaintext = cfg.insecure_plaintext
+        credentials = None if self.plaintext else _server_credentials(cfg, self.genesis.tls_ca_pem)
+        self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
+            interceptors=(AuthzInterceptor(self.authz),),
             maximum_concurrent_rpcs=cfg.grpc_rpcs_inflight_max,
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
@@ -160,6 +188,7 @@ class Validator:
                 leader_grpc_address=self.leader_grpc_address,
                 submit_timeout_s=cfg.submit_timeout_s,
                 chain_id=self.genesis.chain_id,
+                authz=self.authz,
                 scans_inflight_max=cfg.scans_inflight_max,
                 rate_limiter=MemberRateLimiter(
                     Rate(cfg.member_events_per_s, cfg.member_events_burst),
@@ -192,7 +221,10 @@ class Validator:
         )
         grpc_listen = cfg.grpc_listen_address or me.grpc_address
         try:
-            bound = self.server.add_insecure_port(grpc_listen)
+            if credentials is None:
+                bound = self.server.add_insecure_port(grpc_listen)
+            else:
+                bound = self.server.add_secure_port(grpc_listen, credentials)
         except RuntimeError:  # grpcio raises on a failed bind; older versions returned 0
             bound = 0
         if bound == 0:
@@ -208,9 +240,12 @@ class Validator:
         _tune_gc(self.cfg.gc_gen0_threshold)
         self.batcher.start()
         self.server.start()
+        if self.plaintext:
+            log.warning(PLAINTEXT_WARNING, self.cfg.validator_id)
         log.info(
-            "validator %s serving gRPC on %s (head height %d, applied index %d)",
+            "validator %s serving gRPC%s on %s (head height %d, applied index %d)",
             self.cfg.validator_id,
+            " IN PLAINTEXT" if self.plaintext else " over mutual TLS",
             self.grpc_address,
             self.store.head().height,
             self.store.applied_index(),

@@ -503,7 +503,8 @@ class RocksStore:
 
         return self._page(self._scan("history", _U128(f.account_id), ts_min, ts_max, f.reversed), pick, limit, f.reversed)
 
-    def _query(self, kind: str, f: QueryFilter, get: Callable[[int], object]) -> tuple[list, int]:
+    def _query(self, kind: str, f: QueryFilter, get: Callable[[int], object],
+               visible: Callable[[object], bool] | None) -> tuple[list, int]:
         ts_min, ts_max, limit = self._bounds(f)
         # Scan the index of the first filtering field; check the others on the records.
         for tag, attr in INDEX_FIELDS.items():
@@ -516,19 +517,39 @@ class RocksStore:
 
         def pick(_ts: int, raw_id: bytes):
             obj = get(codec.from_u128(raw_id))
-            return obj if obj is not None and _matches(obj, f) else None
+            if obj is None or not _matches(obj, f):
+                return None
+            return obj if visible is None or visible(obj) else None
 
         return self._page(self._scan(cf, prefix, ts_min, ts_max, f.reversed), pick, limit, f.reversed)
 
-    def query_transfers(self, f: QueryFilter) -> tuple[list[Transfer], int]:
+    def query_transfers(self, f: QueryFilter, owner: str | None = None) -> tuple[list[Transfer], int]:
         """Transfers matching ``f`` by time (TigerBeetle query_transfers); (transfers, next cursor),
-        paged as :meth:`get_account_transfers`."""
-        return self._query("transfer", f, self.get_transfer)
+        paged as :meth:`get_account_transfers`.
 
-    def query_accounts(self, f: QueryFilter) -> tuple[list[Account], int]:
+        ``owner`` (a member id; None = every transfer): only transfers with an account
+        of ``owner`` on either side. The filter runs inside the index scan: a row of
+        someone else's transfer is read and counted against ``scan_rows_max`` like a
+        row that fails ``f``, so pages and cursors are exact for the caller."""
+        visible = None
+        if owner is not None:
+            get_account = self.get_account
+
+            def visible(t) -> bool:
+                d = get_account(t.debit_account_id)
+                if d is not None and d.owner == owner:
+                    return True
+                c = get_account(t.credit_account_id)
+                return c is not None and c.owner == owner
+
+        return self._query("transfer", f, self.get_transfer, visible)
+
+    def query_accounts(self, f: QueryFilter, owner: str | None = None) -> tuple[list[Account], int]:
         """Accounts matching ``f`` by creation time (TigerBeetle query_accounts); (accounts, next
-        cursor), paged as :meth:`get_account_transfers`."""
-        return self._query("account", f, self.get_account)
+        cursor), paged as :meth:`get_account_transfers`. ``owner`` (None = every account):
+        only accounts of that member, filtered inside the scan as in :meth:`query_transfers`."""
+        visible = None if owner is None else (lambda a: a.owner == owner)
+        return self._query("account", f, self.get_account, visible)
 
     def iter_accounts(self) -> Iterator[Account]:
         it = self._cf["accounts"].iter()

@@ -11,6 +11,7 @@ import grpc
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.api import validation
+from raft_ledger_node.api.authz import Authorizer
 from raft_ledger_node.api.ratelimit import MemberRateLimiter
 from raft_ledger_node.api.mapping import (
     account_to_pb,
@@ -80,9 +81,11 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     from the leader after a read barrier. Status codes: see :mod:`raft_ledger_node.api`."""
 
     def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address,
-                 submit_timeout_s: float, chain_id: str, rate_limiter: MemberRateLimiter | None = None,
+                 submit_timeout_s: float, chain_id: str, authz: Authorizer,
+                 rate_limiter: MemberRateLimiter | None = None,
                  clock_ns=time.time_ns, scans_inflight_max: int = 1):
         self._store = store
+        self._authz = authz
         self._replica = replica
         self._batcher = batcher
         self._verifier = verifier
@@ -191,6 +194,20 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         return pb.GetConfigurationResponse(
             version=cfg.version, configuration_json=encode_configuration(cfg).decode(), height=head)
 
+    def _require_own(self, request: pb.SubmitRequest, context) -> None:
+        """Every transaction must be signed by the caller (its TLS identity): a member
+        submits only its own transactions. Refused before signatures are checked."""
+        caller = self._authz.caller(context)
+        if caller.id is None:
+            return  # plaintext development mode: signatures only (api.authz)
+        for i, stx in enumerate(request.transactions):
+            if stx.member_id != caller.id:
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"transaction {i} is signed as member {stx.member_id!r} but this connection is {caller.id!r}: "
+                    "submit only transactions you signed; nothing was proposed",
+                )
+
     @_guard
     def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
         # Cheapest rejection first: sizes, then who signed and the signature over the
@@ -199,6 +216,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._require_leader(context)
         for i, stx in enumerate(request.transactions):
             validation.precheck_envelope(stx, i)
+        self._require_own(request, context)
         self._verify_signatures(request)
         txs = validation.decode_submit(request, chain_id=self._chain_id, now_ns=self._clock_ns())
         # Retries of transactions already in the chain are answered from the index.
@@ -233,23 +251,33 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def LookupAccounts(self, request, context):  # noqa: N802
         validation.check_lookup(request.ids)
         self._consistent_read(request.consistency, context)
+        caller = self._authz.caller(context)
         height = self._store.head().height
         found = [self._store.get_account(from_u128(i)) for i in request.ids]
-        return pb.LookupAccountsResponse(accounts=[account_to_pb(a) for a in found if a is not None], height=height)
+        # Another member's account is left out exactly as a missing id is (api.authz).
+        return pb.LookupAccountsResponse(
+            accounts=[account_to_pb(a) for a in found if a is not None and caller.sees_account(a)], height=height)
 
     @_guard
     def LookupTransfers(self, request, context):  # noqa: N802
         validation.check_lookup(request.ids)
         self._consistent_read(request.consistency, context)
+        caller = self._authz.caller(context)
         height = self._store.head().height
         found = [self._store.get_transfer(from_u128(i)) for i in request.ids]
-        return pb.LookupTransfersResponse(transfers=[transfer_to_pb(t) for t in found if t is not None], height=height)
+        get_account = self._store.get_account
+        return pb.LookupTransfersResponse(
+            transfers=[transfer_to_pb(t) for t in found if t is not None and caller.sees_transfer(t, get_account)],
+            height=height)
 
     @_guard
     @_scan
     def GetAccountTransfers(self, request, context):  # noqa: N802
+        f = validation.account_filter(request.filter)
         height = self._store.head().height
-        transfers, cursor = self._store.get_account_transfers(validation.account_filter(request.filter))
+        if self._hidden_account(f.account_id, context):
+            return pb.GetAccountTransfersResponse(height=height)  # as for a missing account
+        transfers, cursor = self._store.get_account_transfers(f)
         return pb.GetAccountTransfersResponse(
             transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
         )
@@ -257,8 +285,11 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     @_guard
     @_scan
     def GetAccountBalances(self, request, context):  # noqa: N802
+        f = validation.account_filter(request.filter)
         height = self._store.head().height
-        rows, cursor = self._store.get_account_balances(validation.account_filter(request.filter))
+        if self._hidden_account(f.account_id, context):
+            return pb.GetAccountBalancesResponse(height=height)  # as for a missing account
+        rows, cursor = self._store.get_account_balances(f)
         return pb.GetAccountBalancesResponse(
             balances=[balance_to_pb(ts, a) for ts, a in rows],
             height=height,
@@ -269,17 +300,28 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     @_scan
     def QueryAccounts(self, request, context):  # noqa: N802
         height = self._store.head().height
-        accounts, cursor = self._store.query_accounts(validation.query_filter(request.filter))
+        owner = self._authz.caller(context).owner_filter
+        accounts, cursor = self._store.query_accounts(validation.query_filter(request.filter), owner=owner)
         return pb.QueryAccountsResponse(accounts=[account_to_pb(a) for a in accounts], height=height, next_timestamp=cursor)
 
     @_guard
     @_scan
     def QueryTransfers(self, request, context):  # noqa: N802
         height = self._store.head().height
-        transfers, cursor = self._store.query_transfers(validation.query_filter(request.filter))
+        owner = self._authz.caller(context).owner_filter
+        transfers, cursor = self._store.query_transfers(validation.query_filter(request.filter), owner=owner)
         return pb.QueryTransfersResponse(
             transfers=[transfer_to_pb(t) for t in transfers], height=height, next_timestamp=cursor
         )
+
+    def _hidden_account(self, account_id: int, context) -> bool:
+        """True when the caller may not read ``account_id``'s history: another member's
+        account, answered exactly as a missing one (api.authz)."""
+        caller = self._authz.caller(context)
+        if caller.reads_all:
+            return False
+        a = self._store.get_account(account_id)
+        return a is None or a.owner != caller.id
 
     @_guard
     def GetHead(self, request, context):  # noqa: N802
@@ -296,7 +338,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    """``ledger.v1.Admin``: this validator's typed Raft status and chain head."""
+    """``ledger.v1.Admin``: this validator's typed Raft status and chain head. Open to
+    the ``operator`` role only (api.authz's interceptor)."""
 
     def __init__(self, *, validator_id: str, store, replica, leader_grpc_address):
         self._validator_id = validator_id

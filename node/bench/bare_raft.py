@@ -163,7 +163,8 @@ def build_entries(wl, count: int) -> list[bytes]:
     from raft_ledger_node.bench.workload import LEDGER, TRANSFER_CODE, member_names
 
     names = member_names(wl.members)
-    signers = [LedgerClient(["127.0.0.1:1"], member_id=n, key_id="k1", private_key=Ed25519PrivateKey.generate(), chain_id="bench") for n in names]
+    signers = [LedgerClient(["127.0.0.1:1"], member_id=n, key_id="k1", private_key=Ed25519PrivateKey.generate(), chain_id="bench",
+                              insecure=True) for n in names]  # signing only: never connects
     out = []
     for b in wl.batches(0, count):
         rows = b.transfers

@@ -18,7 +18,8 @@ import sys
 import threading
 import time
 
-from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, load_private_key, read_genesis
+from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, read_genesis
+from raft_ledger_node.localcluster import AUDITOR_ID, member_client
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 #: Seconds between progress lines.
@@ -33,12 +34,8 @@ def emit(**event) -> None:
 
 
 def _clients(cluster: str, members: list[str]) -> dict[str, LedgerClient]:
-    addresses, chain_id = read_genesis(os.path.join(cluster, "genesis.json"))
-    return {
-        m: LedgerClient(addresses, member_id=m, key_id="k1", chain_id=chain_id,
-                        private_key=load_private_key(os.path.join(cluster, "members", f"{m}.pem")))
-        for m in members
-    }
+    # Over mutual TLS with each member's client certificate, as a member bank connects.
+    return {m: member_client(cluster, m) for m in members}
 
 
 def _open_accounts(wl: Workload, clients: dict[str, LedgerClient], names: list[str]) -> None:
@@ -194,7 +191,9 @@ def main() -> int:
             if not comparable:
                 emit(event="checked", skipped="some batches failed or were rejected; totals not comparable")
             else:
-                emit(event="checked", **_check(wl, clients, _addresses(spec["cluster"]), applied_amount))
+                # The auditor reads every member's accounts (a member sees only its own).
+                with member_client(spec["cluster"], AUDITOR_ID) as auditor:
+                    emit(event="checked", **_check(wl, {AUDITOR_ID: auditor}, _addresses(spec["cluster"]), applied_amount))
         elif cmd["cmd"] == "quit":
             break
     for c in clients.values():

@@ -129,7 +129,8 @@ def signed_batch_bytes(batch: int) -> tuple[int, int]:
 
     from raft_ledger_client import LedgerClient, Transfer
 
-    c = LedgerClient(["127.0.0.1:1"], member_id="bank-1", key_id="k1", private_key=Ed25519PrivateKey.generate(), chain_id="bench")
+    c = LedgerClient(["127.0.0.1:1"], member_id="bank-1", key_id="k1", private_key=Ed25519PrivateKey.generate(), chain_id="bench",
+                     insecure=True)  # signing only: never connects
     stx = c.sign_transfers(Transfer(id=50_000 + i, debit_account_id=9_999, credit_account_id=1_234, amount=5_000,
                                     ledger=LEDGER, code=TRANSFER_CODE) for i in range(batch))
     c.close()

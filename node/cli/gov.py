@@ -23,9 +23,9 @@ def _gov():
     return governance
 
 
-def _client(cluster, genesis, identity, key_id, key_file):
+def _client(cluster, genesis, identity, key_id, key_file, tls_key=None, tls_cert=None):
     """An SDK client for ``identity``: from a generated cluster directory, or from a
-    genesis file plus the identity's key file."""
+    genesis file plus the identity's signing key and TLS client key and certificate."""
     from raft_ledger_node.localcluster import member_client
 
     if genesis:
@@ -33,7 +33,10 @@ def _client(cluster, genesis, identity, key_id, key_file):
 
         if not key_file:
             raise click.UsageError("--genesis needs --key (the identity's Ed25519 PEM key)")
-        return LedgerClient.from_genesis(genesis, member_id=identity, key_id=key_id, key_file=key_file)
+        if not (tls_key and tls_cert):
+            raise click.UsageError("--genesis needs --tls-key and --tls-cert (the identity's TLS client key and certificate)")
+        return LedgerClient.from_genesis(genesis, member_id=identity, key_id=key_id, key_file=key_file,
+                                         tls_key_file=tls_key, tls_cert_file=tls_cert)
     return member_client(cluster, identity, key_id=key_id, key_file=key_file)
 
 
@@ -48,6 +51,10 @@ def _connection_options(f):
         click.option("--key-id", default="k1", show_default=True, help="Key id of that identity's key."),
         click.option("--key", "key_file", default=None, type=click.Path(dir_okay=False, exists=True),
                      help="That identity's Ed25519 PEM key (default with --cluster: CLUSTER/members/ID.pem)."),
+        click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True),
+                     help="With --genesis: that identity's TLS client key (PEM)."),
+        click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True),
+                     help="With --genesis: that identity's TLS client certificate (PEM, from `ca sign`)."),
     ]):
         f = opt(f)
     return f
@@ -116,7 +123,7 @@ def _csv(s: str) -> list[str]:
 @click.option("--valid-hours", type=float, default=24.0, show_default=True, help="Hours the proposal stays valid.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Proposal file to write.")
 @_errors
-def propose(cluster, genesis, identity, key_id, key_file, add_members, roles, suspend, reinstate, remove, add_keys,
+def propose(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert, add_members, roles, suspend, reinstate, remove, add_keys,
             revoke_keys, set_roles, set_issuers, set_admins, base_version, chain_id, valid_hours, out):
     """Write a proposal file of one or more changes, applied in the order given
     (members added, keys added, roles, issuers, admins, suspensions, reinstatements,
@@ -151,7 +158,7 @@ def propose(cluster, genesis, identity, key_id, key_file, add_members, roles, su
     if not changes:
         raise click.UsageError("name at least one change (see --help)")
     if base_version is None or chain_id is None:
-        with _client(cluster, genesis, identity, key_id, key_file) as c:
+        with _client(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert) as c:
             chain_id = chain_id or c.chain_id
             if base_version is None:
                 base_version = c.get_configuration()["version"]
@@ -191,11 +198,11 @@ def sign(proposal, member, key_file, key_id):
 @click.argument("proposal", type=click.File("r"))
 @_connection_options
 @_errors
-def submit(proposal, cluster, genesis, identity, key_id, key_file):
+def submit(proposal, cluster, genesis, identity, key_id, key_file, tls_key, tls_cert):
     """Submit a co-signed proposal file; prints the configuration version it made."""
     g = _gov()
     p = g.ProposalFile.load(proposal)
-    with _client(cluster, genesis, identity, key_id, key_file) as c:
+    with _client(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert) as c:
         version = c.submit_governance(p)
     click.echo(f"applied: configuration version {version}")
 
@@ -205,9 +212,9 @@ def submit(proposal, cluster, genesis, identity, key_id, key_file):
 @click.option("--version", "version", type=int, default=0, help="A past version (default: the current one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the configuration as JSON.")
 @_errors
-def show(cluster, genesis, identity, key_id, key_file, version, as_json):
+def show(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert, version, as_json):
     """Print the governed configuration and its version (ids and keys never truncated)."""
-    with _client(cluster, genesis, identity, key_id, key_file) as c:
+    with _client(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert) as c:
         cfg = c.get_configuration(version)
     if as_json:
         click.echo(json.dumps(cfg, indent=2, sort_keys=True))

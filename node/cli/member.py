@@ -7,19 +7,21 @@ import sys
 import click
 
 from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, print_table, table, translate_errors
-from raft_ledger_node.config import load_genesis
-from raft_ledger_node.localcluster import genesis_path
+from raft_ledger_node import localcluster
 
 
 def _member_client(cluster: str, member: str, key_file: str | None):
-    from raft_ledger_client import LedgerClient, load_private_key
-
-    addresses = [v.grpc_address for v in load_genesis(genesis_path(cluster)).validators]
+    """The SDK client of ``member``: its signing key (``--key-file`` or the cluster's),
+    its TLS client certificate from the cluster directory (mutual TLS; plaintext only
+    for a cluster generated with insecure_plaintext)."""
     key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
     if not os.path.exists(key_file):
         raise click.ClickException(f"no key file {key_file}; pass --key-file")
-    return LedgerClient(addresses, member_id=member, key_id="k1", private_key=load_private_key(key_file),
-                        chain_id=genesis["chain_id"])
+    if localcluster.cluster_is_tls(cluster):
+        _, tls_key, tls_cert = localcluster.member_tls_paths(cluster, member)
+        if not os.path.exists(tls_cert):
+            raise click.ClickException(f"no TLS client certificate {tls_cert} for {member!r}")
+    return localcluster.member_client(cluster, member, key_file=key_file)
 
 
 def _flags(enum, names: str) -> int:

@@ -76,9 +76,14 @@ def print_status(cluster: str, as_json: bool) -> None:
                         "ready": st.ready,
                     }
                 )
+        if not localcluster.cluster_is_tls(cluster):
+            click.echo("WARNING: this cluster serves gRPC in plaintext (insecure_plaintext); development only", err=True)
         click.echo(json.dumps(out, indent=2))
         return
-    t = table(STATUS_COLUMNS, title=f"cluster {cluster}")
+    secure = localcluster.cluster_is_tls(cluster)
+    title = f"cluster {cluster}" if secure else (
+        f"cluster {cluster} [bold red]PLAINTEXT (insecure_plaintext): no TLS, every caller reads everything[/]")
+    t = table(STATUS_COLUMNS, title=title)
     for v, st in rows:
         if isinstance(st, Exception):
             t.add_row(v.id, v.grpc_address, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")

@@ -60,7 +60,7 @@ from raft_ledger_client import load_private_key
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_node.config import load_config, load_genesis
 from raft_ledger_node.ledger import limits
-from raft_ledger_node.localcluster import cluster_port_offsets, init_cluster, reserve_ports
+from raft_ledger_node.localcluster import cluster_port_offsets, grpc_channel, init_cluster, reserve_ports
 from raft_ledger_node.main import Validator
 from raft_ledger_node.raft.replica import LedgerReplica
 
@@ -95,6 +95,7 @@ ALLOWED = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.PERMISSION_DENIED,  # a transaction signed as another member than the caller's certificate
 }
 
 #: method path -> (request type, response type)
@@ -225,15 +226,19 @@ class Node:
             ("grpc.max_send_message_length", 2 * limits.grpc_message_bytes_max),
             ("grpc.max_receive_message_length", 2 * limits.grpc_message_bytes_max),
         ]
-        self.channel = grpc.insecure_channel(self.validator.grpc_address, options=opts)
+        # Mutual TLS: one channel per member, each with that member's client certificate.
+        self.channels = {m: grpc_channel(gen.directory, self.validator.grpc_address, m, opts) for m in MEMBERS}
+        self.channel = self.channels[MEMBERS[0]]
         self._methods = {
-            m: self.channel.unary_unary(m, request_serializer=None, response_deserializer=None) for m in METHODS
+            member: {m: ch.unary_unary(m, request_serializer=None, response_deserializer=None) for m in METHODS}
+            for member, ch in self.channels.items()
         }
 
     def close(self) -> None:
         v = getattr(self, "validator", None)
         if v is not None:
-            self.channel.close()
+            for ch in self.channels.values():
+                ch.close()
             v.stop()
             self._thread.join(30)
         for lg, propagate in self._loggers:
@@ -258,10 +263,17 @@ class Node:
         return h.height, h.header.hash, self.store.applied_index()
 
     def call(self, method: str, raw: bytes, timeout_s: float = CALL_TIMEOUT_S) -> Reply:
+        """Send ``raw`` as the member who signed its first transaction (a Submit of one of
+        MEMBERS), else as MEMBERS[0]."""
         self.logs.take()
+        member = MEMBERS[0]
+        if method == SUBMIT:
+            req = try_parse(pb.SubmitRequest, raw)
+            if req is not None and req.transactions and req.transactions[0].member_id in MEMBERS:
+                member = req.transactions[0].member_id
         t0 = time.monotonic()
         try:
-            body = self._methods[method](raw, timeout=timeout_s)
+            body = self._methods[member][method](raw, timeout=timeout_s)
             code, details = grpc.StatusCode.OK, ""
         except grpc.RpcError as e:
             body, code, details = None, e.code(), e.details() or ""
@@ -563,7 +575,8 @@ class Corpus:
 
     def _seeds(self) -> list[pb.SubmitRequest]:
         """Accounts 1..8 (both members, limit flags, history), pending and plain transfers
-        between them, a post, a void, a linked chain, two transactions in one Submit."""
+        between them, a post, a void, a linked chain, two transactions in one Submit (each Submit
+from one member: its certificate must match every signer)."""
         acc = lambda i, **kw: pb.Account(id=pb.UInt128(lo=i), ledger=840, code=1, **kw)  # noqa: E731
         tr = lambda i, d, c, a, **kw: pb.Transfer(  # noqa: E731
             id=pb.UInt128(lo=i), debit_account_id=pb.UInt128(lo=d), credit_account_id=pb.UInt128(lo=c),
@@ -573,7 +586,7 @@ class Corpus:
         return [
             pb.SubmitRequest(transactions=[self.stx(A(acc(1), acc(2, flags=2), acc(3, flags=8), acc(4)))]),
             pb.SubmitRequest(transactions=[self.stx(A(acc(5), acc(6, flags=4)), member="bank-b"),
-                                           self.stx(A(acc(7, flags=1), acc(8)))]),
+                                           self.stx(A(acc(7, flags=1), acc(8)), member="bank-b")]),
             pb.SubmitRequest(transactions=[self.stx(T(tr(1, 1, 4, 10), tr(2, 4, 1, 5, flags=2, timeout=3600)))]),
             pb.SubmitRequest(transactions=[self.stx(T(tr(3, 4, 1, 5, flags=2), tr(4, 1, 4, 7, flags=2, timeout=1)))]),
             pb.SubmitRequest(transactions=[self.stx(T(pb.Transfer(id=pb.UInt128(lo=5), pending_id=pb.UInt128(lo=3), flags=4)))]),
@@ -639,7 +652,8 @@ KNOWN_DEFECTS: tuple[str, ...] = ()
 
 
 def defect(corpus: Corpus, body: pb.Transaction, which: str) -> Input:
-    """A signed transaction with one thing wrong; all of them are INVALID_ARGUMENT."""
+    """A signed transaction with one thing wrong; all of them are INVALID_ARGUMENT, but an
+    unknown member id, which is not the caller's identity: PERMISSION_DENIED."""
     raw = body.SerializeToString(deterministic=True)
     stx = corpus.stx(raw)
     if which == "unknown_member":
@@ -669,7 +683,9 @@ def defect(corpus: Corpus, body: pb.Transaction, which: str) -> Input:
         return Input(SUBMIT, b"", grpc.StatusCode.INVALID_ARGUMENT, which)
     elif which == "huge_key_id":  # an unknown key id of 100 kB
         stx.key_id = "k" * 100_000
-    return Input(SUBMIT, pb.SubmitRequest(transactions=[stx]).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, which)
+    # Another member id than the caller's certificate is refused before its signature (api.authz).
+    code = grpc.StatusCode.PERMISSION_DENIED if which == "unknown_member" else grpc.StatusCode.INVALID_ARGUMENT
+    return Input(SUBMIT, pb.SubmitRequest(transactions=[stx]).SerializeToString(), code, which)
 
 
 def gen_submit(rng, corpus: Corpus) -> Input:
@@ -697,7 +713,8 @@ def gen_submit(rng, corpus: Corpus) -> Input:
             return Input(SUBMIT, raw, label="unmutated")
         return Input(SUBMIT, raw, grpc.StatusCode.INVALID_ARGUMENT, "mutated body, old signature")
     if kind < 8000:
-        stxs = [corpus.stx(hostile_body(rng), member=rng.choice(MEMBERS)) for _ in range(rng.randint(1, 3))]
+        member = rng.choice(MEMBERS)  # one signer per Submit: the caller's certificate must match it
+        stxs = [corpus.stx(hostile_body(rng), member=member) for _ in range(rng.randint(1, 3))]
         if rng.random() < 0.2:
             stxs.append(stxs[0])  # the same transaction twice in one Submit
         return Input(SUBMIT, pb.SubmitRequest(transactions=stxs).SerializeToString(), grpc.StatusCode.OK, "authentic hostile")

@@ -25,9 +25,12 @@ import pytest
 
 from raft_ledger_client import LedgerClient, RetryPolicy, load_private_key
 from raft_ledger_node.localcluster import (
+    OPERATOR_ID,
     LocalCluster,
     LocalClusterError,
+    client_tls,
     cluster_port_offsets,
+    grpc_channel,
     init_cluster,
     reserve_ports,
     status_rows,
@@ -80,15 +83,31 @@ class Cluster:
     def private_key(self, member: str):
         return load_private_key(self.key_file(member))
 
-    def client(self, member: str, retry: RetryPolicy | None = None) -> LedgerClient:
+    def client(self, member: str, retry: RetryPolicy | None = None, *, tls_identity: str | None = None,
+               addresses: list[str] | None = None) -> LedgerClient:
+        """An SDK client signing as ``member`` over mutual TLS with the client certificate
+        of ``tls_identity`` (default: ``member`` itself)."""
         return LedgerClient(
-            list(self.addresses.values()),
+            addresses or list(self.addresses.values()),
             member_id=member,
             key_id="k1",
             private_key=self.private_key(member),
             chain_id=self.chain_id,
             retry=retry,
+            tls=self.tls(tls_identity or member),
+            validators=list(self.addresses.values()),
         )
+
+    def tls(self, identity: str):
+        """The ClientTLS (cluster CA, client certificate and key) of ``identity``."""
+        return client_tls(self.directory, identity)
+
+    def channel(self, vid: str, identity: str = "bank-a", options=()) -> grpc.Channel:
+        """A raw gRPC channel to validator ``vid`` over mutual TLS as ``identity``."""
+        return grpc_channel(self.directory, self.addresses[vid], identity, options)
+
+    def admin_channel(self, vid: str) -> grpc.Channel:
+        return self.channel(vid, OPERATOR_ID)
 
     @property
     def chain_id(self) -> str:

@@ -96,12 +96,14 @@ def converged_head(chaos, min_height: int = 0):
 def write_accounts(chaos, vids: list[str], first_id: int) -> int:
     """Create accounts through ``vids`` only (the SDK follows their leader); returns the head height after."""
     from raft_ledger_client import Account, LedgerClient, RetryPolicy, load_private_key, read_genesis
+    from raft_ledger_node.localcluster import client_tls
 
     key = load_private_key(os.path.join(chaos.directory, "members", "bank-a.pem"))
     addresses = [chaos.addresses[v] for v in vids]
     retry = RetryPolicy(deadline_s=ELECTION_TIMEOUT_S, attempt_timeout_s=2.0)
     with LedgerClient(addresses, member_id="bank-a", key_id="k1", private_key=key, retry=retry,
-                      chain_id=read_genesis(os.path.join(chaos.directory, "genesis.json"))[1]) as client:
+                      chain_id=read_genesis(os.path.join(chaos.directory, "genesis.json"))[1],
+                      tls=client_tls(chaos.directory, "bank-a"), validators=list(chaos.addresses.values())) as client:
         results = client.create_accounts([Account(id=first_id + k, ledger=LEDGER, code=1) for k in range(ACCOUNTS_PER_WRITE)])
     assert [r.name for r in results] == ["ok"] * ACCOUNTS_PER_WRITE
     return max(st.head.height for v, st in chaos.status() if v.id in vids and not isinstance(st, grpc.RpcError))

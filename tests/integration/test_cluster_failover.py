@@ -161,7 +161,7 @@ def test_leader_sigkill_under_load_loses_nothing_and_applies_nothing_twice(clust
     owned = {mi: {lg: account_ids(mi, lg) for lg in LEDGERS} for mi in range(len(MEMBERS))}
     everyone = {lg: sorted(a for mi in owned for a in owned[mi][lg]) for lg in LEDGERS}
     all_accounts = sorted(a for lg in LEDGERS for a in everyone[lg])
-    reader = cluster.client("bank-a")
+    reader = cluster.client("auditor")  # reads every member's accounts
 
     for mi, m in enumerate(MEMBERS):
         with cluster.client(m) as c:

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from raft_ledger_client import Account, LedgerClient, load_private_key
+from raft_ledger_client import Account
 from raft_ledger_node.config import load_config, load_genesis
 from raft_ledger_node.crypto import Verifier
-from raft_ledger_node.localcluster import cluster_port_offsets, init_cluster, reserve_ports
+from raft_ledger_node.localcluster import cluster_port_offsets, init_cluster, member_client, reserve_ports
 from raft_ledger_node.main import Validator
 from raft_ledger_node.store import RocksStore, StoreError
 
@@ -52,9 +52,7 @@ def test_validator_built_in_process_with_a_swapped_verifier(one_validator):
         while not (v.replica.status().ready and v.replica.is_leader()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert v.replica.is_leader(), "a single validator elects itself"
-        key = load_private_key(generated.key_paths["bank-a"])
-        with LedgerClient([v.grpc_address], member_id="bank-a", key_id="k1", private_key=key,
-                          chain_id=genesis.chain_id) as c:
+        with member_client(generated.directory, "bank-a") as c:  # mutual TLS, as a member connects
             [r] = c.create_accounts([Account(id=1, ledger=840, code=1)])
             assert r.ok
             assert [a.id for a in c.lookup_accounts([1], linearizable=True)] == [1]

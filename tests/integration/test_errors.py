@@ -39,8 +39,8 @@ _ids: Iterator[int] = iter(range(9_000_001, 9_100_000))
 
 @pytest.fixture(scope="module")
 def channels(cluster_module):
-    """Validator id -> an insecure gRPC channel to it; closed after the module."""
-    chans = {vid: grpc.insecure_channel(addr) for vid, addr in cluster_module.addresses.items()}
+    """Validator id -> a gRPC channel to it over mutual TLS as bank-a; closed after the module."""
+    chans = {vid: cluster_module.channel(vid, "bank-a") for vid in cluster_module.addresses}
     yield chans
     for ch in chans.values():
         ch.close()
@@ -234,7 +234,8 @@ BAD_TRANSACTIONS = {
     "bad signature": (_bad_signature, ("transaction 0", "bad signature", "bank-a")),
     "signature not 64 bytes": (_short_signature, ("transaction 0", "signature must be 64 bytes")),
     "signed by another member": (_signed_by_another_member, ("transaction 0", "bad signature", "bank-a")),
-    "unknown member": (_unknown_member, ("transaction 0", "unknown member", "bank-zz")),
+    # Another member id than the caller's certificate: PERMISSION_DENIED before its signature (api.authz).
+    "unknown member": (_unknown_member, ("transaction 0", "signed as member", "bank-zz")),
     "unknown key id": (_unknown_key, ("transaction 0", "unknown member", "k9")),
     "empty member id": (_empty_member, ("transaction 0", "member_id")),
     "signed for another chain": (_another_chain, ("transaction 0", "signed for chain 'some-other-chain'")),
@@ -246,8 +247,12 @@ BAD_TRANSACTIONS = {
     # Authentication comes before parsing: garbage with a bad signature or an unknown
     # member is refused for who signed it, never parsed.
     "bad signature over an unparseable body": (_bad_signature_over_garbage, ("transaction 0", "bad signature")),
-    "unknown member with an unparseable body": (_unknown_member_with_garbage, ("transaction 0", "unknown member")),
+    "unknown member with an unparseable body": (_unknown_member_with_garbage, ("transaction 0", "signed as member")),
 }
+
+
+#: Cases signed as a member other than the caller (bank-a's certificate).
+NOT_THE_CALLER = ("unknown member", "unknown member with an unparseable body")
 
 
 @pytest.mark.parametrize("case", list(BAD_TRANSACTIONS))
@@ -259,8 +264,10 @@ def test_bad_transaction_is_invalid_argument_and_nothing_is_applied(case, cluste
     before = settled_height(channels)
     with pytest.raises(grpc.RpcError) as err:
         ledger(channels, leader).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
-    # An unknown member or key id is not malformed: the signer may not (issue 11).
-    code = grpc.StatusCode.PERMISSION_DENIED if "unknown member" in phrases else grpc.StatusCode.INVALID_ARGUMENT
+    # Signed as another member than the caller (TLS identity), or with a key id the
+    # signer does not have: the caller or signer may not (issue 11), not malformed.
+    denied = case in NOT_THE_CALLER or case == "unknown key id"
+    code = grpc.StatusCode.PERMISSION_DENIED if denied else grpc.StatusCode.INVALID_ARGUMENT
     assert_clear_message(err.value, code, *phrases)
     assert {h for h, _ in heads(channels).values()} == {before}
     assert_nothing_applied(channels, cluster_module, signer, before, ids)
@@ -312,8 +319,7 @@ def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channe
     follower = cluster_module.followers(leader)[0]
     ids = [a.id for a in new_accounts()]
     with cluster_module.client("bank-b") as full:
-        sdk = LedgerClient([cluster_module.addresses[follower]], member_id="bank-b", key_id="k1",
-                           private_key=cluster_module.private_key("bank-b"), chain_id=cluster_module.chain_id)
+        sdk = cluster_module.client("bank-b", addresses=[cluster_module.addresses[follower]])
         with sdk:
             results = sdk.create_accounts([Account(id=i, ledger=978, code=1) for i in ids])
         assert [r.result for r in results] == [AR.ok, AR.ok]
@@ -344,8 +350,10 @@ def test_health_service_answers_serving(channels):
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_server_reflection_lists_the_ledger_service(channels):
-    for vid, ch in channels.items():
+def test_server_reflection_lists_the_ledger_service(cluster_module):
+    # Reflection is the operator's (api.authz): test_mtls.py shows a member refused.
+    for vid in cluster_module.addresses:
+        ch = cluster_module.admin_channel(vid)
         db = ProtoReflectionDescriptorDatabase(ch)
         services = set(db.get_services())
         assert {"ledger.v1.Ledger", "ledger.v1.Admin", "grpc.health.v1.Health"} <= services, (vid, services)
@@ -358,6 +366,7 @@ def test_server_reflection_lists_the_ledger_service(channels):
             "ledger.v1.SubmitRequest",
             "ledger.v1.SubmitResponse",
         )
+        ch.close()
 
 
 # -- exactly once -------------------------------------------------------------------------
@@ -428,10 +437,9 @@ def test_a_validator_without_leader_refuses_before_proposal_and_the_sdk_says_not
 
     key = cluster.private_key("bank-a")
     retry = RetryPolicy(deadline_s=1.0, attempt_timeout_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2)
-    with LedgerClient([address], member_id="bank-a", key_id="k1", private_key=key, retry=retry,
-                      chain_id=cluster.chain_id) as sdk:
+    with cluster.client("bank-a", retry=retry, addresses=[address]) as sdk:
         stx = sdk.sign_accounts([Account(id=next(_ids), ledger=840, code=1)])
-        with grpc.insecure_channel(address) as ch:
+        with cluster.channel(survivor, "bank-a") as ch:
             with pytest.raises(grpc.RpcError) as err:
                 pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
         assert_clear_message(err.value, grpc.StatusCode.UNAVAILABLE, "no leader", "nothing was proposed")

@@ -40,7 +40,7 @@ def hostile(tmp_path_factory):
 
 
 def _raw(cluster, vid: str, method: str):
-    ch = grpc.insecure_channel(cluster.addresses[vid])
+    ch = cluster.channel(vid, "bank-a")
     return ch, ch.unary_unary(f"/ledger.v1.Ledger/{method}", request_serializer=None, response_deserializer=None)
 
 
@@ -74,7 +74,7 @@ def test_a_member_over_its_rate_limit_is_refused_with_a_retry_hint(hostile):
         assert r.ok
         over_ids = [next(ids) for _ in range(100)]
         over = c.sign_accounts([Account(id=i, ledger=840, code=1) for i in over_ids])
-        with grpc.insecure_channel(hostile.addresses[leader]) as ch:
+        with hostile.channel(leader, LIMITED) as ch:
             stub = ch.unary_unary("/ledger.v1.Ledger/Submit", request_serializer=pb.SubmitRequest.SerializeToString,
                                   response_deserializer=pb.SubmitResponse.FromString)
             with pytest.raises(grpc.RpcError) as err:
@@ -110,7 +110,7 @@ def test_rpcs_in_flight_are_bounded_and_shed_as_not_submitted(hostile):
     start = threading.Barrier(24)
 
     def read():
-        ch = grpc.insecure_channel(hostile.addresses[leader])
+        ch = hostile.channel(leader, "bank-a")
         stub = ch.unary_unary("/ledger.v1.Ledger/GetHead", request_serializer=pb.GetHeadRequest.SerializeToString,
                               response_deserializer=pb.GetHeadResponse.FromString)
         start.wait(RPC_TIMEOUT_S)

@@ -38,7 +38,7 @@ def signer(cluster_module):
 
 def _stub(cluster, vid: str) -> pb_grpc.LedgerStub:
     # A channel that lets the client send more than the validator accepts.
-    ch = grpc.insecure_channel(cluster.addresses[vid], options=[("grpc.max_send_message_length", 64 << 20)])
+    ch = cluster.channel(vid, "bank-a", options=[("grpc.max_send_message_length", 64 << 20)])
     return pb_grpc.LedgerStub(ch)
 
 
@@ -147,5 +147,8 @@ def test_an_unknown_member_is_refused_before_its_bodies_are_parsed(cluster_modul
     req = pb.SubmitRequest(transactions=[stx] * 190)
     assert req.ByteSize() <= limits.submit_bytes_max
     t = time.monotonic()
-    _refused_and_nothing_lost(cluster_module, signer, req, grpc.StatusCode.INVALID_ARGUMENT, "unknown member", "intruder")
+    # Signed as another member than the caller's certificate (bank-a): PERMISSION_DENIED,
+    # before any signature is checked (api.authz).
+    _refused_and_nothing_lost(cluster_module, signer, req, grpc.StatusCode.PERMISSION_DENIED, "signed as member",
+                              "intruder")
     assert time.monotonic() - t < 10.0  # includes the settle checks; the refusal itself is milliseconds

@@ -26,8 +26,7 @@ def test_linearizable_read_sees_every_acknowledged_write(cluster_module):
         assert r.result is TR.ok
         # Immediately after the acknowledgement, through a client that only knows a follower.
         follower = cluster.addresses[cluster.followers(cluster.leader())[0]]
-        reader = type(bank)([follower], member_id="bank-a", key_id="k1", private_key=cluster.private_key("bank-a"),
-                             chain_id=cluster.chain_id)
+        reader = cluster.client("bank-a", addresses=[follower])
         [a] = reader.lookup_accounts([base + 1], linearizable=True)
         reader.close()
         assert a.debits_posted == n * (n + 1) // 2
@@ -40,7 +39,7 @@ def test_follower_refuses_a_linearizable_read_and_names_the_leader(cluster_modul
     cluster = cluster_module
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
-    with grpc.insecure_channel(cluster.addresses[follower]) as ch:
+    with cluster.channel(follower) as ch:
         stub = pb_grpc.LedgerStub(ch)
         with pytest.raises(grpc.RpcError) as e:
             stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
@@ -76,7 +75,7 @@ def test_concurrent_linearizable_reads_share_raft_entries(cluster_module):
     done = []
 
     def read():
-        with grpc.insecure_channel(cluster.addresses[leader]) as ch:
+        with cluster.channel(leader) as ch:
             stub = pb_grpc.LedgerStub(ch)
             for _ in range(10):
                 stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=10)

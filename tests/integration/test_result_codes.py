@@ -491,7 +491,7 @@ def test_only_failed_events_travel_on_the_wire(cluster_module, clients, base):
     for step in std_accounts(base):
         assert all(r.ok for r in call(clients, step))
     stx = c.sign_transfers([_at(base, tr(ID, A, B, 1)), _at(base, tr(ID + 1, A, MISSING, 1)), _at(base, tr(ID + 2, A, B, 2))])
-    with grpc.insecure_channel(cluster_module.addresses[cluster_module.leader()]) as ch:
+    with cluster_module.channel(cluster_module.leader(), A_MEMBER) as ch:
         (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=10).results
     assert [(e.index, e.WhichOneof("result"), e.transfer) for e in wire.results] == [
         (1, "transfer", pb.CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND)
@@ -500,7 +500,7 @@ def test_only_failed_events_travel_on_the_wire(cluster_module, clients, base):
     assert (again.tx_hash, again.height) == (wire.tx_hash, wire.height)
     assert [(r.index, r.result) for r in again.results] == [(0, TR.ok), (1, TR.credit_account_not_found), (2, TR.ok)]
     all_ok = c.sign_accounts([acct(base + X)])
-    with grpc.insecure_channel(cluster_module.addresses[cluster_module.leader()]) as ch:
+    with cluster_module.channel(cluster_module.leader(), A_MEMBER) as ch:
         (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[all_ok]), timeout=10).results
     assert list(wire.results) == [] and wire.height > 0
 
@@ -668,19 +668,24 @@ def test_query_accounts_and_transfers(cluster_module, clients, base):
     ]
     assert all(r.ok for r in a.create_transfers(ts_))
     addr = _leader(cluster_module)
+    # Every member's records: the auditor reads them all (a member sees its own, api.authz).
+    auditor = cluster_module.client("auditor")
+    assert [x.id for x in a.query_accounts(QueryFilter(ledger=ledger), address=addr)] == [base + 1, base + 2, base + 3]
+    assert [x.id for x in b.query_accounts(QueryFilter(ledger=ledger), address=addr)] == [base + 4]
+    assert [x.id for x in b.query_transfers(QueryFilter(ledger=ledger), address=addr)] == [base + ID + 1]
 
     def acc_ids(**kw):
-        return [x.id for x in a.query_accounts(QueryFilter(**kw), address=addr)]
+        return [x.id for x in auditor.query_accounts(QueryFilter(**kw), address=addr)]
 
     def tr_ids(**kw):
-        return [x.id for x in a.query_transfers(QueryFilter(**kw), address=addr)]
+        return [x.id for x in auditor.query_transfers(QueryFilter(**kw), address=addr)]
 
     assert acc_ids(ledger=ledger) == [base + 1, base + 2, base + 3, base + 4]
     assert acc_ids(user_data_64=ud) == [base + 1, base + 2, base + 4]
     assert acc_ids(user_data_64=ud, code=1) == [base + 1, base + 4]
     assert acc_ids(ledger=ledger, code=2) == [base + 2]
     assert acc_ids(ledger=ledger, reversed=True) == [base + 4, base + 3, base + 2, base + 1]
-    owners = {x.id: x.owner for x in a.query_accounts(QueryFilter(ledger=ledger), address=addr)}
+    owners = {x.id: x.owner for x in auditor.query_accounts(QueryFilter(ledger=ledger), address=addr)}
     assert owners == {base + 1: A_MEMBER, base + 2: A_MEMBER, base + 3: A_MEMBER, base + 4: B_MEMBER}
 
     assert tr_ids(ledger=ledger) == [base + ID, base + ID + 1, base + ID + 2]
@@ -693,7 +698,7 @@ def test_query_accounts_and_transfers(cluster_module, clients, base):
     # limit + next_timestamp pages through a query as through get_account_transfers.
     seen, cursor = [], 0
     while True:
-        page = a.query_accounts(QueryFilter(ledger=ledger, limit=3, timestamp_min=cursor), address=addr)
+        page = auditor.query_accounts(QueryFilter(ledger=ledger, limit=3, timestamp_min=cursor), address=addr)
         seen += [x.id for x in page]
         cursor = page.next_timestamp
         if cursor == 0:

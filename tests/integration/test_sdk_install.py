@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from raft_ledger_client import LedgerClient, Transfer, TransferFlags
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 key = Ed25519PrivateKey.generate()
-c = LedgerClient(["127.0.0.1:1"], member_id="bank-a", key_id="k1", private_key=key, chain_id="local-test")
+c = LedgerClient(["127.0.0.1:1"], member_id="bank-a", key_id="k1", private_key=key, chain_id="local-test",
+                 insecure=True)  # signing only: never connects
 stx = c.sign_transfers([Transfer(id=1, debit_account_id=2, credit_account_id=3, amount=1250,
                                  ledger=840, code=1, flags=TransferFlags.PENDING, timeout=60)])
 key.public_key().verify(stx.signature, stx.body)

@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from raft_ledger_client import (
     Account,
+    ClientTLS,
     CreateAccountResult as AR,
+    GrpcTransport,
     CreateTransferResult as TR,
     InProcessTransport,
     InvalidRequest,
@@ -26,6 +28,7 @@ from raft_ledger_client import (
     NotFound,
     NotLeader,
     NotSubmitted,
+    PermissionDenied,
     RetryPolicy,
     Timeout,
     Transfer,
@@ -153,21 +156,72 @@ def test_follower_redirect_is_followed_at_once_and_remembered():
     assert len(transport.calls) == 3
 
 
-def test_redirect_to_an_address_not_configured_is_appended_and_followed():
-    # Current behaviour, pinned until a later issue restricts it: the client
-    # trusts any validator's leader-address, even one it was not given.
+def test_redirect_to_an_address_not_configured_is_ignored():
+    # Issue 11: the SDK follows leader-address only to validators it was given (genesis).
+    # A validator naming any other host (compromised, misconfigured) is treated as one
+    # that knows no leader: the client tries its own validators, never the stranger.
     clock = FakeClock()
-    servicers = {A: Validator(clock, "follower", C), B: Validator(clock, "follower", C), C: Validator(clock)}
+    servicers = {A: Validator(clock, "follower", C), B: Validator(clock), C: Validator(clock)}
     client, transport = make_client([A, B], servicers, clock)
     [r] = client.create_transfers([transfer(1, 5)])
     assert r.ok
-    assert transport.calls == [(A, "Submit"), (C, "Submit")]
-    # C now counts as a validator: when it goes down, reads may go to it too.
-    del servicers[C]
+    assert transport.calls == [(A, "Submit"), (B, "Submit")]
+    assert all(addr != C for addr, _ in transport.calls)
+    # And C never becomes a candidate for reads either.
+    del servicers[B]
     [a] = client.lookup_accounts([1])
     assert a.id == 1
-    # C was tried first (the last leader), then the read fell over to A.
-    assert transport.calls[2:] == [(C, "LookupAccounts"), (A, "LookupAccounts")]
+    assert all(addr != C for addr, _ in transport.calls)
+
+
+def test_a_redirect_to_a_genesis_validator_outside_addresses_is_followed():
+    # validators= (from_genesis passes every genesis validator) widens whom a redirect may name.
+    clock = FakeClock()
+    servicers = {A: Validator(clock, "follower", C), C: Validator(clock)}
+    transport = InProcessTransport(servicers)
+    client = LedgerClient([A], member_id="bank-a", key_id="k1", private_key=Ed25519PrivateKey.generate(),
+                          chain_id="local-test", retry=POLICY, transport=transport, clock=clock, sleep=clock.sleep,
+                          rng=InOrder(), validators=[A, B, C])
+    [r] = client.create_transfers([transfer(1, 5)])
+    assert r.ok and transport.calls == [(A, "Submit"), (C, "Submit")]
+
+
+def test_only_unlisted_leader_hints_end_in_not_submitted_without_contacting_them():
+    clock = FakeClock()
+    servicers = {A: Validator(clock, "follower", C), B: Validator(clock, "follower", C), C: Validator(clock)}
+    client, transport = make_client([A, B], servicers, clock)
+    with pytest.raises(NotSubmitted):
+        client.create_transfers([transfer(1, 5)])
+    assert {addr for addr, _ in transport.calls} == {A, B}
+
+
+def test_a_grpc_transport_needs_tls_or_an_explicit_insecure_switch():
+    with pytest.raises(ValueError, match="insecure=True"):
+        LedgerClient([A], member_id="bank-a", key_id="k1", private_key=Ed25519PrivateKey.generate(), chain_id="c")
+    with pytest.raises(ValueError):
+        GrpcTransport(tls=ClientTLS(ca_pem=b"x", cert_pem=b"y", key_pem=b"z"), insecure=True)
+    assert "redacted" in repr(ClientTLS(ca_pem=b"x", cert_pem=b"y", key_pem=b"secret"))
+    assert "secret" not in repr(ClientTLS(ca_pem=b"x", cert_pem=b"y", key_pem=b"secret"))
+
+
+def test_permission_denied_maps_to_its_own_exception():
+    err = status_to_exception(grpc.StatusCode.PERMISSION_DENIED, "no", (), "a Submit")
+    assert isinstance(err, PermissionDenied)
+    assert isinstance(status_to_exception(grpc.StatusCode.UNAUTHENTICATED, "no", (), "a"), PermissionDenied)
+
+
+def test_permission_denied_is_not_retried():
+    clock = FakeClock()
+
+    class Refusing(Validator):
+        def Submit(self, request, context):  # noqa: N802
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
+
+    servicers = {A: Refusing(clock), B: Validator(clock)}
+    client, transport = make_client([A, B], servicers, clock)
+    with pytest.raises(PermissionDenied):
+        client.create_transfers([transfer(1, 5)])
+    assert transport.calls == [(A, "Submit")] and clock.sleeps == []
 
 
 def test_redirects_between_stale_followers_back_off():
@@ -390,7 +444,8 @@ def test_a_reply_that_does_not_fit_the_request_is_an_error():
         (grpc.StatusCode.UNKNOWN, (), Unavailable),
         (grpc.StatusCode.DEADLINE_EXCEEDED, (), Timeout),
         (grpc.StatusCode.INTERNAL, (), LedgerError),
-        (grpc.StatusCode.UNAUTHENTICATED, (), LedgerError),
+        (grpc.StatusCode.UNAUTHENTICATED, (), PermissionDenied),
+        (grpc.StatusCode.PERMISSION_DENIED, (), PermissionDenied),
     ],
 )
 def test_status_to_exception(code, trailing, expected):

@@ -15,6 +15,7 @@ EXPECTED = {
     "AccountFilter",
     "AccountFlags",
     "BlockHeader",
+    "ClientTLS",
     "CreateAccountResult",
     "CreateTransferResult",
     "EventResult",
@@ -63,6 +64,9 @@ def test_exception_tree():
     assert issubclass(sdk.NotSubmitted, sdk.LedgerError)
     assert not issubclass(sdk.NotSubmitted, sdk.TransportError)
     assert issubclass(sdk.NotLeader, sdk.NotSubmitted)
+    # A refused caller is definite too, and no retry helps: not a transport error, not "not submitted".
+    assert issubclass(sdk.PermissionDenied, sdk.LedgerError)
+    assert not issubclass(sdk.PermissionDenied, (sdk.TransportError, sdk.NotSubmitted, sdk.InvalidRequest))
 
 
 def test_exception_tree_is_drawn_in_the_docstring():

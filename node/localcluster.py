@@ -308,9 +308,9 @@ def member_client(directory: str, identity: str, *, key_id: str = "k1", key_file
     if not cluster_is_tls(directory):
         kw.setdefault("insecure", True)
     else:
-        _, key_file, cert_file = member_tls_paths(directory, identity)
-        kw.setdefault("tls_key_file", key_file)
-        kw.setdefault("tls_cert_file", cert_file)
+        _, tls_key_file, tls_cert_file = member_tls_paths(directory, identity)
+        kw.setdefault("tls_key_file", tls_key_file)
+        kw.setdefault("tls_cert_file", tls_cert_file)
     return LedgerClient.from_genesis(
         gpath, member_id=identity, key_id=key_id,
         key_file=key_file or os.path.join(directory, "members", f"{identity}.pem"), **kw)

@@ -185,9 +185,11 @@ class Authorizer:
         cfg = self._configuration()
         m = None if cfg is None else cfg.member(ident.id)
         if m is None or not m.active:
-            # One message for unknown, suspended and removed: the status is not for strangers.
+            # The holder of a certificate of the cluster CA for this identity learns its own
+            # status (a member bank must know it was suspended), nothing about others.
+            status = "unknown to" if m is None else f"{m.status.value} in"
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"identity {ident.id!r} is not an active identity of this ledger's configuration")
+                          f"identity {ident.id!r} is {status} this ledger's configuration: nothing was done")
         return Caller(m.id, frozenset(m.roles))
 
     def admit(self, method: str, context) -> Caller:

@@ -684,7 +684,9 @@ def defect(corpus: Corpus, body: pb.Transaction, which: str) -> Input:
     elif which == "huge_key_id":  # an unknown key id of 100 kB
         stx.key_id = "k" * 100_000
     # Another member id than the caller's certificate is refused before its signature (api.authz).
-    code = grpc.StatusCode.PERMISSION_DENIED if which == "unknown_member" else grpc.StatusCode.INVALID_ARGUMENT
+    # Another member than the caller, or a key the signer does not hold: the caller or
+    # signer may not (issue 11); everything else is malformed.
+    code = grpc.StatusCode.PERMISSION_DENIED if which in ("unknown_member", "wrong_key_id") else grpc.StatusCode.INVALID_ARGUMENT
     return Input(SUBMIT, pb.SubmitRequest(transactions=[stx]).SerializeToString(), code, which)
 
 

@@ -72,7 +72,7 @@ _envelopes = itertools.count()
 
 def make_tx(member: str, op: Operation, events) -> Tx:
     env = f"{member}/{next(_envelopes)}".encode()
-    return Tx(member, op, tuple(events), env, hashlib.sha256(env).digest())
+    return Tx(member, op, tuple(events), env, hashlib.sha256(env).digest(), key_id="k1")
 
 
 # -- the reference model ------------------------------------------------------------------

@@ -18,17 +18,32 @@ from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, console, print_tabl
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address all validators listen on.")
 @click.option("--base-port", default=7100, show_default=True, help="gRPC ports are base+1.., Raft ports base+101..")
 @click.option("--force", is_flag=True, help="Replace an existing cluster in --dir (deletes its data).")
+@click.option("--insecure-plaintext", is_flag=True,
+              help="Development only: no CA, no TLS (gRPC and Raft in plaintext, every caller anonymous).")
 @translate_errors
-def init_cluster_cmd(directory, validators, members, host, base_port, force):
-    """Generate a local cluster: genesis file, validator configs, member keys."""
+def init_cluster_cmd(directory, validators, members, host, base_port, force, insecure_plaintext):
+    """Generate a local development cluster in one command: a CA, the genesis file,
+    validator configs and TLS certificates, and for every identity (the member banks,
+    central-bank as issuer of ledgers 840 and 978, auditor, operator, admin-1..3 with
+    threshold 2) an Ed25519 signing key and a TLS client certificate.
+
+    In production the members generate their own keys (`member keygen`) and the
+    administrators add them by governance (`gov propose/sign/submit`): private keys
+    never leave the member's host. This command generates them all here."""
     if validators < 1:
         raise click.BadParameter("need at least one validator", param_hint="--validators")
     try:
-        localcluster.init_cluster(directory, validators, [m.strip() for m in members.split(",") if m.strip()], host,
-                                  base_port, force=force)
+        made = localcluster.init_cluster(directory, validators, [m.strip() for m in members.split(",") if m.strip()],
+                                         host, base_port, force=force, insecure_plaintext=insecure_plaintext)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--base-port")
-    console.print(f"[green]cluster written to {directory}[/]: genesis.json, v1..v{validators}/config.json, members/*.pem")
+    console.print(f"[green]cluster written to {directory}[/]: genesis.json, ca/, v1..v{validators}/ (config, TLS), "
+                  f"members/ ({len(made.key_paths)} identities: {', '.join(sorted(made.key_paths))})")
+    console.print("[yellow]development setup:[/] this host generated every identity's private keys and holds the CA key "
+                  "(ca/ca.key.pem). In production each member runs `ledger-validator member keygen` on its own host "
+                  "and only public keys and CSRs reach the operator.")
+    if insecure_plaintext:
+        console.print("[bold red]PLAINTEXT cluster: no TLS, no caller identity. Never expose it.[/]")
 
 
 @click.command()

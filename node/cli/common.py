@@ -7,6 +7,7 @@ import functools
 import click
 from rich.console import Console
 
+from raft_ledger_client import LedgerError, TransactionRejected
 from raft_ledger_node.config import ConfigError
 from raft_ledger_node.localcluster import ClusterExistsError, LocalClusterError, NoClusterError
 from raft_ledger_node.tables import print_table, table
@@ -32,5 +33,9 @@ def translate_errors(fn):
             raise click.ClickException(f"{e}; run `ledger-validator init-cluster --dir {e.directory}` first") from None
         except (LocalClusterError, ConfigError) as e:
             raise click.ClickException(str(e)) from None
+        except TransactionRejected as e:
+            raise click.ClickException(f"refused by the ledger: {e.rejection.name} ({e})") from None
+        except LedgerError as e:  # the SDK's tree: PermissionDenied, NotSubmitted, InvalidRequest, ...
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
 
     return wrapper

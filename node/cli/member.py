@@ -10,18 +10,24 @@ from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, print_table, table,
 from raft_ledger_node import localcluster
 
 
-def _member_client(cluster: str, member: str, key_file: str | None):
-    """The SDK client of ``member``: its signing key (``--key-file`` or the cluster's),
-    its TLS client certificate from the cluster directory (mutual TLS; plaintext only
-    for a cluster generated with insecure_plaintext)."""
+def _member_client(cluster: str, member: str, key_file: str | None, key_id: str = "k1",
+                   tls_key: str | None = None, tls_cert: str | None = None):
+    """The SDK client of ``member``: its signing key (``--key-file`` or the cluster's,
+    key id ``--key-id``), its TLS client key and certificate (``--tls-key/--tls-cert``
+    or the cluster directory's; mutual TLS, plaintext only for a cluster generated with
+    insecure_plaintext). The cluster directory supplies genesis.json."""
     key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
     if not os.path.exists(key_file):
         raise click.ClickException(f"no key file {key_file}; pass --key-file")
+    kw = {}
     if localcluster.cluster_is_tls(cluster):
-        _, tls_key, tls_cert = localcluster.member_tls_paths(cluster, member)
-        if not os.path.exists(tls_cert):
-            raise click.ClickException(f"no TLS client certificate {tls_cert} for {member!r}")
-    return localcluster.member_client(cluster, member, key_file=key_file)
+        _, default_key, default_cert = localcluster.member_tls_paths(cluster, member)
+        tls_key, tls_cert = tls_key or default_key, tls_cert or default_cert
+        for what, path in (("TLS client certificate", tls_cert), ("TLS client key", tls_key)):
+            if not os.path.exists(path):
+                raise click.ClickException(f"no {what} {path} for {member!r}; pass --tls-cert/--tls-key")
+        kw = {"tls_key_file": tls_key, "tls_cert_file": tls_cert}
+    return localcluster.member_client(cluster, member, key_id=key_id, key_file=key_file, **kw)
 
 
 def _flags(enum, names: str) -> int:
@@ -45,13 +51,24 @@ _member_opts = [
     click.option("--cluster", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Cluster directory (genesis.json)."),
     click.option("--member", default="bank-a", show_default=True, help="Member id that signs."),
     click.option("--key-file", default=None, help="Member's Ed25519 PEM key (default: CLUSTER/members/MEMBER.pem)."),
+    click.option("--key-id", default="k1", show_default=True, help="Key id of that key (e.g. k2 after a rotation)."),
+    click.option("--tls-key", default=None, help="TLS client key (default: CLUSTER/members/MEMBER.tls.key.pem)."),
+    click.option("--tls-cert", default=None, help="TLS client certificate (default: CLUSTER/members/MEMBER.tls.crt.pem)."),
 ]
 
 
 def member_options(f):
+    """The connection options; the command receives them as one ``conn`` tuple
+    (cluster, member, key_file, key_id, tls_key, tls_cert) for :func:`_member_client`."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*a, cluster, member, key_file, key_id, tls_key, tls_cert, **kw):
+        return f(*a, conn=(cluster, member, key_file, key_id, tls_key, tls_cert), **kw)
+
     for opt in reversed(_member_opts):
-        f = opt(f)
-    return f
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 @click.group()
@@ -67,11 +84,11 @@ def member():
 @click.option("--flags", default="", help="Comma-separated: linked, debits_must_not_exceed_credits, credits_must_not_exceed_debits, history, closed.")
 @click.option("--user-data-128", type=int, default=0)
 @translate_errors
-def member_create_account(cluster, member, key_file, account_id, ledger, code, flags, user_data_128):
+def member_create_account(conn, account_id, ledger, code, flags, user_data_128):
     """Create one account owned by --member."""
     from raft_ledger_client import Account, AccountFlags, CreateAccountResult
 
-    with _member_client(cluster, member, key_file) as c:
+    with _member_client(*conn) as c:
         [r] = c.create_accounts([Account(id=account_id, ledger=ledger, code=code, flags=_flags(AccountFlags, flags), user_data_128=user_data_128)])
     click.echo(r.name)
     sys.exit(0 if r.result in (CreateAccountResult.ok, CreateAccountResult.exists) else 1)
@@ -89,7 +106,7 @@ def member_create_account(cluster, member, key_file, account_id, ledger, code, f
 @click.option("--timeout", type=int, default=0, help="Seconds until a pending transfer expires (0 = never).")
 @click.option("--flags", default="", help="Comma-separated: pending, post_pending_transfer, void_pending_transfer, balancing_debit, balancing_credit, closing_debit, closing_credit.")
 @translate_errors
-def member_create_transfer(cluster, member, key_file, transfer_id, debit_account_id, credit_account_id, amount, ledger, code, pending_id, timeout, flags):
+def member_create_transfer(conn, transfer_id, debit_account_id, credit_account_id, amount, ledger, code, pending_id, timeout, flags):
     """Create one transfer (single-phase, pending, post or void), signed by --member."""
     from raft_ledger_client import CreateTransferResult, Transfer, TransferFlags
 
@@ -98,7 +115,7 @@ def member_create_transfer(cluster, member, key_file, transfer_id, debit_account
         code = 0 if code == 1 else code
     t = Transfer(id=transfer_id, debit_account_id=debit_account_id, credit_account_id=credit_account_id, amount=amount,
                  ledger=ledger, code=code, flags=f, pending_id=pending_id, timeout=timeout)
-    with _member_client(cluster, member, key_file) as c:
+    with _member_client(*conn) as c:
         [r] = c.create_transfers([t])
     click.echo(r.name)
     sys.exit(0 if r.result in (CreateTransferResult.ok, CreateTransferResult.exists) else 1)
@@ -108,9 +125,9 @@ def member_create_transfer(cluster, member, key_file, transfer_id, debit_account
 @member_options
 @click.argument("ids", type=int, nargs=-1, required=True)
 @translate_errors
-def member_lookup_accounts(cluster, member, key_file, ids):
+def member_lookup_accounts(conn, ids):
     """Show accounts by id (balances in minor units)."""
-    with _member_client(cluster, member, key_file) as c:
+    with _member_client(*conn) as c:
         _print_rows(c.lookup_accounts(list(ids)), ["id", "ledger", "code", "owner", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
 
 
@@ -121,13 +138,13 @@ def member_lookup_accounts(cluster, member, key_file, ids):
 @click.option("--reversed", "reverse", is_flag=True, help="Newest first.")
 @click.option("--after", "cursor", type=int, default=0, help="Cursor printed by the previous page.")
 @translate_errors
-def member_account_transfers(cluster, member, key_file, account_id, limit, reverse, cursor):
+def member_account_transfers(conn, account_id, limit, reverse, cursor):
     """List an account's transfers by time, a page at a time."""
     from raft_ledger_client import AccountFilter
 
     f = AccountFilter(account_id=account_id, limit=limit, reversed=reverse,
                       **({"timestamp_max": cursor} if reverse and cursor else {"timestamp_min": cursor}))
-    with _member_client(cluster, member, key_file) as c:
+    with _member_client(*conn) as c:
         page = c.get_account_transfers(f)
     _print_rows(page.items, ["id", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "flags", "pending_id", "timestamp"])
     click.echo(f"next page: --after {page.next_timestamp}" if page.next_timestamp else "(last page)")
@@ -138,11 +155,11 @@ def member_account_transfers(cluster, member, key_file, account_id, limit, rever
 @click.argument("account_id", type=int)
 @click.option("--limit", type=int, default=20, show_default=True)
 @translate_errors
-def member_account_balances(cluster, member, key_file, account_id, limit):
+def member_account_balances(conn, account_id, limit):
     """Balance history of an account created with the `history` flag."""
     from raft_ledger_client import AccountFilter
 
-    with _member_client(cluster, member, key_file) as c:
+    with _member_client(*conn) as c:
         page = c.get_account_balances(AccountFilter(account_id=account_id, limit=limit))
     _print_rows(page.items, ["timestamp", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
 

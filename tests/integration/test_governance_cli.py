@@ -70,3 +70,41 @@ def test_onboarding_from_the_cli(cluster, tmp_path):
     r = CliRunner().invoke(main, ["gov", "sign", str(proposal), "--member", "admin-3",
                                   "--key", os.path.join(d, "members", "admin-3.pem")])
     assert r.exit_code == 1 and "do not match" in r.output
+
+
+def test_rotation_and_revocation_from_the_cli(cluster, tmp_path):
+    """The README's key-rotation walkthrough: the member's own files (no copies in the
+    cluster directory), a new key k2 added by governance, k1 revoked, and the refusal of
+    a k1 signature afterwards is a clear error, not a traceback."""
+    d = cluster.directory
+    home = tmp_path / "bank-g"
+    _run("member", "keygen", "--member", "bank-g", "--out", str(home))
+    _run("ca", "sign", "--ca-dir", os.path.join(d, "ca"), "--csr", str(home / "bank-g.csr.pem"), "--member", "bank-g",
+         "--out", str(home / "bank-g.tls.crt.pem"))
+
+    def govern(*change):
+        p = tmp_path / f"p{len(os.listdir(tmp_path))}.json"
+        _run("gov", "propose", "--cluster", d, *change, "--out", str(p))
+        for admin in ("admin-1", "admin-3"):
+            _run("gov", "sign", str(p), "--member", admin, "--key", os.path.join(d, "members", f"{admin}.pem"))
+        return _run("gov", "submit", str(p), "--cluster", d)
+
+    govern("--add-member", str(home / "bank-g.k1.pub.json"))
+    tls = ["--tls-key", str(home / "bank-g.tls.key.pem"), "--tls-cert", str(home / "bank-g.tls.crt.pem")]
+
+    def as_bank(key_id, *args):
+        return CliRunner().invoke(main, [args[0], args[1], "--cluster", d, "--member", "bank-g", "--key-id", key_id,
+                                         "--key-file", str(home / f"bank-g.{key_id}.pem"), *tls, *args[2:]])
+
+    r = as_bank("k1", "member", "create-account", "--id", "5100001", "--ledger", "840")
+    assert r.exit_code == 0 and r.output.strip() == "ok", r.output
+    _run("member", "keygen", "--member", "bank-g", "--key-id", "k2", "--out", str(home), "--no-tls")
+    govern("--add-key", str(home / "bank-g.k2.pub.json"))
+    r = as_bank("k2", "member", "create-account", "--id", "5100002", "--ledger", "840")
+    assert r.exit_code == 0 and r.output.strip() == "ok", r.output
+    govern("--revoke-key", "bank-g:k1")
+    r = as_bank("k1", "member", "create-account", "--id", "5100003", "--ledger", "840")
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception  # a click error, not a crash
+    assert "PermissionDenied" in r.output and "revoked" in r.output
+    r = as_bank("k2", "member", "lookup-accounts", "5100001", "5100002", "5100003")
+    assert r.exit_code == 0 and "5100001" in r.output and "5100002" in r.output and "5100003" not in r.output

@@ -137,11 +137,12 @@ class Cluster:
 
 @contextmanager
 def running_cluster(directory: str, start_port: int, config_overrides: dict | None = None,
-                    issuers: dict[int, list[str]] | None = None):
+                    issuers: dict[int, list[str]] | None = None, insecure_plaintext: bool = False):
     """Init, start and wait for a 3-validator cluster in ``directory``; stop it on exit.
 
     ``config_overrides`` are written into every validator's config.json before start;
-    ``issuers`` ({ledger: member ids}) default to TEST_ISSUERS.
+    ``issuers`` ({ledger: member ids}) default to TEST_ISSUERS; ``insecure_plaintext``
+    makes a development cluster without TLS.
     """
     attempt_start = start_port
     for attempt in range(CLUSTER_START_ATTEMPTS_MAX):
@@ -151,7 +152,7 @@ def running_cluster(directory: str, start_port: int, config_overrides: dict | No
         local = None
         try:
             init_cluster(directory, VALIDATORS, list(MEMBERS), "127.0.0.1", base, force=True,
-                         issuers=TEST_ISSUERS if issuers is None else issuers)
+                         issuers=TEST_ISSUERS if issuers is None else issuers, insecure_plaintext=insecure_plaintext)
             if config_overrides:
                 _override_configs(directory, config_overrides)
             local = LocalCluster(directory)

@@ -374,8 +374,10 @@ def _create_transfer(st: _State, t: Transfer, member: str, timestamp: int) -> TR
         return TR.credit_account_not_found
     if dr.owner != member:
         return TR.debit_account_not_owned
-    # Ours: a transfer changes the flags or status of the signer's accounts only.
-    if f & TF.CLOSING_CREDIT and cr.owner != member:
+    # Ours: a transfer changes the flags or status of the signer's accounts only, and
+    # balancing reads the clamped account's balance into the transfer's amount, which
+    # the signer reads back: so closing_credit and balancing_credit need the credit side.
+    if f & (TF.CLOSING_CREDIT | TF.BALANCING_CREDIT) and cr.owner != member:
         return TR.credit_account_not_owned
     if dr.ledger != cr.ledger:
         return TR.accounts_must_have_the_same_ledger
@@ -455,13 +457,15 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
     p = st.transfer(t.pending_id)
     if p is None:
         return TR.pending_transfer_not_found
-    if not p.flags & TF.PENDING:
-        return TR.pending_transfer_not_pending
     dr = st.account(p.debit_account_id)
     cr = st.account(p.credit_account_id)
     verify(dr is not None and cr is not None, "pending transfer refers to missing accounts")
+    # Ownership before every fact about ``p`` (even whether it is pending): another
+    # member's transfer reveals only that its id is taken.
     if dr.owner != member:
         return TR.debit_account_not_owned
+    if not p.flags & TF.PENDING:
+        return TR.pending_transfer_not_pending
     if t.debit_account_id and t.debit_account_id != p.debit_account_id:
         return TR.pending_transfer_has_different_debit_account_id
     if t.credit_account_id and t.credit_account_id != p.credit_account_id:

@@ -118,7 +118,13 @@ class CreateTransferResult(enum.IntEnum):
     - ``credit_account_not_owned``: a transfer may change the flags or status of only
       the signer's own accounts, so ``closing_credit`` needs the signer to own the
       credit account too (``closing_debit`` already needs the debit account). Voiding
-      or expiring a closing transfer reopens only accounts its creator owned.
+      or expiring a closing transfer reopens only accounts its creator owned. So does
+      ``balancing_credit``: it clamps the amount to the credit account's balance and
+      stores it in a transfer the signer reads, which would reveal another member's
+      balance.
+    - For post/void, ``debit_account_not_owned`` comes before
+      ``pending_transfer_not_pending``: another member's transfer reveals only that its
+      id is taken, not whether it is pending.
     - ``exists_with_different_owner``: the id is taken by a transfer another member
       created (the owner of its debit account; for post/void, of the pending
       transfer's debit account). Checked right after the id checks, before the other

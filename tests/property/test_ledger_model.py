@@ -214,11 +214,11 @@ class Model:
         p = self.transfers.get(t.pending_id)
         if p is None:
             return self.fail(t, member, TR.pending_transfer_not_found)
-        if not p.flags & TF.PENDING:
-            return TR.pending_transfer_not_pending
         dr, cr = self.accounts[p.dr], self.accounts[p.cr]
         if dr.owner != member:
             return TR.debit_account_not_owned
+        if not p.flags & TF.PENDING:
+            return TR.pending_transfer_not_pending
         if t.amount > p.amount:
             return TR.exceeds_pending_transfer_amount
         if post:

@@ -423,7 +423,8 @@ class RocksStore:
             else:
                 it.next()
 
-    def _page(self, rows: Iterator[tuple[int, bytes]], pick: Callable[[int, bytes], object], limit: int, reverse: bool) -> tuple[list, int]:
+    def _page(self, rows: Iterator[tuple[int, bytes]], pick: Callable[[int, bytes], object], limit: int, reverse: bool,
+              *, peek: bool = True) -> tuple[list, int]:
         """One page of ``rows`` (from :meth:`_scan`): the non-None ``pick(ts, value)``, and the cursor.
 
         Stops at ``limit`` results or after ``scan_rows_max`` rows read, whichever
@@ -431,6 +432,11 @@ class RocksStore:
         when nothing is left. The cursor is the timestamp after the last row read
         (the next ``timestamp_min``, or ``timestamp_max`` when reversed): index keys
         are unique per timestamp, so resuming from it reads every row once.
+
+        ``peek=False`` for scans filtered by owner: the row after a full page may be
+        another member's, and a cursor of 0 or not would tell the caller that such a
+        row exists (found by tests/integration/test_red_team.py). A full page then
+        always gets a cursor, and the next page may come back empty with cursor 0.
         """
         out: list = []
         budget = self.scan_rows_max
@@ -447,7 +453,7 @@ class RocksStore:
                 break
         else:
             return out, 0
-        if next(rows, None) is None:
+        if peek and next(rows, None) is None:
             return out, 0
         # A row beyond ts exists, so ts - 1 >= 1 when reversed (0 would mean "unbounded").
         return out, ts - 1 if reverse else ts + 1
@@ -521,7 +527,8 @@ class RocksStore:
                 return None
             return obj if visible is None or visible(obj) else None
 
-        return self._page(self._scan(cf, prefix, ts_min, ts_max, f.reversed), pick, limit, f.reversed)
+        return self._page(self._scan(cf, prefix, ts_min, ts_max, f.reversed), pick, limit, f.reversed,
+                          peek=visible is None)
 
     def query_transfers(self, f: QueryFilter, owner: str | None = None) -> tuple[list[Transfer], int]:
         """Transfers matching ``f`` by time (TigerBeetle query_transfers); (transfers, next cursor),

@@ -10,6 +10,13 @@ a certificate without an identity is refused with PERMISSION_DENIED before any
 work (etcd's client-certificate authentication, Consul's default deny). A
 suspension applied by governance takes effect on the next call of that identity.
 
+The one exception is health checking: a validator's own certificate
+(``spiffe://ledger/validator/<id>``, ``id`` a validator of the configuration and
+the certificate's SHA-256 its pinned ``tls_cert_sha256``) may call
+``grpc.health.v1.Health/*`` and nothing else, so an exec probe in the validator's
+pod or on its host (``ledger-validator health``) passes mutual TLS without a
+member's key (Kubernetes' native ``grpc:`` probe cannot present a certificate).
+
 Access table (enforced by :class:`AuthzInterceptor` per method, then by the
 servicers per row):
 
@@ -38,7 +45,9 @@ Ledger/GetHead, GetBlock,              any identity        everything (headers a
 GetConfiguration                                           reveal no account)
 Admin/*                                ``operator`` role   everything
 ServerReflection                       ``operator`` role   the service descriptors
-grpc.health.v1.Health/*                any identity        serving status
+grpc.health.v1.Health/*                any identity, or a  serving status
+                                       validator's pinned
+                                       certificate
 any other method                       nobody              PERMISSION_DENIED (default deny)
 =====================================  ==================  ====================================
 
@@ -100,10 +109,13 @@ def required_role(method: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The identity behind one call. ``id`` None: the anonymous plaintext development caller."""
+    """The identity behind one call. ``id`` None: the anonymous plaintext development caller.
+    ``kind`` ``validator``: a validator's certificate, admitted to Health only (no roles,
+    reads nothing)."""
 
     id: str | None
     roles: frozenset[str] = frozenset()
+    kind: str = "member"
 
     @property
     def reads_all(self) -> bool:
@@ -169,9 +181,11 @@ class Authorizer:
                 self._cache.popitem(last=False)
         return ident
 
-    def resolve(self, context) -> Caller:
+    def resolve(self, context, *, health: bool = False) -> Caller:
         """The caller of ``context`` (a grpc.ServicerContext); aborts PERMISSION_DENIED
-        for a missing, unknown, inactive or non-member identity."""
+        for a missing, unknown, inactive or non-member identity. ``health`` True (the
+        call is to grpc.health.v1.Health): a validator's pinned certificate is admitted
+        too, as a :class:`Caller` of kind ``validator``."""
         if self.plaintext:
             return ANONYMOUS
         certs = context.auth_context().get("x509_pem_cert") or ()
@@ -179,6 +193,8 @@ class Authorizer:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           "no client certificate: connect with mutual TLS and your identity's certificate")
         ident = self._identity(certs[0])
+        if health and ident is not None and ident.kind == "validator":
+            return self._validator(ident, certs[0], context)
         if ident is None or ident.kind != "member":
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           "the client certificate names no member identity (spiffe://ledger/member/<id>)")
@@ -192,9 +208,21 @@ class Authorizer:
                           f"identity {ident.id!r} is {status} this ledger's configuration: nothing was done")
         return Caller(m.id, frozenset(m.roles))
 
+    def _validator(self, ident: pki.Identity, cert: bytes, context) -> Caller:
+        """A validator's certificate calling Health: it must be the certificate pinned for
+        that validator in the configuration (a re-issued or foreign-pinned one is not)."""
+        cfg = self._configuration()
+        rec = None if cfg is None else next((v for v in cfg.validators if v.id == ident.id), None)
+        if rec is None or not rec.tls_cert_sha256 or pki.certificate_sha256(cert) != rec.tls_cert_sha256:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"validator certificate {ident.id!r} is not the one pinned in this ledger's configuration")
+        return Caller(f"validator/{ident.id}", kind="validator")
+
     def admit(self, method: str, context) -> Caller:
         """Resolve the caller and check ``method``'s required role; aborts PERMISSION_DENIED."""
-        caller = self.resolve(context)
+        caller = self.resolve(context, health=method.startswith(HEALTH))
+        if caller.kind == "validator" and not method.startswith(HEALTH):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to a validator certificate")
         role = required_role(method)
         if role is None and caller.id is not None:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any identity")

@@ -1,6 +1,6 @@
 """ledger-validator: the node operator's CLI.
 
-Commands: init-cluster, start, status (operator.py), member (member.py), gov and ca
+Commands: init-cluster, start, status, health (operator.py), member (member.py), gov and ca
 (gov.py), demo
 (demo.py), bench (bench.py). Every command has --help. The commands only
 translate: they parse options, call the libraries (raft_ledger_node.localcluster,
@@ -20,7 +20,7 @@ def main() -> None:
     """Run and operate validators of the Raft-replicated ledger."""
 
 
-for _command in (operator.init_cluster_cmd, operator.start, operator.status, member.member, gov.gov, gov.ca, demo.demo,
+for _command in (operator.init_cluster_cmd, operator.start, operator.status, operator.health, member.member, gov.gov, gov.ca, demo.demo,
                  bench.bench):
     main.add_command(_command)
 

@@ -1,4 +1,5 @@
-"""Governance and certificate commands: ``gov propose | sign | submit | show`` and ``ca sign``.
+"""Governance and certificate commands: ``gov propose | sign | submit | show`` and
+``ca init | issue-validator | sign``.
 
 The Fabric workflow (``configtxlator`` + ``peer channel signconfigtx``) from the shell:
 an operator writes a proposal file built on the current configuration version, each
@@ -239,7 +240,85 @@ def show(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert, versio
 
 @click.group()
 def ca():
-    """The cluster CA: sign members' TLS certificate requests."""
+    """The cluster CA: create it, issue validators' certificates, sign members' requests.
+
+    \b
+    Production: keep --ca-dir (ca.key.pem) on an offline machine of the operators.
+    1. ledger-validator ca init --ca-dir ca --name "acme-ledger CA"
+    2. ledger-validator ca issue-validator --ca-dir ca --id v1 --host validator-1.example.net --out-dir v1
+       (each validator; then put ca.crt.pem in genesis tls_ca_certificate, the pins in
+       tls_cert_sha256)
+    3. ledger-validator ca sign --ca-dir ca --csr bank-a.csr.pem --member bank-a --out bank-a.tls.crt.pem
+    """
+
+
+def _write_new(path: str, data: bytes, mode: int) -> None:
+    """Write a file that must not exist yet, created with ``mode`` (never over a key)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _read_ca(ca_dir: str) -> tuple[bytes, bytes]:
+    with open(os.path.join(ca_dir, "ca.key.pem"), "rb") as f:
+        ca_key = f.read()
+    with open(os.path.join(ca_dir, "ca.crt.pem"), "rb") as f:
+        ca_crt = f.read()
+    return ca_key, ca_crt
+
+
+@ca.command("init")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False), help="Directory to create ca.key.pem and ca.crt.pem in.")
+@click.option("--name", "common_name", default="raft-ledger CA", show_default=True, help="The CA certificate's common name.")
+@_errors
+def ca_init(ca_dir, common_name):
+    """Create the cluster CA: ca.key.pem (PRIVATE, 0600: keep it offline) and ca.crt.pem
+    (public: genesis `tls_ca_certificate`). Refuses to overwrite an existing CA."""
+    from raft_ledger_node import pki
+
+    os.makedirs(ca_dir, mode=0o700, exist_ok=True)
+    key, crt = pki.make_ca(common_name)
+    for name in ("ca.key.pem", "ca.crt.pem"):
+        if os.path.exists(os.path.join(ca_dir, name)):
+            raise click.ClickException(f"{os.path.join(ca_dir, name)} exists: a CA is already there")
+    _write_new(os.path.join(ca_dir, "ca.key.pem"), key, 0o600)
+    _write_new(os.path.join(ca_dir, "ca.crt.pem"), crt, 0o644)
+    console.print(f"[green]CA written to {ca_dir}[/]: ca.key.pem (private: keep offline), ca.crt.pem "
+                  "(put its PEM text in genesis as tls_ca_certificate)")
+
+
+@ca.command("issue-validator")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False, exists=True), help="Directory with ca.key.pem and ca.crt.pem.")
+@click.option("--id", "validator_id", required=True, help="The validator's id in genesis (v1, v2, ...).")
+@click.option("--host", "hosts", multiple=True, required=True, metavar="NAME|IP",
+              help="A DNS name or IP the validator is dialled at (repeat): the host of its genesis grpc_address, "
+                   "and any other name clients use (a load-balancer or Service name).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Where to write tls.key.pem (0600) and tls.crt.pem for that validator.")
+@_errors
+def ca_issue_validator(ca_dir, validator_id, hosts, out_dir):
+    """Issue a validator's TLS key and certificate (spiffe://ledger/validator/ID, server and
+    client auth, DNS/IP names of --host) and print its pin, the genesis `tls_cert_sha256`.
+    Refuses to overwrite existing files."""
+    from raft_ledger_node import pki
+
+    if not validator_id or "/" in validator_id:
+        raise click.BadParameter("a validator id without '/'", param_hint="--id")
+    ca_key, ca_crt = _read_ca(ca_dir)
+    key_path, crt_path = os.path.join(out_dir, "tls.key.pem"), os.path.join(out_dir, "tls.crt.pem")
+    for path in (key_path, crt_path):
+        if os.path.exists(path):
+            raise click.ClickException(f"{path} exists: move it away first (its pin may be in genesis)")
+    try:
+        key, crt = pki.issue_certificate(ca_key, ca_crt, kind="validator", identity=validator_id, hosts=tuple(hosts))
+    except pki.CertificateError as e:
+        raise click.ClickException(str(e)) from None
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    _write_new(key_path, key, 0o600)
+    _write_new(crt_path, crt, 0o644)
+    console.print(f"[green]validator {validator_id} certificate written to {out_dir}[/] (tls.key.pem, tls.crt.pem) "
+                  f"for {', '.join(hosts)}; its genesis tls_cert_sha256:")
+    click.echo(pki.certificate_sha256(crt).hex())
 
 
 @ca.command("sign")
@@ -252,10 +331,7 @@ def ca_sign(ca_dir, csr_file, member, out):
     """Issue a member's TLS client certificate from its CSR (`member keygen` writes one)."""
     from raft_ledger_node import pki
 
-    with open(os.path.join(ca_dir, "ca.key.pem"), "rb") as f:
-        ca_key = f.read()
-    with open(os.path.join(ca_dir, "ca.crt.pem"), "rb") as f:
-        ca_crt = f.read()
+    ca_key, ca_crt = _read_ca(ca_dir)
     with open(csr_file, "rb") as f:
         csr = f.read()
     try:

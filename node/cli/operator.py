@@ -1,4 +1,4 @@
-"""Operator commands: init-cluster, start, status."""
+"""Operator commands: init-cluster, start, status, health."""
 from __future__ import annotations
 
 import json
@@ -125,3 +125,89 @@ def print_status(cluster: str, as_json: bool) -> None:
 def status(cluster, as_json):
     """Show each validator's role, term, commit/applied index and chain head."""
     print_status(cluster, as_json)
+
+
+#: Seconds the health probe waits for the validator's answer (connect and call).
+HEALTH_TIMEOUT_S = 3.0
+
+
+def _probe_target(cfg, genesis, address: str | None) -> tuple[str, str]:
+    """(address to dial, TLS host name to verify) for this validator's own Health.
+
+    The address: ``address``, else ``grpc_listen_address`` with an any-address
+    (0.0.0.0, [::]) replaced by the loopback, else this validator's genesis gRPC
+    address. The name verified is the host of its genesis gRPC address, which its
+    certificate names (clients dial it), whatever address the probe dials."""
+    me = genesis.validator(cfg.validator_id)
+    host = me.grpc_address.rpartition(":")[0].strip("[]")
+    if not address:
+        listen = cfg.grpc_listen_address
+        lhost, _, lport = listen.rpartition(":")
+        if lhost in ("0.0.0.0", ""):
+            address = f"127.0.0.1:{lport}" if listen else me.grpc_address
+        elif lhost in ("[::]", "::"):
+            address = f"[::1]:{lport}"
+        else:
+            address = listen
+    return address, host
+
+
+def health_status(config_path: str, service: str = "", address: str | None = None,
+                  timeout_s: float = HEALTH_TIMEOUT_S) -> str:
+    """Ask this validator's own ``grpc.health.v1.Health/Check`` for ``service`` and return
+    the status name (``SERVING``, ``NOT_SERVING``, ``SERVICE_UNKNOWN``, ...).
+
+    Over mutual TLS with the validator's own key and certificate (``tls_key_file``,
+    ``tls_cert_file``; the validators admit a validator's pinned certificate to Health
+    only) and the genesis CA; plaintext if the config sets ``insecure_plaintext``.
+    Raises ConfigError (config or genesis unreadable), OSError (TLS files), and
+    ``grpc.RpcError`` if the validator does not answer within ``timeout_s`` seconds."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from raft_ledger_node.config import load_config, load_genesis
+
+    cfg = load_config(config_path)
+    genesis = load_genesis(cfg.genesis_file)
+    target, host = _probe_target(cfg, genesis, address)
+    if cfg.insecure_plaintext:
+        channel = grpc.insecure_channel(target)
+    else:
+        with open(cfg.tls_key_file, "rb") as f:
+            key = f.read()
+        with open(cfg.tls_cert_file, "rb") as f:
+            cert = f.read()
+        creds = grpc.ssl_channel_credentials(root_certificates=genesis.tls_ca_pem, private_key=key,
+                                             certificate_chain=cert)
+        channel = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", host)])
+    with channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                          timeout=timeout_s)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), envvar="LEDGER_CONFIG",
+              show_envvar=True, help="This validator's config (JSON): its TLS key and certificate, genesis, listen address.")
+@click.option("--service", default="", show_default=True, help='Health service name ("" or ledger.v1.Ledger).')
+@click.option("--address", default=None, envvar="LEDGER_HEALTH_ADDRESS", show_envvar=True,
+              help="Address to probe (default: grpc_listen_address with 0.0.0.0 as 127.0.0.1, else the genesis gRPC address).")
+@click.option("--timeout", "timeout_s", default=HEALTH_TIMEOUT_S, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code is the answer.")
+def health(config_path, service, address, timeout_s, quiet):
+    """Probe this validator's gRPC Health over mutual TLS with its own certificate: exit 0
+    if it is SERVING (Raft ready, a leader known), 1 otherwise (NOT_SERVING, unreachable,
+    refused, or a config error). For exec probes: Kubernetes, the container HEALTHCHECK."""
+    import grpc
+
+    from raft_ledger_node.config import ConfigError
+
+    try:
+        status = health_status(config_path, service, address, timeout_s)
+    except (ConfigError, OSError) as e:
+        status = f"cannot probe: {e}"
+    except grpc.RpcError as e:
+        status = f"{e.code().name}: {e.details()}"
+    if not quiet:
+        click.echo(status)
+    sys.exit(0 if status == "SERVING" else 1)

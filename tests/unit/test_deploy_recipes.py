@@ -1,0 +1,151 @@
+"""The deployment recipes under deploy/ agree with the code that reads them.
+
+The example genesis files (deploy/examples/genesis.json and the Kubernetes ConfigMap) load
+with the strict ``load_genesis``; the example config loads with ``load_config``; the
+StatefulSet's write-config init script, run for real on files of a generated cluster,
+writes a config the validator accepts and refuses a certificate genesis does not pin; the
+probes and the container HEALTHCHECK call ``ledger-validator health``; kustomization lists
+files that exist and never the Secret templates. (No YAML parser is installed: the two
+block scalars are cut out of the text by indentation.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from raft_ledger_node import pki
+from raft_ledger_node.config import ValidatorConfig, load_config, load_genesis
+from raft_ledger_node.localcluster import init_cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEPLOY = os.path.join(ROOT, "deploy")
+K8S = os.path.join(DEPLOY, "kubernetes")
+
+
+def _text(*parts: str) -> str:
+    with open(os.path.join(DEPLOY, *parts)) as f:
+        return f.read()
+
+
+def _block_scalar(text: str, marker: str) -> str:
+    """The literal block (``|``) that follows the line ending in ``marker``, dedented."""
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith(marker)) + 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    out = []
+    for line in lines[start:]:
+        if line.strip() and len(line) - len(line.lstrip()) < indent:
+            break
+        out.append(line[indent:])
+    return "\n".join(out)
+
+
+def test_example_genesis_loads_with_ca_pins_and_governance():
+    g = load_genesis(os.path.join(DEPLOY, "examples", "genesis.json"))
+    assert g.tls_ca_pem is not None
+    assert all(len(v.tls_cert_sha256) == 32 for v in g.validators)
+    cfg = g.configuration
+    assert cfg.admins == ("admin-1", "admin-2", "admin-3") and cfg.threshold == 2
+    assert dict(cfg.issuers)[840] == ("central-bank",)
+    assert {m.id for m in cfg.members if "operator" in m.roles} == {"operator"}
+
+
+def test_example_config_loads_and_names_only_known_settings():
+    cfg = load_config(os.path.join(DEPLOY, "examples", "config.json"))
+    assert cfg.tls_cert_file == "/etc/ledger/tls.crt.pem" and cfg.tls_key_file == "/etc/ledger/tls.key.pem"
+    assert not cfg.insecure_plaintext
+    doc = json.loads(_text("examples", "config.json"))
+    assert set(doc) <= set(ValidatorConfig.__dataclass_fields__)
+
+
+def test_kubernetes_genesis_configmap_loads_and_names_the_headless_pods(tmp_path):
+    path = tmp_path / "genesis.json"
+    path.write_text(_block_scalar(_text("kubernetes", "genesis-configmap.yaml"), "genesis.json: |"))
+    g = load_genesis(str(path))
+    for n, v in enumerate(g.validators):
+        assert v.id == f"v{n + 1}"
+        assert v.grpc_address == f"ledger-{n}.ledger-headless.ledger.svc.cluster.local:7101"
+    assert g.tls_ca_pem is not None and g.configuration.threshold == 2
+
+
+@pytest.fixture
+def pod(tmp_path):
+    """The files a ledger-0 pod would see, from a generated 127.0.0.1 cluster: genesis,
+    the Raft password, the Secret ledger-tls with every validator's pair; and the
+    write-config script with its absolute paths moved under tmp_path."""
+    d = str(tmp_path / "cluster")
+    init_cluster(d, 3, ["bank-a"], "127.0.0.1", 27_300)
+    root = tmp_path / "pod"
+    for sub in ("etc/ledger/genesis", "etc/ledger/secret", "etc/ledger/tls", "run/ledger"):
+        (root / sub).mkdir(parents=True)
+    with open(os.path.join(d, "genesis.json")) as f:
+        (root / "etc/ledger/genesis/genesis.json").write_text(f.read())
+    (root / "etc/ledger/secret/raft_password").write_text("a-long-random-password\n")
+    for vid in ("v1", "v2", "v3"):
+        for part in ("crt", "key"):
+            with open(os.path.join(d, vid, f"tls.{part}.pem"), "rb") as f:
+                (root / f"etc/ledger/tls/{vid}.tls.{part}.pem").write_bytes(f.read())
+    script = _block_scalar(_text("kubernetes", "statefulset.yaml"), "- |")
+    assert script.startswith("import hashlib, json") and "tls_cert_file" in script
+    script = script.replace('"/etc/ledger/', f'"{root}/etc/ledger/').replace('"/run/ledger/', f'"{root}/run/ledger/')
+    script = script.replace('f"/etc/ledger/', f'f"{root}/etc/ledger/')
+    return root, script, d
+
+
+def _run(script: str, ordinal: int = 0):
+    env = {**os.environ, "POD_NAME": f"ledger-{ordinal}", "LEDGER_TUNING": '{"verify_threads": 1}'}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_write_config_copies_its_own_pin_checked_pair_into_a_config_the_validator_accepts(pod):
+    root, script, d = pod
+    p = _run(script, ordinal=1)
+    assert p.returncode == 0, p.stderr
+    cfg = load_config(str(root / "run/ledger/config.json"))
+    assert cfg.validator_id == "v2" and cfg.verify_threads == 1
+    assert cfg.grpc_listen_address == "0.0.0.0:27302"
+    with open(cfg.tls_cert_file, "rb") as f:
+        cert = f.read()
+    assert pki.identity_from_certificate(cert) == pki.Identity("validator", "v2")
+    assert pki.certificate_sha256(cert) == load_genesis(cfg.genesis_file).validator("v2").tls_cert_sha256
+    for name in ("config.json", "tls.crt.pem", "tls.key.pem"):
+        assert os.stat(root / "run/ledger" / name).st_mode & 0o777 == 0o600
+
+
+def test_write_config_refuses_a_certificate_genesis_does_not_pin(pod):
+    root, script, _ = pod
+    # v2's pair under v1's name: a valid certificate of the cluster CA, the wrong pin.
+    for part in ("crt", "key"):
+        (root / f"etc/ledger/tls/v1.tls.{part}.pem").write_bytes((root / f"etc/ledger/tls/v2.tls.{part}.pem").read_bytes())
+    p = _run(script, ordinal=0)
+    assert p.returncode == 1 and "not this validator's certificate" in p.stderr
+    assert not (root / "run/ledger/config.json").exists()
+
+
+def test_write_config_names_the_missing_secret_key(pod):
+    root, script, _ = pod
+    (root / "etc/ledger/tls/v3.tls.key.pem").unlink()
+    p = _run(script, ordinal=2)
+    assert p.returncode == 1 and "v3.tls.key.pem" in p.stderr and "tls-secret.yaml" in p.stderr
+
+
+def test_probes_and_healthcheck_use_the_tls_health_command():
+    sts = _text("kubernetes", "statefulset.yaml")
+    assert re.search(r'readinessProbe:\s+exec:\s+command: \["ledger-validator", "health", "--config", '
+                     r'"/run/ledger/config.json"', sts)
+    assert "grpc:\n" not in sts  # the native probe cannot present a client certificate
+    assert 'CMD ["ledger-validator", "health", "--quiet"]' in _text("container", "Containerfile")
+    assert "LEDGER_CONFIG=/etc/ledger/config.json" in _text("container", "Containerfile")
+
+
+def test_kustomization_lists_existing_files_and_no_secret_template():
+    kust = _text("kubernetes", "kustomization.yaml")
+    resources = re.findall(r"^  - (\S+\.yaml)$", kust, flags=re.M)
+    assert resources and all(os.path.exists(os.path.join(K8S, r)) for r in resources)
+    assert "secret.yaml" not in resources and "tls-secret.yaml" not in resources
+    assert set(os.listdir(K8S)) - set(resources) - {"kustomization.yaml"} == {"secret.yaml", "tls-secret.yaml"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import subprocess
 import sys
 
@@ -56,6 +57,11 @@ def test_a_validators_own_certificate_gets_serving_from_health(cluster_module):
     c = cluster_module
     with _validator_channel(c, "v1", *_own(c, "v1")) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
+        # The validator refreshes its health status periodically (node/main.py): right
+        # after the cluster is ready it may still say NOT_SERVING for a moment.
+        deadline = time.monotonic() + 10
+        while stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
         assert stub.Check(health_pb2.HealthCheckRequest(service="ledger.v1.Ledger"), timeout=5).status == SERVING
 

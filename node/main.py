@@ -23,6 +23,7 @@ from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.raft.tls import RaftTls, RaftTlsError
 from raft_ledger_node.api.authz import Authorizer, AuthzInterceptor
+from raft_ledger_node.api.validation import proposal_from_signed_bytes
 from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
@@ -153,6 +154,9 @@ class Validator:
             raft_fixes=cfg.raft_fixes,
             peer_dial=cfg.raft_peer_dial,
             raft_tls=_raft_tls(cfg, self.genesis),
+            # Every validator applies governance changes decoded from the signed proposal bytes.
+            decode_proposal=proposal_from_signed_bytes,
+            chain_id=self.genesis.chain_id,
         )
         self.batcher = Batcher(
             self.replica.propose,

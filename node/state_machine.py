@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from raft_ledger_node.crypto import verify_ed25519
 from raft_ledger_node.ledger import codec
@@ -94,10 +94,17 @@ class StateMachine:
     failure contract.
     """
 
-    def __init__(self, store, *, verify_signature=verify_ed25519) -> None:
+    def __init__(self, store, *, verify_signature=verify_ed25519, decode_proposal=None, chain_id: str | None = None) -> None:
         self.store = store
         #: Verifies governance approvals inside apply (deterministic: Ed25519, RFC 8032).
         self._verify_signature = verify_signature
+        #: Rebuilds a governance transaction from the proposal bytes its approvals sign
+        #: (``api.validation.proposal_from_signed_bytes``, injected by the composition
+        #: root): every validator applies the changes it decoded itself from the signed
+        #: bytes, never the leader's decoded copy. None: the entry's copy (unit tests).
+        self._decode_proposal = decode_proposal
+        #: This chain's id: a governance proposal for another chain is refused at apply.
+        self._chain_id = chain_id
 
     def apply(self, entry: bytes | Entry, term: int, raft_index: int) -> Applied:
         """Apply the entry at ``raft_index`` (its bytes, or the Entry they encode) of Raft term ``term``.
@@ -122,7 +129,12 @@ class StateMachine:
                 self._mark_applied(raft_index)
                 return Applied(raft_index, Outcome.MALFORMED, store.head().height)
         try:
-            results, ws = apply_block(store, decoded, term, raft_index, verify_signature=self._verify_signature)
+            if self._decode_proposal is not None and any(tx.governance is not None for tx in decoded.txs):
+                decoded = Entry(decoded.proposed_timestamp, tuple(
+                    tx if tx.governance is None else replace(tx, governance=self._decode_proposal(tx.governance))
+                    for tx in decoded.txs))
+            results, ws = apply_block(store, decoded, term, raft_index, verify_signature=self._verify_signature,
+                                      chain_id=self._chain_id)
         except Exception as e:
             raise CoreFailure(raft_index, f"apply of raft entry {raft_index} raised: {e!r}") from e
         try:

@@ -247,6 +247,41 @@ def change_from_pb(c: pb.GovernanceChange, where: str):
     return gov.SetValidators(tuple(vs))
 
 
+def _parse_proposal(proposal: bytes, where: str) -> pb.GovernanceProposal:
+    p = pb.GovernanceProposal()
+    try:
+        p.ParseFromString(proposal)
+    except DecodeError as e:
+        raise BadRequest(f"{where}: proposal is not a ledger.v1.GovernanceProposal ({e})") from e
+    if len(UnknownFieldSet(p)) or any(len(UnknownFieldSet(c)) for c in p.changes):
+        raise BadRequest(f"{where}: the proposal has fields unknown to ledger.v1.GovernanceProposal")
+    return p
+
+
+def _changes(p: pb.GovernanceProposal, where: str) -> tuple:
+    if not p.changes or len(p.changes) > limits.gov_changes_max:
+        raise BadRequest(f"{where}: a proposal has 1..{limits.gov_changes_max} changes, not {len(p.changes)}")
+    return tuple(change_from_pb(c, f"{where}: change {i}") for i, c in enumerate(p.changes))
+
+
+def proposal_from_signed_bytes(g: gov.GovernanceProposal) -> gov.GovernanceProposal:
+    """``g`` rebuilt from its own ``proposal`` bytes (the bytes the administrators signed):
+    chain id, base version, validity and changes decoded again, the approvals kept.
+
+    Deterministic (no clock): every validator calls it on every committed governance
+    transaction, so what is applied is what the approvals cover, whatever a leader put
+    beside the bytes. A proposal that does not decode comes back with no changes, which
+    apply refuses (``change_invalid``)."""
+    try:
+        if len(g.proposal) > limits.gov_proposal_bytes_max:
+            raise BadRequest("proposal too large")
+        p = _parse_proposal(g.proposal, "committed proposal")
+        changes = _changes(p, "committed proposal")
+    except BadRequest:
+        return gov.GovernanceProposal(g.chain_id, g.base_version, g.valid_until, (), g.proposal, g.approvals)
+    return gov.GovernanceProposal(p.chain_id, p.base_version, p.valid_until, changes, g.proposal, g.approvals)
+
+
 def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: int) -> gov.GovernanceProposal:
     """The body of a governance transaction, decoded and checked statelessly.
 
@@ -260,13 +295,7 @@ def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: in
     """
     if len(g.proposal) > limits.gov_proposal_bytes_max:
         raise BadRequest(f"{where}: proposal of {len(g.proposal)} bytes exceeds gov_proposal_bytes_max={limits.gov_proposal_bytes_max}")
-    p = pb.GovernanceProposal()
-    try:
-        p.ParseFromString(g.proposal)
-    except DecodeError as e:
-        raise BadRequest(f"{where}: proposal is not a ledger.v1.GovernanceProposal ({e})") from e
-    if len(UnknownFieldSet(p)) or any(len(UnknownFieldSet(c)) for c in p.changes):
-        raise BadRequest(f"{where}: the proposal has fields unknown to ledger.v1.GovernanceProposal")
+    p = _parse_proposal(bytes(g.proposal), where)
     if p.chain_id != chain_id:
         raise BadRequest(f"{where}: proposal built for chain {p.chain_id[:64]!r}, this is chain {chain_id!r}")
     if p.valid_until == 0:
@@ -275,9 +304,7 @@ def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: in
         raise BadRequest(f"{where}: proposal expired: valid_until {p.valid_until} is {(now_ns - p.valid_until) / 1e9:.3f} s ago")
     if p.base_version == 0:
         raise BadRequest(f"{where}: proposal base_version is required (the configuration version it was built on)")
-    if not p.changes or len(p.changes) > limits.gov_changes_max:
-        raise BadRequest(f"{where}: a proposal has 1..{limits.gov_changes_max} changes, not {len(p.changes)}")
-    changes = tuple(change_from_pb(c, f"{where}: change {i}") for i, c in enumerate(p.changes))
+    changes = _changes(p, where)
     if not g.approvals or len(g.approvals) > limits.gov_approvals_max:
         raise BadRequest(f"{where}: a governance transaction has 1..{limits.gov_approvals_max} approvals, not {len(g.approvals)}")
     approvals = []

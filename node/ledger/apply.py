@@ -703,6 +703,8 @@ def _apply_governance(cfg: Configuration | None, g: GovernanceProposal, height: 
             return TxRejection.approval_signature_invalid
     if len(seen) < cfg.threshold:
         return TxRejection.approvals_below_threshold
+    if not g.changes:  # the signed proposal bytes did not decode (state_machine re-decodes them)
+        return TxRejection.change_invalid
     try:
         return apply_changes(cfg, g.changes, height)
     except (TypeError, ValueError, AttributeError):

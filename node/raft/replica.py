@@ -61,12 +61,14 @@ class LedgerReplica(DurableReplica):
         on_journal_flush: Callable[[int], None] | None = None,
         peer_dial: dict[str, str] | None = None,
         raft_tls=None,
+        decode_proposal=None,
+        chain_id: str | None = None,
     ) -> None:
         if conf.appendEntriesBatchSizeBytes <= limits.raft_command_bytes_max:
             raise ValueError("appendEntriesBatchSizeBytes must exceed raft_command_bytes_max (a pickled entry)")
         # State before SyncObj.__init__: its tick thread starts inside it.
         self._store = store
-        self._machine = StateMachine(store)
+        self._machine = StateMachine(store, decode_proposal=decode_proposal, chain_id=chain_id)
         self._on_applied = on_applied
         # Entries this validator proposed, decoded: entry bytes -> Entry (see propose).
         self._proposed: dict[bytes, Entry] = {}

@@ -69,6 +69,17 @@ def check_submit_size(request: pb.SubmitRequest) -> None:
         raise TooLarge(f"{size} bytes of transactions exceeds submit_bytes_max={limits.submit_bytes_max}; split the Submit")
 
 
+def _check_signer_fields(signed, where: str) -> None:
+    """member_id, key_id and signature of an envelope or an approval: ids of
+    1..member_id_bytes_max / key_id_bytes_max bytes, a 64-byte signature. Raises BadRequest."""
+    if not signed.member_id or len(signed.member_id.encode()) > limits.member_id_bytes_max:
+        raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
+    if not signed.key_id or len(signed.key_id.encode()) > limits.key_id_bytes_max:
+        raise BadRequest(f"{where}: key_id must be 1..{limits.key_id_bytes_max} bytes")
+    if len(signed.signature) != SIGNATURE_BYTES:
+        raise BadRequest(f"{where}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+
+
 def precheck_envelope(stx: pb.SignedTransaction, index: int) -> None:
     """The checks that cost nothing, before any signature is verified or body parsed.
 
@@ -78,12 +89,7 @@ def precheck_envelope(stx: pb.SignedTransaction, index: int) -> None:
     touching what was signed), envelope over tx_bytes_max.
     """
     where = f"transaction {index}"
-    if not stx.member_id or len(stx.member_id.encode()) > limits.member_id_bytes_max:
-        raise BadRequest(f"{where}: member_id must be 1..{limits.member_id_bytes_max} bytes")
-    if not stx.key_id or len(stx.key_id.encode()) > limits.key_id_bytes_max:
-        raise BadRequest(f"{where}: key_id must be 1..{limits.key_id_bytes_max} bytes")
-    if len(stx.signature) != SIGNATURE_BYTES:
-        raise BadRequest(f"{where}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+    _check_signer_fields(stx, where)
     if len(UnknownFieldSet(stx)):
         raise BadRequest(f"{where}: the envelope has fields unknown to ledger.v1.SignedTransaction")
     size = stx.ByteSize()
@@ -309,12 +315,7 @@ def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: in
         raise BadRequest(f"{where}: a governance transaction has 1..{limits.gov_approvals_max} approvals, not {len(g.approvals)}")
     approvals = []
     for i, a in enumerate(g.approvals):
-        if not a.member_id or len(a.member_id.encode()) > limits.member_id_bytes_max:
-            raise BadRequest(f"{where}: approval {i}: member_id must be 1..{limits.member_id_bytes_max} bytes")
-        if not a.key_id or len(a.key_id.encode()) > limits.key_id_bytes_max:
-            raise BadRequest(f"{where}: approval {i}: key_id must be 1..{limits.key_id_bytes_max} bytes")
-        if len(a.signature) != SIGNATURE_BYTES:
-            raise BadRequest(f"{where}: approval {i}: signature must be {SIGNATURE_BYTES} bytes (Ed25519)")
+        _check_signer_fields(a, f"{where}: approval {i}")
         approvals.append(gov.Approval(a.member_id, a.key_id, bytes(a.signature)))
     return gov.GovernanceProposal(p.chain_id, p.base_version, p.valid_until, changes, bytes(g.proposal), tuple(approvals))
 

@@ -52,13 +52,11 @@ class Submission:
         return sum(len(t.events) for t in self.txs)
 
     def size(self) -> int:
-        """Upper bound of the bytes these transactions add to an encoded entry. A
-        governance transaction carries its payload besides the envelope (the decoded
-        changes, the proposal bytes and the approvals): counted exactly, since such
-        transactions are rare and small."""
+        """Upper bound of the bytes these transactions add to an encoded entry (an
+        entry carries only the envelopes since version 3; the per-event allowance
+        is kept as a margin)."""
         return sum(
             len(t.envelope) + limits.entry_tx_bytes_max + limits.entry_event_bytes_max * len(t.events)
-            + (len(codec.encode_governance(t.governance)) if t.governance is not None else 0)
             for t in self.txs
         )
 
@@ -66,8 +64,8 @@ class Submission:
 class Batcher:
     """Turns submissions into entries proposed via ``propose(entry_bytes, entry, callback)``.
 
-    ``entry`` is the decoded form of ``entry_bytes`` (what the leader would get
-    back from ``codec.decode_entry``), so the leader need not decode its own entries.
+    ``entry`` is the decoded form of ``entry_bytes`` (what the leader's own ingress
+    decoded from the same envelopes), so the leader need not decode its own entries.
     """
 
     def __init__(self, propose, *, inflight_entries_max: int = 4, block_events_max: int = limits.block_events_max) -> None:

@@ -38,6 +38,9 @@ class ValidatorInfo:
     raft_address: str
     #: SHA-256 of the validator's TLS certificate (DER): peers and clients pin it.
     tls_cert_sha256: bytes = b""
+    #: Ed25519 public key (32 bytes) that verifies this validator's checkpoint
+    #: signatures (cosignatures); b"" = the validator does not sign checkpoints.
+    public_key: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class ValidatorConfig:
     #: and for the Raft links.
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: This validator's Ed25519 checkpoint-signing key (PKCS#8 PEM, unencrypted);
+    #: its public key is the validator's ``public_key`` in genesis. Empty: no cosigning.
+    signing_key_file: str = ""
     #: Development only: gRPC and Raft in plaintext, no client identity (every
     #: caller is anonymous and refused everything but status). Logged loudly.
     insecure_plaintext: bool = False
@@ -249,8 +255,9 @@ def load_genesis(path: str) -> Genesis:
     ca_pem = doc.get("tls_ca_certificate")
     validators = []
     for i, v in enumerate(vdocs):
-        if not isinstance(v, dict) or set(v) - {"id", "grpc_address", "raft_address", "tls_cert_sha256"}:
-            raise ConfigError(f"genesis file {path}: validators[{i}] must have only id, grpc_address, raft_address, tls_cert_sha256")
+        if not isinstance(v, dict) or set(v) - {"id", "grpc_address", "raft_address", "tls_cert_sha256", "public_key"}:
+            raise ConfigError(f"genesis file {path}: validators[{i}] must have only id, grpc_address, raft_address, "
+                              "tls_cert_sha256, public_key")
         vid = _identity_id(f"genesis file {path}: validators[{i}]", v.get("id"))
         where = f"genesis file {path}: validator {vid!r}"
         pin = b""
@@ -261,7 +268,9 @@ def load_genesis(path: str) -> Genesis:
                 pin = b""
             if len(pin) != 32:
                 raise ConfigError(f"{where}: tls_cert_sha256 must be 64 hex digits (SHA-256 of its certificate)")
-        validators.append(ValidatorInfo(vid, _address(where, v.get("grpc_address")), _address(where, v.get("raft_address")), pin))
+        signing = parse_public_key(where, v["public_key"]) if "public_key" in v else b""
+        validators.append(ValidatorInfo(vid, _address(where, v.get("grpc_address")), _address(where, v.get("raft_address")),
+                                        pin, signing))
     if len({v.id for v in validators}) != len(validators):
         raise ConfigError(f"genesis file {path}: validator ids must be unique")
     for attr in ("grpc_address", "raft_address"):
@@ -297,7 +306,8 @@ def load_genesis(path: str) -> Genesis:
         issuers=tuple(sorted(issuers)),
         admins=tuple(sorted(admins)),
         threshold=threshold,
-        validators=tuple(ValidatorRecord(v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256) for v in validators),
+        validators=tuple(ValidatorRecord(v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256, v.public_key)
+                         for v in validators),
     )
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return Genesis(chain_id, tuple(validators), configuration, hashlib.sha256(canonical).digest(), tls_ca)
@@ -349,6 +359,8 @@ def load_config(path: str) -> ValidatorConfig:
             if not doc.get(key):
                 raise ConfigError(f"config {path}: {key!r} is required (or set \"insecure_plaintext\": true for development)")
             doc[key] = os.path.join(base, doc[key])
+    if doc.get("signing_key_file"):
+        doc["signing_key_file"] = os.path.join(base, doc["signing_key_file"])
     doc["data_dir"] = os.path.join(base, doc["data_dir"])
     doc["genesis_file"] = os.path.join(base, doc["genesis_file"])
     return ValidatorConfig(**doc)

@@ -247,6 +247,9 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
         }
         vdir = os.path.join(directory, v["id"])
         os.makedirs(vdir, exist_ok=True)
+        # The validator's checkpoint-signing key (its cosignatures); in production
+        # each operator generates its own and sends only the public key.
+        v["public_key"] = write_private_key(os.path.join(vdir, "signing.key.pem")).hex()
         if not insecure_plaintext:
             hosts = tuple(dict.fromkeys([host, "localhost", "127.0.0.1"]))
             key, cert = pki.issue_certificate(ca_key, ca_cert, kind="validator", identity=v["id"], hosts=hosts)
@@ -283,6 +286,7 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
             "data_dir": "data",
             "genesis_file": "../genesis.json",
             "raft_password": password,
+            "signing_key_file": "signing.key.pem",
         }
         if insecure_plaintext:
             cfg["insecure_plaintext"] = True

@@ -1,6 +1,7 @@
 """Composition root: the only module that wires config, store, replica, batcher and gRPC."""
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -23,7 +24,7 @@ from raft_ledger_node.raft.conf import make_conf
 from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.raft.tls import RaftTls, RaftTlsError
 from raft_ledger_node.api.authz import Authorizer, AuthzInterceptor
-from raft_ledger_node.api.validation import proposal_from_signed_bytes
+from raft_ledger_node.api.validation import proposal_from_signed_bytes, tx_from_committed
 from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
@@ -154,8 +155,9 @@ class Validator:
             raft_fixes=cfg.raft_fixes,
             peer_dial=cfg.raft_peer_dial,
             raft_tls=_raft_tls(cfg, self.genesis),
-            # Every validator applies governance changes decoded from the signed proposal bytes.
+            # Every validator applies what it decoded itself from the signed bytes.
             decode_proposal=proposal_from_signed_bytes,
+            decode_envelope=functools.partial(tx_from_committed, chain_id=self.genesis.chain_id),
             chain_id=self.genesis.chain_id,
         )
         self.batcher = Batcher(

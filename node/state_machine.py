@@ -94,8 +94,14 @@ class StateMachine:
     failure contract.
     """
 
-    def __init__(self, store, *, verify_signature=verify_ed25519, decode_proposal=None, chain_id: str | None = None) -> None:
+    def __init__(self, store, *, verify_signature=verify_ed25519, decode_proposal=None, decode_envelope=None,
+                 chain_id: str | None = None) -> None:
         self.store = store
+        #: ``decode_envelope(envelope) -> Tx``: decodes a committed SignedTransaction
+        #: (``api.validation.tx_from_committed``, injected by the composition root). An
+        #: entry's bytes hold only the envelopes; every validator derives what it applies
+        #: from them, and apply verifies their signatures. Needed for entries given as bytes.
+        self._decode_envelope = decode_envelope
         #: Verifies governance approvals inside apply (deterministic: Ed25519, RFC 8032).
         self._verify_signature = verify_signature
         #: Rebuilds a governance transaction from the proposal bytes its approvals sign
@@ -109,8 +115,10 @@ class StateMachine:
     def apply(self, entry: bytes | Entry, term: int, raft_index: int) -> Applied:
         """Apply the entry at ``raft_index`` (its bytes, or the Entry they encode) of Raft term ``term``.
 
-        Passing the decoded Entry is the same as passing its bytes, because
-        ``decode_entry(encode_entry(e)) == e`` (tests/unit/test_codec.py).
+        Passing the Entry the leader's ingress decoded is the same as passing its bytes,
+        because ``decode_envelope`` decodes each envelope exactly as ingress did
+        (tests/unit/test_committed_envelope.py), except that a transaction decoded
+        from bytes also has its signature verified at apply.
         Raises only CoreFailure or StorageFailure.
         """
         store = self.store
@@ -123,13 +131,19 @@ class StateMachine:
             return Applied(raft_index, Outcome.READ_BARRIER, store.head().height)
         else:
             try:
-                decoded = codec.decode_entry(entry)
+                raw = codec.decode_entry(entry)
             except codec.CodecError as e:
                 log.error("raft entry %d is malformed (%s); recorded as applied with no block", raft_index, e)
                 self._mark_applied(raft_index)
                 return Applied(raft_index, Outcome.MALFORMED, store.head().height)
+            if self._decode_envelope is None:
+                raise CoreFailure(raft_index, "a StateMachine given entry bytes needs decode_envelope")
+            try:
+                decoded = Entry(raw.proposed_timestamp, tuple(self._decode_envelope(e) for e in raw.envelopes))
+            except Exception as e:
+                raise CoreFailure(raft_index, f"decoding the envelopes of raft entry {raft_index} raised: {e!r}") from e
         try:
-            if self._decode_proposal is not None and any(tx.governance is not None for tx in decoded.txs):
+            if isinstance(entry, Entry) and self._decode_proposal is not None and any(tx.governance is not None for tx in decoded.txs):
                 decoded = Entry(decoded.proposed_timestamp, tuple(
                     tx if tx.governance is None else replace(tx, governance=self._decode_proposal(tx.governance))
                     for tx in decoded.txs))

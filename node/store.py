@@ -21,9 +21,15 @@ block_txs           height u64                       tx hashes (32 bytes each)
 tx_index            tx hash                          height u64 + pos u32 + codes u16*,
                                                      or + rejection u8 (odd length)
 transactions        tx hash                          SignedTransaction bytes
+merkle              level u8 + index u64             32-byte hash of a complete subtree of the
+                                                     transaction log (merkle_log.py)
+account_positions   account id u128                  position u64 in the account tree
+cosignatures        height u64 + validator id        signed-note signature (key hash + Ed25519)
 meta                b"applied_index" / b"head" / ..  u64 / codec.encode_head
 meta                b"configuration"                 governance.encode_configuration (current)
 meta                b"configuration/" + version u64  the same, every version ever applied
+meta                b"last_signed_height"            u64: this validator never signs at or below it
+meta                b"handoff/" + height u64         (empty): the block changed the validator set
 ==================  ===============================  =============================
 
 Hot path: every column family read by point lookups while applying has a Bloom
@@ -50,7 +56,8 @@ from typing import Callable, Iterator
 
 from rocksdict import BlockBasedOptions, Cache, Checkpoint, Options, Rdict, WriteBatch, WriteOptions
 
-from raft_ledger_node.ledger import codec, limits
+from raft_ledger_node.ledger import codec, limits, merkle
+from raft_ledger_node.ledger.account_tree import AccountTree
 from raft_ledger_node.ledger.filters import AccountFilter, QueryFilter
 from raft_ledger_node.ledger.governance import Configuration, decode_configuration, encode_configuration
 from raft_ledger_node.ledger.invariants import fatal, verify
@@ -65,8 +72,9 @@ from raft_ledger_node.ledger.types import (
     WriteSet,
 )
 
-#: 3: ``transfers_failed`` keyed by member + transfer id (failed ids are per member).
-SCHEMA_VERSION = 3
+#: 4: header with the transaction log, account tree and validator-set hashes;
+#: ``merkle``, ``account_positions``, ``cosignatures``.
+SCHEMA_VERSION = 4
 COLUMN_FAMILIES = (
     "accounts",
     "transfers",
@@ -83,6 +91,9 @@ COLUMN_FAMILIES = (
     "block_txs",
     "tx_index",
     "transactions",
+    "merkle",
+    "account_positions",
+    "cosignatures",
     "meta",
 )
 _U64 = struct.Struct(">Q")
@@ -118,7 +129,7 @@ class StoreError(RuntimeError):
 #: Column families read by point lookups on the apply path: a Bloom filter lets
 #: a lookup of an absent key (every new transfer id is one) skip the SST files,
 #: so the cost per transfer stays flat as history grows.
-POINT_LOOKUP_CFS = frozenset({"accounts", "transfers", "pending_status", "transfers_failed", "tx_index"})
+POINT_LOOKUP_CFS = frozenset({"accounts", "transfers", "pending_status", "transfers_failed", "tx_index", "merkle"})
 
 
 def _opts() -> Options:
@@ -194,8 +205,10 @@ class RocksStore:
             configuration = decode_configuration(raw_config) if raw_config is not None else None
         except ValueError as e:
             raise StoreError(f"{path}: governed configuration record is corrupt ({e})") from e
+        positions, tree = _load_account_tree(cf)
         # Swap whole objects: a concurrent reader keeps using the old views until it returns.
         self._db, self._cf, self._cfh = db, cf, cfh
+        self._positions, self._tree = positions, tree
         with self._cache_lock:
             self._accounts = {}
             self._cache_generation += 1
@@ -296,6 +309,73 @@ class RocksStore:
 
     def head(self) -> Head:
         return self._head
+
+    def merkle_node(self, level: int, index: int) -> bytes | None:
+        return self._cf["merkle"].get(_merkle_key(level, index))
+
+    def account_tree(self) -> AccountTree:
+        """The account tree as of the last committed block (kept in memory, rebuilt on open)."""
+        return self._tree
+
+    def account_position(self, account_id: int) -> int:
+        return self._positions[account_id]
+
+    def account_positions(self, ids) -> dict[int, int]:
+        """Positions of those of ``ids`` that exist (a consistent view with ``account_tree``)."""
+        pos = self._positions
+        return {i: pos[i] for i in ids if i in pos}
+
+    # -- cosignatures (outside the block batch) -------------------------------
+    def last_signed_height(self) -> int:
+        raw = self._cf["meta"].get(b"last_signed_height")
+        return _U64.unpack(raw)[0] if raw is not None else 0
+
+    def set_last_signed_height(self, height: int) -> None:
+        """Persist, synced, the highest height this validator may have signed: it never
+        signs at or below it again, so it never signs two checkpoints for one height."""
+        wo = WriteOptions()
+        wo.sync = True
+        wb = WriteBatch(raw_mode=True)
+        wb.put(b"last_signed_height", _U64.pack(height), self._cfh["meta"])
+        self._db.write(wb, wo)
+
+    def put_cosignatures(self, items) -> None:
+        """Store (height, validator id, signature) items in one write."""
+        wb = WriteBatch(raw_mode=True)
+        cf = self._cfh["cosignatures"]
+        for height, vid, sig in items:
+            wb.put(_U64.pack(height) + vid.encode(), sig, cf)
+        self._db.write(wb, self._wo)
+
+    def cosignatures(self, height: int) -> dict[str, bytes]:
+        """validator id -> signature of every stored cosignature of ``height``."""
+        prefix = _U64.pack(height)
+        it = self._cf["cosignatures"].iter()
+        it.seek(prefix)
+        out = {}
+        while it.valid():
+            k = it.key()
+            if not k.startswith(prefix):
+                break
+            out[k[8:].decode()] = it.value()
+            it.next()
+        return out
+
+    def handoff_heights(self, after: int, up_to: int, limit: int = 64) -> list[int]:
+        """Heights in (after, up_to] whose block changed the validator set, ascending."""
+        it = self._cf["meta"].iter()
+        it.seek(b"handoff/" + _U64.pack(after + 1))
+        out = []
+        while it.valid() and len(out) < limit:
+            k = it.key()
+            if not k.startswith(b"handoff/"):
+                break
+            h = _U64.unpack(k[8:])[0]
+            if h > up_to:
+                break
+            out.append(h)
+            it.next()
+        return out
 
     def applied_index(self) -> int:
         return self._applied_index
@@ -639,6 +719,14 @@ class RocksStore:
         hb = _U64.pack(height)
         wb.put(hb, codec.encode_stored_header(ws.header), h["blocks"])
         wb.put(hb, codec.encode_tx_hashes([tx.tx_hash for tx in ws.txs]), h["block_txs"])
+        cf_merkle = h["merkle"]
+        for (level, index), value in ws.merkle_nodes.items():
+            put(_merkle_key(level, index), value, cf_merkle)
+        cf_pos = h["account_positions"]
+        for account_id, position in ws.account_positions.items():
+            put(account_id.to_bytes(16, "big"), _U64.pack(position), cf_pos)
+        if ws.header.validators_hash != ws.header.next_validators_hash:
+            wb.put(b"handoff/" + hb, b"", h["meta"])
         if ws.configuration is not None:
             raw_config = encode_configuration(ws.configuration)
             wb.put(b"configuration", raw_config, h["meta"])
@@ -650,6 +738,10 @@ class RocksStore:
             for a in ws.accounts.values():
                 self._cache_account(a)
             self._cache_generation += 1
+        if ws.account_positions:
+            self._positions.update(ws.account_positions)
+        if ws.account_tree_pending is not None:
+            self._tree.commit(ws.account_tree_pending)
         if ws.configuration is not None:
             self._configuration = ws.configuration
         self._head = ws.head
@@ -671,6 +763,33 @@ class RocksStore:
         if db.property_int_value("rocksdb.num-running-flushes") or db.property_int_value("rocksdb.num-running-compactions"):
             return True
         return any(cf.property_int_value("rocksdb.compaction-pending") for cf in self._cf.values())
+
+
+def _merkle_key(level: int, index: int) -> bytes:
+    return bytes([level]) + _U64.pack(index)
+
+
+def _load_account_tree(cf) -> tuple[dict[int, int], AccountTree]:
+    """Rebuild the account tree from ``account_positions`` and ``accounts`` (both keyed
+    by account id, so one ordered pass over each): positions by id, and the tree."""
+    positions: dict[int, int] = {}
+    leaves: dict[int, bytes] = {}
+    pos_it, acc_it = cf["account_positions"].iter(), cf["accounts"].iter()
+    pos_it.seek_to_first()
+    acc_it.seek_to_first()
+    while pos_it.valid():
+        key = pos_it.key()
+        while acc_it.valid() and acc_it.key() < key:
+            acc_it.next()
+        if not acc_it.valid() or acc_it.key() != key:
+            raise StoreError(f"account {int.from_bytes(key, 'big')} has a tree position but no record")
+        position = _U64.unpack(pos_it.value())[0]
+        positions[int.from_bytes(key, "big")] = position
+        leaves[position] = merkle.leaf_hash(acc_it.value())
+        pos_it.next()
+    if sorted(leaves) != list(range(len(leaves))):
+        raise StoreError("account tree positions are not 0..n-1")
+    return positions, AccountTree.from_leaf_hashes(leaves[i] for i in range(len(leaves)))
 
 
 # Plain ints: IntFlag's & runs Python-level enum code on every account written.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bisect
 
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.ledger.account_tree import AccountTree
 from raft_ledger_node.ledger.governance import Configuration
 from raft_ledger_node.ledger.invariants import verify
 from raft_ledger_node.ledger.types import GENESIS_HEAD, Account, BlockHeader, Head, PendingStatus, Transfer, WriteSet
@@ -26,6 +27,11 @@ class MemoryStore:
         self.account_transfers: dict[int, list[tuple[int, int]]] = {}
         self._head = GENESIS_HEAD
         self._applied_index = 0
+        #: The transaction log's nodes, (level, index) -> hash; and the account tree.
+        self.merkle: dict[tuple[int, int], bytes] = {}
+        self.tree = AccountTree()
+        self.positions: dict[int, int] = {}
+        self.envelopes: dict[bytes, bytes] = {}
 
     # StateReader
     def head(self) -> Head:
@@ -56,6 +62,21 @@ class MemoryStore:
         i = bisect.bisect_right(self.expiry, (until_timestamp, 1 << 129))
         return list(self.expiry[: min(i, max(limit, 0))])
 
+    def merkle_node(self, level: int, index: int) -> bytes | None:
+        return self.merkle.get((level, index))
+
+    def account_tree(self) -> AccountTree:
+        return self.tree
+
+    def account_position(self, account_id: int) -> int:
+        return self.positions[account_id]
+
+    def get_block(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
+        return self.blocks.get(height)
+
+    def get_transaction(self, tx_hash: bytes) -> bytes | None:
+        return self.envelopes.get(tx_hash)
+
     def applied_index(self) -> int:
         return self._applied_index
 
@@ -80,6 +101,12 @@ class MemoryStore:
         for tx, codes, rejection in zip(ws.txs, ws.tx_codes, rejections):
             self.tx_results[tx.tx_hash] = (h, codes, rejection)
         self.blocks[h] = (ws.header, [tx.tx_hash for tx in ws.txs])
+        for tx in ws.txs:
+            self.envelopes[tx.tx_hash] = tx.envelope
+        self.merkle.update(ws.merkle_nodes)
+        self.positions.update(ws.account_positions)
+        if ws.account_tree_pending is not None:
+            self.tree.commit(ws.account_tree_pending)
         if ws.configuration is not None:
             self._configuration = ws.configuration
             self._versions[ws.configuration.version] = ws.configuration

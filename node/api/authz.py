@@ -43,6 +43,15 @@ Ledger/QueryAccounts, QueryTransfers   any identity        filtered by owner ins
                                                            cursors stay exact); auditor: all
 Ledger/GetHead, GetBlock,              any identity        everything (headers and tx hashes
 GetConfiguration                                           reveal no account)
+Ledger/GetCheckpoint, WatchCheckpoints any identity        checkpoints and cosignatures (public:
+GetCosignatures, GetConsistencyProof,  (GetCosignatures    hashes and signatures); GetCosignatures
+GetValidatorSet, GetHandoffs           also a validator's  is how validators collect each other's
+                                       pinned certificate) signatures
+Ledger/GetInclusionProof               any identity        the transaction's bytes and proof: a
+                                                           member only for transactions it signed
+                                                           (else NOT_FOUND, as a missing one);
+                                                           auditor: all
+Ledger/GetAccountProofs                any identity        as LookupAccounts
 Admin/*                                ``operator`` role   everything
 ServerReflection                       ``operator`` role   the service descriptors
 grpc.health.v1.Health/*                any identity, or a  serving status
@@ -93,7 +102,12 @@ ANY = ""
 LEDGER_METHODS = (
     "Submit", "LookupAccounts", "LookupTransfers", "GetAccountTransfers", "GetAccountBalances",
     "QueryAccounts", "QueryTransfers", "GetHead", "GetBlock", "GetConfiguration",
+    "GetCheckpoint", "WatchCheckpoints", "GetCosignatures", "GetInclusionProof", "GetConsistencyProof",
+    "GetAccountProofs", "GetValidatorSet", "GetHandoffs",
 )
+#: What a validator's pinned certificate may call: health probes, and the
+#: cosignatures its peers collect to form certificates.
+VALIDATOR_METHODS = (HEALTH, LEDGER + "GetCosignatures")
 
 
 def required_role(method: str) -> str | None:
@@ -220,8 +234,9 @@ class Authorizer:
 
     def admit(self, method: str, context) -> Caller:
         """Resolve the caller and check ``method``'s required role; aborts PERMISSION_DENIED."""
-        caller = self.resolve(context, health=method.startswith(HEALTH))
-        if caller.kind == "validator" and not method.startswith(HEALTH):
+        validator_ok = method.startswith(VALIDATOR_METHODS)
+        caller = self.resolve(context, health=validator_ok)
+        if caller.kind == "validator" and not validator_ok:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to a validator certificate")
         role = required_role(method)
         if role is None and caller.id is not None:

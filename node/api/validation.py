@@ -13,6 +13,8 @@ checked by the servicer (:mod:`raft_ledger_node.crypto`), after these.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -128,8 +130,33 @@ def decode_signed(stx: pb.SignedTransaction, index: int, *, chain_id: str, now_n
     return _decode_body(stx, index, chain_id, now_ns)
 
 
-def _decode_body(stx: pb.SignedTransaction, index: int, chain_id: str, now_ns: int) -> Tx:
-    """:func:`decode_signed` without the envelope prechecks (already done by the caller)."""
+def tx_from_committed(envelope: bytes, *, chain_id: str) -> Tx:
+    """The transaction a committed envelope carries, decoded by this validator itself.
+
+    Every validator calls it on every envelope of every committed entry (the entry
+    holds nothing else), so what it applies is what the member signed, whatever the
+    leader did. Deterministic: the checks of :func:`decode_signed` except the clock
+    ones (those were the leader's at ingress), plus canonical bytes. The Tx carries the
+    signed body and signature, which apply verifies against the signer's key at that
+    height. Never raises: bytes an honest leader never proposes come back as a Tx with
+    ``invalid = envelope_invalid`` and no events.
+    """
+    stx = pb.SignedTransaction()
+    try:
+        stx.ParseFromString(envelope)
+        precheck_envelope(stx, 0)
+        if stx.SerializeToString(deterministic=True) != envelope:
+            raise BadRequest("the envelope is not in its deterministic serialisation")
+        tx = _decode_body(stx, 0, chain_id, None)
+    except (DecodeError, RequestError):
+        return Tx(member_id="", operation=Operation.create_transfers, events=(), envelope=envelope,
+                  tx_hash=sha256(envelope), invalid=int(gov.TxRejection.envelope_invalid))
+    return replace(tx, signed_body=bytes(stx.body), signature=bytes(stx.signature))
+
+
+def _decode_body(stx: pb.SignedTransaction, index: int, chain_id: str, now_ns: int | None) -> Tx:
+    """:func:`decode_signed` without the envelope prechecks (already done by the caller).
+    ``now_ns`` None: a committed transaction, whose validity window the leader checked."""
     where = f"transaction {index}"
     body = pb.Transaction()
     try:
@@ -142,9 +169,9 @@ def _decode_body(stx: pb.SignedTransaction, index: int, chain_id: str, now_ns: i
         raise BadRequest(f"{where}: signed for chain {body.chain_id[:64]!r}, this is chain {chain_id!r}")
     if body.valid_until == 0:
         raise BadRequest(f"{where}: valid_until is required (ns since the epoch)")
-    if body.valid_until < now_ns:
+    if now_ns is not None and body.valid_until < now_ns:
         raise BadRequest(f"{where}: expired: valid_until {body.valid_until} is {(now_ns - body.valid_until) / 1e9:.3f} s ago")
-    if body.valid_until > now_ns + limits.tx_validity_ns_max:
+    if now_ns is not None and body.valid_until > now_ns + limits.tx_validity_ns_max:
         raise BadRequest(
             f"{where}: valid_until is more than tx_validity_ns_max={limits.tx_validity_ns_max} ns ahead of the leader's clock"
         )
@@ -288,7 +315,7 @@ def proposal_from_signed_bytes(g: gov.GovernanceProposal) -> gov.GovernancePropo
     return gov.GovernanceProposal(p.chain_id, p.base_version, p.valid_until, changes, g.proposal, g.approvals)
 
 
-def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: int) -> gov.GovernanceProposal:
+def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: int | None) -> gov.GovernanceProposal:
     """The body of a governance transaction, decoded and checked statelessly.
 
     Raises BadRequest: proposal over gov_proposal_bytes_max, not a
@@ -306,7 +333,7 @@ def decode_governance(g: pb.Governance, *, where: str, chain_id: str, now_ns: in
         raise BadRequest(f"{where}: proposal built for chain {p.chain_id[:64]!r}, this is chain {chain_id!r}")
     if p.valid_until == 0:
         raise BadRequest(f"{where}: proposal valid_until is required (ns since the epoch)")
-    if p.valid_until < now_ns:
+    if now_ns is not None and p.valid_until < now_ns:
         raise BadRequest(f"{where}: proposal expired: valid_until {p.valid_until} is {(now_ns - p.valid_until) / 1e9:.3f} s ago")
     if p.base_version == 0:
         raise BadRequest(f"{where}: proposal base_version is required (the configuration version it was built on)")

@@ -18,6 +18,7 @@ from dataclasses import replace
 from . import codec, limits, merkle
 from .governance import Configuration, GovernanceProposal, apply_changes, encode_configuration
 from .invariants import verify
+from .merkle_log import MerkleLog
 from .ports import StateReader
 from .types import (
     ACCOUNT_FLAGS_KNOWN,
@@ -650,10 +651,13 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
     return tuple(int(c) for c in codes)
 
 
-def _authorise(cfg: Configuration, tx: Tx, height: int) -> int:
+def _authorise(cfg: Configuration, tx: Tx, height: int, verify_signature=None) -> int:
     """The signer's TxRejection against the configuration at the start of the block
     (0: authorised). Ingress checked the same against the head it saw; this catches a
-    member suspended or a key revoked by a block committed since."""
+    member suspended or a key revoked by a block committed since. A transaction a
+    follower decoded from the committed bytes (``tx.signature`` set) has its signature
+    verified here against the signer's key, so a leader cannot make the validators
+    apply anything a member did not sign."""
     m = cfg.member(tx.member_id)
     if m is None:
         return TxRejection.signer_not_found
@@ -669,7 +673,55 @@ def _authorise(cfg: Configuration, tx: Tx, height: int) -> int:
             return TxRejection.signer_role_not_permitted
     elif "member" not in m.roles:
         return TxRejection.signer_role_not_permitted
+    if tx.signature and (verify_signature is None or not verify_signature(k.public_key, tx.signature, tx.signed_body)):
+        return TxRejection.signature_invalid
     return TxRejection.none
+
+
+def validator_set_hash(validators) -> bytes:
+    """SHA-256 over the validators sorted by id, each as u16 length + UTF-8 id + its
+    Ed25519 public key (32 bytes): what a checkpoint names as the set that certifies
+    it (raft_ledger_client.checkpoint.validator_set_hash computes the same)."""
+    h = hashlib.sha256()
+    for v in sorted(validators, key=lambda v: v.id):
+        raw = v.id.encode()
+        h.update(len(raw).to_bytes(2, "big") + raw + v.public_key)
+    return h.digest()
+
+
+_SET_HASHES: dict[int, tuple[Configuration, bytes]] = {}
+
+
+def _set_hash(cfg: Configuration | None) -> bytes:
+    """validator_set_hash of ``cfg`` (zeros without a configuration), cached per object."""
+    if cfg is None:
+        return bytes(32)
+    hit = _SET_HASHES.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    value = validator_set_hash(cfg.validators)
+    if len(_SET_HASHES) > 64:
+        _SET_HASHES.clear()
+    _SET_HASHES[id(cfg)] = (cfg, value)
+    return value
+
+
+class _LogOverlay:
+    """The Merkle log's node store for one block: reads fall through to the reader's
+    committed nodes; the block's new nodes stay here until the store commits them."""
+
+    __slots__ = ("reader", "nodes")
+
+    def __init__(self, reader: StateReader) -> None:
+        self.reader = reader
+        self.nodes: dict[tuple[int, int], bytes] = {}
+
+    def get(self, level: int, index: int) -> bytes | None:
+        hit = self.nodes.get((level, index))
+        return hit if hit is not None else self.reader.merkle_node(level, index)
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        self.nodes[(level, index)] = value
 
 
 def _apply_governance(cfg: Configuration | None, g: GovernanceProposal, height: int, block_timestamp: int,
@@ -737,6 +789,30 @@ def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -
     return h.digest()
 
 
+def _account_tree_update(reader: StateReader, ws: WriteSet, created: list[int]) -> bytes:
+    """The account tree's root after this block (zeros when the reader keeps no tree).
+
+    Every written account's leaf is SHA-256(0x00 || its record bytes, the very bytes
+    stored and chained in the state hash); accounts created by the block take the next
+    positions in creation order. The tree itself is not touched: its pending update
+    rides in the WriteSet and the store applies it after the block's write succeeds."""
+    tree = reader.account_tree()
+    if tree is None:
+        return bytes(32)
+    enc = ws.encoded_accounts
+    position = reader.account_position
+    fresh = set(created)
+    updates = {position(k): merkle.leaf_hash(enc[k]) for k in enc if k not in fresh}
+    base = tree.size
+    appended = []
+    for i, k in enumerate(created):
+        ws.account_positions[k] = base + i
+        appended.append(merkle.leaf_hash(enc[k]))
+    pending = tree.preview(updates, appended)
+    ws.account_tree_pending = pending
+    return pending.root
+
+
 def apply_block(
     reader: StateReader,
     entry: Entry,
@@ -792,7 +868,12 @@ def apply_block(
     by_hash: dict[bytes, tuple[int, ...]] = {}
     rejected: dict[bytes, int] = {}
     for tx in fresh:
-        rejection = _authorise(cfg0, tx, height) if cfg0 is not None else TxRejection.none
+        if tx.invalid:
+            rejection = tx.invalid
+        elif cfg0 is not None:
+            rejection = _authorise(cfg0, tx, height, verify_signature)
+        else:
+            rejection = TxRejection.none
         if not rejection and tx.operation == Operation.governance:
             out = _apply_governance(working, tx.governance, height, timestamp, chain_id, verify_signature)
             if isinstance(out, Configuration):
@@ -817,6 +898,9 @@ def apply_block(
             results.append(TxResult(tx.tx_hash, prior[0], prior[1], prior[2] if len(prior) > 2 else 0))
 
     b = st.block
+    log = MerkleLog(_LogOverlay(reader), head.header.tree_size)
+    for tx in fresh:
+        log.append(merkle.leaf_hash(tx.envelope))
     ws = WriteSet(
         accounts=b.accounts,
         transfers=b.transfers,
@@ -831,16 +915,24 @@ def apply_block(
         tx_codes=[by_hash[tx.tx_hash] for tx in fresh],
         tx_rejections=[rejected.get(tx.tx_hash, 0) for tx in fresh],
         configuration=working if working is not cfg0 else None,
+        merkle_nodes=log.store.nodes,
     )
+    state_hash = _state_hash(head.header.state_hash, ws, st.failed)
+    state_root = _account_tree_update(reader, ws, b.created)
     header = BlockHeader(
         height=height,
         prev_hash=head.header.hash,
         timestamp=timestamp,
         tx_merkle_root=merkle.root_from_leaf_hashes([merkle.leaf_hash(tx.envelope) for tx in fresh]),
-        state_hash=_state_hash(head.header.state_hash, ws, st.failed),
+        state_hash=state_hash,
         raft_term=raft_term,
         raft_index=raft_index,
         tx_count=len(fresh),
+        tree_size=log.size,
+        tree_root=log.root(),
+        state_root=state_root,
+        validators_hash=_set_hash(cfg0),
+        next_validators_hash=_set_hash(working),
     )
     header = replace(header, hash=codec.block_hash(header))
     ws.header = header

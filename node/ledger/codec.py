@@ -10,20 +10,19 @@ import hashlib
 import struct
 
 from . import limits
-from .governance import Approval, GovernanceProposal, decode_changes, encode_changes
-from .types import Account, BlockHeader, Entry, Head, Operation, PendingStatus, Transfer, Tx
+from .types import Account, BlockHeader, Entry, Head, PendingStatus, RawEntry, Transfer
 
-#: 2: every transaction carries its key id; governance transactions (operation 3).
-ENTRY_VERSION = 2
+#: 3: the SignedTransaction bytes only (every validator decodes the events from
+#: what was signed). 2 carried the leader's struct copy of the events beside them.
+ENTRY_VERSION = 3
 #: A Raft entry that carries no block: a read barrier for linearizable reads.
 READ_BARRIER_ENTRY = b"\x00read-barrier"
 
 _ACCOUNT = struct.Struct(">16s16s16s16s16s16sQIIII Q")
 _TRANSFER = struct.Struct(">16s16s16s16s16s16sQIIIIIQ")
-_HEADER = struct.Struct(">Q32sQ32s32sQQI")
+_HEADER = struct.Struct(">Q32sQ32s32sQQIQ32s32s32s32s")
 _HEAD_TAIL = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">BQI")
-_TX_HEAD = struct.Struct(">BI")
 
 
 class CodecError(ValueError):
@@ -98,14 +97,6 @@ def _account_from(f: tuple, owner: str) -> Account:
         int.from_bytes(f[3], "big"), int.from_bytes(f[4], "big"),
         int.from_bytes(f[5], "big"), f[6], f[7], f[11],
     )
-
-
-def _decode_account_at(buf: memoryview, off: int) -> tuple[Account, int]:
-    if off + _ACCOUNT.size > len(buf):
-        raise CodecError("truncated account")
-    f = _ACCOUNT.unpack_from(buf, off)
-    owner, off = _read_str(buf, off + _ACCOUNT.size)
-    return _account_from(f, owner), off
 
 
 #: Owner strings seen by decode_account: there are as many as members, and
@@ -188,115 +179,38 @@ def decode_pending_status(b: bytes) -> PendingStatus:
 # -- Raft entries ------------------------------------------------------------
 
 
-def _bytes(b: bytes) -> bytes:
-    return struct.pack(">I", len(b)) + b
-
-
-def encode_governance(g: GovernanceProposal) -> bytes:
-    """A governance transaction's payload: the decoded proposal (canonical JSON,
-    :func:`~.governance.encode_changes`), the exact proposal bytes the approvals
-    sign, and the approvals (u16 count; member, key id, signature each)."""
-    parts = [
-        _bytes(encode_changes(g.chain_id, g.base_version, g.valid_until, g.changes)),
-        _bytes(g.proposal),
-        struct.pack(">H", len(g.approvals)),
-    ]
-    for a in g.approvals:
-        parts += [_str(a.member_id), _str(a.key_id), _bytes(a.signature)]
+def encode_entry(entry: Entry | RawEntry) -> bytes:
+    """Encode a Raft entry (version 3): version u8, leader timestamp (ns) u64, count
+    u32, then each transaction's SignedTransaction bytes (u32 length-prefixed) — only
+    what was signed; the events are decoded from it by every validator.
+    ``encode_entry(decode_entry(b)) == b`` for every ``b`` that decodes."""
+    envelopes = entry.envelopes if isinstance(entry, RawEntry) else [tx.envelope for tx in entry.txs]
+    parts = [_ENTRY_HEAD.pack(ENTRY_VERSION, entry.proposed_timestamp, len(envelopes))]
+    for envelope in envelopes:
+        parts.append(struct.pack(">I", len(envelope)))
+        parts.append(envelope)
     return b"".join(parts)
 
 
-def _decode_governance_at(buf: memoryview, off: int) -> tuple[GovernanceProposal, int]:
-    decoded, off = _read_bytes(buf, off)
-    proposal, off = _read_bytes(buf, off)
-    if off + 2 > len(buf):
-        raise CodecError("truncated approvals")
-    (n,) = struct.unpack_from(">H", buf, off)
-    off += 2
-    if n > limits.gov_approvals_max:
-        raise CodecError("too many approvals")
-    approvals = []
-    for _ in range(n):
-        member, off = _read_str(buf, off)
-        key_id, off = _read_str(buf, off)
-        sig, off = _read_bytes(buf, off)
-        approvals.append(Approval(member, key_id, sig))
-    try:
-        chain_id, base, valid_until, changes = decode_changes(decoded)
-    except ValueError as e:
-        raise CodecError(str(e)) from e
-    return GovernanceProposal(chain_id, base, valid_until, changes, proposal, tuple(approvals)), off
-
-
-def encode_entry(entry: Entry) -> bytes:
-    """Encode a Raft entry: version, leader timestamp (ns), transactions (member,
-    key id, envelope, operation, then the events or the governance payload)."""
-    parts = [_ENTRY_HEAD.pack(ENTRY_VERSION, entry.proposed_timestamp, len(entry.txs))]
-    for tx in entry.txs:
-        parts.append(_str(tx.member_id))
-        parts.append(_str(tx.key_id))
-        parts.append(struct.pack(">I", len(tx.envelope)))
-        parts.append(tx.envelope)
-        parts.append(_TX_HEAD.pack(int(tx.operation), len(tx.events)))
-        if tx.operation == Operation.create_accounts:
-            parts.extend(encode_account(a) for a in tx.events)
-        elif tx.operation == Operation.create_transfers:
-            parts.extend(encode_transfer(t) for t in tx.events)
-        else:
-            parts.append(encode_governance(tx.governance))
-    return b"".join(parts)
-
-
-def decode_entry(b: bytes) -> Entry:
-    """Decode a Raft entry; raises CodecError if malformed. Recomputes tx hashes."""
+def decode_entry(b: bytes) -> RawEntry:
+    """Decode a Raft entry's framing; raises CodecError if malformed. The envelopes are
+    returned as committed (``StateMachine`` decodes and authenticates each)."""
     buf = memoryview(b)
     if len(buf) < _ENTRY_HEAD.size:
         raise CodecError("truncated entry")
     version, ts, n = _ENTRY_HEAD.unpack_from(buf, 0)
     if version != ENTRY_VERSION:
         raise CodecError(f"unknown entry version {version}")
+    if n > len(buf) // 4:
+        raise CodecError("truncated entry")
     off = _ENTRY_HEAD.size
-    txs = []
+    envelopes = []
     for _ in range(n):
-        member, off = _read_str(buf, off)
-        key_id, off = _read_str(buf, off)
         envelope, off = _read_bytes(buf, off)
-        if off + _TX_HEAD.size > len(buf):
-            raise CodecError("truncated transaction")
-        op, count = _TX_HEAD.unpack_from(buf, off)
-        off += _TX_HEAD.size
-        if count > limits.tx_events_max:
-            raise CodecError("too many events")
-        events = []
-        governance = None
-        if op == Operation.governance:
-            if count:
-                raise CodecError("a governance transaction has no events")
-            governance, off = _decode_governance_at(buf, off)
-        elif op == Operation.create_accounts:
-            for _ in range(count):
-                a, off = _decode_account_at(buf, off)
-                events.append(a)
-        elif op == Operation.create_transfers:
-            for _ in range(count):
-                t, off = _decode_transfer_at(buf, off)
-                events.append(t)
-        else:
-            raise CodecError(f"unknown operation {op}")
-        txs.append(
-            Tx(
-                member_id=member,
-                operation=Operation(op),
-                events=tuple(events),
-                envelope=envelope,
-                tx_hash=hashlib.sha256(envelope).digest(),
-                key_id=key_id,
-                governance=governance,
-            )
-        )
+        envelopes.append(envelope)
     if off != len(buf):
         raise CodecError("trailing bytes after entry")
-    return Entry(proposed_timestamp=ts, txs=tuple(txs))
+    return RawEntry(proposed_timestamp=ts, envelopes=tuple(envelopes))
 
 
 # -- blocks --------------------------------------------------------------------
@@ -313,6 +227,11 @@ def encode_header(h: BlockHeader) -> bytes:
         h.raft_term,
         h.raft_index,
         h.tx_count,
+        h.tree_size,
+        h.tree_root,
+        h.state_root,
+        h.validators_hash,
+        h.next_validators_hash,
     )
 
 

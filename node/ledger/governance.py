@@ -258,6 +258,12 @@ class TxRejection(enum.IntEnum):
     validator_invalid = 27
     #: The result would leave fewer than ``threshold`` active admins with a usable key.
     admin_quorum_lost = 28
+    #: Decided by every validator from the committed bytes (only a faulty or hostile
+    #: leader proposes these; numbered last to keep the wire numbers, but checked first):
+    #: not a well-formed SignedTransaction for this chain …
+    envelope_invalid = 29
+    #: … or, after the signer checks, a signature that does not verify.
+    signature_invalid = 30
 
 
 #

@@ -40,6 +40,19 @@ class StateReader(Protocol):
         (a rejected one has no codes)."""
         ...
 
+    def merkle_node(self, level: int, index: int) -> bytes | None:
+        """A committed node of the transaction log (merkle_log.NodeStore's ``get``)."""
+        ...
+
+    def account_tree(self):
+        """The committed account tree (account_tree.AccountTree), or None when the
+        store keeps none (then the header's state root is zeros)."""
+        ...
+
+    def account_position(self, account_id: int) -> int:
+        """The account's position in the account tree (it exists)."""
+        ...
+
     def expiring(self, until_timestamp: int, limit: int) -> Iterable[tuple[int, int]]:
         """The first ``limit`` (expires_at_ns, transfer_id) of pending transfers with
         expires_at <= until, ascending by (expires_at, id); reads no more than ``limit``."""

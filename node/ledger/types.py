@@ -291,6 +291,13 @@ class Tx:
     key_id: str = ""
     #: The decoded proposal and approvals of a governance transaction (else None).
     governance: GovernanceProposal | None = None
+    #: Set by a follower that decoded the committed envelope itself: the signed body
+    #: and its signature, verified at apply against the signer's key at that height.
+    #: Empty on the leader, whose ingress verified them (and in unit tests).
+    signed_body: bytes = b""
+    signature: bytes = b""
+    #: A TxRejection decided while decoding the committed bytes (envelope_invalid).
+    invalid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +306,16 @@ class Entry:
 
     proposed_timestamp: int
     txs: tuple[Tx, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """A Raft entry as committed: the leader's time (ns) and the SignedTransaction
+    bytes, nothing else. Every validator decodes the events from these bytes itself
+    (``StateMachine``'s ``decode_envelope``), so what is applied is what was signed."""
+
+    proposed_timestamp: int
+    envelopes: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +330,14 @@ class BlockHeader:
     raft_term: int
     raft_index: int
     tx_count: int
+    #: The chain's Merkle log (RFC 6962) after this block: size and root.
+    tree_size: int = 0
+    tree_root: bytes = bytes(32)
+    #: Root of the account tree (account_tree.py) after this block.
+    state_root: bytes = bytes(32)
+    #: Validator-set hashes: the set that certifies this block, and the set after it.
+    validators_hash: bytes = bytes(32)
+    next_validators_hash: bytes = bytes(32)
     hash: bytes = b""
 
 
@@ -376,6 +401,12 @@ class WriteSet:
     #: The governed configuration after this block, when a governance transaction of
     #: the block changed it (None: unchanged).
     configuration: Configuration | None = None
+    #: Merkle log nodes the block's transactions completed: (level, index) -> hash.
+    merkle_nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    #: Account tree: positions of the accounts this block created (id -> position),
+    #: and the tree's pending update (account_tree.Pending; None without a tree).
+    account_positions: dict[int, int] = field(default_factory=dict)
+    account_tree_pending: object = None
     header: BlockHeader | None = None
     head: Head | None = None
 

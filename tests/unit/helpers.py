@@ -1,9 +1,10 @@
 """Builders for unit tests of the ledger core: events, transactions, entries, a driver.
 
-Every transaction gets unique envelope bytes (a sequence number plus the encoded
-events), and ``tx_hash = SHA-256(envelope)`` exactly as ``codec.decode_entry``
-computes it, so a Tx built here is the Tx a validator decodes from the Raft log.
-Reuse a Tx object (or pass the same ``nonce``) to model a client's retry.
+Every transaction is a real SignedTransaction (chain :data:`CHAIN`, signed with the
+test key :data:`SIGNING_KEY`, ``valid_until`` made unique by a sequence number), and
+``tx_hash = SHA-256(envelope)``: a Tx built here is the Tx a validator decodes from
+the Raft log (:func:`decode_envelope`), less the signature fields that make apply
+verify it. Reuse a Tx object (or pass the same ``nonce``) to model a client's retry.
 """
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import hashlib
 import itertools
 from typing import Iterable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.wire import account_to_pb, transfer_to_pb
+from raft_ledger_node.api.validation import tx_from_committed
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import (
     Account,
@@ -54,11 +61,32 @@ def resolve(id: int, pending_id: int, flags: int, amount: int = 0, **kw) -> Tran
     return Transfer(id=id, amount=amount, flags=int(flags), pending_id=pending_id, **fields)
 
 
+#: The chain the test envelopes are signed for, and the one key every test member signs with.
+CHAIN = "unit-test-chain"
+SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUBLIC_KEY = SIGNING_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def decode_envelope(envelope: bytes) -> Tx:
+    """What every validator decodes from a committed envelope of :data:`CHAIN`."""
+    return tx_from_committed(envelope, chain_id=CHAIN)
+
+
+def signed_envelope(member: str, body: pb.Transaction, key_id: str = "k1", key=SIGNING_KEY) -> bytes:
+    raw = body.SerializeToString(deterministic=True)
+    stx = pb.SignedTransaction(body=raw, member_id=member, key_id=key_id, signature=key.sign(raw))
+    return stx.SerializeToString(deterministic=True)
+
+
 def make_tx(member: str, operation: Operation, events: Iterable, *, nonce: int | None = None, key_id: str = "k1") -> Tx:
     events = tuple(events)
     n = next(_nonces) if nonce is None else nonce
-    enc = codec.encode_account if operation == Operation.create_accounts else codec.encode_transfer
-    envelope = b"test-envelope/" + member.encode() + b"/" + n.to_bytes(8, "big") + b"".join(enc(e) for e in events)
+    body = pb.Transaction(chain_id=CHAIN, valid_until=T0 + 10**15 + n)
+    if operation == Operation.create_accounts:
+        body.create_accounts.accounts.extend(account_to_pb(e) for e in events)
+    else:
+        body.create_transfers.transfers.extend(transfer_to_pb(e) for e in events)
+    envelope = signed_envelope(member, body, key_id)
     return Tx(member, operation, events, envelope, hashlib.sha256(envelope).digest(), key_id)
 
 
@@ -83,7 +111,7 @@ class Ledger:
 
     def __init__(self, store=None, *, term: int = 1) -> None:
         self.store = store if store is not None else MemoryStore()
-        self.machine = StateMachine(self.store)
+        self.machine = StateMachine(self.store, decode_envelope=decode_envelope, chain_id=CHAIN)
         self.term = term
         self.raft_index = 0
         self.clock = T0
@@ -157,7 +185,7 @@ def configuration(issuers: dict[int, Iterable[str]] | None = None, members: Iter
 
     return Configuration(
         version=1,
-        members=tuple(Member(m, ("member",), (MemberKey("k1", bytes(32)),)) for m in sorted(members)),
+        members=tuple(Member(m, ("member",), (MemberKey("k1", PUBLIC_KEY),)) for m in sorted(members)),
         issuers=tuple((lg, tuple(sorted(ids))) for lg, ids in sorted((issuers or {}).items())),
         admins=(),
         threshold=0,

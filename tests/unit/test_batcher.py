@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import account, accounts_tx, transfer, transfers_tx
+from helpers import account, accounts_tx, decode_envelope, transfer, transfers_tx
 from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
 from raft_ledger_node.ledger import codec, limits
 from raft_ledger_node.ledger.types import TxResult
@@ -21,7 +21,7 @@ class Recorder:
         self.entries: list[bytes] = []
 
     def propose(self, entry: bytes, decoded, callback) -> None:
-        assert codec.decode_entry(entry) == decoded
+        assert codec.decode_entry(entry).envelopes == tuple(tx.envelope for tx in decoded.txs)
         self.entries.append(entry)
         callback([TxResult(tx.tx_hash, 1, (0,) * len(tx.events)) for tx in decoded.txs], 0)
 
@@ -48,9 +48,9 @@ def test_submissions_queued_together_are_split_at_block_events_max(recorder):
     subs = [Submission(txs=[transfers_tx(*[transfer(i * 1000 + k, 1, 2, 1) for k in range(300)])]) for i in range(20)]
     _run(recorder, subs, block_events_max=1000)
     assert all(s.error is None and len(s.results) == 1 for s in subs)
-    decoded = [codec.decode_entry(e) for e in recorder.entries]
-    assert [sum(len(t.events) for t in d.txs) for d in decoded] == [900] * 6 + [600]
-    assert sum(len(d.txs) for d in decoded) == 20
+    decoded = [[decode_envelope(env) for env in codec.decode_entry(e).envelopes] for e in recorder.entries]
+    assert [sum(len(t.events) for t in d) for d in decoded] == [900] * 6 + [600]
+    assert sum(len(d) for d in decoded) == 20
     assert all(len(e) <= limits.entry_bytes_max for e in recorder.entries)
 
 
@@ -60,7 +60,7 @@ def test_a_submission_above_one_block_is_refused_not_proposed(recorder):
     _run(recorder, [small, big], block_events_max=100)
     assert small.error is None
     assert isinstance(big.error, SubmissionTooLarge) and "block_events_max=100" in str(big.error)
-    assert all(len(codec.decode_entry(e).txs) == 1 for e in recorder.entries)
+    assert all(len(codec.decode_entry(e).envelopes) == 1 for e in recorder.entries)
 
 
 def test_size_bound_covers_the_encoded_entry():

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from helpers import NS, T0, Ledger, account, accounts_tx, assert_conserved, entry, resolve, transfer, transfers_tx
+from helpers import NS, T0, Ledger, account, accounts_tx, assert_conserved, decode_envelope, entry, resolve, transfer, transfers_tx
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import apply_block
 from raft_ledger_node.ledger.types import AccountFlags as AF, CreateTransferResult as TR, Entry, TransferFlags as TF
@@ -152,7 +152,9 @@ def test_replaying_the_encoded_log_into_a_fresh_store_gives_the_same_chain(memor
     mem, results, headers = memory_run
     log = [codec.encode_entry(e) for e in ENTRIES]  # what the Raft journal holds
     fresh = MemoryStore()
-    results2, headers2 = replay(fresh, [codec.decode_entry(b) for b in log])
+    decoded = [codec.decode_entry(b) for b in log]
+    results2, headers2 = replay(fresh, [Entry(d.proposed_timestamp, tuple(decode_envelope(x) for x in d.envelopes))
+                                        for d in decoded])
     assert headers2 == headers and results2 == results
     assert fresh.accounts == mem.accounts
     assert fresh.transfers == mem.transfers

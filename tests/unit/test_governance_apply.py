@@ -19,9 +19,8 @@ from raft_ledger_node.ledger.governance import (
 from raft_ledger_node.ledger.types import Operation, Tx, TxRejection as R
 from raft_ledger_node.store_memory import MemoryStore
 
-from helpers import T0, Ledger, account, accounts_tx, entry, transfer, transfers_tx
+from helpers import CHAIN, T0, Ledger, account, accounts_tx, entry, transfer, transfers_tx
 
-CHAIN = "test-chain"
 _n = itertools.count(1)
 
 
@@ -127,9 +126,8 @@ def test_changes_codec_round_trip():
         g.SetRoles("a", ()), g.SetIssuers(978, ("a", "b")), g.SetAdmins(("a", "b"), 1),
         g.SetValidators((ValidatorRecord("v1", "h:1", "h:2", bytes(32), b""),)),
     )
-    tx = gov_tx(changes)
-    e = entry(T0, tx)
-    assert codec.decode_entry(codec.encode_entry(e)) == e
+    raw = g.encode_changes(CHAIN, 4, T0, changes)
+    assert g.decode_changes(raw) == (CHAIN, 4, T0, changes)
 
 
 # -- governance in apply_block ------------------------------------------------------

@@ -12,7 +12,7 @@ import errno
 
 import pytest
 
-from helpers import T0, account, accounts_tx, entry, transfer, transfers_tx
+from helpers import T0, account, accounts_tx, decode_envelope, entry, transfer, transfers_tx
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import CreateAccountResult as AR, CreateTransferResult as TR
 from raft_ledger_node.state_machine import CoreFailure, Outcome, StateMachine, StorageFailure
@@ -36,7 +36,7 @@ def _accounts_entry() -> bytes:
 
 
 def test_applies_a_block_and_records_its_raft_index(store):
-    done = StateMachine(store).apply(_accounts_entry(), 3, 1)
+    done = StateMachine(store, decode_envelope=decode_envelope).apply(_accounts_entry(), 3, 1)
     assert done.outcome is Outcome.BLOCK and done.raft_index == 1 and done.height == 1
     assert [r.codes for r in done.results] == [(AR.ok, AR.ok)]
     assert store.applied_index() == 1 and store.head().height == 1
@@ -49,7 +49,7 @@ def test_applies_a_block_and_records_its_raft_index(store):
 def test_replay_of_an_applied_raft_index_is_skipped(path):
     """A restart replays the journal from before the applied index: nothing twice."""
     store = RocksStore(path)
-    sm = StateMachine(store)
+    sm = StateMachine(store, decode_envelope=decode_envelope)
     sm.apply(_accounts_entry(), 1, 1)
     moved = codec.encode_entry(entry(T0 + 1, transfers_tx(transfer(10, 1, 2, 5))))
     assert sm.apply(moved, 1, 2).outcome is Outcome.BLOCK
@@ -58,7 +58,7 @@ def test_replay_of_an_applied_raft_index_is_skipped(path):
 
     reopened = RocksStore(path)
     try:
-        sm = StateMachine(reopened)
+        sm = StateMachine(reopened, decode_envelope=decode_envelope)
         for index, e in ((1, _accounts_entry()), (2, moved)):
             done = sm.apply(e, 1, index)
             assert done.outcome is Outcome.REPLAYED and done.results is None and done.height == head.height
@@ -69,7 +69,7 @@ def test_replay_of_an_applied_raft_index_is_skipped(path):
 
 
 def test_malformed_entry_is_recorded_as_applied_with_no_block(store):
-    sm = StateMachine(store)
+    sm = StateMachine(store, decode_envelope=decode_envelope)
     sm.apply(_accounts_entry(), 1, 1)
     head = store.head()
     done = sm.apply(b"\x07 not an entry", 1, 2)
@@ -82,7 +82,7 @@ def test_malformed_entry_is_recorded_as_applied_with_no_block(store):
 
 
 def test_read_barrier_marks_applied_without_a_block(store):
-    sm = StateMachine(store)
+    sm = StateMachine(store, decode_envelope=decode_envelope)
     sm.apply(_accounts_entry(), 1, 1)
     head = store.head()
     done = sm.apply(codec.READ_BARRIER_ENTRY, 2, 2)
@@ -96,8 +96,8 @@ def test_decoded_entry_gives_what_its_bytes_give(tmp_path):
     e = entry(T0, accounts_tx(account(1), account(2)), transfers_tx(transfer(10, 1, 2, 5)))
     a, b = RocksStore(str(tmp_path / "a")), RocksStore(str(tmp_path / "b"))
     try:
-        ra = StateMachine(a).apply(e, 1, 1)
-        rb = StateMachine(b).apply(codec.encode_entry(e), 1, 1)
+        ra = StateMachine(a, decode_envelope=decode_envelope).apply(e, 1, 1)
+        rb = StateMachine(b, decode_envelope=decode_envelope).apply(codec.encode_entry(e), 1, 1)
         assert ra.results == rb.results and [r.codes[0] for r in ra.results] == [AR.ok, TR.ok]
         assert a.head() == b.head()
     finally:
@@ -120,7 +120,7 @@ def test_storage_failure_raises_and_nothing_is_applied(path, raw):
     s = _DiskFull(path)
     try:
         with pytest.raises(StorageFailure) as info:
-            StateMachine(s).apply(raw, 1, 1)
+            StateMachine(s, decode_envelope=decode_envelope).apply(raw, 1, 1)
         assert info.value.raft_index == 1 and isinstance(info.value.__cause__, OSError)
         assert s.applied_index() == 0 and s.head().height == 0
     finally:
@@ -136,7 +136,7 @@ def test_apply_raising_on_a_well_formed_entry_is_a_core_failure(path):
     s = _BrokenReads(path)
     try:
         with pytest.raises(CoreFailure) as info:
-            StateMachine(s).apply(_accounts_entry(), 1, 1)
+            StateMachine(s, decode_envelope=decode_envelope).apply(_accounts_entry(), 1, 1)
         assert info.value.raft_index == 1 and isinstance(info.value.__cause__, RuntimeError)
         assert s.applied_index() == 0
     finally:

@@ -214,9 +214,8 @@ class Checkpoint:
         canonical padded base64 of exactly 32 bytes. Anything else raises
         VerificationError naming the line.
         """
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        if not isinstance(body, (bytes, bytearray)) or len(body) > note_bytes_max:
+        body = _utf8(body, "checkpoint", note_bytes_max)
+        if len(body) > note_bytes_max:
             raise VerificationError("malformed checkpoint: not bytes, or too long")
         try:
             text = bytes(body).decode("utf-8")
@@ -289,6 +288,22 @@ def sign_note(body: bytes, name: str, private_key: Ed25519PrivateKey) -> str:
     return f"{_EM_DASH_PREFIX}{name} {_b64(key_hash(name, _raw_public_key(private_key)) + signature)}\n"
 
 
+def _utf8(text: str | bytes, what: str, limit: int) -> bytes:
+    """``text`` as bytes; VerificationError("malformed <what>") if it is neither bytes
+    nor a str that encodes (a lone surrogate does not), or if a str has more than
+    ``limit`` characters (then its UTF-8 is over ``limit`` bytes: rejected unencoded)."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text)
+    if isinstance(text, str):
+        if len(text) > limit:
+            raise VerificationError(f"malformed {what}: over {limit} bytes")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    raise VerificationError(f"malformed {what}: not text")
+
+
 def _check_text(raw: bytes, error: type[Exception]) -> str:
     """signed-note: valid UTF-8, no ASCII control character other than newline."""
     try:
@@ -311,12 +326,9 @@ def parse_note(text: str | bytes) -> tuple[bytes, list[tuple[str, bytes, bytes]]
     control character, has no blank line, no signature line, a line that is not
     ``— name base64`` with a valid name, or non-canonical base64.
     """
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    if not isinstance(raw, (bytes, bytearray)):
-        raise VerificationError("malformed note: not text")
+    raw = _utf8(text, "note", note_bytes_max)
     if len(raw) > note_bytes_max:
-        raise VerificationError(f"malformed note: {len(raw)} bytes, limit {note_bytes_max}")
-    raw = bytes(raw)
+        raise VerificationError(f"malformed note: over {note_bytes_max} bytes")
     decoded = _check_text(raw, VerificationError)
     split = decoded.rfind("\n\n")
     if split < 0:
@@ -357,7 +369,8 @@ def verify_certificate(note_text: str | bytes, validators: Sequence[tuple[str, b
     key that does not verify over the exact body); ``too few signatures`` (the
     distinct validators with a valid signature are not more than half of the set).
     Lines of keys outside the set are ignored (signed-note: verifiers MUST ignore
-    unknown keys), so they never count.
+    unknown keys), so they never count. Cost: at most one Ed25519 verification per
+    validator of the set, whatever the note holds (a repeat raises before verifying).
     """
     validators = [(vid, bytes(public_key)) for vid, public_key in validators]
     expected_set = validator_set_hash(validators)  # ValueError on an empty set or a repeated id

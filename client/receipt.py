@@ -97,11 +97,9 @@ class Receipt:
         come first. Raises VerificationError("malformed receipt: ...") otherwise.
         Signatures and the proof are not checked here: see :func:`verify_receipt`.
         """
-        raw = text.encode("utf-8") if isinstance(text, str) else text
-        if not isinstance(raw, (bytes, bytearray)):
-            raise VerificationError("malformed receipt: not text")
+        raw = _cp._utf8(text, "receipt", receipt_bytes_max)
         if len(raw) > receipt_bytes_max:
-            raise VerificationError(f"malformed receipt: {len(raw)} bytes, limit {receipt_bytes_max}")
+            raise VerificationError(f"malformed receipt: over {receipt_bytes_max} bytes")
         try:
             decoded = bytes(raw).decode("utf-8")
         except UnicodeDecodeError:

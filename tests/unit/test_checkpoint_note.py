@@ -226,9 +226,21 @@ def test_parse_note_keeps_duplicates_and_body_blank_lines():
 def test_hostile_size_is_rejected_before_work():
     huge = "x\n" * (cp.note_bytes_max // 2) + "\n— k AAAAAAAA\n"
     start = time.perf_counter()
-    with pytest.raises(VerificationError, match="bytes, limit"):
+    with pytest.raises(VerificationError, match="over"):
         cp.parse_note(huge)
+    with pytest.raises(VerificationError, match="over"):
+        cp.parse_note(huge.encode())
     assert time.perf_counter() - start < 0.05
+
+
+def test_non_text_inputs_are_malformed_not_crashes():
+    for bad in ("a\n\n— k AAAAAAAA\ud800\n", 42, None):
+        with pytest.raises(VerificationError, match="malformed note"):
+            cp.parse_note(bad)
+    with pytest.raises(VerificationError, match="malformed checkpoint"):
+        cp.Checkpoint.parse("\ud800\n")
+    with pytest.raises(VerificationError, match="over"):
+        cp.parse_note("x" * (cp.note_bytes_max + 1))
 
 
 def test_sign_note_rejects_bad_inputs():

@@ -145,7 +145,12 @@ def _tampered() -> dict[str, str]:
     one_validator_plus_outsider = cp.certify(checkpoint(log, size), [("val-1", KEYS["val-1"]), ("mallory", OUTSIDER)])
     impostor = cp.certify(checkpoint(log, size), [("val-1", KEYS["val-1"]), ("val-2", OUTSIDER)])
     body_changed = note.replace(f"height {size + 1}\n", f"height {size + 2}\n")
+    good = rc.Receipt(txs[index], index, proof, note).encode()
+    lines = good.split("\n")
     return {
+        "empty extra": "\n".join([lines[0], "extra "] + lines[2:]),
+        "no extra line": "\n".join([lines[0]] + lines[2:]),
+        "index with a leading zero": good.replace(f"\nindex {index}\n", f"\nindex 0{index}\n"),
         "flipped transaction byte": rc.Receipt(bytes(tx), index, proof, note).encode(),
         "flipped proof hash byte": rc.Receipt(txs[index], index, tuple(bad_proof), note).encode(),
         "wrong index": rc.Receipt(txs[index], index + 1, proof, note).encode(),

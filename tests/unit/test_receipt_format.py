@@ -150,10 +150,12 @@ def test_parse_is_strict(mutate):
 
 
 def test_parse_rejects_oversize_and_non_utf8():
-    with pytest.raises(VerificationError, match="limit"):
+    with pytest.raises(VerificationError, match="over"):
         rc.Receipt.parse("x" * (rc.receipt_bytes_max + 1))
     with pytest.raises(VerificationError, match="UTF-8"):
         rc.Receipt.parse(b"\xff" + _text().encode())
+    with pytest.raises(VerificationError, match="not text"):
+        rc.Receipt.parse(_text() + "\ud800")
 
 
 def test_constructor_rejects_fields_out_of_shape():

@@ -238,8 +238,8 @@ func parseProof(data []byte) (extra []byte, index int64, proof tlog.RecordProof,
 		}
 		line, ok = next()
 	}
-	if extra == nil {
-		return nil, 0, nil, nil, errors.New("receipt: no extra line (the transaction)")
+	if len(extra) == 0 {
+		return nil, 0, nil, nil, errors.New("receipt: no extra line (the transaction), or an empty one")
 	}
 	idx, found := strings.CutPrefix(line, "index ")
 	if !ok || !found {

@@ -50,6 +50,7 @@ from raft_ledger_client._exceptions import (
     TransactionRejected,
     TransportError,
     Unavailable,
+    VerificationError,
 )
 from raft_ledger_client._transport import ClientTLS, GrpcTransport, InProcessTransport, Transport
 
@@ -85,6 +86,7 @@ __all__ = [
     "TransportError",
     "TxRejection",
     "Unavailable",
+    "VerificationError",
     "load_private_key",
     "read_genesis",
 ]

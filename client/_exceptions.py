@@ -25,7 +25,12 @@
     │                               applied; retrying will not help
     ├── TransactionRejected         committed, but refused as a whole at apply time:
     │                               ``rejection`` (a TxRejection); nothing of it applied
-    └── NotFound                    no such block
+    ├── NotFound                    no such block
+    └── VerificationError           what a validator served (or a receipt holds) does not
+                                    prove what it claims: a malformed checkpoint, note or
+                                    receipt, a wrong origin, a bad or repeated validator
+                                    signature, too few signers, a failed Merkle proof.
+                                    Fail closed: never use the data it came with
 
 Unknown vs. not submitted: after :class:`TransportError` resubmit the very same
 signed transactions to learn the outcome (the ledger deduplicates them); after
@@ -107,3 +112,11 @@ class TransactionRejected(LedgerError):
 
     def __reduce__(self):
         return type(self), (str(self), self.rejection, self.height)
+
+
+class VerificationError(LedgerError):
+    """Data that should prove itself did not: the message names the failed check (bad
+    format, wrong origin, a validator's signature that does not verify, one validator
+    signing twice, fewer than a majority of the validator set, a Merkle proof that does
+    not reach the certified root). Raised by :mod:`raft_ledger_client.checkpoint` and
+    :mod:`raft_ledger_client.receipt`; never retried, since the same bytes fail again."""

@@ -41,6 +41,7 @@ EXPECTED = {
     "TransportError",
     "TxRejection",
     "Unavailable",
+    "VerificationError",
     "load_private_key",
     "read_genesis",
 }
@@ -67,12 +68,15 @@ def test_exception_tree():
     # A refused caller is definite too, and no retry helps: not a transport error, not "not submitted".
     assert issubclass(sdk.PermissionDenied, sdk.LedgerError)
     assert not issubclass(sdk.PermissionDenied, (sdk.TransportError, sdk.NotSubmitted, sdk.InvalidRequest))
+    # A failed proof is definite and fails closed: not an unknown outcome, nothing to retry.
+    assert issubclass(sdk.VerificationError, sdk.LedgerError)
+    assert not issubclass(sdk.VerificationError, (sdk.TransportError, sdk.NotSubmitted))
 
 
 def test_exception_tree_is_drawn_in_the_docstring():
     from raft_ledger_client import _exceptions
 
-    for name in ("LedgerError", "TransportError", "Timeout", "Unavailable", "NotSubmitted", "NotLeader", "InvalidRequest", "NotFound"):
+    for name in ("LedgerError", "TransportError", "Timeout", "Unavailable", "NotSubmitted", "NotLeader", "InvalidRequest", "NotFound", "VerificationError"):
         assert name in _exceptions.__doc__, name
 
 

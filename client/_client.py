@@ -118,6 +118,14 @@ class BlockHeader:
     raft_index: int
     tx_count: int
     hash: bytes
+    #: Transactions in the chain's Merkle log after this block, and its RFC 6962 root.
+    tree_size: int = 0
+    tree_root: bytes = b""
+    #: Root of the account tree after this block.
+    state_root: bytes = b""
+    #: Hashes of the validator set that certifies this block, and of the set after it.
+    validators_hash: bytes = b""
+    next_validators_hash: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -104,11 +104,23 @@ def tables(res: dict) -> list[Table]:
         ratio = None if ours_tps is None or r["key"].startswith("ours") else ours_tps / r["tps"]
         t.add_row(r["name"], _f(r["tps"]), _f(lat.get("p50_ms"), "{:,.1f}"), _f(lat.get("p99_ms"), "{:,.1f}"),
                   _f(lat.get("p999_ms"), "{:,.1f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
-    for part in ("ours", "raft", "crypto", "postgres", "history"):
+    for part in ("ours", "raft", "crypto", "postgres", "history", "proofs"):
         p = res.get(part, {})
         if "skipped" in p or "error" in p:
             t.add_row(part, "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
     out.append(t)
+
+    pr = res.get("proofs", {})
+    if pr.get("rows"):
+        t2 = Table(title=f"proofs at {pr['size']:,} transactions: sizes, server build and SDK verify (median µs, one thread)"
+                         + _others(pr), title_justify="left")
+        for col, just in (("proof", "left"), ("hashes", "right"), ("bytes", "right"), ("build µs", "right"),
+                          ("verify µs", "right")):
+            t2.add_column(col, justify=just, overflow="fold")
+        for r in pr["rows"]:
+            t2.add_row(r["proof"], _f(r["hashes"], "{:,.0f}"), _f(r["bytes"], "{:,.0f}"), _f(r["build_us"], "{:,.1f}"),
+                       _f(r["verify_us"], "{:,.1f}"))
+        out.append(t2)
 
     hist = res.get("history", {})
     if hist.get("rows"):

@@ -18,7 +18,7 @@ from raft_ledger_node.bench.config import BenchConfig
 from raft_ledger_node.bench.measure import CpuMeter
 from raft_ledger_node.bench.workload import Workload, signed_batch_bytes
 
-PARTS = ("ours", "raft", "crypto", "postgres", "history")
+PARTS = ("ours", "raft", "crypto", "postgres", "history", "proofs")
 
 
 def _machine() -> dict:
@@ -84,7 +84,7 @@ def run(cfg: BenchConfig) -> dict:
             f"transaction (≈{envelope_bytes:,} bytes), {cfg.concurrency} concurrent clients; work dir {work_dir}")
 
     def part(name: str):
-        from raft_ledger_node.bench import bare_raft, ed25519, history, ours, postgres
+        from raft_ledger_node.bench import bare_raft, ed25519, history, ours, postgres, proofs
 
         return {
             "ours": lambda: ours.run(cfg, wl, work_dir),
@@ -92,6 +92,7 @@ def run(cfg: BenchConfig) -> dict:
             "crypto": lambda: ed25519.run(cfg, body_bytes),
             "postgres": lambda: postgres.run(cfg, wl, work_dir),
             "history": lambda: history.run(cfg, work_dir),
+            "proofs": lambda: proofs.run(cfg, work_dir),
         }[name]
 
     t_all = time.monotonic()
@@ -105,7 +106,7 @@ def run(cfg: BenchConfig) -> dict:
             meter.start()
             try:
                 res[name] = part(name)()
-                if name in ("crypto", "history"):  # in-process parts: whatever else ran on the machine
+                if name in ("crypto", "history", "proofs"):  # in-process parts: whatever else ran on the machine
                     meter.stop()
                     if meter.machine_seconds is not None:
                         res[name]["other_cpu_s"] = max(0.0, meter.machine_seconds - meter.seconds)

@@ -118,6 +118,9 @@ def test_consistency_between_two_certified_checkpoints(cluster_module, written):
     first = cp.verify_certificate(stub.GetCheckpoint(pb.GetCheckpointRequest(wait_ms=5000)).checkpoint.note,
                                   validators, origin)
     cluster_module.client("bank-a").create_accounts([Account(id=9102 + int(time.time()) % 1000, ledger=LEDGER, code=1)])
+    deadline = time.monotonic() + 10  # v1 may be a follower a few ms behind the leader
+    while stub.GetHead(pb.GetHeadRequest()).head.tree_size <= first.tree_size and time.monotonic() < deadline:
+        time.sleep(0.02)
     head = stub.GetHead(pb.GetHeadRequest()).head.height
     second = cp.verify_certificate(
         stub.GetCheckpoint(pb.GetCheckpointRequest(height=head, wait_ms=5000)).checkpoint.note, validators, origin)

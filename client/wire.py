@@ -15,7 +15,8 @@ ACCOUNT_U128 = ("id", "debits_pending", "debits_posted", "credits_pending", "cre
 ACCOUNT_SCALARS = ("user_data_64", "user_data_32", "ledger", "code", "flags", "timestamp", "owner")
 TRANSFER_U128 = ("id", "debit_account_id", "credit_account_id", "amount", "pending_id", "user_data_128")
 TRANSFER_SCALARS = ("user_data_64", "user_data_32", "timeout", "ledger", "code", "flags", "timestamp")
-HEADER_FIELDS = ("height", "prev_hash", "timestamp", "tx_merkle_root", "state_hash", "raft_term", "raft_index", "tx_count", "hash")
+HEADER_FIELDS = ("height", "prev_hash", "timestamp", "tx_merkle_root", "state_hash", "raft_term", "raft_index", "tx_count",
+                 "hash", "tree_size", "tree_root", "state_root", "validators_hash", "next_validators_hash")
 
 
 def u128(v: int) -> pb.UInt128:

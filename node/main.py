@@ -15,7 +15,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+from raft_ledger_node.cosigner import Cosigner
 from raft_ledger_node.batcher import Batcher
 from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
 from raft_ledger_node.crypto import Verifier
@@ -182,6 +187,7 @@ class Validator:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        self.cosigner = self._cosigner(cfg, me)
         quiet = RateLimitedLog()
         add_servicer(
             self.server,
@@ -196,6 +202,7 @@ class Validator:
                 chain_id=self.genesis.chain_id,
                 authz=self.authz,
                 scans_inflight_max=cfg.scans_inflight_max,
+                cosigner=self.cosigner,
                 rate_limiter=MemberRateLimiter(
                     Rate(cfg.member_events_per_s, cfg.member_events_burst),
                     {m: Rate(v["events_per_s"], v["burst"]) for m, v in cfg.member_rate_limits.items()},
@@ -238,6 +245,43 @@ class Validator:
         self.grpc_address = me.grpc_address
         self._stop = threading.Event()
 
+    def _cosigner(self, cfg: ValidatorConfig, me) -> Cosigner:
+        """This validator's cosigner: its signing key (if configured) and, per peer, a
+        gRPC call for the peer's own signatures over a channel authenticated by this
+        validator's certificate (the peer admits it to GetCosignatures only)."""
+        key = None
+        if cfg.signing_key_file:
+            try:
+                with open(cfg.signing_key_file, "rb") as f:
+                    key = serialization.load_pem_private_key(f.read(), password=None)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read signing_key_file {cfg.signing_key_file}: {e}") from e
+            if not isinstance(key, Ed25519PrivateKey):
+                raise ConfigError(f"signing_key_file {cfg.signing_key_file} is not an Ed25519 private key")
+        if self.plaintext:
+            creds = None
+        else:
+            with open(cfg.tls_key_file, "rb") as f:
+                tls_key = f.read()
+            with open(cfg.tls_cert_file, "rb") as f:
+                tls_cert = f.read()
+            creds = grpc.ssl_channel_credentials(root_certificates=self.genesis.tls_ca_pem, private_key=tls_key,
+                                                 certificate_chain=tls_cert)
+        peers = {}
+        for v in self.genesis.validators:
+            if v.id == me.id:
+                continue
+            channel = grpc.insecure_channel(v.grpc_address) if creds is None else grpc.secure_channel(v.grpc_address, creds)
+            stub = pb_grpc.LedgerStub(channel)
+
+            def fetch(from_height, limit, stub=stub):
+                resp = stub.GetCosignatures(pb.GetCosignaturesRequest(from_height=from_height, limit=limit), timeout=2)
+                return [(c.height, bytes(c.signature)) for c in resp.cosignatures]
+
+            peers[v.id] = fetch
+        return Cosigner(self.store, chain_id=self.genesis.chain_id, genesis_hash=self.genesis.hash,
+                        validator_id=me.id, signing_key=key, peers=peers)
+
     def leader_grpc_address(self) -> str | None:
         raft = self.replica.leader_address()
         return None if raft is None else self._raft_to_grpc.get(raft)
@@ -246,6 +290,7 @@ class Validator:
         _tune_gc(self.cfg.gc_gen0_threshold)
         self.batcher.start()
         self.server.start()
+        self.cosigner.start()
         if self.plaintext:
             log.warning(PLAINTEXT_WARNING, self.cfg.validator_id)
         log.info(
@@ -266,6 +311,7 @@ class Validator:
                 self.health.set("ledger.v1.Ledger", status)
                 serving = ready
         log.info("validator %s stopping", self.cfg.validator_id)
+        self.cosigner.stop()
         self.server.stop(grace=2).wait()
         self.batcher.stop()
         self.replica.destroy()

@@ -170,6 +170,9 @@ class RocksStore:
         self._accounts: dict[int, Account] = {}
         self._cache_lock = threading.Lock()
         self._cache_generation = 0
+        #: Held while a commit makes a block visible (records, account tree, head), so
+        #: a proof read (:meth:`account_proofs`) sees records and tree of one height.
+        self._visible_lock = threading.Lock()
         self._open(self._active_dir())
 
     def _active_dir(self) -> str:
@@ -325,6 +328,22 @@ class RocksStore:
         pos = self._positions
         return {i: pos[i] for i in ids if i in pos}
 
+    def account_proofs(self, ids) -> tuple[Head, int, list[tuple[Account, bytes, int, list[bytes]]]]:
+        """(head, account count, [(account, record bytes, position, proof)]) for those of
+        ``ids`` that exist, all as of one committed block (the head returned)."""
+        with self._visible_lock:
+            head, tree, pos = self._head, self._tree, self._positions
+            out = []
+            for i in ids:
+                p = pos.get(i)
+                if p is None:
+                    continue
+                raw = self._cf["accounts"].get(i.to_bytes(16, "big"))
+                if raw is None:
+                    continue
+                out.append((codec.decode_account(raw), raw, p, tree.proof(p)))
+            return head, tree.size, out
+
     # -- cosignatures (outside the block batch) -------------------------------
     def last_signed_height(self) -> int:
         raw = self._cf["meta"].get(b"last_signed_height")
@@ -358,6 +377,22 @@ class RocksStore:
             if not k.startswith(prefix):
                 break
             out[k[8:].decode()] = it.value()
+            it.next()
+        return out
+
+    def signatures_of(self, validator_id: str, from_height: int, limit: int) -> list[tuple[int, bytes]]:
+        """(height, signature) of ``validator_id``'s stored cosignatures at heights >=
+        ``from_height``, ascending, at most ``limit`` (reads at most 8 x limit rows)."""
+        it = self._cf["cosignatures"].iter()
+        it.seek(_U64.pack(from_height))
+        want = validator_id.encode()
+        out: list[tuple[int, bytes]] = []
+        budget = 8 * limit
+        while it.valid() and len(out) < limit and budget > 0:
+            k = it.key()
+            if k[8:] == want:
+                out.append((_U64.unpack(k[:8])[0], it.value()))
+            budget -= 1
             it.next()
         return out
 
@@ -460,6 +495,10 @@ class RocksStore:
             return None
         txs = self._cf["block_txs"].get(_U64.pack(height)) or b""
         return codec.decode_stored_header(raw), codec.decode_tx_hashes(txs)
+
+    def get_header(self, height: int) -> BlockHeader | None:
+        raw = self._cf["blocks"].get(_U64.pack(height))
+        return codec.decode_stored_header(raw) if raw is not None else None
 
     def get_transaction(self, tx_hash: bytes) -> bytes | None:
         return self._cf["transactions"].get(tx_hash)
@@ -733,19 +772,20 @@ class RocksStore:
             wb.put(b"configuration/" + _U64.pack(ws.configuration.version), raw_config, h["meta"])
         wb.put(b"head", codec.encode_head(ws.head), h["meta"])
         wb.put(b"applied_index", _U64.pack(applied_index), h["meta"])
-        self._db.write(wb, self._wo)
-        with self._cache_lock:
-            for a in ws.accounts.values():
-                self._cache_account(a)
-            self._cache_generation += 1
-        if ws.account_positions:
-            self._positions.update(ws.account_positions)
-        if ws.account_tree_pending is not None:
-            self._tree.commit(ws.account_tree_pending)
-        if ws.configuration is not None:
-            self._configuration = ws.configuration
-        self._head = ws.head
-        self._applied_index = applied_index
+        with self._visible_lock:
+            self._db.write(wb, self._wo)
+            with self._cache_lock:
+                for a in ws.accounts.values():
+                    self._cache_account(a)
+                self._cache_generation += 1
+            if ws.account_positions:
+                self._positions.update(ws.account_positions)
+            if ws.account_tree_pending is not None:
+                self._tree.commit(ws.account_tree_pending)
+            if ws.configuration is not None:
+                self._configuration = ws.configuration
+            self._head = ws.head
+            self._applied_index = applied_index
 
     def mark_applied(self, applied_index: int) -> None:
         """Record a Raft index that carried no block (no-op, malformed entry)."""

@@ -24,6 +24,7 @@ from raft_ledger_node.api.mapping import (
 from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
 from raft_ledger_node.crypto import KeyNotPermitted, UnknownKey, Verifier
 from raft_ledger_node.ledger.governance import encode_configuration
+from raft_ledger_node.ledger.merkle_log import MerkleLog
 from raft_ledger_node.ledger.types import Operation, TxResult
 
 log = logging.getLogger("ledger.service")
@@ -83,8 +84,10 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address,
                  submit_timeout_s: float, chain_id: str, authz: Authorizer,
                  rate_limiter: MemberRateLimiter | None = None,
-                 clock_ns=time.time_ns, scans_inflight_max: int = 1):
+                 clock_ns=time.time_ns, scans_inflight_max: int = 1, cosigner=None):
         self._store = store
+        #: node.cosigner.Cosigner: checkpoints and certificates (None: proofs unavailable).
+        self._cosigner = cosigner
         self._authz = authz
         self._replica = replica
         self._batcher = batcher
@@ -335,6 +338,191 @@ class LedgerServicer(pb_grpc.LedgerServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no block at height {request.height} (head is {self._store.head().height})")
         header, tx_hashes = block
         return pb.GetBlockResponse(header=header_to_pb(header), tx_hashes=tx_hashes)
+
+
+    # -- tamper evidence: checkpoints, certificates, proofs (issue 12) ----------------
+    def _require_cosigner(self, context):
+        if self._cosigner is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this validator serves no checkpoints")
+        return self._cosigner
+
+    def _certified(self, height: int, wait_ms: int, context) -> pb.Checkpoint:
+        cert = self._require_cosigner(context).wait_certified(height, min(wait_ms, CERTIFY_WAIT_MS_MAX) / 1000)
+        if cert is None:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"height {height} is not certified by a majority of validators (yet); head is "
+                          f"{self._store.head().height}, newest certified {self._cosigner.latest_certified}")
+        return pb.Checkpoint(height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum)
+
+    @_guard
+    def GetCheckpoint(self, request, context):  # noqa: N802
+        """The certificate of ``height`` (0: the newest certified), waiting up to ``wait_ms``."""
+        cos = self._require_cosigner(context)
+        height = request.height or cos.latest_certified
+        if height == 0:
+            height = self._store.head().height
+        return pb.GetCheckpointResponse(checkpoint=self._certified(height, request.wait_ms, context))
+
+    def WatchCheckpoints(self, request, context):  # noqa: N802
+        """Every certified height from ``from_height`` on, in order, as it is certified.
+        The stream ends when the client cancels it or the validator stops."""
+        cos = self._cosigner
+        if cos is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this validator serves no checkpoints")
+        height = request.from_height or max(1, cos.latest_certified)
+        while context.is_active():
+            cert = cos.wait_certified(height, 1.0)
+            if cert is None:
+                continue
+            yield pb.GetCheckpointResponse(checkpoint=pb.Checkpoint(
+                height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum))
+            height += 1
+
+    @_guard
+    def GetCosignatures(self, request, context):  # noqa: N802
+        """This validator's own signatures of heights >= ``from_height`` (what peers collect)."""
+        cos = self._require_cosigner(context)
+        limit = min(request.limit or 512, 512)
+        return pb.GetCosignaturesResponse(cosignatures=[
+            pb.Cosignature(height=h, validator_id=cos.validator_id, signature=sig)
+            for h, sig in cos.own_signatures(request.from_height, limit)])
+
+    def _height_of_tree_size(self, tree_size: int) -> int:
+        """The first height whose header has ``tree_size`` (0 if none): binary search."""
+        lo, hi = 1, self._store.head().height
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._store.get_header(mid).tree_size < tree_size:
+                lo = mid + 1
+            else:
+                hi = mid
+        h = self._store.get_header(lo) if lo >= 1 else None
+        return lo if h is not None and h.tree_size == tree_size else 0
+
+    def _checkpoint_for_size(self, tree_size: int, context) -> tuple[int, pb.Checkpoint]:
+        cos = self._require_cosigner(context)
+        if tree_size == 0:
+            height = cos.latest_certified
+            if height == 0:
+                context.abort(grpc.StatusCode.NOT_FOUND, "no height is certified yet")
+        else:
+            height = self._height_of_tree_size(tree_size)
+            if height == 0:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no block has tree size {tree_size}")
+        cp = self._certified(height, 2000, context)
+        return self._store.get_header(height).tree_size, cp
+
+    @_guard
+    def GetInclusionProof(self, request, context):  # noqa: N802
+        """The transaction's bytes, leaf index and RFC 6962 audit path in the tree of the
+        certified checkpoint (``tree_size`` 0: the newest). A member sees only the
+        transactions it signed; any other answers as a missing one."""
+        tx_hash = bytes(request.tx_hash)
+        found = self._store.get_tx_result(tx_hash) if len(tx_hash) == 32 else None
+        envelope = self._store.get_transaction(tx_hash) if found is not None else None
+        caller = self._authz.caller(context)
+        if envelope is not None and not caller.reads_all:
+            stx = pb.SignedTransaction()
+            try:
+                stx.ParseFromString(envelope)
+            except Exception:
+                stx.member_id = ""
+            if stx.member_id != caller.id:
+                envelope = None
+        if envelope is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such transaction")
+        height, codes, rejection = found
+        header = self._store.get_header(height)
+        position = self._store.get_block(height)[1].index(tx_hash)
+        leaf = header.tree_size - header.tx_count + position
+        size, cp = self._checkpoint_for_size(request.tree_size, context)
+        if size <= leaf:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"the transaction is in block {height}, not yet covered by a certified checkpoint")
+        proof = MerkleLog(_StoreNodes(self._store), self._store.head().header.tree_size).inclusion_proof(leaf, size)
+        result = result_to_pb(TxResult(tx_hash, height, codes, rejection), _operation(stx_body_kind(envelope)))
+        return pb.GetInclusionProofResponse(transaction=envelope, leaf_index=leaf, tree_size=size, proof=proof,
+                                            height=height, checkpoint=cp, result=result)
+
+    @_guard
+    def GetConsistencyProof(self, request, context):  # noqa: N802
+        """RFC 6962 consistency proof from tree size ``first`` to ``second``."""
+        size = self._store.head().header.tree_size
+        if not 0 < request.first <= request.second <= size:
+            raise validation.BadRequest(f"need 0 < first <= second <= {size} (the tree size at the head)")
+        proof = MerkleLog(_StoreNodes(self._store), size).consistency_proof(request.first, request.second)
+        return pb.GetConsistencyProofResponse(proof=proof)
+
+    @_guard
+    def GetAccountProofs(self, request, context):  # noqa: N802
+        """The caller's accounts among ``ids`` with account-tree proofs, against the
+        certified checkpoint of the height they were read at (waits for it, ~ms)."""
+        validation.check_lookup(request.ids)
+        caller = self._authz.caller(context)
+        head, count, rows = self._store.account_proofs([from_u128(i) for i in request.ids])
+        rows = [r for r in rows if caller.sees_account(r[0])]
+        cp = self._certified(head.height, 3000, context)
+        return pb.GetAccountProofsResponse(
+            accounts=[account_to_pb(a) for a, _, _, _ in rows],
+            proofs=[pb.AccountProof(record=raw, position=p, siblings=proof) for _, raw, p, proof in rows],
+            account_count=count, checkpoint=cp)
+
+    def _validator_entries(self, records) -> list:
+        return [pb.ValidatorEntry(id=v.id, grpc_address=v.grpc_address, raft_address=v.raft_address,
+                                  tls_cert_sha256=v.tls_cert_sha256, public_key=v.public_key) for v in records]
+
+    @_guard
+    def GetValidatorSet(self, request, context):  # noqa: N802
+        """The validator set that certifies block ``height``."""
+        cos = self._require_cosigner(context)
+        records = cos.validators_at(request.height)
+        if not records:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no block at height {request.height}")
+        return pb.GetValidatorSetResponse(validators=self._validator_entries(records))
+
+    @_guard
+    def GetHandoffs(self, request, context):  # noqa: N802
+        """The blocks in (after_height, up_to_height] that changed the validator set: each
+        one's certificate (by the set before it) and the set after it (CometBFT-style)."""
+        cos = self._require_cosigner(context)
+        up_to = request.up_to_height or self._store.head().height
+        out = []
+        for h in self._store.handoff_heights(request.after_height, up_to):
+            cp = self._certified(h, 2000, context)
+            nxt = cos.validator_set(self._store.get_header(h).next_validators_hash)
+            out.append(pb.Handoff(checkpoint=cp, next=self._validator_entries(nxt)))
+        return pb.GetHandoffsResponse(handoffs=out)
+
+
+#: Longest a checkpoint read waits for its height to be certified (ms).
+CERTIFY_WAIT_MS_MAX = 10_000
+
+
+class _StoreNodes:
+    """The store's Merkle log nodes as a merkle_log.NodeStore (read-only)."""
+
+    def __init__(self, store) -> None:
+        self.get = store.merkle_node
+
+    def put(self, level, index, value):  # pragma: no cover - never written through here
+        raise TypeError("read-only")
+
+
+def stx_body_kind(envelope: bytes) -> str:
+    """The operation name of a committed envelope's body ("" if it does not parse)."""
+    try:
+        stx = pb.SignedTransaction()
+        stx.ParseFromString(envelope)
+        body = pb.Transaction()
+        body.ParseFromString(stx.body)
+    except Exception:
+        return ""
+    return body.WhichOneof("operation") or ""
+
+
+def _operation(kind: str) -> Operation:
+    return {"create_accounts": Operation.create_accounts, "governance": Operation.governance}.get(
+        kind, Operation.create_transfers)
 
 
 class AdminServicer(pb_grpc.AdminServicer):

@@ -119,6 +119,14 @@ class BlockHeader:
     raft_index: int
     tx_count: int
     hash: bytes
+    #: Issue 12: the transaction log (RFC 6962 size and root after this block), the account
+    #: tree root, and the validator sets certifying this block and the next. As a validator
+    #: reports them: a header is proven only through a certified checkpoint (``checkpoint()``).
+    tree_size: int = 0
+    tree_root: bytes = b""
+    state_root: bytes = b""
+    validators_hash: bytes = b""
+    next_validators_hash: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -810,7 +818,19 @@ class LedgerClient:
         self._require_trusted()
         tx_hash = bytes(tx_hash)
         req = pb.GetInclusionProofRequest(tx_hash=tx_hash, tree_size=0)
-        resp, addr = self._call_read_from("GetInclusionProof", req, address)
+        deadline = self._clock() + self.retry.deadline_s
+        backoff = self.retry.backoff_initial_s
+        while True:
+            try:
+                resp, addr = self._call_read_from("GetInclusionProof", req, address)
+                break
+            except NotFound:
+                # A transaction of this client's own recent write may not be certified yet:
+                # wait for it within the deadline (a validator answers NOT_FOUND until then).
+                if not self._written_height or self._clock() + backoff >= deadline:
+                    raise
+                self._sleep(backoff)
+                backoff = min(2 * backoff, self.retry.backoff_max_s)
         if resp.checkpoint.height < self._written_height:
             self._wait_certified(self._written_height, addr)
             resp = self._call_read("GetInclusionProof", req, addr)

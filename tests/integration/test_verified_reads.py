@@ -42,7 +42,8 @@ def test_member_reads_verified_and_gets_a_receipt(cluster_module, tmp_path):
     origin = cp.origin_for(g.chain_id, g.hash)
     path = str(tmp_path / "trusted.json")
     issuer, _ = _verified(cluster_module, "central-bank")
-    a, calls = _verified(cluster_module, "bank-a", trusted_state_path=path)
+    a, transport = _verified(cluster_module, "bank-a", trusted_state_path=path)
+    calls = transport.calls
     b, _ = _verified(cluster_module, "bank-b")
     with issuer, a, b:
         assert a.trusted is not None and a.trusted.origin == origin  # pinned from genesis, not from a server
@@ -85,7 +86,8 @@ def test_member_reads_verified_and_gets_a_receipt(cluster_module, tmp_path):
         assert saved["origin"] == origin and cp.Checkpoint.parse(cp.parse_note(saved["note"])[0]).height == trusted[-1][0]
 
     # A new client resumes from the file, and keeps advancing from there.
-    again, calls = _verified(cluster_module, "bank-a", trusted_state_path=path)
+    again, transport = _verified(cluster_module, "bank-a", trusted_state_path=path)
+    calls = transport.calls
     with again:
         assert (again.trusted.height, again.trusted.tree_size) == trusted[-1]
         again.create_accounts([Account(id=7500, ledger=LEDGER, code=1)])

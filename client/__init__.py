@@ -12,6 +12,12 @@ Depends on grpcio, protobuf and cryptography only, never on ``node``::
 Result codes and flags are enums derived from the wire contract
 (``ledger.v1.CreateAccountResult`` ...); the exception tree is drawn in
 ``raft_ledger_client._exceptions``.
+
+Verified reads: a client built with ``from_genesis`` pins the genesis hash and the
+validators' checkpoint-signing keys and verifies what it reads (``lookup_accounts``,
+``get_account``, ``get_transaction_proof``, ``receipt``, ``checkpoint``) against
+certified checkpoints, keeping a :class:`TrustedState`; queries and history pages are
+not verifiable and stay unverified.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from raft_ledger_client._client import (
     Page,
     QueryFilter,
     RetryPolicy,
+    TransactionProof,
     TransactionResult,
     Transfer,
     TransferFlags,
@@ -53,6 +60,7 @@ from raft_ledger_client._exceptions import (
     VerificationError,
 )
 from raft_ledger_client._transport import ClientTLS, GrpcTransport, InProcessTransport, Transport
+from raft_ledger_client.verify import TrustedState
 
 __all__ = [
     "Account",
@@ -78,12 +86,14 @@ __all__ = [
     "QueryFilter",
     "RetryPolicy",
     "Timeout",
+    "TransactionProof",
     "TransactionRejected",
     "TransactionResult",
     "Transfer",
     "TransferFlags",
     "Transport",
     "TransportError",
+    "TrustedState",
     "TxRejection",
     "Unavailable",
     "VerificationError",

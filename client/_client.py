@@ -26,6 +26,7 @@ from raft_ledger_client._exceptions import (
 )
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import ClientTLS, GrpcTransport, Transport
+from raft_ledger_client._exceptions import InvalidRequest, NotFound, VerificationError
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,12 @@ class BlockHeader:
     raft_index: int
     tx_count: int
     hash: bytes
-    #: Transactions in the chain's Merkle log after this block, and its RFC 6962 root.
+    #: Issue 12: the transaction log (RFC 6962 size and root after this block), the account
+    #: tree root, and the validator sets certifying this block and the next. As a validator
+    #: reports them: a header is proven only through a certified checkpoint (``checkpoint()``).
     tree_size: int = 0
     tree_root: bytes = b""
-    #: Root of the account tree after this block.
     state_root: bytes = b""
-    #: Hashes of the validator set that certifies this block, and of the set after it.
     validators_hash: bytes = b""
     next_validators_hash: bytes = b""
 
@@ -328,6 +329,89 @@ def _genesis_ca(path: str) -> bytes | None:
     return ca.encode()
 
 
+def genesis_pins(path: str) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+    """What a member pins from a genesis file: ``(chain_id, genesis hash, validators)``.
+
+    The genesis hash is SHA-256 of the file's canonical JSON (keys sorted, no spaces:
+    ``json.dumps(doc, sort_keys=True, separators=(",", ":"))``, as the validators compute
+    it in ``raft_ledger_node.config.load_genesis``); ``validators`` are ``(id, 32-byte
+    Ed25519 checkpoint-signing key)`` pairs, empty when a validator of the file has no
+    ``public_key`` (then nothing can be verified). Raises OSError, ValueError.
+    """
+    import hashlib
+    import json
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        doc = json.loads(raw)
+        chain_id = doc["chain_id"]
+        docs = doc["validators"]
+        keys = [(v["id"], v.get("public_key")) for v in docs]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a genesis file ({e})") from None
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    if any(not isinstance(k, str) for _, k in keys):
+        return chain_id, hashlib.sha256(canonical).digest(), []
+    try:
+        validators = [(vid, bytes.fromhex(k)) for vid, k in keys]
+    except ValueError:
+        raise ValueError(f"{path}: a validator public_key is not hex") from None
+    return chain_id, hashlib.sha256(canonical).digest(), validators
+
+
+@dataclass(frozen=True)
+class TransactionProof:
+    """A transaction with its verified proof of inclusion in the certified log.
+
+    ``transaction``: the SignedTransaction envelope bytes as committed (the log leaf;
+    ``SHA-256(transaction)`` is the tx hash); ``leaf_index``: its position in the log;
+    ``proof``: the RFC 6962 audit path (32-byte hashes) to the root of ``checkpoint``
+    (the certified :class:`~raft_ledger_client.checkpoint.Checkpoint`, whose tree size
+    the proof is for), ``note`` its certificate; ``height``: the block holding it.
+    ``result``: what the validator reported as the transaction's outcome — NOT covered
+    by the proof (results are not log leaves; account proofs cover their effects).
+    """
+
+    tx_hash: bytes
+    transaction: bytes
+    leaf_index: int
+    proof: tuple[bytes, ...]
+    height: int
+    checkpoint: object
+    note: str
+    result: "TransactionResult | None"
+
+    def receipt(self):
+        """The self-contained :class:`~raft_ledger_client.receipt.Receipt` (tlog-proof)."""
+        from raft_ledger_client.receipt import Receipt
+
+        return Receipt(self.transaction, self.leaf_index, self.proof, self.note)
+
+
+class _ValidatorProofs:
+    """The ProofSource of :class:`~raft_ledger_client.verify.TrustedState` that asks one
+    validator (the one that served the checkpoint being verified). A refusal to serve a
+    proof (NOT_FOUND, INVALID_ARGUMENT) is a missing proof: VerificationError."""
+
+    def __init__(self, client: "LedgerClient", address: str | None) -> None:
+        self._client, self._address = client, address
+
+    def _call(self, method: str, req):
+        try:
+            return self._client._call_read(method, req, self._address)
+        except (NotFound, InvalidRequest) as e:
+            raise VerificationError(f"missing proof: {method} was refused: {e}") from None
+
+    def consistency_proof(self, first: int, second: int):
+        resp = self._call("GetConsistencyProof", pb.GetConsistencyProofRequest(first=first, second=second))
+        return list(resp.proof)
+
+    def handoffs(self, after_height: int, up_to_height: int):
+        resp = self._call("GetHandoffs", pb.GetHandoffsRequest(after_height=after_height, up_to_height=up_to_height))
+        return [(h.checkpoint.note, [(v.id, bytes(v.public_key)) for v in h.next]) for h in resp.handoffs]
+
+
 def load_private_key(path: str) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM (PKCS#8, unencrypted) file."""
     with open(path, "rb") as f:
@@ -407,6 +491,10 @@ class LedgerClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
+        verify: bool | None = None,
+        genesis_hash: bytes | None = None,
+        genesis_validators: Sequence[tuple[str, bytes]] | None = None,
+        trusted_state_path: str | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one validator address is required")
@@ -429,6 +517,20 @@ class LedgerClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.retries = 0
+        self._written_height = 0
+        self.trusted = None
+        pinned = genesis_hash is not None and bool(genesis_validators)
+        if verify is None:
+            verify = pinned
+        if verify:
+            if not pinned:
+                raise ValueError("verified reads need the pinned genesis hash and validator keys "
+                                 "(genesis_hash=, genesis_validators=; from_genesis passes them), or verify=False")
+            from raft_ledger_client.verify import TrustedState
+
+            self.trusted = TrustedState(chain_id, genesis_hash, genesis_validators, path=trusted_state_path)
+        elif trusted_state_path is not None:
+            raise ValueError("trusted_state_path= without verified reads (verify=False) would never be used")
 
     @classmethod
     def from_key_file(cls, addresses: Sequence[str], *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
@@ -443,9 +545,22 @@ class LedgerClient:
         (``tls_ca_certificate``), with the member's TLS client key and certificate
         ``tls_key_file`` / ``tls_cert_file`` (PEM). A genesis without a CA is a
         plaintext development chain: pass ``insecure=True``.
+        Verified reads are on (``verify=True``) unless ``verify=False``: the client pins
+        the genesis hash and every validator's checkpoint-signing key from the file, and
+        keeps its trusted checkpoint in memory or, with ``trusted_state_path=``, in that
+        file (see :class:`~raft_ledger_client.verify.TrustedState`).
         Raises OSError, ValueError (not a genesis file, or no validators, or TLS
-        files missing for a TLS chain)."""
+        files missing for a TLS chain, or verified reads asked of a genesis that pins no
+        validator keys)."""
         addresses, chain_id = read_genesis(genesis_file)
+        if kw.get("verify", True):
+            _, genesis_hash, pinned = genesis_pins(genesis_file)
+            if not pinned:
+                raise ValueError(f"{genesis_file} pins no checkpoint-signing key for some validator: verified "
+                                 "reads are impossible; pass verify=False to read unverified")
+            kw["verify"] = True
+            kw.setdefault("genesis_hash", genesis_hash)
+            kw.setdefault("genesis_validators", pinned)
         ca = _genesis_ca(genesis_file)
         if not kw.get("insecure") and "transport" not in kw and "tls" not in kw:
             if ca is None:
@@ -559,7 +674,10 @@ class LedgerClient:
         resp = self._call_leader("Submit", pb.SubmitRequest(transactions=signed))
         if len(resp.results) != len(signed):
             raise LedgerError(f"a validator answered {len(resp.results)} results for {len(signed)} transactions")
-        return [_rebuild(stx, r) for stx, r in zip(signed, resp.results)]
+        results = [_rebuild(stx, r) for stx, r in zip(signed, resp.results)]
+        if results:
+            self._written_height = max(self._written_height, max(r.height for r in results))
+        return results
 
     # -- reads ----------------------------------------------------------------------
     def _read(self, method: str, req, address: str | None, linearizable: bool):
@@ -574,24 +692,212 @@ class LedgerClient:
         return pb.READ_CONSISTENCY_LINEARIZABLE if linearizable else pb.READ_CONSISTENCY_LOCAL
 
     def lookup_accounts(self, ids: Sequence[int], *, address: str | None = None, linearizable: bool = False) -> list[Account]:
-        """Accounts found among ``ids`` (missing ids are left out).
+        """Accounts found among ``ids`` (missing ids are left out), in request order.
 
-        Default: a LOCAL read from one validator (may lag the leader). With
-        ``linearizable=True`` the leader answers after a read barrier through the
-        Raft log: the result reflects every write acknowledged before the call.
+        Verified (the default of a client built with :meth:`from_genesis`): each account
+        comes with a proof against the ``state`` root of a certified checkpoint, which the
+        trusted state verifies and advances to (:meth:`checkpoint`); the account is
+        re-encoded from the fields returned, and must be exactly the proven record of the
+        id asked for. The state read is that of the newest certified block the validator
+        has, and not older than this client's own last write (read your writes: the
+        client waits for that block to be certified, within the retry deadline); an
+        absent account is not proven absent. Raises VerificationError on any mismatch.
+        ``linearizable`` does not apply to a verified read (certification follows the
+        head).
+
+        Unverified (``verify=False``): a LOCAL read from one validator (may lag the
+        leader); with ``linearizable=True`` the leader answers after a read barrier
+        through the Raft log: the result reflects every write acknowledged before the call.
         """
+        if self.trusted is not None:
+            return self._verified_accounts(ids, address)
         req = pb.LookupAccountsRequest(ids=[_u128(i) for i in ids], consistency=self._consistency(linearizable))
         resp = self._read("LookupAccounts", req, address, linearizable)
         return [_account_from_pb(a) for a in resp.accounts]
 
+    def get_account(self, id: int, *, address: str | None = None) -> Account | None:
+        """The account ``id``, or None if the validator has none; verified as in :meth:`lookup_accounts`."""
+        found = self.lookup_accounts([id], address=address)
+        return found[0] if found else None
+
+    # -- verified reads -----------------------------------------------------------------
+    def _require_trusted(self):
+        if self.trusted is None:
+            raise ValueError("verified reads are off: build the client with from_genesis (or pass "
+                             "genesis_hash= and genesis_validators=) and without verify=False")
+        return self.trusted
+
+    def _call_read_from(self, method: str, req, address: str | None):
+        """``(response, address that answered)``: the proofs a checkpoint needs are asked of
+        the validator that served it."""
+        if address is not None:
+            return self._call_read(method, req, address), address
+        for addr in self._candidates():
+            try:
+                return self._transport.call(addr, method, req, self.retry.attempt_timeout_s), addr
+            except (TransportError, NotSubmitted):
+                continue
+        # Every validator failed once: retry with backoff; later proofs may come from any.
+        return self._call_read(method, req, None), None
+
+    def _wait_certified(self, height: int, address: str | None) -> None:
+        """Wait (GetCheckpoint's wait_ms, within the retry deadline) until ``address``
+        certified ``height``; a validator that cannot is left to the verification after."""
+        if height <= 0:
+            return
+        wait_ms = int(min(10.0, max(0.0, self.retry.attempt_timeout_s - 0.5)) * 1000)
+        try:
+            self._call_read("GetCheckpoint", pb.GetCheckpointRequest(height=height, wait_ms=wait_ms), address)
+        except NotFound:
+            pass
+
+    def checkpoint(self, *, address: str | None = None):
+        """The newest certified checkpoint a validator serves, verified, and now trusted.
+
+        Verification (:meth:`raft_ledger_client.verify.TrustedState.advance`): the
+        certificate against the trusted validator set (following handoffs), no step
+        back (an older checkpoint presented as newest raises VerificationError
+        ``rollback``), and a consistency proof from the trusted tree to the new one.
+        Returns a :class:`~raft_ledger_client.checkpoint.Checkpoint`.
+        """
+        trusted = self._require_trusted()
+        resp, addr = self._call_read_from("GetCheckpoint", pb.GetCheckpointRequest(height=0), address)
+        if not resp.checkpoint.note:
+            raise VerificationError("missing proof: the validator sent no checkpoint note")
+        return trusted.advance(resp.checkpoint.note, _ValidatorProofs(self, addr))
+
+    def _verified_accounts(self, ids: Sequence[int], address: str | None) -> list[Account]:
+        from raft_ledger_client.merkle import ProofError
+        from raft_ledger_client.state_proof import encode_account_record, verify_account_proof
+
+        trusted = self._require_trusted()
+        ids = [int(i) for i in ids]
+        req = pb.GetAccountProofsRequest(ids=[_u128(i) for i in ids])
+        resp, addr = self._call_read_from("GetAccountProofs", req, address)
+        if resp.checkpoint.height < self._written_height:
+            self._wait_certified(self._written_height, addr)
+            resp = self._call_read("GetAccountProofs", req, addr)
+        if not resp.checkpoint.note:
+            raise VerificationError("missing proof: GetAccountProofs sent no checkpoint")
+        cp = trusted.check_read(resp.checkpoint.note, _ValidatorProofs(self, addr))
+        if len(resp.proofs) != len(resp.accounts):
+            raise VerificationError(f"missing proof: {len(resp.accounts)} accounts but {len(resp.proofs)} proofs")
+        order = {i: n for n, i in reversed(list(enumerate(ids)))}
+        out: list[Account] = []
+        last = -1
+        for a, p in zip(resp.accounts, resp.proofs):
+            fields = account_fields(a)
+            account_id = fields["id"]
+            at = order.get(account_id)
+            if at is None or at <= last:
+                raise VerificationError(f"account {account_id}: not asked for, repeated or out of request order")
+            last = at
+            try:
+                record = encode_account_record(**fields)
+            except ValueError as e:
+                raise VerificationError(f"account {account_id}: malformed fields: {e}") from None
+            if record != bytes(p.record):
+                raise VerificationError(f"account {account_id}: the fields served are not the proven record")
+            if record[:16] != account_id.to_bytes(16, "big"):
+                raise VerificationError(f"account {account_id}: the proven record is of another account")
+            try:
+                verify_account_proof(record, p.position, resp.account_count, list(p.siblings), cp.state_root)
+            except ProofError as e:
+                raise VerificationError(f"account proof of {account_id} against the state root of height "
+                                        f"{cp.height}: {e}") from None
+            out.append(_account_from_pb(a))
+        return out
+
+    def get_transaction_proof(self, tx_hash: bytes, *, address: str | None = None) -> TransactionProof:
+        """The transaction ``tx_hash`` (SHA-256 of its SignedTransaction bytes) with its
+        inclusion proof in a certified checkpoint, verified (:meth:`verify_transaction`).
+
+        Raises NotFound (no such transaction, or not one this member signed: an auditor
+        may read any) and VerificationError (see :meth:`verify_transaction`).
+        """
+        self._require_trusted()
+        tx_hash = bytes(tx_hash)
+        req = pb.GetInclusionProofRequest(tx_hash=tx_hash, tree_size=0)
+        deadline = self._clock() + self.retry.deadline_s
+        backoff = self.retry.backoff_initial_s
+        while True:
+            try:
+                resp, addr = self._call_read_from("GetInclusionProof", req, address)
+                break
+            except NotFound:
+                # A transaction of this client's own recent write may not be certified yet:
+                # wait for it within the deadline (a validator answers NOT_FOUND until then).
+                if not self._written_height or self._clock() + backoff >= deadline:
+                    raise
+                self._sleep(backoff)
+                backoff = min(2 * backoff, self.retry.backoff_max_s)
+        if resp.checkpoint.height < self._written_height:
+            self._wait_certified(self._written_height, addr)
+            resp = self._call_read("GetInclusionProof", req, addr)
+        result = None
+        if resp.HasField("result") and resp.transaction:
+            try:
+                result = _rebuild(pb.SignedTransaction.FromString(resp.transaction), resp.result)
+            except Exception:  # an unverified extra: a malformed one is simply not reported
+                result = None
+        proof = TransactionProof(tx_hash=tx_hash, transaction=bytes(resp.transaction), leaf_index=resp.leaf_index,
+                                 proof=tuple(bytes(h) for h in resp.proof), height=resp.height, checkpoint=None,
+                                 note=resp.checkpoint.note, result=result)
+        return self.verify_transaction(proof, tree_size=resp.tree_size, _address=addr)
+
+    def verify_transaction(self, proof: TransactionProof, *, tree_size: int | None = None,
+                           _address: str | None = None) -> TransactionProof:
+        """Verify ``proof`` against the trusted state; return it with its verified ``checkpoint``.
+
+        Checks: ``SHA-256(transaction) == tx_hash``; the note is a certificate this client
+        accepts (:meth:`raft_ledger_client.verify.TrustedState.check_read`: certified by
+        the trusted set, consistent with the trusted log, the trusted state advancing to
+        it when newer); ``tree_size`` (the one the validator claims, if given) is the
+        checkpoint's; RFC 9162 §2.1.3.2 inclusion of ``SHA-256(0x00 || transaction)`` at
+        ``leaf_index`` under the checkpoint's root. Raises VerificationError naming the check.
+        """
+        import hashlib
+
+        from raft_ledger_client.merkle import ProofError, leaf_hash, verify_inclusion
+
+        trusted = self._require_trusted()
+        if not proof.transaction or hashlib.sha256(proof.transaction).digest() != bytes(proof.tx_hash):
+            raise VerificationError(f"transaction {bytes(proof.tx_hash).hex()[:16]}…: the bytes served do not "
+                                    "hash to the transaction asked for")
+        if not proof.note:
+            raise VerificationError("missing proof: no checkpoint note with the inclusion proof")
+        cp = trusted.check_read(proof.note, _ValidatorProofs(self, _address))
+        if tree_size is not None and tree_size != cp.tree_size:
+            raise VerificationError(f"inclusion proof: for tree size {tree_size}, but the checkpoint's is {cp.tree_size}")
+        if proof.leaf_index >= cp.tree_size:
+            raise VerificationError(f"inclusion proof: index {proof.leaf_index} is not below the certified tree size {cp.tree_size}")
+        try:
+            verify_inclusion(leaf_hash(proof.transaction), proof.leaf_index, cp.tree_size, list(proof.proof), cp.root_hash)
+        except (ProofError, TypeError) as e:
+            raise VerificationError(f"inclusion proof: {e}") from None
+        from dataclasses import replace
+
+        return replace(proof, checkpoint=cp)
+
+    def receipt(self, tx_hash: bytes, *, address: str | None = None):
+        """A self-contained, verified :class:`~raft_ledger_client.receipt.Receipt` of
+        ``tx_hash`` (C2SP tlog-proof: the envelope, its inclusion proof and the certified
+        checkpoint); ``receipt.encode()`` is the text to hand over, which
+        :func:`~raft_ledger_client.receipt.verify_receipt` checks offline."""
+        return self.get_transaction_proof(tx_hash, address=address).receipt()
+
     def lookup_transfers(self, ids: Sequence[int], *, address: str | None = None, linearizable: bool = False) -> list[Transfer]:
-        """Transfers found among ``ids``; consistency as in :meth:`lookup_accounts`."""
+        """Transfers found among ``ids``; consistency as in :meth:`lookup_accounts` unverified.
+
+        Not verified: no proof covers a transfer record by id (its transaction is in the
+        log: :meth:`get_transaction_proof` proves that; its effects are in the accounts)."""
         req = pb.LookupTransfersRequest(ids=[_u128(i) for i in ids], consistency=self._consistency(linearizable))
         resp = self._read("LookupTransfers", req, address, linearizable)
         return [_transfer_from_pb(t) for t in resp.transfers]
 
     def get_account_transfers(self, f: AccountFilter, *, address: str | None = None) -> Page:
-        """A page of one account's transfers by time (LOCAL read); items are Transfers."""
+        """A page of one account's transfers by time (LOCAL read); items are Transfers.
+        Not verified (no proof covers a query's completeness), as for every page below."""
         resp = self._call_read("GetAccountTransfers", pb.GetAccountTransfersRequest(filter=account_filter_to_pb(f)), address)
         return Page([_transfer_from_pb(t) for t in resp.transfers], resp.next_timestamp, resp.height)
 

@@ -120,12 +120,16 @@ def set_admins(admins: Iterable[str], threshold: int) -> pb.GovernanceChange:
 
 
 def set_validators(validators: Iterable[Mapping]) -> pb.GovernanceChange:
-    """Each validator as {"id", "grpc_address", "raft_address", "tls_cert_sha256": 32 bytes or hex}."""
+    """Each validator as {"id", "grpc_address", "raft_address", "tls_cert_sha256", "public_key"} (the last two
+    32 bytes or hex: the TLS certificate pin and the Ed25519 key that verifies its checkpoint signatures)."""
     out = []
+
+    def raw(value) -> bytes:
+        return bytes.fromhex(value) if isinstance(value, str) else bytes(value)
+
     for v in validators:
-        pin = v["tls_cert_sha256"]
         out.append(pb.ValidatorEntry(id=v["id"], grpc_address=v["grpc_address"], raft_address=v["raft_address"],
-                                     tls_cert_sha256=bytes.fromhex(pin) if isinstance(pin, str) else pin))
+                                     tls_cert_sha256=raw(v["tls_cert_sha256"]), public_key=raw(v["public_key"])))
     return pb.GovernanceChange(set_validators=pb.SetValidators(validators=out))
 
 
@@ -150,7 +154,8 @@ def describe_change(c: pb.GovernanceChange) -> str:
         return f"set_admins {','.join(v.admins)} threshold={v.threshold}"
     if kind == "set_validators":
         return "set_validators " + "; ".join(
-            f"{e.id} grpc={e.grpc_address} raft={e.raft_address} pin={e.tls_cert_sha256.hex()}" for e in v.validators)
+            f"{e.id} grpc={e.grpc_address} raft={e.raft_address} pin={e.tls_cert_sha256.hex()} key={e.public_key.hex()}"
+            for e in v.validators)
     return "(empty change)"
 
 

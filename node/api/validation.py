@@ -274,7 +274,10 @@ def change_from_pb(c: pb.GovernanceChange, where: str):
                 raise BadRequest(f"{where}: validator {vid!r}: address must be host:port, not {addr[:80]!r}")
         if len(e.tls_cert_sha256) != 32:
             raise BadRequest(f"{where}: validator {vid!r}: tls_cert_sha256 must be 32 bytes")
-        vs.append(gov.ValidatorRecord(vid, e.grpc_address, e.raft_address, bytes(e.tls_cert_sha256)))
+        if len(e.public_key) != gov.PUBLIC_KEY_BYTES:
+            raise BadRequest(f"{where}: validator {vid!r}: public_key (its Ed25519 checkpoint-signing key) must be "
+                             f"{gov.PUBLIC_KEY_BYTES} bytes")
+        vs.append(gov.ValidatorRecord(vid, e.grpc_address, e.raft_address, bytes(e.tls_cert_sha256), bytes(e.public_key)))
     if not vs:
         raise BadRequest(f"{where}: set_validators needs at least one validator")
     return gov.SetValidators(tuple(vs))

@@ -69,7 +69,7 @@ from rocksdict import AccessType, Options, Rdict
 
 from raft_ledger_client import checkpoint as cp
 from raft_ledger_client import merkle as client_merkle
-from raft_ledger_client._exceptions import VerificationError
+from raft_ledger_client import VerificationError
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_node.api.validation import tx_from_committed
 from raft_ledger_node.crypto import verify_ed25519

@@ -1,0 +1,229 @@
+"""Offline verification commands: ``audit`` (with ``export`` and ``verify-export``) and
+``verify-receipt``. They only translate: the work is in raft_ledger_node.audit and the
+SDK's raft_ledger_client.receipt.
+
+Exit codes: 0 verified / clean, 1 an inconsistency or a failed verification (the
+reason is printed), 2 a usage error (bad options, no DB there, another chain's DB, an
+unreadable genesis file).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import sys
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from raft_ledger_node.cli.common import console
+
+_EXIT_FOUND = 1
+_EXIT_USAGE = 2
+
+
+def _genesis(path: str):
+    from raft_ledger_node.config import ConfigError, load_genesis
+
+    try:
+        return load_genesis(path)
+    except ConfigError as e:
+        console.print(f"[red]cannot read the genesis file:[/] {e}")
+        sys.exit(_EXIT_USAGE)
+
+
+def _db_path(data_dir: str | None, config_path: str | None) -> tuple[str, str | None]:
+    """(RocksDB path, the config's genesis file or None). Exits 2 on a usage error."""
+    from raft_ledger_node.audit import AuditError, resolve_db_path
+    from raft_ledger_node.config import ConfigError, load_config
+
+    if (data_dir is None) == (config_path is None):
+        raise click.UsageError("give exactly one of --data-dir and --config")
+    genesis_file = None
+    if config_path is not None:
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as e:
+            console.print(f"[red]cannot read the validator config:[/] {e}")
+            sys.exit(_EXIT_USAGE)
+        data_dir, genesis_file = cfg.data_dir, cfg.genesis_file
+    try:
+        return resolve_db_path(data_dir), genesis_file
+    except AuditError as e:
+        console.print(f"[red]cannot audit:[/] {e}")
+        sys.exit(_EXIT_USAGE)
+
+
+@contextlib.contextmanager
+def _bar(what: str):
+    """A rich progress bar on stderr; yields a ``progress(done, total)`` callback."""
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+_data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False),
+                                help="A stopped validator's data directory (or its db/ directory).")
+_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                              help="The validator's config (JSON): its data directory and genesis file.")
+_genesis_option = click.option("--genesis", "genesis_file", type=click.Path(dir_okay=False),
+                               help="The chain's genesis file (default: the config's).")
+
+
+def _resolve(data_dir, config_path, genesis_file):
+    db, config_genesis = _db_path(data_dir, config_path)
+    genesis_file = genesis_file or config_genesis
+    if genesis_file is None:
+        raise click.UsageError("--genesis is required with --data-dir")
+    return db, _genesis(genesis_file)
+
+
+@click.group(invoke_without_command=True)
+@_data_dir_option
+@_config_option
+@_genesis_option
+@click.pass_context
+def audit(ctx, data_dir, config_path, genesis_file):
+    """Replay a stopped validator's RocksDB from genesis and check every stored byte of
+    history: block hashes and links, envelopes, the replayed headers (transaction log,
+    state hash, account tree, validator sets), log nodes, the transaction index, member
+    signatures against the keys valid at each height, cosignatures, the final state.
+    Prints the FIRST inconsistency with its height (exit 1), or a summary (exit 0).
+
+    Subcommands: `audit export` (JSON Lines with proofs) and `audit verify-export`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from raft_ledger_node.audit import AuditError, audit as run_audit
+
+    db, genesis = _resolve(data_dir, config_path, genesis_file)
+    try:
+        with _bar("auditing blocks") as progress:
+            report = run_audit(db, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
+                               configuration=genesis.configuration, progress=progress)
+    except AuditError as e:
+        console.print(f"[red]cannot audit:[/] {e}")
+        sys.exit(_EXIT_USAGE)
+    summary = (f"{report.blocks} blocks, {report.transactions} transactions, {report.cosignatures} cosignatures "
+               f"in {report.seconds:.2f} s")
+    if report.inconsistency is not None:
+        i = report.inconsistency
+        click.echo(f"INCONSISTENT at height {i.height}: {i.kind}: {i.detail}")
+        click.echo(f"audited before it: {summary}")
+        sys.exit(_EXIT_FOUND)
+    click.echo(f"clean: {summary}")
+
+
+@audit.command("export")
+@_data_dir_option
+@_config_option
+@_genesis_option
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The JSON Lines file to write.")
+def export_cmd(data_dir, config_path, genesis_file, out_path):
+    """Write every transaction (height, position, leaf index, hash, signer, key id,
+    envelope, result, inclusion proof against the newest certified checkpoint) as JSON
+    Lines, then that certificate. A third party checks it with `audit verify-export`
+    (the SDK alone). The export does not audit: run `audit` for that."""
+    from raft_ledger_node.audit import AuditError, export
+
+    db, genesis = _resolve(data_dir, config_path, genesis_file)
+    try:
+        with open(out_path, "w", encoding="utf-8") as out, _bar("exporting blocks") as progress:
+            report = export(db, out, chain_id=genesis.chain_id, genesis_hash=genesis.hash, progress=progress)
+    except AuditError as e:
+        console.print(f"[red]cannot export:[/] {e}")
+        sys.exit(_EXIT_USAGE)
+    if report.certified_height == 0:
+        console.print("[yellow]no certified checkpoint in this data directory: the export has no proofs[/]")
+    click.echo(f"exported {report.transactions} transactions to {out_path}; proofs against the checkpoint of height "
+               f"{report.certified_height} (tree size {report.tree_size}); {report.unproven} after it, unproven; "
+               f"{report.seconds:.2f} s")
+
+
+@audit.command("verify-export")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False), help="The chain's genesis file.")
+def verify_export_cmd(file, genesis_file):
+    """Verify an audit export with the SDK alone: the certificate by a majority of the
+    genesis validators, every inclusion proof, completeness of the log below the
+    certified size, every member signature genesis has the key for (keys added later by
+    governance are reported as unverifiable by key, not as failures)."""
+    from raft_ledger_client.checkpoint import origin_for
+    from raft_ledger_node.audit import verify_export
+
+    genesis = _genesis(genesis_file)
+    with open(file, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    validators = [(v.id, v.public_key) for v in genesis.validators if v.public_key]
+    member_keys = {(m.id, k.key_id): k.public_key for m in genesis.members for k in m.keys}
+    with _bar("verifying transactions") as progress:
+        rep = verify_export(lines, validators=validators, origin=origin_for(genesis.chain_id, genesis.hash),
+                            member_keys=member_keys, progress=progress)
+    if rep.failure is not None:
+        click.echo(f"NOT VERIFIED: {rep.failure}")
+        if len(rep.failures) > 1:
+            click.echo(f"({len(rep.failures) - 1} more failures)")
+        sys.exit(_EXIT_FOUND)
+    cp = rep.checkpoint
+    where = f"height {cp.height}, tree size {cp.tree_size}" if cp else "no certified checkpoint"
+    click.echo(f"verified: {rep.proven} of {rep.transactions} transactions included in the certified log ({where}); "
+               f"{rep.signatures_verified} signatures verified with genesis keys, {rep.unverifiable_by_key} "
+               f"unverifiable by key, {rep.rejected_invalid} invalid ones recorded as rejected; {rep.unproven} unproven")
+
+
+@click.command("verify-receipt")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False), help="The chain's genesis file.")
+def verify_receipt(file, genesis_file):
+    """Verify a transaction receipt (C2SP tlog-proof) offline: the certificate by a
+    majority of the genesis validator set, and the transaction's inclusion in the
+    certified log. Prints what it proves, or why it fails (exit 1)."""
+    from raft_ledger_client import VerificationError
+    from raft_ledger_client.checkpoint import origin_for
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.receipt import Receipt, verify_receipt as verify
+
+    genesis = _genesis(genesis_file)
+    with open(file, "rb") as f:
+        text = f.read()
+    validators = [(v.id, v.public_key) for v in genesis.validators if v.public_key]
+    try:
+        receipt = Receipt.parse(text)
+        checkpoint = verify(receipt, validators, origin_for(genesis.chain_id, genesis.hash))
+    except VerificationError as e:
+        click.echo(f"NOT VERIFIED: {e}")
+        sys.exit(_EXIT_FOUND)
+    stx = pb.SignedTransaction()
+    try:
+        stx.ParseFromString(receipt.transaction)
+        signer = f"{stx.member_id} (key {stx.key_id})"
+    except Exception:
+        signer = "(the envelope is not a SignedTransaction)"
+    key = {(m.id, k.key_id): k.public_key for m in genesis.members for k in m.keys}.get((stx.member_id, stx.key_id))
+    signature = "key not in genesis (added by governance): not checked"
+    if key is not None:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(stx.signature, stx.body)
+            signature = "verified with the signer's genesis key"
+        except (InvalidSignature, ValueError):
+            signature = "does NOT verify with the signer's genesis key (the ledger recorded a rejection)"
+    click.echo(json.dumps({
+        "verified": True,
+        "tx_hash": hashlib.sha256(receipt.transaction).hexdigest(),
+        "signer": signer,
+        "signature": signature,
+        "leaf_index": receipt.leaf_index,
+        "height": checkpoint.height,
+        "tree_size": checkpoint.tree_size,
+        "block_hash": base64.b64encode(checkpoint.block_hash).decode(),
+        "proves": (f"this transaction is leaf {receipt.leaf_index} of the log of size {checkpoint.tree_size} that "
+                   f"a majority of the genesis validators certified at height {checkpoint.height}"),
+    }, indent=2))

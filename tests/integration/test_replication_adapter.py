@@ -20,6 +20,7 @@ consistency check still rewinds it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import socket
@@ -31,6 +32,9 @@ import pytest
 from pysyncobj import SyncObjConf
 from pysyncobj.transport import TCPTransport
 
+from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_client.wire import account_to_pb
+from raft_ledger_node.api.validation import tx_from_committed
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.types import Account, Entry, Operation, Tx
 from raft_ledger_node.raft.durable import ReplicaStatus
@@ -91,6 +95,7 @@ def make_replica(tmp_path, events, ports: PortReservation, *, durable=True, raft
         durable_journal=durable,
         raft_fixes=raft_fixes,
         on_journal_flush=lambda n: events.append(("flush", n)),
+        decode_envelope=functools.partial(tx_from_committed, chain_id=CHAIN),
     )
     return replica
 
@@ -221,8 +226,17 @@ def test_vote_is_sent_only_after_term_and_vote_are_fsynced(replica_factory, even
     assert r.raftCurrentTerm == 7
 
 
+CHAIN = "adapter-test"
+
+
 def _entry(n: int) -> bytes:
-    env = f"envelope-{n}".encode()
+    """A Raft entry of one real SignedTransaction creating account ``n`` (no configuration is
+    bound in these stores, so its signature is not checked at apply)."""
+    body = pb.Transaction(chain_id=CHAIN, valid_until=1 << 62,
+                          create_accounts=pb.CreateAccounts(accounts=[account_to_pb(Account(id=n, ledger=1, code=1))]))
+    raw = body.SerializeToString(deterministic=True)
+    env = pb.SignedTransaction(body=raw, member_id="bank-a", key_id="k1", signature=bytes(64)).SerializeToString(
+        deterministic=True)
     tx = Tx("bank-a", Operation.create_accounts, (Account(id=n, ledger=1, code=1),), env, hashlib.sha256(env).digest())
     return codec.encode_entry(Entry(proposed_timestamp=1_000 * n, txs=(tx,)))
 
@@ -382,7 +396,8 @@ d, me, entry = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
 conf = SyncObjConf(autoTick=False, journalFile=d + "/journal", fullDumpFile=d + "/snapshot", password="p",
                    appendEntriesUseBatch=False, appendEntriesBatchSizeBytes=16 << 20, appendEntriesPeriod=0.01,
                    raftMinTimeout=0.05, raftMaxTimeout=0.06)
-r = LedgerReplica(me, [], conf, DiskFull())
+from raft_ledger_node.api.validation import tx_from_committed
+r = LedgerReplica(me, [], conf, DiskFull(), decode_envelope=lambda e: tx_from_committed(e, chain_id="adapter-test"))
 for _ in range(200):
     r.doTick(0.01)
     if r._isLeader() and r.raftCommitIndex >= 2 and r.raftLastApplied == r.raftCommitIndex:

@@ -359,9 +359,10 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         """The certificate of ``height`` (0: the newest certified), waiting up to ``wait_ms``."""
         cos = self._require_cosigner(context)
         height = request.height or cos.latest_certified
-        if height == 0:
-            height = self._store.head().height
-        return pb.GetCheckpointResponse(checkpoint=self._certified(height, request.wait_ms, context))
+        wait_ms = request.wait_ms
+        if height == 0:  # nothing certified yet: the head will be, in a few ms
+            height, wait_ms = self._store.head().height, max(wait_ms, NEWEST_WAIT_MS)
+        return pb.GetCheckpointResponse(checkpoint=self._certified(height, wait_ms, context))
 
     def WatchCheckpoints(self, request, context):  # noqa: N802
         """Every certified height from ``from_height`` on, in order, as it is certified.
@@ -494,8 +495,10 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         return pb.GetHandoffsResponse(handoffs=out)
 
 
-#: Longest a checkpoint read waits for its height to be certified (ms).
+#: Longest a checkpoint read waits for its height to be certified (ms); how long
+#: GetCheckpoint(0) waits when no height is certified yet.
 CERTIFY_WAIT_MS_MAX = 10_000
+NEWEST_WAIT_MS = 2_000
 
 
 class _StoreNodes:

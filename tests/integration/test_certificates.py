@@ -170,3 +170,15 @@ def test_go_verifier_accepts_the_clusters_certificates_and_receipts(cluster_modu
     receipt.write_text(Receipt(bytes(tampered), resp.leaf_index, tuple(resp.proof), resp.checkpoint.note).encode())
     bad = subprocess.run(args + [str(receipt)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1, bad.stdout + bad.stderr
+
+
+def test_watch_checkpoints_streams_certified_heights_in_order(cluster_module, written):
+    _, validators, origin = _genesis(cluster_module)
+    stream = _stub(cluster_module).WatchCheckpoints(pb.WatchCheckpointsRequest(from_height=1), timeout=20)
+    heights = []
+    for msg in stream:
+        heights.append(cp.verify_certificate(msg.checkpoint.note, validators, origin).height)
+        if len(heights) == 3:
+            stream.cancel()
+            break
+    assert heights == [1, 2, 3]

@@ -45,28 +45,35 @@ class RateLimitedLog:
         return True
 
 
-def _handler(service: str, method_name: str, request_cls, behaviour, quiet: RateLimitedLog):
-    def call(raw: bytes, context):
+def _handler(service: str, method_name: str, request_cls, behaviour, quiet: RateLimitedLog, streaming: bool = False):
+    def parse(raw: bytes, context):
         try:
-            request = request_cls.FromString(raw)
+            return request_cls.FromString(raw)
         except DecodeError:
             quiet.warn(f"{service}/{method_name}: undecodable request ({len(raw)} bytes) from {context.peer()}")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request is not a {request_cls.DESCRIPTOR.full_name} message")
-        return behaviour(request, context)
 
-    return grpc.unary_unary_rpc_method_handler(
-        call, request_deserializer=None, response_serializer=lambda m: m.SerializeToString()
-    )
+    def call(raw: bytes, context):
+        return behaviour(parse(raw, context), context)
+
+    def stream(raw: bytes, context):
+        yield from behaviour(parse(raw, context), context)
+
+    serialize = lambda m: m.SerializeToString()  # noqa: E731
+    if streaming:
+        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=None, response_serializer=serialize)
+    return grpc.unary_unary_rpc_method_handler(call, request_deserializer=None, response_serializer=serialize)
 
 
 def add_servicer(server: grpc.Server, service_name: str, servicer, quiet: RateLimitedLog | None = None) -> None:
     """Register ``servicer`` for ``ledger.v1.<service_name>`` (every method of the
-    service descriptor, unary), parsing requests itself as described above."""
+    service descriptor: unary, or server-streaming), parsing requests itself as described above."""
     quiet = quiet or RateLimitedLog()
     service = pb.DESCRIPTOR.services_by_name[service_name]
     handlers = {
-        m.name: _handler(service.full_name, m.name, getattr(pb, m.input_type.name), getattr(servicer, m.name), quiet)
+        m.name: _handler(service.full_name, m.name, getattr(pb, m.input_type.name), getattr(servicer, m.name), quiet,
+                         streaming=m.server_streaming)
         for m in service.methods
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -389,6 +389,11 @@ class TransactionProof:
         return Receipt(self.transaction, self.leaf_index, self.proof, self.note)
 
 
+#: Ids per GetAccountProofs request (the validators' ``account_proofs_max``); longer
+#: lookups are split, each part verified against its own certificate.
+ACCOUNT_PROOFS_MAX = 256
+
+
 class _ValidatorProofs:
     """The ProofSource of :class:`~raft_ledger_client.verify.TrustedState` that asks one
     validator (the one that served the checkpoint being verified). A refusal to serve a
@@ -767,6 +772,10 @@ class LedgerClient:
         return trusted.advance(resp.checkpoint.note, _ValidatorProofs(self, addr))
 
     def _verified_accounts(self, ids: Sequence[int], address: str | None) -> list[Account]:
+        ids = [int(i) for i in ids]
+        if len(ids) > ACCOUNT_PROOFS_MAX:  # the validator's account_proofs_max per request
+            return [a for i in range(0, len(ids), ACCOUNT_PROOFS_MAX)
+                    for a in self._verified_accounts(ids[i : i + ACCOUNT_PROOFS_MAX], address)]
         from raft_ledger_client.merkle import ProofError
         from raft_ledger_client.state_proof import encode_account_record, verify_account_proof
 

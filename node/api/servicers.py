@@ -23,6 +23,7 @@ from raft_ledger_node.api.mapping import (
 )
 from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
 from raft_ledger_node.crypto import KeyNotPermitted, UnknownKey, Verifier
+from raft_ledger_node.ledger import limits
 from raft_ledger_node.ledger.governance import encode_configuration
 from raft_ledger_node.ledger.merkle_log import MerkleLog
 from raft_ledger_node.ledger.types import Operation, TxResult
@@ -458,7 +459,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def GetAccountProofs(self, request, context):  # noqa: N802
         """The caller's accounts among ``ids`` with account-tree proofs, against the
         certified checkpoint of the height they were read at (waits for it, ~ms)."""
-        validation.check_lookup(request.ids)
+        if len(request.ids) > limits.account_proofs_max:
+            raise validation.BadRequest(f"at most {limits.account_proofs_max} ids per GetAccountProofs (account_proofs_max)")
         caller = self._authz.caller(context)
         head, count, rows = self._store.account_proofs([from_u128(i) for i in request.ids])
         rows = [r for r in rows if caller.sees_account(r[0])]

@@ -126,6 +126,10 @@ proposed_entries_kept_max = 256
 # -- reads -----------------------------------------------------------------------------
 #: Ids fetched in one lookup; more: INVALID_ARGUMENT.
 lookup_ids_max = 8_190
+#: Ids per GetAccountProofs: each answer carries a record (<= 64 KiB owner aside,
+#: ~170 B) and its account-tree proof (15 hashes per level: 2.4 KB at 10^6 accounts,
+#: 7.7 KB at the tree's 2^64 bound), so a full answer stays below the gRPC cap.
+account_proofs_max = 256
 #: Results of one query (TigerBeetle's batch limit); ``limit`` 0 means this; more: INVALID_ARGUMENT.
 query_limit_max = 8_190
 #: Index rows one query reads (get_account_transfers, get_account_balances,
@@ -168,6 +172,7 @@ verify(gov_approvals_max <= admins_max, "every approval is a distinct admin's")
 verify(3 * gov_proposal_bytes_max + gov_approvals_max * 256 <= tx_bytes_max,
        "a governance transaction's entry payload stays within one transaction's bytes")
 verify(lookup_ids_max >= tx_events_max, "a whole transaction's ids can be looked up")
+verify(account_proofs_max * (16 * 15 * 32 + 1024) < grpc_message_bytes_max, "a full GetAccountProofs answer fits one message")
 verify(query_limit_max >= 1, "a query returns at least one result")
 verify(query_scan_rows_max >= query_limit_max, "a query that matches every row it reads can fill a page")
 verify(

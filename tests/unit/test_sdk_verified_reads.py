@@ -111,3 +111,10 @@ def test_verify_true_without_pins_is_refused():
     with pytest.raises(ValueError, match="pinned genesis"):
         LedgerClient(["127.0.0.1:1"], member_id="m", key_id="k", private_key=KEYS[0][1], chain_id=CHAIN,
                      insecure=True, verify=True)
+
+
+def test_the_sdk_splits_account_proof_lookups_at_the_validators_limit():
+    from raft_ledger_client._client import ACCOUNT_PROOFS_MAX
+    from raft_ledger_node.ledger import limits
+
+    assert ACCOUNT_PROOFS_MAX == limits.account_proofs_max

@@ -12,18 +12,21 @@ Go's ``golang.org/x/mod/sumdb/note`` verify it.
 What a validator signs: the checkpoint it computed itself from the block it applied
 (header hash, tree size and root, account-tree root, validator-set hashes). It never
 signs two checkpoints for one height: before signing heights up to ``h`` it persists
-``last_signed_height = h`` (a synced write), and after a restart it signs only above
-it (CometBFT's privval "last sign state" does the same for votes).
+``last_signed_height >= h`` (a synced write, reserving SIGN_RESERVE heights ahead so
+the write is rare), and after a restart it signs only above it (CometBFT's privval
+"last sign state" does the same for votes).
 
 Collection: each validator asks each peer (gRPC ``GetCosignatures`` with its own pinned
-validator certificate) for the peer's signatures above the last one it holds, verifies
-each against its own checkpoint of that height, and stores the good ones. A peer
-signature that does not verify over our checkpoint means the peer computed a different
-block: it is logged as a divergence and never stored.
+validator certificate) for the peer's signatures above the last one it holds, once per
+round, and stores those that name the peer's key of that height. Each one is verified
+over this validator's own checkpoint of that height when a certificate of the height is
+first assembled (a reader asks): a signature that does not verify means the peer signed a
+different block: it is logged as a divergence, deleted, and never served.
 
 Costs: one Ed25519 signature (~35 µs) and one small write per block on each validator,
-plus one synced write per signing round; one verification (~115 µs) per peer
-signature collected. Nothing here runs on the apply thread.
+one synced write per SIGN_RESERVE heights, one GetCosignatures call per peer per round
+(ROUND_S), and one verification (~115 µs) per peer signature of a height that a reader
+asks about. Nothing here runs on the apply thread.
 """
 from __future__ import annotations
 
@@ -47,6 +50,16 @@ log = logging.getLogger("ledger.cosigner")
 #: Heights signed per round at most, and cosignatures asked of a peer per call.
 SIGN_BATCH_MAX = 4096
 COLLECT_BATCH_MAX = 512
+#: Heights reserved per synced write of the last signed height: the validator persists
+#: "may have signed up to head + SIGN_RESERVE" once, then signs up to it without
+#: another write. After a crash it skips the rest of the reservation (never signing a
+#: height twice); the others' signatures certify those heights meanwhile.
+SIGN_RESERVE = 64
+#: Checkpoints kept in memory (by height) for signing, verifying and certificates.
+CHECKPOINT_CACHE_MAX = 4096
+#: Seconds between rounds (sign new heights, ask each peer once): the cost is per round,
+#: not per block, and a height is certified about one to two rounds after it applied.
+ROUND_S = 0.2
 #: The signed-note signature line prefix (U+2014 EM DASH, space).
 _LINE_PREFIX = "\u2014 "
 
@@ -81,7 +94,7 @@ class Cosigner:
 
     def __init__(self, store, *, chain_id: str, genesis_hash: bytes, validator_id: str,
                  signing_key: Ed25519PrivateKey | None, peers: dict[str, Callable] | None = None,
-                 interval_s: float = 0.05) -> None:
+                 interval_s: float = ROUND_S) -> None:
         self.store = store
         self.origin = origin_for(chain_id, genesis_hash)
         self.validator_id = validator_id
@@ -95,6 +108,12 @@ class Cosigner:
         #: Newest height known to be certified (monotone), for GetCheckpoint(0).
         self.latest_certified = 0
         self._sets: dict[bytes, tuple[ValidatorRecord, ...]] = {}
+        self._checkpoints: dict[int, Checkpoint] = {}
+        #: (height, validator id) of peer signatures already verified over our checkpoint.
+        self._verified: set[tuple[int, str]] = set()
+        #: Heights this validator may sign: above ``_signed``, up to ``_reserved``.
+        self._signed: int | None = None
+        self._reserved = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -119,26 +138,34 @@ class Cosigner:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        # One round per interval whatever the load: a round signs every new height with
+        # one synced write and asks each peer once, so its cost is per interval, not per
+        # block (certification lags the head by about one interval).
         while not self._stop.is_set():
             try:
-                progressed = self.sign_new() | self.collect()
-                if progressed:
+                if self.sign_new() | self.collect():
                     self._advance_certified()
             except Exception:  # never let the thread die: log, back off, go on
                 log.exception("cosigner round failed")
-                progressed = False
-            if not progressed:
-                self._stop.wait(self._interval_s)
+            self._stop.wait(self._interval_s)
 
     # -- checkpoints ----------------------------------------------------------------
     def checkpoint(self, height: int) -> Checkpoint | None:
         """This validator's checkpoint of block ``height`` (None if it has no such block)."""
+        hit = self._checkpoints.get(height)
+        if hit is not None:
+            return hit
         h = self.store.get_header(height) if height > 0 else None
         if h is None:
             return None
-        return Checkpoint(origin=self.origin, tree_size=h.tree_size, root_hash=h.tree_root, height=h.height,
-                          block_hash=h.hash, state_root=h.state_root, validators_hash=h.validators_hash,
-                          next_validators_hash=h.next_validators_hash)
+        cp = Checkpoint(origin=self.origin, tree_size=h.tree_size, root_hash=h.tree_root, height=h.height,
+                        block_hash=h.hash, state_root=h.state_root, validators_hash=h.validators_hash,
+                        next_validators_hash=h.next_validators_hash)
+        if len(self._checkpoints) >= CHECKPOINT_CACHE_MAX:
+            for k in sorted(self._checkpoints)[: CHECKPOINT_CACHE_MAX // 2]:
+                del self._checkpoints[k]
+        self._checkpoints[height] = cp
+        return cp
 
     def validator_set(self, set_hash: bytes) -> tuple[ValidatorRecord, ...]:
         """The validators whose set hash is ``set_hash`` (a version of the governed
@@ -169,6 +196,14 @@ class Cosigner:
             return None
         members = {v.id: v for v in self.validator_set(cp.validators_hash)}
         held = self.store.cosignatures(height)
+        for vid in [v for v in held if v in members and v != self.validator_id and (height, v) not in self._verified]:
+            if self._verifies(vid, height, held[vid]):
+                self._verified.add((height, vid))
+            else:
+                del held[vid]
+                self.store.delete_cosignature(height, vid)
+        if len(self._verified) > 4 * CHECKPOINT_CACHE_MAX:
+            self._verified = {k for k in self._verified if k[0] > height - CHECKPOINT_CACHE_MAX}
         body = cp.body().decode()
         lines = [f"{_LINE_PREFIX}{vid} {base64.b64encode(held[vid]).decode()}\n" for vid in sorted(held) if vid in members]
         return Certificate(height, cp, body + "\n" + "".join(lines), len(lines), len(members) // 2 + 1)
@@ -187,12 +222,20 @@ class Cosigner:
             with self._changed:
                 self._changed.wait(min(remaining, 0.05))
 
+    def _signers(self, height: int) -> tuple[int, int]:
+        """(signatures held of the certifying set, majority needed) for ``height``."""
+        cp = self.checkpoint(height)
+        if cp is None:
+            return 0, 1
+        members = {v.id for v in self.validator_set(cp.validators_hash)}
+        return sum(1 for vid in self.store.cosignatures(height) if vid in members), len(members) // 2 + 1
+
     def _advance_certified(self) -> None:
         head = self.store.head().height
         h = self.latest_certified + 1
         while h <= head:
-            cert = self.certificate(h)
-            if cert is None or not cert.certified:
+            held, quorum = self._signers(h)
+            if held < quorum:
                 break
             self.latest_certified = h
             h += 1
@@ -205,12 +248,17 @@ class Cosigner:
         Persists the new last signed height before signing. True if it signed any."""
         if self._key is None:
             return False
-        last = self.store.last_signed_height()
+        if self._signed is None:  # start-up: skip whatever an earlier run reserved
+            self._signed = self._reserved = self.store.last_signed_height()
+        last = self._signed
         head = self.store.head().height
         if head <= last:
             return False
         upto = min(head, last + SIGN_BATCH_MAX)
-        self.store.set_last_signed_height(upto)
+        if upto > self._reserved:
+            self._reserved = upto + SIGN_RESERVE
+            self.store.set_last_signed_height(self._reserved)  # durable before any signature
+        self._signed = upto
         pub = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         khash = key_hash(self.validator_id, pub)
         items = []
@@ -246,7 +294,10 @@ class Cosigner:
             for height, sig in got:
                 if height > head or height < start:
                     continue
-                if self._verifies(vid, height, sig):
+                # Only the cheap checks here (size, key hash of that validator's key at that
+                # height): the Ed25519 verification waits until a certificate of that height
+                # is assembled for a reader (certificate()), so a write-only load pays none.
+                if self._names_its_key(vid, height, sig):
                     items.append((height, vid, sig))
                 last = max(last, height)
             if items:
@@ -255,12 +306,19 @@ class Cosigner:
             self._collected[vid] = last
         return stored
 
-    def _verifies(self, vid: str, height: int, sig: bytes) -> bool:
+    def _names_its_key(self, vid: str, height: int, sig: bytes) -> bool:
         cp = self.checkpoint(height)
         rec = next((v for v in self.validator_set(cp.validators_hash) if v.id == vid), None) if cp else None
         if rec is None or len(rec.public_key) != 32 or len(sig) != 68 or sig[:4] != key_hash(vid, rec.public_key):
             log.warning("cosignature of %s for height %d names no key of that validator at that height", vid, height)
             return False
+        return True
+
+    def _verifies(self, vid: str, height: int, sig: bytes) -> bool:
+        if not self._names_its_key(vid, height, sig):
+            return False
+        cp = self.checkpoint(height)
+        rec = next(v for v in self.validator_set(cp.validators_hash) if v.id == vid)
         try:
             Ed25519PublicKey.from_public_bytes(rec.public_key).verify(sig[4:], cp.body())
         except InvalidSignature:

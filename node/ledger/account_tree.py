@@ -216,16 +216,20 @@ class AccountTree:
         if new_size > leaves_max:
             raise AccountTreeError("too many leaves")
         dirty: dict[int, bytes] = {}
-        for p, h in updates.items():
-            if not isinstance(p, int) or not 0 <= p < base:
-                raise AccountTreeError(f"updated position {p} outside a tree of {base} leaves")
-            if len(h) != HASH_SIZE:
-                raise AccountTreeError(f"leaf hash for position {p} must be {HASH_SIZE} bytes, got {len(h)}")
-            dirty[p] = bytes(h)
+        if updates:
+            # Checked in bulk: positions are ints in range, hashes 32 bytes (the hot path
+            # runs this for every block; per-item checks cost as much as the hashing).
+            if not all(type(p) is int for p in updates):
+                raise AccountTreeError("updated positions must be ints")
+            lo, hi = min(updates), max(updates)
+            if lo < 0 or hi >= base:
+                raise AccountTreeError(f"updated position {lo if lo < 0 else hi} outside a tree of {base} leaves")
+            dirty.update(updates)
         for i, h in enumerate(appended):
-            if len(h) != HASH_SIZE:
-                raise AccountTreeError(f"appended leaf hash {i} must be {HASH_SIZE} bytes, got {len(h)}")
-            dirty[base + i] = bytes(h)
+            dirty[base + i] = h
+        if any(len(h) != HASH_SIZE for h in dirty.values()):
+            bad = next(p for p, h in dirty.items() if len(h) != HASH_SIZE)
+            raise AccountTreeError(f"leaf hash for position {bad} must be {HASH_SIZE} bytes, got {len(dirty[bad])}")
         sizes = level_sizes(new_size)
         nodes: list[dict[int, bytes]] = [dirty]
         sha256 = hashlib.sha256
@@ -236,30 +240,31 @@ class AccountTree:
                 nodes.extend({} for _ in range(k + 1, len(sizes)))
                 break
             stored = levels[k] if k < len(levels) else bytearray()
-            child_n = sizes[k]
-            groups: dict[int, list[int]] = {}
-            for j in child_nodes:
-                g = j >> 4  # j // ARITY
-                members = groups.get(g)
-                if members is None:
-                    groups[g] = [j]
-                else:
-                    members.append(j)
+            level_bytes = sizes[k] * HASH_SIZE
+            keys = sorted(child_nodes)
             parents: dict[int, bytes] = {}
-            for g, members in groups.items():
+            i, n = 0, len(keys)
+            # One pass over the dirty children in index order: each run of children
+            # sharing a parent patches one copy of their group and hashes it once.
+            while i < n:
+                g = keys[i] >> 4  # // ARITY
                 a = g * _GROUP_BYTES
-                chunk = stored[a : a + _GROUP_BYTES]  # a copy (bytearray slice)
-                if len(chunk) < _GROUP_BYTES:
-                    # The level's last group: pad to its new width; the children past the
-                    # stored level are all appended, hence all in child_nodes.
-                    chunk += bytes(min(_GROUP_BYTES, child_n * HASH_SIZE - a) - len(chunk))
-                base = g * ARITY
-                for j in members:
-                    off = (j - base) * HASH_SIZE
+                end = a + _GROUP_BYTES
+                if end > level_bytes:
+                    end = level_bytes
+                chunk = stored[a:end]  # a copy (bytearray slice)
+                if len(chunk) < end - a:
+                    # The level's last group grows: the children past the stored level
+                    # are all appended, hence all dirty.
+                    chunk += bytes(end - a - len(chunk))
+                while i < n:
+                    j = keys[i]
+                    if j >> 4 != g:
+                        break
+                    off = j * HASH_SIZE - a
                     chunk[off : off + HASH_SIZE] = child_nodes[j]
-                h = sha256(_NODE)
-                h.update(chunk)
-                parents[g] = h.digest()
+                    i += 1
+                parents[g] = sha256(_NODE + chunk).digest()
             nodes.append(parents)
         if new_size == 0:
             root = EMPTY_ROOT

@@ -765,16 +765,18 @@ def _apply_governance(cfg: Configuration | None, g: GovernanceProposal, height: 
 
 
 def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -> bytes:
-    """SHA-256 chain over every state write of the block, in key order.
+    """SHA-256 chain over every state write of the block but the accounts, in key order.
 
-    The record encodings are kept in ``ws.encoded`` so the store writes the very
-    bytes that were hashed instead of encoding every record a second time.
+    Accounts are committed by the account tree (the header's ``state_root``, which
+    hashes each written record as its leaf), so they are encoded here — the store writes
+    the very bytes that were hashed, ``ws.encoded_accounts`` — but not chained a second
+    time. Transfers, pending status, failed ids and the configuration are chained.
     """
     h = hashlib.sha256(prev)
     enc_a, enc_t = ws.encoded_accounts, ws.encoded_transfers
-    for k in sorted(ws.accounts):
-        b = enc_a[k] = codec.encode_account(ws.accounts[k])
-        h.update(b"A" + b)
+    encode_account = codec.encode_account
+    for k, a in ws.accounts.items():
+        enc_a[k] = encode_account(a)
     for k in sorted(ws.transfers):
         b = enc_t[k] = codec.encode_transfer(ws.transfers[k])
         h.update(b"T" + b)
@@ -899,8 +901,9 @@ def apply_block(
 
     b = st.block
     log = MerkleLog(_LogOverlay(reader), head.header.tree_size)
-    for tx in fresh:
-        log.append(merkle.leaf_hash(tx.envelope))
+    leaves = [merkle.leaf_hash(tx.envelope) for tx in fresh]
+    for leaf in leaves:
+        log.append(leaf)
     ws = WriteSet(
         accounts=b.accounts,
         transfers=b.transfers,
@@ -923,7 +926,7 @@ def apply_block(
         height=height,
         prev_hash=head.header.hash,
         timestamp=timestamp,
-        tx_merkle_root=merkle.root_from_leaf_hashes([merkle.leaf_hash(tx.envelope) for tx in fresh]),
+        tx_merkle_root=merkle.root_from_leaf_hashes(leaves),
         state_hash=state_hash,
         raft_term=raft_term,
         raft_index=raft_index,

@@ -59,7 +59,7 @@ SIGN_RESERVE = 64
 CHECKPOINT_CACHE_MAX = 4096
 #: Seconds between rounds (sign new heights, ask each peer once): the cost is per round,
 #: not per block, and a height is certified about one to two rounds after it applied.
-ROUND_S = 0.2
+ROUND_S = 0.25
 #: The signed-note signature line prefix (U+2014 EM DASH, space).
 _LINE_PREFIX = "\u2014 "
 

@@ -324,9 +324,6 @@ class RocksStore:
             return None
         return self._tree
 
-    def account_position(self, account_id: int) -> int:
-        return self._positions[account_id]
-
     def account_positions(self, ids) -> dict[int, int]:
         """Positions of those of ``ids`` that exist (a consistent view with ``account_tree``)."""
         pos = self._positions

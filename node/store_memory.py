@@ -68,8 +68,9 @@ class MemoryStore:
     def account_tree(self) -> AccountTree:
         return self.tree
 
-    def account_position(self, account_id: int) -> int:
-        return self.positions[account_id]
+    def account_positions(self, account_ids) -> dict[int, int]:
+        pos = self.positions
+        return {i: pos[i] for i in account_ids if i in pos}
 
     def get_block(self, height: int) -> tuple[BlockHeader, list[bytes]] | None:
         return self.blocks.get(height)

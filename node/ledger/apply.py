@@ -802,14 +802,20 @@ def _account_tree_update(reader: StateReader, ws: WriteSet, created: list[int]) 
     if tree is None:
         return bytes(32)
     enc = ws.encoded_accounts
-    position = reader.account_position
-    fresh = set(created)
-    updates = {position(k): merkle.leaf_hash(enc[k]) for k in enc if k not in fresh}
+    sha256 = hashlib.sha256
+    if created:
+        fresh = set(created)
+        existing = [k for k in enc if k not in fresh]
+    else:
+        existing = list(enc)
+    pos = reader.account_positions(existing)
+    # merkle.leaf_hash inlined: this runs for every account every block writes.
+    updates = {pos[k]: sha256(b"\x00" + enc[k]).digest() for k in existing}
     base = tree.size
     appended = []
     for i, k in enumerate(created):
         ws.account_positions[k] = base + i
-        appended.append(merkle.leaf_hash(enc[k]))
+        appended.append(sha256(b"\x00" + enc[k]).digest())
     pending = tree.preview(updates, appended)
     ws.account_tree_pending = pending
     return pending.root

@@ -49,8 +49,8 @@ class StateReader(Protocol):
         store keeps none (then the header's state root is zeros)."""
         ...
 
-    def account_position(self, account_id: int) -> int:
-        """The account's position in the account tree (it exists)."""
+    def account_positions(self, account_ids) -> dict[int, int]:
+        """Positions in the account tree of those of ``account_ids`` that exist."""
         ...
 
     def expiring(self, until_timestamp: int, limit: int) -> Iterable[tuple[int, int]]:

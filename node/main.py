@@ -162,8 +162,7 @@ class Validator:
             raft_tls=_raft_tls(cfg, self.genesis),
             # Every validator applies what it decoded itself from the signed bytes.
             decode_proposal=proposal_from_signed_bytes,
-            decode_envelope=(functools.partial(tx_from_committed, chain_id=self.genesis.chain_id) if not os.environ.get("LEDGER_X_NOSIGV")
-                             else (lambda e, _c=self.genesis.chain_id: __import__("dataclasses").replace(tx_from_committed(e, chain_id=_c), signature=b""))),
+            decode_envelope=functools.partial(tx_from_committed, chain_id=self.genesis.chain_id),
             chain_id=self.genesis.chain_id,
         )
         self.batcher = Batcher(
@@ -291,8 +290,7 @@ class Validator:
         _tune_gc(self.cfg.gc_gen0_threshold)
         self.batcher.start()
         self.server.start()
-        if not os.environ.get("LEDGER_X_NOCOSIGN"):
-            self.cosigner.start()
+        self.cosigner.start()
         if self.plaintext:
             log.warning(PLAINTEXT_WARNING, self.cfg.validator_id)
         log.info(

@@ -320,8 +320,6 @@ class RocksStore:
 
     def account_tree(self) -> AccountTree:
         """The account tree as of the last committed block (kept in memory, rebuilt on open)."""
-        if os.environ.get("LEDGER_X_NOTREE"):
-            return None
         return self._tree
 
     def account_positions(self, ids) -> dict[int, int]:

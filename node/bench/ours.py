@@ -77,8 +77,7 @@ def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
             spy = None
             raw = os.path.join(cfg.out_dir, f"profile-{leader_id}-leader.txt")
             if profile and leader_id is not None:
-                target = leader_id if not os.environ.get("LEDGER_X_FOLLOWER") else next(v for v in pids if v != leader_id)
-                spy = profiler.start(pids[target], raw, os.path.join(work_dir, "py-spy.log"))
+                spy = profiler.start(pids[leader_id], raw, os.path.join(work_dir, "py-spy.log"))
                 if spy is None:
                     ui.warn("py-spy not found: no profile (pip install py-spy)")
             meter.start()

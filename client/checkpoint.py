@@ -310,9 +310,13 @@ def _check_text(raw: bytes, error: type[Exception]) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise error("malformed note: not UTF-8") from None
-    if any(c < " " and c != "\n" for c in text):
+    if _CONTROL.search(text):
         raise error("malformed note: control character")
     return text
+
+
+#: ASCII control characters but newline (one regex scan, not a Python loop per character).
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
 
 
 def parse_note(text: str | bytes) -> tuple[bytes, list[tuple[str, bytes, bytes]]]:

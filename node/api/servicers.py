@@ -359,11 +359,19 @@ class LedgerServicer(pb_grpc.LedgerServicer):
     def GetCheckpoint(self, request, context):  # noqa: N802
         """The certificate of ``height`` (0: the newest certified), waiting up to ``wait_ms``."""
         cos = self._require_cosigner(context)
-        height = request.height or cos.latest_certified
-        wait_ms = request.wait_ms
-        if height == 0:  # nothing certified yet: the head will be, in a few ms
-            height, wait_ms = self._store.head().height, max(wait_ms, NEWEST_WAIT_MS)
-        return pb.GetCheckpointResponse(checkpoint=self._certified(height, wait_ms, context))
+        if request.height:
+            return pb.GetCheckpointResponse(checkpoint=self._certified(request.height, request.wait_ms, context))
+        # The newest: the head's certificate if it comes within a short wait (certification
+        # follows the head by about a cosigner round), else the newest certified height.
+        head = self._store.head().height
+        wait_s = max(request.wait_ms, NEWEST_WAIT_MS if cos.latest_certified == 0 else HEAD_WAIT_MS) / 1000
+        cert = cos.wait_certified(head, min(wait_s, CERTIFY_WAIT_MS_MAX / 1000)) if head else None
+        if cert is None and cos.latest_certified:
+            cert = cos.certificate(cos.latest_certified)
+        if cert is None or not cert.certified:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no height is certified yet (head is {head})")
+        return pb.GetCheckpointResponse(checkpoint=pb.Checkpoint(
+            height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum))
 
     def WatchCheckpoints(self, request, context):  # noqa: N802
         """Every certified height from ``from_height`` on, in order, as it is certified.
@@ -501,6 +509,9 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 #: GetCheckpoint(0) waits when no height is certified yet.
 CERTIFY_WAIT_MS_MAX = 10_000
 NEWEST_WAIT_MS = 2_000
+#: How long GetCheckpoint(0) waits for the head to be certified before it answers with
+#: the newest certified height (ms).
+HEAD_WAIT_MS = 400
 
 
 class _StoreNodes:

@@ -6,6 +6,7 @@ step (RFC 9162 §2.1.4.2; immudb GHSA-672p-m5jq-mrh8)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -80,6 +81,16 @@ def test_member_reads_verified_and_gets_a_receipt(cluster_module, tmp_path):
             if c.tree_size > before[1]:
                 asked = [(r.first, r.second) for m, r in calls if m == "GetConsistencyProof"]
                 assert asked == [(before[1], c.tree_size)]
+            trusted.append((c.height, c.tree_size))
+        # Certification follows the head by up to a cosigner round (node/cosigner.py ROUND_S).
+        deadline = time.monotonic() + 10
+        while trusted[-1][1] <= trusted[0][1] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            calls.clear()
+            c = a.checkpoint()
+            if c.tree_size > trusted[-1][1]:
+                asked = [(r.first, r.second) for m, r in calls if m == "GetConsistencyProof"]
+                assert asked == [(trusted[-1][1], c.tree_size)]
             trusted.append((c.height, c.tree_size))
         assert trusted[-1][1] > trusted[0][1]
         saved = json.load(open(path))

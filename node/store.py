@@ -212,15 +212,18 @@ class RocksStore:
             raise StoreError(f"{path}: governed configuration record is corrupt ({e})") from e
         positions, tree = _load_account_tree(cf)
         # Swap whole objects: a concurrent reader keeps using the old views until it returns.
-        self._db, self._cf, self._cfh = db, cf, cfh
-        self._positions, self._tree = positions, tree
-        with self._cache_lock:
-            self._accounts = {}
-            self._cache_generation += 1
-        self.live_path = path
-        self._head = head
-        self._configuration = configuration
-        self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
+        # Under the visibility lock: a proof read sees the old DB's head and tree or the new
+        # one's, never a mix (a snapshot install swaps them while readers run).
+        with self._visible_lock:
+            self._db, self._cf, self._cfh = db, cf, cfh
+            self._positions, self._tree = positions, tree
+            with self._cache_lock:
+                self._accounts = {}
+                self._cache_generation += 1
+            self.live_path = path
+            self._head = head
+            self._configuration = configuration
+            self._applied_index = _U64.unpack(raw_applied)[0] if raw_applied is not None else 0
 
     def close(self) -> None:
         # Column-family views keep the DB (and its LOCK file) open while they are

@@ -258,6 +258,18 @@ class Validator:
                 raise ConfigError(f"cannot read signing_key_file {cfg.signing_key_file}: {e}") from e
             if not isinstance(key, Ed25519PrivateKey):
                 raise ConfigError(f"signing_key_file {cfg.signing_key_file} is not an Ed25519 private key")
+            current = self.store.configuration()
+            rec = next((v for v in (current.validators if current else ()) if v.id == me.id), None)
+            pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            if rec is not None and rec.public_key and rec.public_key != pub:
+                raise ConfigError(
+                    f"signing_key_file {cfg.signing_key_file} is not the key the governed validator set names for "
+                    f"{me.id} (public key {pub.hex()[:16]}…, the set has {rec.public_key.hex()[:16]}…): its "
+                    "signatures would never count. Use the key whose public key is in genesis (or in the last "
+                    "set_validators change)")
+        else:
+            log.warning("validator %s has no signing_key_file: it signs no checkpoints (certificates then need a "
+                        "majority of the others)", me.id)
         if self.plaintext:
             creds = None
         else:

@@ -1,6 +1,6 @@
 """ledger-validator: the node operator's CLI.
 
-Commands: init-cluster, start, status, health (operator.py), member (member.py), gov and ca
+Commands: init-cluster, start, status, health, signing-key (operator.py), member (member.py), gov and ca
 (gov.py), demo
 (demo.py), bench (bench.py), audit (with export, verify-export) and verify-receipt (audit.py). Every command has --help. The commands only
 translate: they parse options, call the libraries (raft_ledger_node.localcluster,
@@ -20,7 +20,8 @@ def main() -> None:
     """Run and operate validators of the Raft-replicated ledger."""
 
 
-for _command in (operator.init_cluster_cmd, operator.start, operator.status, operator.health, member.member, gov.gov, gov.ca, demo.demo,
+for _command in (operator.init_cluster_cmd, operator.start, operator.status, operator.health, operator.signing_key,
+                 member.member, gov.gov, gov.ca, demo.demo,
                  bench.bench, audit.audit, audit.verify_receipt):
     main.add_command(_command)
 

@@ -1,4 +1,4 @@
-"""Operator commands: init-cluster, start, status, health."""
+"""Operator commands: init-cluster, start, status, health, signing-key."""
 from __future__ import annotations
 
 import json
@@ -211,3 +211,25 @@ def health(config_path, service, address, timeout_s, quiet):
     if not quiet:
         click.echo(status)
     sys.exit(0 if status == "SERVING" else 1)
+
+
+@click.command("signing-key")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the validator's Ed25519 checkpoint-signing key (PKCS#8 PEM, mode 0600).")
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+def signing_key(out_path, force):
+    """Generate a validator's checkpoint-signing key, on the validator's own host.
+
+    The validator signs a checkpoint of every block with it (its cosignatures, which form
+    the finality certificates members verify). Point the validator config's
+    `signing_key_file` at the file, and put the printed public key in genesis as the
+    validator's `public_key` (or in a `set_validators` governance change). Only the
+    public key leaves the host.
+    """
+    import os
+
+    if os.path.exists(out_path) and not force:
+        raise click.ClickException(f"{out_path} exists: a validator keeps its key (use --force to replace it)")
+    public = localcluster.write_private_key(out_path)
+    console.print(f"wrote {out_path} (0600)")
+    click.echo(json.dumps({"public_key": public.hex()}))

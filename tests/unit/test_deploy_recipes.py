@@ -90,6 +90,8 @@ def pod(tmp_path):
         for part in ("crt", "key"):
             with open(os.path.join(d, vid, f"tls.{part}.pem"), "rb") as f:
                 (root / f"etc/ledger/tls/{vid}.tls.{part}.pem").write_bytes(f.read())
+        with open(os.path.join(d, vid, "signing.key.pem"), "rb") as f:
+            (root / f"etc/ledger/tls/{vid}.signing.key.pem").write_bytes(f.read())
     script = _block_scalar(_text("kubernetes", "statefulset.yaml"), "- |")
     assert script.startswith("import hashlib, json") and "tls_cert_file" in script
     script = script.replace('"/etc/ledger/', f'"{root}/etc/ledger/').replace('"/run/ledger/', f'"{root}/run/ledger/')
@@ -113,8 +115,13 @@ def test_write_config_copies_its_own_pin_checked_pair_into_a_config_the_validato
         cert = f.read()
     assert pki.identity_from_certificate(cert) == pki.Identity("validator", "v2")
     assert pki.certificate_sha256(cert) == load_genesis(cfg.genesis_file).validator("v2").tls_cert_sha256
-    for name in ("config.json", "tls.crt.pem", "tls.key.pem"):
+    for name in ("config.json", "tls.crt.pem", "tls.key.pem", "signing.key.pem"):
         assert os.stat(root / "run/ledger" / name).st_mode & 0o777 == 0o600
+    # The signing key copied is v2's own: its public key is the one genesis names for v2.
+    from raft_ledger_client import load_private_key
+    from raft_ledger_client.governance import public_key_bytes
+
+    assert public_key_bytes(load_private_key(cfg.signing_key_file)) == load_genesis(cfg.genesis_file).validator("v2").public_key
 
 
 def test_write_config_refuses_a_certificate_genesis_does_not_pin(pod):
@@ -132,6 +139,13 @@ def test_write_config_names_the_missing_secret_key(pod):
     (root / "etc/ledger/tls/v3.tls.key.pem").unlink()
     p = _run(script, ordinal=2)
     assert p.returncode == 1 and "v3.tls.key.pem" in p.stderr and "tls-secret.yaml" in p.stderr
+
+
+def test_write_config_needs_the_signing_key_genesis_names(pod):
+    root, script, _ = pod
+    (root / "etc/ledger/tls/v1.signing.key.pem").unlink()
+    p = _run(script, ordinal=0)
+    assert p.returncode == 1 and "v1.signing.key.pem" in p.stderr and "public_key" in p.stderr
 
 
 def test_probes_and_healthcheck_use_the_tls_health_command():

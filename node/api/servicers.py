@@ -89,6 +89,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._store = store
         #: node.cosigner.Cosigner: checkpoints and certificates (None: proofs unavailable).
         self._cosigner = cosigner
+        self._watch_slots = threading.BoundedSemaphore(limits.watch_streams_max)
         self._authz = authz
         self._replica = replica
         self._batcher = batcher
@@ -379,14 +380,21 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         cos = self._cosigner
         if cos is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this validator serves no checkpoints")
-        height = request.from_height or max(1, cos.latest_certified)
-        while context.is_active():
-            cert = cos.wait_certified(height, 1.0)
-            if cert is None:
-                continue
-            yield pb.GetCheckpointResponse(checkpoint=pb.Checkpoint(
-                height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum))
-            height += 1
+        if not self._watch_slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{limits.watch_streams_max} WatchCheckpoints streams already open on this validator "
+                          "(watch_streams_max); poll GetCheckpoint or retry later")
+        try:
+            height = request.from_height or max(1, cos.latest_certified)
+            while context.is_active():
+                cert = cos.wait_certified(height, 1.0)
+                if cert is None:
+                    continue
+                yield pb.GetCheckpointResponse(checkpoint=pb.Checkpoint(
+                    height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum))
+                height += 1
+        finally:
+            self._watch_slots.release()
 
     @_guard
     def GetCosignatures(self, request, context):  # noqa: N802

@@ -130,6 +130,9 @@ lookup_ids_max = 8_190
 #: ~170 B) and its account-tree proof (15 hashes per level: 2.4 KB at 10^6 accounts,
 #: 7.7 KB at the tree's 2^64 bound), so a full answer stays below the gRPC cap.
 account_proofs_max = 256
+#: WatchCheckpoints streams served at once per validator: each holds a gRPC worker
+#: thread for as long as it lasts, so more would starve Submit (RESOURCE_EXHAUSTED past it).
+watch_streams_max = 4
 #: Results of one query (TigerBeetle's batch limit); ``limit`` 0 means this; more: INVALID_ARGUMENT.
 query_limit_max = 8_190
 #: Index rows one query reads (get_account_transfers, get_account_balances,

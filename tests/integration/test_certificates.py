@@ -182,3 +182,23 @@ def test_watch_checkpoints_streams_certified_heights_in_order(cluster_module, wr
             stream.cancel()
             break
     assert heights == [1, 2, 3]
+
+
+def test_watch_streams_are_bounded_so_they_cannot_starve_submit(cluster_module, written):
+    """Each stream holds a gRPC worker; past watch_streams_max the validator refuses more."""
+    from raft_ledger_node.ledger import limits
+
+    stub = _stub(cluster_module, "v2")
+    streams = [stub.WatchCheckpoints(pb.WatchCheckpointsRequest(from_height=1), timeout=20)
+               for _ in range(limits.watch_streams_max)]
+    try:
+        for s in streams:
+            next(s)  # each one is being served
+        with pytest.raises(grpc.RpcError) as info:
+            next(stub.WatchCheckpoints(pb.WatchCheckpointsRequest(from_height=1), timeout=20))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Writes still go through while the streams are open.
+        cluster_module.client("bank-a").create_accounts([Account(id=9109, ledger=LEDGER, code=1)])
+    finally:
+        for s in streams:
+            s.cancel()

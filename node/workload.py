@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     all_ids = [a for lg in LEDGERS for a in everyone[lg] + [MINT_ACCOUNT_BASE + lg]]
     totals = table(("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"),
-                   title="per-ledger totals on each validator (minor units)")
+                   title="per-ledger totals on each validator (minor units; every account verified against "
+                         "that validator's certified state root)")
     balanced = True
     for addr in addresses:
         accts = []
@@ -226,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         ("[green]all validators agree on head " if same else "[red]validators DISAGREE on head ")
         + ", ".join(f"{a}={h.hash.hex()[:16]}@{h.height}" for a, h in heads.items())
     )
+    if any_client.trusted is not None:
+        cp = any_client.checkpoint()
+        console.print(f"certified checkpoint (a majority of validators signed it; the SDK verified it and the "
+                      f"consistency of the log since genesis): height {cp.height}, {cp.tree_size:,} transactions, "
+                      f"log root {cp.root_hash.hex()[:16]}…, state root {cp.state_root.hex()[:16]}…")
     for c in clients.values():
         c.close()
     return 0 if (balanced and same and not errors) else 1

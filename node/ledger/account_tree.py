@@ -106,6 +106,9 @@ class Pending:
     base_version: object
     sizes: tuple[int, ...]
     nodes: tuple[dict[int, bytes], ...]
+    #: ``groups[k]`` maps a level-``k`` group index to its patched bytes (the children
+    #: hashed into node ``g`` of level ``k + 1``): commit writes a group in one slice.
+    groups: tuple[dict[int, bytearray], ...] = ()
 
 
 class AccountTree:
@@ -232,6 +235,7 @@ class AccountTree:
             raise AccountTreeError(f"leaf hash for position {bad} must be {HASH_SIZE} bytes, got {len(dirty[bad])}")
         sizes = level_sizes(new_size)
         nodes: list[dict[int, bytes]] = [dirty]
+        groups: list[dict[int, bytearray]] = []
         sha256 = hashlib.sha256
         levels = self._levels
         for k in range(len(sizes) - 1):
@@ -243,6 +247,7 @@ class AccountTree:
             level_bytes = sizes[k] * HASH_SIZE
             keys = sorted(child_nodes)
             parents: dict[int, bytes] = {}
+            patched: dict[int, bytearray] = {}
             i, n = 0, len(keys)
             # One pass over the dirty children in index order: each run of children
             # sharing a parent patches one copy of their group and hashes it once.
@@ -265,7 +270,9 @@ class AccountTree:
                     chunk[off : off + HASH_SIZE] = child_nodes[j]
                     i += 1
                 parents[g] = sha256(_NODE + chunk).digest()
+                patched[g] = chunk
             nodes.append(parents)
+            groups.append(patched)
         if new_size == 0:
             root = EMPTY_ROOT
         else:
@@ -274,14 +281,15 @@ class AccountTree:
             if top is None:
                 top = bytes(levels[top_k][:HASH_SIZE])
             root = root_of(new_size, top)
-        return Pending(root, new_size, base, self._version, tuple(sizes), tuple(nodes))
+        return Pending(root, new_size, base, self._version, tuple(sizes), tuple(nodes), tuple(groups))
 
     def commit(self, pending: Pending) -> None:
         """Apply ``pending`` (from :meth:`preview` on this tree, unchanged since).
 
         Raises :class:`StalePendingError` if the tree changed since the preview (another
-        commit, or a preview from another tree); then nothing changes. Cost: one 32-byte
-        write per node in ``pending.nodes``, plus amortised growth of each level.
+        commit, or a preview from another tree); then nothing changes. Cost: one write per
+        dirty group (its patched bytes, computed by the preview) and one for the top node,
+        plus amortised growth of each level.
         """
         if pending.base_version is not self._version:
             raise StalePendingError(
@@ -296,7 +304,12 @@ class AccountTree:
             grow = n * HASH_SIZE - len(level)
             if grow > 0:
                 level += bytes(grow)
-            for j, h in pending.nodes[k].items():
-                off = j * HASH_SIZE
-                level[off : off + HASH_SIZE] = h
+            if k < len(pending.groups):
+                for g, chunk in pending.groups[k].items():
+                    a = g * _GROUP_BYTES
+                    level[a : a + len(chunk)] = chunk
+            else:  # the top level (or a level the preview stopped above: no dirty nodes)
+                for j, h in pending.nodes[k].items():
+                    off = j * HASH_SIZE
+                    level[off : off + HASH_SIZE] = h
         self._version = object()

@@ -132,7 +132,7 @@ def run(cfg, work_dir: str) -> dict:
         note = cp.certify(checkpoint, keys)
         ver_cert = _median_us(lambda: cp.verify_certificate(note, validators, origin), [()] * 50)
         tx = b"\x0a" * 260  # about one signed transaction of one transfer
-        log_tx = MerkleLog(MemoryNodeStoreWith(tx, n), n)
+        log_tx = MerkleLog(_log_ending_with(tx, n), n)
         rp = log_tx.inclusion_proof(n - 1, n)
         r_root = log_tx.root(n)
         r_cp = cp.Checkpoint(origin=origin, tree_size=n, root_hash=r_root, height=n // 100, block_hash=bytes(32),
@@ -166,13 +166,12 @@ def run(cfg, work_dir: str) -> dict:
     }
 
 
-def MemoryNodeStoreWith(leaf: bytes, n: int):
+def _log_ending_with(leaf: bytes, n: int):
     """A MemoryNodeStore holding a log of ``n`` leaves whose last one is ``leaf`` (the
     others are filler): for a realistic receipt at size ``n`` without a second big build."""
     from raft_ledger_node.ledger import merkle
     from raft_ledger_node.ledger.merkle_log import MemoryNodeStore, MerkleLog
 
-    store = MemoryNodeStore()
     # Complete subtrees of filler: one hash per level is enough, every filler leaf equal.
     filler = merkle.leaf_hash(b"filler")
     level_hash = [filler]

@@ -72,6 +72,7 @@ from raft_ledger_client import merkle as client_merkle
 from raft_ledger_client import VerificationError
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_node.api.validation import tx_from_committed
+from raft_ledger_node.cosigner import checkpoint_of
 from raft_ledger_node.crypto import verify_ed25519
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import validator_set_hash
@@ -208,12 +209,6 @@ def _check_genesis(db: _ReadOnlyDB, genesis_hash: bytes) -> None:
     if stored != genesis_hash:
         raise AuditError(f"the data directory belongs to another chain (genesis hash {stored.hex()[:16]}…, "
                          f"the genesis file has {genesis_hash.hex()[:16]}…)")
-
-
-def checkpoint_of(header: BlockHeader, origin: str) -> cp.Checkpoint:
-    """The C2SP checkpoint a validator signs for ``header`` (client/checkpoint.py)."""
-    return cp.Checkpoint(origin, header.tree_size, header.tree_root, header.height, header.hash,
-                         header.state_root, header.validators_hash, header.next_validators_hash)
 
 
 def _check_cosignature(vid: str, sig: bytes, body: bytes, validators: dict[str, bytes]) -> str | None:

@@ -59,6 +59,19 @@ class Genesis:
     def members(self) -> tuple[Member, ...]:
         return self.configuration.members
 
+    @property
+    def checkpoint_origin(self) -> str:
+        """The origin line of this chain's checkpoints (raft_ledger_client.checkpoint.origin_for)."""
+        from raft_ledger_client.checkpoint import origin_for
+
+        return origin_for(self.chain_id, self.hash)
+
+    @property
+    def validator_keys(self) -> list[tuple[str, bytes]]:
+        """(id, Ed25519 public key) of the genesis validators that sign checkpoints: the
+        set a certificate of the first blocks is verified against."""
+        return [(v.id, v.public_key) for v in self.validators if v.public_key]
+
     def validator(self, validator_id: str) -> ValidatorInfo:
         for v in self.validators:
             if v.id == validator_id:

@@ -66,6 +66,14 @@ SIGN_S = 0.05
 _LINE_PREFIX = "\u2014 "
 
 
+def checkpoint_of(header, origin: str) -> Checkpoint:
+    """The C2SP checkpoint a validator signs for block ``header`` (a BlockHeader): the log's
+    size and root, and the height, header hash, account-tree root and validator-set hashes."""
+    return Checkpoint(origin=origin, tree_size=header.tree_size, root_hash=header.tree_root, height=header.height,
+                      block_hash=header.hash, state_root=header.state_root, validators_hash=header.validators_hash,
+                      next_validators_hash=header.next_validators_hash)
+
+
 @dataclass(frozen=True, slots=True)
 class Certificate:
     """A checkpoint note with the signatures held for its height.
@@ -173,9 +181,7 @@ class Cosigner:
         h = self.store.get_header(height) if height > 0 else None
         if h is None:
             return None
-        cp = Checkpoint(origin=self.origin, tree_size=h.tree_size, root_hash=h.tree_root, height=h.height,
-                        block_hash=h.hash, state_root=h.state_root, validators_hash=h.validators_hash,
-                        next_validators_hash=h.next_validators_hash)
+        cp = checkpoint_of(h, self.origin)
         if len(self._checkpoints) >= CHECKPOINT_CACHE_MAX:
             for k in sorted(self._checkpoints)[: CHECKPOINT_CACHE_MAX // 2]:
                 del self._checkpoints[k]

@@ -153,16 +153,14 @@ def verify_export_cmd(file, genesis_file):
     genesis validators, every inclusion proof, completeness of the log below the
     certified size, every member signature genesis has the key for (keys added later by
     governance are reported as unverifiable by key, not as failures)."""
-    from raft_ledger_client.checkpoint import origin_for
     from raft_ledger_node.audit import verify_export
 
     genesis = _genesis(genesis_file)
     with open(file, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    validators = [(v.id, v.public_key) for v in genesis.validators if v.public_key]
     member_keys = {(m.id, k.key_id): k.public_key for m in genesis.members for k in m.keys}
     with _bar("verifying transactions") as progress:
-        rep = verify_export(lines, validators=validators, origin=origin_for(genesis.chain_id, genesis.hash),
+        rep = verify_export(lines, validators=genesis.validator_keys, origin=genesis.checkpoint_origin,
                             member_keys=member_keys, progress=progress)
     if rep.failure is not None:
         click.echo(f"NOT VERIFIED: {rep.failure}")
@@ -184,17 +182,15 @@ def verify_receipt(file, genesis_file):
     majority of the genesis validator set, and the transaction's inclusion in the
     certified log. Prints what it proves, or why it fails (exit 1)."""
     from raft_ledger_client import VerificationError
-    from raft_ledger_client.checkpoint import origin_for
     from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
     from raft_ledger_client.receipt import Receipt, verify_receipt as verify
 
     genesis = _genesis(genesis_file)
     with open(file, "rb") as f:
         text = f.read()
-    validators = [(v.id, v.public_key) for v in genesis.validators if v.public_key]
     try:
         receipt = Receipt.parse(text)
-        checkpoint = verify(receipt, validators, origin_for(genesis.chain_id, genesis.hash))
+        checkpoint = verify(receipt, genesis.validator_keys, genesis.checkpoint_origin)
     except VerificationError as e:
         click.echo(f"NOT VERIFIED: {e}")
         sys.exit(_EXIT_FOUND)

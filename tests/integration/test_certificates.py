@@ -35,7 +35,7 @@ LEDGER = 840
 
 def _genesis(cluster):
     g = load_genesis(cluster.genesis_path)
-    return g, [(v.id, v.public_key) for v in g.validators], cp.origin_for(g.chain_id, g.hash)
+    return g, g.validator_keys, g.checkpoint_origin
 
 
 @pytest.fixture(scope="module")

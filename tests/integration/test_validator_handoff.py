@@ -54,8 +54,7 @@ def _rotate_v3_key(cluster) -> tuple[bytes, int]:
 
 def test_a_client_pinned_to_genesis_follows_a_validator_key_rotation(cluster):
     g = load_genesis(cluster.genesis_path)
-    genesis_set = [(v.id, v.public_key) for v in g.validators]
-    origin = cp.origin_for(g.chain_id, g.hash)
+    genesis_set, origin = g.validator_keys, g.checkpoint_origin
     with member_client(cluster.directory, "bank-a", retry=RETRY) as bank:
         bank.create_accounts([Account(id=7001, ledger=840, code=1)])
         before = bank.checkpoint()  # trusted: certified by the genesis set

@@ -39,8 +39,7 @@ def _verified(cluster, identity, **kw):
 
 def test_member_reads_verified_and_gets_a_receipt(cluster_module, tmp_path):
     g = load_genesis(cluster_module.genesis_path)
-    validators = [(v.id, v.public_key) for v in g.validators]
-    origin = cp.origin_for(g.chain_id, g.hash)
+    validators, origin = g.validator_keys, g.checkpoint_origin
     path = str(tmp_path / "trusted.json")
     issuer, _ = _verified(cluster_module, "central-bank")
     a, transport = _verified(cluster_module, "bank-a", trusted_state_path=path)

@@ -202,3 +202,26 @@ def test_watch_streams_are_bounded_so_they_cannot_starve_submit(cluster_module, 
     finally:
         for s in streams:
             s.cancel()
+
+
+def test_malformed_proof_requests_get_clear_errors_and_change_nothing(cluster_module, written):
+    from raft_ledger_node.ledger import limits
+
+    stub = _stub(cluster_module)
+    head = stub.GetHead(pb.GetHeadRequest()).head
+    cases = [
+        (lambda: stub.GetConsistencyProof(pb.GetConsistencyProofRequest(first=0, second=1)), "INVALID_ARGUMENT"),
+        (lambda: stub.GetConsistencyProof(pb.GetConsistencyProofRequest(first=2, second=head.tree_size + 10**6)),
+         "INVALID_ARGUMENT"),
+        (lambda: stub.GetAccountProofs(pb.GetAccountProofsRequest(
+            ids=[u128(i) for i in range(limits.account_proofs_max + 1)])), "INVALID_ARGUMENT"),
+        (lambda: stub.GetInclusionProof(pb.GetInclusionProofRequest(tx_hash=b"short")), "NOT_FOUND"),
+        (lambda: stub.GetValidatorSet(pb.GetValidatorSetRequest(height=10**9)), "NOT_FOUND"),
+        (lambda: stub.GetCheckpoint(pb.GetCheckpointRequest(height=10**9, wait_ms=0)), "NOT_FOUND"),
+    ]
+    for call, code in cases:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code().name == code and "Traceback" not in (info.value.details() or "")
+    after = stub.GetHead(pb.GetHeadRequest()).head
+    assert (after.height, after.hash) == (head.height, head.hash)  # none of them proposed anything

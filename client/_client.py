@@ -939,6 +939,23 @@ class LedgerClient:
         return _header(resp.header), list(resp.tx_hashes)
 
     # -- plumbing -------------------------------------------------------------------
+    def _learn_validators(self, addr: str, deadline: float) -> None:
+        """Add the gRPC addresses of the governed validator set (validators added after
+        genesis) to those this client may be redirected to, reading the configuration
+        from ``addr`` (a validator this client already trusts, over its TLS). Best effort."""
+        try:
+            resp = self._transport.call(addr, "GetConfiguration", pb.GetConfigurationRequest(),
+                                        self._attempt_timeout(deadline))
+            import json
+
+            found = [v["grpc_address"] for v in json.loads(resp.configuration_json).get("validators", ())]
+        except (LedgerError, ValueError, KeyError, TypeError):
+            return
+        new = [a for a in found if a not in self._allowed]
+        if new:
+            self._allowed = self._allowed | frozenset(new)
+            self._addresses.extend(a for a in new if a not in self._addresses)
+
     def _candidates(self) -> list[str]:
         rest = [a for a in self._addresses if a != self._leader]
         self._rng.shuffle(rest)
@@ -994,8 +1011,10 @@ class LedgerClient:
             except NotLeader as e:
                 last = e
                 leader = e.leader_address
-                # Only to a configured validator (genesis): any other hint is ignored,
-                # as if no leader were known (tests/unit/test_sdk_client.py).
+                if leader and leader != addr and leader not in self._allowed:
+                    self._learn_validators(addr, deadline)
+                # Only to a configured validator (genesis, or added since by governance): any
+                # other hint is ignored, as if no leader were known (tests/unit/test_sdk_client.py).
                 if leader and leader != addr and leader in self._allowed:
                     self._leader = leader
                     candidates = self._candidates()

@@ -23,6 +23,9 @@
     │                               suspended, removed or revoked, it lacks the role, or it
     │                               submitted a transaction signed by another member. Nothing was
     │                               applied; retrying will not help
+    ├── MembershipChangeRefused     the leader will not propose this validator membership
+    │                               change now (another in flight, learner behind, no majority
+    │                               after it): nothing was proposed; not retried
     ├── TransactionRejected         committed, but refused as a whole at apply time:
     │                               ``rejection`` (a TxRejection); nothing of it applied
     ├── NotFound                    no such block
@@ -73,6 +76,13 @@ class NotLeader(NotSubmitted):
 
     def __reduce__(self):
         return type(self), (str(self), self.leader_address)
+
+
+class MembershipChangeRefused(LedgerError):
+    """The leader refused to propose a validator membership change now (another one is
+    being committed, the learner has not caught up, or the change would leave the
+    validators without a majority); nothing was proposed. Not retried: the message says
+    what to do first."""
 
 
 class RateLimited(NotSubmitted):

@@ -24,6 +24,7 @@ import grpc
 from raft_ledger_client._exceptions import (
     InvalidRequest,
     LedgerError,
+    MembershipChangeRefused,
     NotFound,
     NotLeader,
     NotSubmitted,
@@ -69,6 +70,10 @@ def status_to_exception(
     details = details or ""
     md = dict(trailing or ())
     refused = md.get(REFUSED_KEY)
+    if refused == "membership":
+        # A validator membership change the leader will not propose now (another is in
+        # flight, the learner is behind, or it would leave no majority): nothing was done.
+        return MembershipChangeRefused(f"{where}: {details}")
     if refused == "rate-limited":
         try:
             wait_s = max(0.0, int(md.get(RETRY_AFTER_KEY, "0")) / 1000)

@@ -69,6 +69,9 @@ __all__ = [
     "set_issuers",
     "set_roles",
     "set_validators",
+    "add_validator",
+    "promote_validator",
+    "remove_validator",
     "suspend_member",
     "write_public_key_file",
 ]
@@ -133,6 +136,25 @@ def set_validators(validators: Iterable[Mapping]) -> pb.GovernanceChange:
     return pb.GovernanceChange(set_validators=pb.SetValidators(validators=out))
 
 
+def add_validator(validator: Mapping) -> pb.GovernanceChange:
+    """Add a validator as a learner (non-voting until promoted), given as for
+    :func:`set_validators`. One membership change per proposal, one at a time."""
+    (entry,) = set_validators([validator]).set_validators.validators
+    return pb.GovernanceChange(add_validator=entry)
+
+
+def promote_validator(validator_id: str, data_dir_id: bytes | str) -> pb.GovernanceChange:
+    """Make learner ``validator_id`` a voter, bound to its data directory (16 bytes or
+    hex, from the learner's ``GetStatus().data_dir_id``)."""
+    raw = bytes.fromhex(data_dir_id) if isinstance(data_dir_id, str) else bytes(data_dir_id)
+    return pb.GovernanceChange(promote_validator=pb.PromoteValidator(id=validator_id, data_dir_id=raw))
+
+
+def remove_validator(validator_id: str) -> pb.GovernanceChange:
+    """Remove a voter, or the pending learner (cancels its addition). Never the last voter."""
+    return pb.GovernanceChange(remove_validator=pb.ValidatorRef(id=validator_id))
+
+
 def describe_change(c: pb.GovernanceChange) -> str:
     """One readable line per change; keys in full (hex), never truncated."""
     kind = c.WhichOneof("change")
@@ -156,6 +178,13 @@ def describe_change(c: pb.GovernanceChange) -> str:
         return "set_validators " + "; ".join(
             f"{e.id} grpc={e.grpc_address} raft={e.raft_address} pin={e.tls_cert_sha256.hex()} key={e.public_key.hex()}"
             for e in v.validators)
+    if kind == "add_validator":
+        return (f"add_validator {v.id} (learner) grpc={v.grpc_address} raft={v.raft_address} "
+                f"pin={v.tls_cert_sha256.hex()} key={v.public_key.hex()}")
+    if kind == "promote_validator":
+        return f"promote_validator {v.id} data_dir_id={v.data_dir_id.hex()}"
+    if kind == "remove_validator":
+        return f"remove_validator {v.id}"
     return "(empty change)"
 
 

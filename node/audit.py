@@ -500,7 +500,7 @@ def _validator_sets(db: _ReadOnlyDB) -> dict[bytes, dict[str, bytes]]:
         except ValueError:
             continue
         if cfg.validators:
-            out[validator_set_hash(cfg.validators)] = {v.id: v.public_key for v in cfg.validators}
+            out[validator_set_hash(cfg.voters)] = {v.id: v.public_key for v in cfg.voters}
     return out
 
 

@@ -99,17 +99,20 @@ class Cosigner:
     height). ``chain_id`` and ``genesis_hash`` name the log (the checkpoint's origin).
     ``signing_key``: this validator's Ed25519 key, or None (it then only collects).
     ``peers``: validator id -> ``fetch(from_height, limit) -> [(height, signature)]``
-    (a gRPC call to that peer; raising is logged and retried next round).
+    (a gRPC call to that peer; raising is logged and retried next round), or a
+    callable returning that mapping for the current validator set (read every round,
+    so validators added or removed by governance are asked or no longer asked).
     """
 
     def __init__(self, store, *, chain_id: str, genesis_hash: bytes, validator_id: str,
-                 signing_key: Ed25519PrivateKey | None, peers: dict[str, Callable] | None = None,
+                 signing_key: Ed25519PrivateKey | None,
+                 peers: "dict[str, Callable] | Callable[[], dict[str, Callable]] | None" = None,
                  interval_s: float = ROUND_S) -> None:
         self.store = store
         self.origin = origin_for(chain_id, genesis_hash)
         self.validator_id = validator_id
         self._key = signing_key
-        self._peers = dict(peers or {})
+        self._peers = peers if callable(peers) else dict(peers or {})
         self._interval_s = interval_s
         self._collected: dict[str, int] = {}
         self._changed = threading.Condition()
@@ -189,8 +192,9 @@ class Cosigner:
         return cp
 
     def validator_set(self, set_hash: bytes) -> tuple[ValidatorRecord, ...]:
-        """The validators whose set hash is ``set_hash`` (a version of the governed
-        configuration; newest first, cached). Empty if no version has it."""
+        """The voting validators whose set hash is ``set_hash`` (a version of the governed
+        configuration; newest first, cached). Empty if no version has it. Learners
+        certify nothing: they are in no majority, of Raft or of certificates."""
         hit = self._sets.get(set_hash)
         if hit is not None:
             return hit
@@ -198,9 +202,9 @@ class Cosigner:
         version = cfg.version if cfg is not None else 0
         while version >= 1:
             c = self.store.configuration_at(version)
-            if c is not None and validator_set_hash(c.validators) == set_hash:
-                self._sets[set_hash] = c.validators
-                return c.validators
+            if c is not None and validator_set_hash(c.voters) == set_hash:
+                self._sets[set_hash] = c.voters
+                return c.voters
             version -= 1
         return ()
 
@@ -302,7 +306,8 @@ class Cosigner:
         verify over this validator's own checkpoint. True if any were stored."""
         stored = False
         head = self.store.head().height
-        for vid, fetch in self._peers.items():
+        peers = self._peers() if callable(self._peers) else self._peers
+        for vid, fetch in peers.items():
             start = self._collected.get(vid, 0) + 1
             if start > head:
                 continue

@@ -17,7 +17,10 @@ What a generated cluster directory holds (``init_cluster``)::
     v1/tls.{key,crt}.pem     the validator's TLS key (0600) and certificate
     members/<id>.pem         each identity's Ed25519 signing key, PKCS#8 PEM (mode 0600)
     members/<id>.tls.{key,crt}.pem  each identity's TLS client key (0600) and certificate
-    v1/data, v1/validator.log written by the running validator
+    v1/data, v1/validator.log written by the running validator (v1/data/identity.json:
+                             formatted for genesis, so the genesis validators vote)
+    v4/validator.json ...    a validator added later (``add_validator_files``): the entry
+                             ``add_validator`` proposes (addresses, TLS pin, public key)
 
 Validator ``i`` (1-based) listens on gRPC ``base_port + i`` and Raft ``base_port + 100 + i``.
 
@@ -202,6 +205,7 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
     exceed 65535, or an issuer is not an identity of the cluster.
     """
     from raft_ledger_node import pki
+    from raft_ledger_node.raft import membership
 
     if validators < 1:
         raise ValueError(f"need at least one validator, got {validators}")
@@ -294,6 +298,9 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
             cfg.update(tls_cert_file="tls.crt.pem", tls_key_file="tls.key.pem")
         config_paths[v["id"]] = os.path.join(vdir, "config.json")
         _write_secret(config_paths[v["id"]], json.dumps(cfg, indent=2).encode())
+        # The genesis validators' data directories may vote from the first start (raft/membership.py).
+        membership.format_data_dir(os.path.join(vdir, "data"), chain_id=genesis["chain_id"], validator_id=v["id"],
+                                   genesis=True)
     return GeneratedCluster(directory=directory, genesis_path=genesis_file, config_paths=config_paths,
                             key_paths=key_paths, tls_paths=tls_paths, ca_path=ca_path)
 
@@ -358,6 +365,90 @@ def genesis_path(directory: str) -> str:
     return path
 
 
+# -- validators added after genesis -------------------------------------------------------
+
+#: The governance entry of a validator added after genesis, in its directory.
+ADDED_VALIDATOR_FILE = "validator.json"
+
+
+def cluster_validators(directory: str) -> tuple[ValidatorInfo, ...]:
+    """The genesis validators of ``directory`` and those added with :func:`add_validator_files`,
+    in id order (``v1``, ``v2``, … ``v10``). Removed ones are listed too (their files stay)."""
+    genesis = load_genesis(genesis_path(directory))
+    out = {v.id: v for v in genesis.validators}
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name, ADDED_VALIDATOR_FILE)
+        if name not in out and os.path.exists(path):
+            with open(path) as f:
+                e = json.load(f)
+            out[name] = ValidatorInfo(e["id"], e["grpc_address"], e["raft_address"],
+                                      bytes.fromhex(e.get("tls_cert_sha256", "")), bytes.fromhex(e["public_key"]))
+    return tuple(sorted(out.values(), key=lambda v: (len(v.id), v.id)))
+
+
+def validator_entry(v: ValidatorInfo) -> dict:
+    """The dict ``raft_ledger_client.governance.add_validator`` takes, for ``v``."""
+    return {"id": v.id, "grpc_address": v.grpc_address, "raft_address": v.raft_address,
+            "tls_cert_sha256": v.tls_cert_sha256.hex(), "public_key": v.public_key.hex()}
+
+
+def add_validator_files(directory: str, validator_id: str | None = None, *, host: str | None = None) -> ValidatorInfo:
+    """Write a new validator's files into the cluster directory: ``<id>/`` with its
+    checkpoint-signing key, a TLS certificate from the cluster CA (unless plaintext),
+    ``config.json`` (the cluster's Raft password) and ``validator.json`` (its entry).
+
+    The id defaults to the next ``v<n>``; the ports follow the cluster's layout (gRPC
+    ``base + n``, Raft ``base + 100 + n``). Its data directory is not formatted: it
+    starts as a learner once governance has added it. Raises ValueError if the id
+    exists. In production the new operator generates its own key and CSR; this writes
+    them here, for development."""
+    from raft_ledger_node import pki
+
+    genesis = load_genesis(genesis_path(directory))
+    known = cluster_validators(directory)
+    first = genesis.validators[0]
+    base = int(first.grpc_address.rpartition(":")[2]) - int(first.id[1:]) if first.id[1:].isdigit() else None
+    numbers = [int(v.id[1:]) for v in known if v.id[1:].isdigit()]
+    n = max(numbers, default=0) + 1
+    vid = validator_id or f"v{n}"
+    if any(v.id == vid for v in known):
+        raise ValueError(f"validator {vid!r} already exists in {directory}")
+    if vid[1:].isdigit():
+        n = int(vid[1:])
+    if base is None:
+        raise ValueError("the cluster's validators are not named v<n>: cannot derive ports")
+    host = host or first.grpc_address.rpartition(":")[0]
+    if base + RAFT_PORT_OFFSET + n > PORT_MAX:
+        raise ValueError(f"no port left for validator {vid}")
+    vdir = os.path.join(directory, vid)
+    os.makedirs(vdir, exist_ok=True)
+    entry = {"id": vid, "grpc_address": f"{host}:{base + n}", "raft_address": f"{host}:{base + RAFT_PORT_OFFSET + n}",
+             "public_key": write_private_key(os.path.join(vdir, "signing.key.pem")).hex(), "tls_cert_sha256": ""}
+    with open(os.path.join(directory, first.id, "config.json")) as f:
+        template = json.load(f)
+    cfg = {"validator_id": vid, "data_dir": "data", "genesis_file": "../genesis.json",
+           "raft_password": template["raft_password"], "signing_key_file": "signing.key.pem"}
+    if template.get("insecure_plaintext"):
+        cfg["insecure_plaintext"] = True
+    else:
+        with open(os.path.join(directory, "ca", "ca.key.pem"), "rb") as f:
+            ca_key = f.read()
+        with open(os.path.join(directory, "ca", "ca.crt.pem"), "rb") as f:
+            ca_cert = f.read()
+        hosts = tuple(dict.fromkeys([host, "localhost", "127.0.0.1"]))
+        key, cert = pki.issue_certificate(ca_key, ca_cert, kind="validator", identity=vid, hosts=hosts)
+        _write_secret(os.path.join(vdir, "tls.key.pem"), key)
+        with open(os.path.join(vdir, "tls.crt.pem"), "wb") as f:
+            f.write(cert)
+        entry["tls_cert_sha256"] = pki.certificate_sha256(cert).hex()
+        cfg.update(tls_cert_file="tls.crt.pem", tls_key_file="tls.key.pem")
+    _write_secret(os.path.join(vdir, "config.json"), json.dumps(cfg, indent=2).encode())
+    with open(os.path.join(vdir, ADDED_VALIDATOR_FILE), "w") as f:
+        json.dump(entry, f, indent=2)
+    return ValidatorInfo(vid, entry["grpc_address"], entry["raft_address"], bytes.fromhex(entry["tls_cert_sha256"]),
+                         bytes.fromhex(entry["public_key"]))
+
+
 # -- status --------------------------------------------------------------------------------
 
 
@@ -367,7 +458,8 @@ def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S, identity
     cluster directory that holds ``genesis_file`` (over mutual TLS unless the cluster is
     plaintext).
 
-    Returns ``[(ValidatorInfo, GetStatusResponse | grpc.RpcError)]`` in genesis order:
+    Every validator of the directory is asked: the genesis ones and those added later
+    (:func:`cluster_validators`). Returns ``[(ValidatorInfo, GetStatusResponse | grpc.RpcError)]`` in id order:
     the reply (role, term, commit/applied index, head, ready, leader_address), or the
     error of a validator that did not answer within ``timeout_s`` seconds. Raises
     ConfigError if the genesis file cannot be read.
@@ -379,7 +471,7 @@ def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S, identity
 
     rows: list[tuple] = []
     directory = os.path.dirname(os.path.abspath(genesis_file))
-    for v in load_genesis(genesis_file).validators:
+    for v in cluster_validators(directory):
         with grpc_channel(directory, v.grpc_address, identity) as ch:
             try:
                 rows.append((v, pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)))
@@ -415,7 +507,8 @@ class LocalCluster:
 
     @property
     def validators(self) -> tuple[ValidatorInfo, ...]:
-        return self.genesis.validators
+        """Genesis validators and those added with :func:`add_validator_files`."""
+        return cluster_validators(self.directory)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -427,8 +520,9 @@ class LocalCluster:
 
     def start(self, validator_id: str) -> None:
         """Start one validator (it keeps its data directory). Raises UnknownValidatorError."""
-        if validator_id not in {v.id for v in self.genesis.validators}:
-            raise UnknownValidatorError(f"unknown validator {validator_id!r}; one of {[v.id for v in self.genesis.validators]}")
+        known = [v.id for v in self.validators]
+        if validator_id not in known:
+            raise UnknownValidatorError(f"unknown validator {validator_id!r}; one of {known}")
         vdir = os.path.join(self.directory, validator_id)
         with open(self.log_path(validator_id), "ab") as log:  # the child keeps its own copy of the fd
             self.procs[validator_id] = subprocess.Popen(
@@ -444,7 +538,7 @@ class LocalCluster:
             self.start(v.id)
 
     def wait_ready(self, timeout_s: float = CLUSTER_READY_TIMEOUT_S) -> None:
-        """Poll every validator until all answer, one is leader and all are ready.
+        """Poll every validator this object started until all answer, one is leader and all are ready.
 
         Raises ValidatorExitedError as soon as a started validator has exited,
         ClusterNotReadyError after ``timeout_s`` seconds.
@@ -454,7 +548,7 @@ class LocalCluster:
             for vid, p in self.procs.items():
                 if p.poll() is not None:
                     raise ValidatorExitedError(vid, p.returncode, self.log_path(vid))
-            rows = status_rows(self.genesis_path, timeout_s=1.0)
+            rows = [(v, st) for v, st in status_rows(self.genesis_path, timeout_s=1.0) if v.id in self.procs]
             ok = [st for _, st in rows if not _is_error(st)]
             if len(ok) == len(rows) and any(st.role == "leader" for st in ok) and all(st.ready for st in ok):
                 return

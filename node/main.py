@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
+import time
 from concurrent import futures
 from typing import Callable
 
@@ -25,7 +27,9 @@ from raft_ledger_node.batcher import Batcher
 from raft_ledger_node.config import ConfigError, ValidatorConfig, load_genesis
 from raft_ledger_node.crypto import Verifier
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.raft import membership
 from raft_ledger_node.raft.conf import make_conf
+from raft_ledger_node.raft.membership import MembershipError, Role
 from raft_ledger_node.raft.replica import LedgerReplica
 from raft_ledger_node.raft.tls import RaftTls, RaftTlsError
 from raft_ledger_node.api.authz import Authorizer, AuthzInterceptor
@@ -65,7 +69,11 @@ def _private_data_dir(data_dir: str) -> None:
     os.chmod(data_dir, 0o700)
 
 
-def _raft_tls(cfg: ValidatorConfig, genesis) -> RaftTls | None:
+class NotAValidatorError(ConfigError):
+    """This validator is not in the governed validator set (never added, or removed): it does not start."""
+
+
+def _raft_tls(cfg: ValidatorConfig, genesis, validators) -> RaftTls | None:
     """The Raft links' TLS (mutual, pinned to genesis), or None with a loud warning in development."""
     if cfg.insecure_plaintext:
         log.warning("Raft links are PLAINTEXT (insecure_plaintext): only the Raft password protects them; "
@@ -75,7 +83,7 @@ def _raft_tls(cfg: ValidatorConfig, genesis) -> RaftTls | None:
         raise ConfigError("genesis has no tls_ca_certificate: Raft TLS needs it (or set insecure_plaintext for development)")
     try:
         return RaftTls.load(cert_file=cfg.tls_cert_file, key_file=cfg.tls_key_file, ca_pem=genesis.tls_ca_pem,
-                            validators=genesis.validators, self_id=cfg.validator_id)
+                            validators=validators, self_id=cfg.validator_id)
     except RaftTlsError as e:
         raise ConfigError(str(e)) from e
 
@@ -103,6 +111,44 @@ def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.Serv
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca_pem, require_client_auth=True)
 
 
+def _current_configuration(cfg: ValidatorConfig, genesis, local):
+    """The newest governed configuration the genesis validators serve (Ledger.GetConfiguration,
+    over mutual TLS with this validator's certificate), or None if none answers. A new
+    validator starts from it: it names this validator (added as a learner), the voters to
+    replicate from and their pins. Trusted for liveness only: what the learner then applies
+    comes from the Raft log, and it votes only after governance promotes it."""
+    from raft_ledger_node.ledger.governance import configuration_from_doc
+    import json
+
+    creds = None
+    if not cfg.insecure_plaintext:
+        try:
+            with open(cfg.tls_key_file, "rb") as f:
+                key = f.read()
+            with open(cfg.tls_cert_file, "rb") as f:
+                cert = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read the validator's TLS key or certificate: {e}") from e
+        creds = grpc.ssl_channel_credentials(root_certificates=genesis.tls_ca_pem, private_key=key,
+                                             certificate_chain=cert)
+    best = None
+    for v in local.validators:
+        if v.id == cfg.validator_id:
+            continue
+        channel = grpc.insecure_channel(v.grpc_address) if creds is None else grpc.secure_channel(v.grpc_address, creds)
+        try:
+            resp = pb_grpc.LedgerStub(channel).GetConfiguration(pb.GetConfigurationRequest(), timeout=3)
+            found = configuration_from_doc(json.loads(resp.configuration_json))
+        except (grpc.RpcError, ValueError, KeyError, TypeError) as e:
+            log.info("configuration from %s: %s", v.id, getattr(e, "details", lambda: e)())
+            continue
+        finally:
+            channel.close()
+        if best is None or found.version > best.version:
+            best = found
+    return best
+
+
 class Validator:
     """A running validator: RocksDB store, Raft replica, batcher, gRPC server.
 
@@ -126,23 +172,51 @@ class Validator:
     ) -> None:
         self.cfg = cfg
         self.genesis = load_genesis(cfg.genesis_file)
-        me = self.genesis.validator(cfg.validator_id)
         _private_data_dir(cfg.data_dir)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
-        raft_listen = cfg.raft_listen_address or me.raft_address
-        _check_bindable(raft_listen, "Raft")
+        had_journal = os.path.exists(cfg.journal_file)
         self.store = open_store(cfg.db_path)
         self.store.bind_genesis(self.genesis.hash, self.genesis.configuration)
-        if self.store.configuration() is None:
+        governed = self.store.configuration()
+        if governed is None:
             raise StoreError(f"{cfg.db_path} holds no governed configuration: it was written by an older build; "
                              "start from an empty data directory")
-        peers = [v.raft_address for v in self.genesis.validators if v.id != cfg.validator_id]
-        self._raft_to_grpc = {v.raft_address: v.grpc_address for v in self.genesis.validators}
+        # Who this validator is comes from the governed set at the applied index (genesis,
+        # then add/promote/remove_validator), and whether this data directory may vote
+        # from its identity file (raft/membership.py).
+        try:
+            self.identity = membership.open_identity(
+                cfg.data_dir, chain_id=self.genesis.chain_id, validator_id=cfg.validator_id,
+                has_data=had_journal or self.store.applied_index() > 0)
+        except MembershipError as e:
+            raise ConfigError(str(e)) from e
+        me = governed.validator(cfg.validator_id)
+        if me is None and self.store.applied_index() == 0:
+            # A new validator's store is at genesis: the set it was added to is the cluster's.
+            fetched = _current_configuration(cfg, self.genesis, governed)
+            if fetched is not None and fetched.validator(cfg.validator_id) is not None:
+                governed = fetched
+                me = governed.validator(cfg.validator_id)
+        self.role, why = membership.role_of(self.identity, me)
+        if self.role is Role.NOT_MEMBER:
+            height = self.store.head().height
+            self.store.close()
+            raise NotAValidatorError(
+                f"{why} (data directory at height {height}); this validator does not "
+                "start. To (re)join, have the administrators add it (ledger-validator validator add) and start it "
+                "again; a removed validator's data directory may be reused (it starts as a learner)")
+        log.warning("validator %s starts as a %s: %s (data directory %s)", cfg.validator_id, self.role.value, why,
+                    self.identity.data_dir_id.hex())
+        voter = self.role is Role.VOTER
+        raft_listen = cfg.raft_listen_address or me.raft_address
+        if voter:
+            _check_bindable(raft_listen, "Raft")
+        peers = [v.raft_address for v in governed.voters if v.id != cfg.validator_id]
         conf = make_conf(
             journal_file=cfg.journal_file,
             full_dump_file=cfg.full_dump_file,
             password=cfg.raft_password,
-            bind_address=raft_listen,
+            bind_address=raft_listen if voter else None,
             append_entries_period_s=cfg.append_entries_period_s,
             raft_min_timeout_s=cfg.raft_min_timeout_s,
             raft_max_timeout_s=cfg.raft_max_timeout_s,
@@ -152,18 +226,21 @@ class Validator:
             connection_retry_time_s=cfg.connection_retry_time_s,
         )
         self.replica = replica_class(
-            me.raft_address,
+            me.raft_address if voter else None,
             peers,
             conf,
             self.store,
             durable_journal=cfg.durable_journal,
             raft_fixes=cfg.raft_fixes,
             peer_dial=cfg.raft_peer_dial,
-            raft_tls=_raft_tls(cfg, self.genesis),
+            raft_tls=_raft_tls(cfg, self.genesis, governed.validators),
             # Every validator applies what it decoded itself from the signed bytes.
             decode_proposal=proposal_from_signed_bytes,
             decode_envelope=functools.partial(tx_from_committed, chain_id=self.genesis.chain_id),
             chain_id=self.genesis.chain_id,
+            validator_id=cfg.validator_id,
+            data_dir_id=self.identity.data_dir_id,
+            vote_after_term=self.identity.vote_after_term,
         )
         self.batcher = Batcher(
             self.replica.propose,
@@ -218,6 +295,7 @@ class Validator:
                 store=self.store,
                 replica=self.replica,
                 leader_grpc_address=self.leader_grpc_address,
+                membership=lambda: (self.role.value, self.identity.data_dir_id),
             ),
             quiet,
         )
@@ -244,6 +322,8 @@ class Validator:
             raise ConfigError(f"cannot bind gRPC address {grpc_listen} (in use, or not an address of this host?)")
         self.grpc_address = me.grpc_address
         self._stop = threading.Event()
+        #: Why serve() returned: "stopped", "restart" (promoted: start again as a voter) or "removed".
+        self.outcome = "stopped"
 
     def _cosigner(self, cfg: ValidatorConfig, me) -> Cosigner:
         """This validator's cosigner: its signing key (if configured) and, per peer, a
@@ -279,24 +359,40 @@ class Validator:
                 tls_cert = f.read()
             creds = grpc.ssl_channel_credentials(root_certificates=self.genesis.tls_ca_pem, private_key=tls_key,
                                                  certificate_chain=tls_cert)
-        peers = {}
-        for v in self.genesis.validators:
-            if v.id == me.id:
-                continue
-            channel = grpc.insecure_channel(v.grpc_address) if creds is None else grpc.secure_channel(v.grpc_address, creds)
-            stub = pb_grpc.LedgerStub(channel)
+        stubs: dict[tuple[str, str], Callable] = {}
 
-            def fetch(from_height, limit, stub=stub):
-                resp = stub.GetCosignatures(pb.GetCosignaturesRequest(from_height=from_height, limit=limit), timeout=2)
-                return [(c.height, bytes(c.signature)) for c in resp.cosignatures]
+        def peers() -> dict[str, Callable]:
+            # The voters of the governed set now (added and removed ones follow governance).
+            cfg_now = self.store.configuration()
+            out = {}
+            for v in (cfg_now.voters if cfg_now is not None else ()):
+                if v.id == me.id:
+                    continue
+                key = (v.id, v.grpc_address)
+                if key not in stubs:
+                    channel = (grpc.insecure_channel(v.grpc_address) if creds is None
+                               else grpc.secure_channel(v.grpc_address, creds))
+                    stub = pb_grpc.LedgerStub(channel)
 
-            peers[v.id] = fetch
+                    def fetch(from_height, limit, stub=stub):
+                        resp = stub.GetCosignatures(pb.GetCosignaturesRequest(from_height=from_height, limit=limit),
+                                                    timeout=2)
+                        return [(c.height, bytes(c.signature)) for c in resp.cosignatures]
+
+                    stubs[key] = fetch
+                out[v.id] = stubs[key]
+            return out
+
         return Cosigner(self.store, chain_id=self.genesis.chain_id, genesis_hash=self.genesis.hash,
-                        validator_id=me.id, signing_key=key, peers=peers)
+                        validator_id=me.id, signing_key=key if self.role is Role.VOTER else None, peers=peers)
 
     def leader_grpc_address(self) -> str | None:
         raft = self.replica.leader_address()
-        return None if raft is None else self._raft_to_grpc.get(raft)
+        if raft is None:
+            return None
+        cfg = self.store.configuration()
+        rec = next((v for v in (cfg.validators if cfg else ()) if v.raft_address == raft), None)
+        return None if rec is None else rec.grpc_address
 
     def serve(self) -> None:
         _tune_gc(self.cfg.gc_gen0_threshold)
@@ -316,6 +412,8 @@ class Validator:
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         serving = None
         while not self._stop.wait(0.2):
+            if self.replica.membership_event is not None and self._on_membership_event():
+                break
             ready = self.replica.isReady() and self.replica.leader_address() is not None
             if ready != serving:
                 status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -331,6 +429,31 @@ class Validator:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _on_membership_event(self) -> bool:
+        """Act on a change of this validator's own record (True: stop serving now)."""
+        event = self.replica.membership_event
+        if event == "promoted":
+            # Votes only in terms after the promoting entry's (transport.py), then starts
+            # again as a voter on the same data directory.
+            ident = self.identity
+            membership.write_identity(self.cfg.data_dir, membership.DataDirIdentity(
+                ident.chain_id, ident.validator_id, ident.data_dir_id, ident.genesis,
+                max(ident.vote_after_term, self.replica.promoted_term)))
+            log.warning("validator %s was promoted to voter (term %d): restarting as a voter", self.cfg.validator_id,
+                        self.replica.promoted_term)
+            self.outcome = "restart"
+            return True
+        if event in ("removed", "superseded"):
+            deadline = time.monotonic() + LEADER_HANDOVER_S
+            while self.replica.is_leader() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            log.warning("validator %s was %s from the validator set by governance: it stops and will not start "
+                        "again with this identity", self.cfg.validator_id,
+                        "removed" if event == "removed" else "superseded (another data directory was promoted)")
+            self.outcome = "removed"
+            return True
+        return False
 
 
 def _tune_gc(gen0_threshold: int) -> None:
@@ -353,9 +476,21 @@ def _tune_gc(gen0_threshold: int) -> None:
     gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
-def run(cfg: ValidatorConfig) -> None:
-    """Start a validator and serve until SIGTERM/SIGINT."""
+#: Seconds a removed leader waits for another validator to take over before it stops.
+LEADER_HANDOVER_S = 3.0
+
+
+def run(cfg: ValidatorConfig) -> str:
+    """Start a validator and serve until SIGTERM/SIGINT or a membership change.
+
+    A learner promoted to voter starts again in place (``execv`` of the same command
+    line, same PID) as a voter. Returns "stopped" or "removed" (removed from the
+    validator set by governance)."""
     v = Validator(cfg)
     signal.signal(signal.SIGTERM, lambda *_: v.stop())
     signal.signal(signal.SIGINT, lambda *_: v.stop())
     v.serve()
+    if v.outcome == "restart":
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)
+    return v.outcome

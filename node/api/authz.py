@@ -105,9 +105,10 @@ LEDGER_METHODS = (
     "GetCheckpoint", "WatchCheckpoints", "GetCosignatures", "GetInclusionProof", "GetConsistencyProof",
     "GetAccountProofs", "GetValidatorSet", "GetHandoffs",
 )
-#: What a validator's pinned certificate may call: health probes, and the
-#: cosignatures its peers collect to form certificates.
-VALIDATOR_METHODS = (HEALTH, LEDGER + "GetCosignatures")
+#: What a validator's pinned certificate may call: health probes, the cosignatures
+#: its peers collect to form certificates, and the governed configuration (a new
+#: validator learns the current validator set from it before it joins as a learner).
+VALIDATOR_METHODS = (HEALTH, LEDGER + "GetCosignatures", LEDGER + "GetConfiguration")
 
 
 def required_role(method: str) -> str | None:

@@ -24,7 +24,12 @@ from raft_ledger_node.api.mapping import (
 from raft_ledger_node.batcher import Batcher, Submission, SubmissionTooLarge
 from raft_ledger_node.crypto import KeyNotPermitted, UnknownKey, Verifier
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.ledger import governance as gov
 from raft_ledger_node.ledger.governance import encode_configuration
+from raft_ledger_node.raft import membership
+
+#: Trailing metadata key of a refusal before anything was proposed (the SDK reads it).
+REFUSED_KEY = "ledger-refused"
 from raft_ledger_node.ledger.merkle_log import MerkleLog
 from raft_ledger_node.ledger.types import Operation, TxResult
 
@@ -100,6 +105,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         self._rate_limiter = rate_limiter
         self._clock_ns = clock_ns
         self._scan_slots = threading.BoundedSemaphore(scans_inflight_max)
+        #: Held while a validator membership change is being proposed and committed.
+        self._membership_inflight = threading.Lock()
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -233,6 +240,82 @@ class LedgerServicer(pb_grpc.LedgerServicer):
         fresh = [tx for tx, r in zip(txs, results) if r is None]
         if fresh and self._rate_limiter is not None:
             self._charge(fresh, context)  # retries answered from the index cost nothing
+        membership = self._membership_change(fresh, context)
+        if membership and not self._membership_inflight.acquire(blocking=False):
+            context.set_trailing_metadata(((REFUSED_KEY, "membership"),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "validator_change_pending: another validator membership change is being committed; "
+                          "nothing was proposed, wait for it and build the proposal again")
+        try:
+            if membership:
+                self._gate_membership(membership, context)
+            if fresh:
+                return self._propose(fresh, txs, results, context)
+        finally:
+            if membership:
+                self._membership_inflight.release()
+        return pb.SubmitResponse(results=[result_to_pb(r, tx.operation) for r, tx in zip(results, txs)])
+
+    def _membership_change(self, txs, context):
+        """The one Raft membership change (add/promote/remove_validator) among ``txs``, or None.
+        More than one in a Submit is refused (one server at a time)."""
+        found = [c for tx in txs if tx.operation == Operation.governance and tx.governance is not None
+                 for c in tx.governance.changes if isinstance(c, gov.MEMBERSHIP_CHANGES)]
+        if len(found) > 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "validator_change_pending: one validator membership change per Submit (Raft changes one "
+                          "server at a time); nothing was proposed")
+        return found[0] if found else None
+
+    def _gate_membership(self, change, context) -> None:
+        """The leader's checks before proposing a membership change (apply decides the
+        governance rules again, deterministically). First a read barrier, so every change
+        committed before, by any leader, is applied here and in the Raft configuration
+        (etcd's raft likewise lets one unapplied change exist). Then: a learner is promoted
+        only when its read-only link is within ``learner_promote_lag_max`` entries of the
+        commit index, and a promotion or removal must leave the reachable voters a majority
+        of the new configuration (raft/membership.py). Aborts FAILED_PRECONDITION."""
+        if not self._replica.read_barrier(self._submit_timeout_s):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this validator lost leadership; nothing was proposed, retry")
+        cfg = self._store.configuration()
+        if cfg is None or not hasattr(self._replica, "reachable_voters"):
+            return
+        voters = {v.raft_address for v in cfg.voters}
+        reachable = self._replica.reachable_voters(limits.membership_reachable_s)
+        rec = cfg.validator(getattr(change, "id", None) or change.validator.id)
+        if isinstance(change, gov.PromoteValidator) and rec is not None and not rec.voting:
+            view = self._replica.membership_view()
+            link = view.get(rec.id)
+            if link is None and not any(k == rec.id for k in view):
+                # Plaintext development clusters cannot tell learners apart: the most caught-up one.
+                links = [v for k, v in view.items() if k.startswith("readonly-")]
+                link = max(links, key=lambda x: x[1]) if links else None
+            if link is None or not link[0]:
+                self._refuse_membership(context,
+                              f"learner {rec.id!r} has no Raft link to this leader: start it (ledger-validator start) and "
+                              "wait until it has caught up; nothing was proposed")
+            lag = self._replica.status().commit_index - link[1]
+            if lag > limits.learner_promote_lag_max:
+                self._refuse_membership(context,
+                              f"learner {rec.id!r} is {lag} Raft entries behind the commit index (at most "
+                              f"{limits.learner_promote_lag_max} to be promoted); nothing was proposed, wait and retry")
+            ok, text = membership.majority_after(voters | {rec.raft_address}, reachable)
+        elif isinstance(change, gov.RemoveValidator) and rec is not None and rec.voting:
+            ok, text = membership.majority_after(voters - {rec.raft_address}, reachable - {rec.raft_address})
+        else:
+            return
+        if not ok:
+            self._refuse_membership(context,
+                          f"the change would leave the validators without a majority: {text}; nothing was proposed. "
+                          "Bring the unreachable validators back first")
+
+    @staticmethod
+    def _refuse_membership(context, message: str):
+        """FAILED_PRECONDITION with ``ledger-refused: membership`` (the SDK's MembershipChangeRefused)."""
+        context.set_trailing_metadata(((REFUSED_KEY, "membership"),))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+    def _propose(self, fresh, txs, results, context) -> pb.SubmitResponse:
         if fresh:
             sub = Submission(txs=fresh)
             self._batcher.submit(sub)
@@ -488,7 +571,8 @@ class LedgerServicer(pb_grpc.LedgerServicer):
 
     def _validator_entries(self, records) -> list:
         return [pb.ValidatorEntry(id=v.id, grpc_address=v.grpc_address, raft_address=v.raft_address,
-                                  tls_cert_sha256=v.tls_cert_sha256, public_key=v.public_key) for v in records]
+                                  tls_cert_sha256=v.tls_cert_sha256, public_key=v.public_key, voting=v.voting,
+                                  data_dir_id=v.data_dir_id) for v in records]
 
     @_guard
     def GetValidatorSet(self, request, context):  # noqa: N802
@@ -553,16 +637,35 @@ class AdminServicer(pb_grpc.AdminServicer):
     """``ledger.v1.Admin``: this validator's typed Raft status and chain head. Open to
     the ``operator`` role only (api.authz's interceptor)."""
 
-    def __init__(self, *, validator_id: str, store, replica, leader_grpc_address):
+    def __init__(self, *, validator_id: str, store, replica, leader_grpc_address, membership=None):
         self._validator_id = validator_id
         self._store = store
         self._replica = replica
         self._leader_grpc_address = leader_grpc_address
+        #: () -> (role "voter"/"learner", data directory id); None: a voter with no id (tests).
+        self._membership = membership
 
     @_guard
     def GetStatus(self, request, context):  # noqa: N802
         st = self._replica.status()
+        role, data_dir_id = self._membership() if self._membership is not None else ("voter", b"")
+        cfg = self._store.configuration()
+        view = self._replica.membership_view() if hasattr(self._replica, "membership_view") else {}
+        entries = []
+        for v in (cfg.validators if cfg is not None else ()):
+            link = view.get(v.raft_address) if v.voting else view.get(v.id)
+            if v.id == self._validator_id:
+                link = (True, st.last_applied if st.role == "leader" else 0)
+            entries.append(pb.MembershipEntry(id=v.id, raft_address=v.raft_address, grpc_address=v.grpc_address,
+                                              voting=v.voting, connected=bool(link and link[0]),
+                                              match_index=link[1] if link else 0))
+        raft_cfg = self._replica.raft_configuration() if hasattr(self._replica, "raft_configuration") else []
         return pb.GetStatusResponse(
+            membership=role,
+            data_dir_id=data_dir_id,
+            validators=entries,
+            raft_configuration=raft_cfg,
+            configuration_version=cfg.version if cfg is not None else 0,
             validator_id=self._validator_id,
             role=st.role,
             term=st.term,

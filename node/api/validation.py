@@ -226,6 +226,20 @@ def _key(where: str, key_id: str, public_key: bytes) -> tuple[str, bytes]:
     return key_id, bytes(public_key)
 
 
+def _validator_entry(where: str, e: pb.ValidatorEntry) -> gov.ValidatorRecord:
+    (vid,) = _ids(where, "validator id", [e.id])
+    for addr in (e.grpc_address, e.raft_address):
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise BadRequest(f"{where}: validator {vid!r}: address must be host:port, not {addr[:80]!r}")
+    if len(e.tls_cert_sha256) != 32:
+        raise BadRequest(f"{where}: validator {vid!r}: tls_cert_sha256 must be 32 bytes")
+    if len(e.public_key) != gov.PUBLIC_KEY_BYTES:
+        raise BadRequest(f"{where}: validator {vid!r}: public_key (its Ed25519 checkpoint-signing key) must be "
+                         f"{gov.PUBLIC_KEY_BYTES} bytes")
+    return gov.ValidatorRecord(vid, e.grpc_address, e.raft_address, bytes(e.tls_cert_sha256), bytes(e.public_key))
+
+
 def change_from_pb(c: pb.GovernanceChange, where: str):
     """One ``GovernanceChange`` as a core change (:mod:`raft_ledger_node.ledger.governance`).
     Raises BadRequest for a malformed one; state-dependent rules are apply's."""
@@ -264,20 +278,19 @@ def change_from_pb(c: pb.GovernanceChange, where: str):
         if not 1 <= v.threshold <= len(admins):
             raise BadRequest(f"{where}: threshold must be in 1..{len(admins)} (the number of admins), not {v.threshold}")
         return gov.SetAdmins(admins, v.threshold)
+    if kind == "add_validator":
+        return gov.AddValidator(_validator_entry(where, v))
+    if kind == "promote_validator":
+        (vid,) = _ids(where, "validator id", [v.id])
+        if len(v.data_dir_id) != gov.DATA_DIR_ID_BYTES:
+            raise BadRequest(f"{where}: promote_validator {vid!r}: data_dir_id must be {gov.DATA_DIR_ID_BYTES} bytes "
+                             "(the learner's, from its GetStatus)")
+        return gov.PromoteValidator(vid, bytes(v.data_dir_id))
+    if kind == "remove_validator":
+        (vid,) = _ids(where, "validator id", [v.id])
+        return gov.RemoveValidator(vid)
     # set_validators
-    vs = []
-    for e in v.validators:
-        (vid,) = _ids(where, "validator id", [e.id])
-        for addr in (e.grpc_address, e.raft_address):
-            host, _, port = addr.rpartition(":")
-            if not host or not port.isdigit():
-                raise BadRequest(f"{where}: validator {vid!r}: address must be host:port, not {addr[:80]!r}")
-        if len(e.tls_cert_sha256) != 32:
-            raise BadRequest(f"{where}: validator {vid!r}: tls_cert_sha256 must be 32 bytes")
-        if len(e.public_key) != gov.PUBLIC_KEY_BYTES:
-            raise BadRequest(f"{where}: validator {vid!r}: public_key (its Ed25519 checkpoint-signing key) must be "
-                             f"{gov.PUBLIC_KEY_BYTES} bytes")
-        vs.append(gov.ValidatorRecord(vid, e.grpc_address, e.raft_address, bytes(e.tls_cert_sha256), bytes(e.public_key)))
+    vs = [_validator_entry(where, e) for e in v.validators]
     if not vs:
         raise BadRequest(f"{where}: set_validators needs at least one validator")
     return gov.SetValidators(tuple(vs))

@@ -46,27 +46,45 @@ def init_cluster_cmd(directory, validators, members, host, base_port, force, ins
         console.print("[bold red]PLAINTEXT cluster: no TLS, no caller identity. Never expose it.[/]")
 
 
+#: `start` exits with this code when the validator is not in the governed validator set.
+EXIT_NOT_A_VALIDATOR = 3
+
+
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Validator config (JSON).")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def start(config_path, log_level):
-    """Start a validator from its config and serve until SIGTERM/SIGINT."""
+    """Start a validator from its config and serve until SIGTERM/SIGINT.
+
+    A data directory formatted for genesis (`init-cluster`, `format --genesis`) votes as a
+    genesis validator; any other new directory starts as a learner (non-voting) and votes
+    only once governance promotes it (`validator add`). A learner promoted to voter
+    restarts itself in place. Exits 0 when stopped or removed by governance, 2 on a
+    config or storage error, 3 if this validator is not in the validator set."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
     from raft_ledger_node.config import ConfigError, load_config
     from raft_ledger_node.store import StoreError
 
+    from raft_ledger_node.main import NotAValidatorError
+
     try:
         cfg = load_config(config_path)
         from raft_ledger_node.main import run
 
-        run(cfg)
+        outcome = run(cfg)
+    except NotAValidatorError as e:
+        console.print(f"[red]not starting:[/] {e}")
+        sys.exit(EXIT_NOT_A_VALIDATOR)
     except (ConfigError, StoreError) as e:
         console.print(f"[red]cannot start:[/] {e}")
         sys.exit(2)
+    if outcome == "removed":
+        console.print("[yellow]stopped: this validator was removed from the validator set by governance[/]")
 
 
-STATUS_COLUMNS = ("validator", "address", "role", "term", "commit index", "applied index", "head height", "head hash", "ready")
+STATUS_COLUMNS = ("validator", "address", "membership", "role", "term", "commit index", "applied index", "head height",
+                  "head hash", "ready")
 
 
 def print_status(cluster: str, as_json: bool) -> None:
@@ -82,6 +100,10 @@ def print_status(cluster: str, as_json: bool) -> None:
                     {
                         "validator": v.id,
                         "address": v.grpc_address,
+                        "membership": st.membership,
+                        "data_dir_id": st.data_dir_id.hex(),
+                        "raft_configuration": list(st.raft_configuration),
+                        "configuration_version": st.configuration_version,
                         "role": st.role,
                         "term": st.term,
                         "commit_index": st.commit_index,
@@ -101,12 +123,14 @@ def print_status(cluster: str, as_json: bool) -> None:
     t = table(STATUS_COLUMNS, title=title)
     for v, st in rows:
         if isinstance(st, Exception):
-            t.add_row(v.id, v.grpc_address, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
+            t.add_row(v.id, v.grpc_address, "", f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
         else:
             role = f"[bold green]{st.role}[/]" if st.role == "leader" else st.role
+            member = "voter" if st.membership == "voter" else f"[yellow]{st.membership or 'voter'} (non-voting)[/]"
             t.add_row(
                 v.id,
                 v.grpc_address,
+                member,
                 role,
                 str(st.term),
                 str(st.commit_index),
@@ -123,7 +147,8 @@ def print_status(cluster: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @translate_errors
 def status(cluster, as_json):
-    """Show each validator's role, term, commit/applied index and chain head."""
+    """Show each validator's membership (voter, or learner: non-voting), role, term,
+    commit/applied index and chain head: the genesis validators and those added since."""
     print_status(cluster, as_json)
 
 

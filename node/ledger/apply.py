@@ -679,7 +679,7 @@ def _authorise(cfg: Configuration, tx: Tx, height: int, verify_signature=None) -
 
 
 def validator_set_hash(validators) -> bytes:
-    """SHA-256 over the validators sorted by id, each as u16 length + UTF-8 id + its
+    """SHA-256 over the (voting) validators sorted by id, each as u16 length + UTF-8 id + its
     Ed25519 public key (32 bytes): what a checkpoint names as the set that certifies
     it (raft_ledger_client.checkpoint.validator_set_hash computes the same)."""
     h = hashlib.sha256()
@@ -699,7 +699,7 @@ def _set_hash(cfg: Configuration | None) -> bytes:
     hit = _SET_HASHES.get(id(cfg))
     if hit is not None and hit[0] is cfg:
         return hit[1]
-    value = validator_set_hash(cfg.validators)
+    value = validator_set_hash(cfg.voters)
     if len(_SET_HASHES) > 64:
         _SET_HASHES.clear()
     _SET_HASHES[id(cfg)] = (cfg, value)

@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 #: Roles an identity may hold.
 ROLES = ("member", "auditor", "operator")
 #: Bytes of an Ed25519 public key (RFC 8032).
+#: The size of a data directory's id (node/membership.py).
+DATA_DIR_ID_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 
 
@@ -84,13 +86,23 @@ class Member:
 @dataclass(frozen=True, slots=True)
 class ValidatorRecord:
     """A validator of the governed set: addresses, the SHA-256 of its TLS certificate
-    (DER; pinned by peers and clients) and its Ed25519 public key (b"" until used)."""
+    (DER; pinned by peers and clients) and its Ed25519 public key (b"" until used).
+
+    ``voting``: a voter of the Raft configuration and a signer of certificates; False
+    for a learner (added by ``add_validator``, catching up, counted in no majority).
+    ``data_dir_id``: the 16-byte id of the data directory a promoted learner was
+    promoted with (b"" for genesis validators). Only that data directory may vote
+    as this validator: a replacement that starts empty has another id and stays a
+    learner until it is removed and added again (see node/membership.py).
+    """
 
     id: str
     grpc_address: str
     raft_address: str
     tls_cert_sha256: bytes = b""
     public_key: bytes = b""
+    voting: bool = True
+    data_dir_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,22 @@ class Configuration:
         m = self.member(member_id)
         return m is not None and m.active and role in m.roles
 
+    def validator(self, validator_id: str) -> "ValidatorRecord | None":
+        for v in self.validators:
+            if v.id == validator_id:
+                return v
+        return None
+
+    @property
+    def voters(self) -> tuple["ValidatorRecord", ...]:
+        """The voting validators: the Raft configuration and the certifying set."""
+        return tuple(v for v in self.validators if v.voting)
+
+    @property
+    def learners(self) -> tuple["ValidatorRecord", ...]:
+        """Validators added but not yet promoted (at most one: one change at a time)."""
+        return tuple(v for v in self.validators if not v.voting)
+
     def with_members(self, members) -> "Configuration":
         return replace(self, members=tuple(sorted(members, key=lambda m: m.id)))
 
@@ -158,6 +186,8 @@ def configuration_to_doc(cfg: Configuration) -> dict:
                 "raft_address": v.raft_address,
                 "tls_cert_sha256": v.tls_cert_sha256.hex(),
                 "public_key": v.public_key.hex(),
+                "voting": v.voting,
+                "data_dir_id": v.data_dir_id.hex(),
             }
             for v in cfg.validators
         ],
@@ -183,6 +213,7 @@ def configuration_from_doc(doc: dict) -> Configuration:
         ValidatorRecord(
             v["id"], v["grpc_address"], v["raft_address"],
             bytes.fromhex(v.get("tls_cert_sha256", "")), bytes.fromhex(v.get("public_key", "")),
+            bool(v.get("voting", True)), bytes.fromhex(v.get("data_dir_id", "")),
         )
         for v in doc["validators"]
     )
@@ -255,6 +286,7 @@ class TxRejection(enum.IntEnum):
     issuer_not_member = 24
     admin_not_member = 25
     threshold_out_of_range = 26
+    #: A malformed validator record, or a set_validators that would change who the validators are.
     validator_invalid = 27
     #: The result would leave fewer than ``threshold`` active admins with a usable key.
     admin_quorum_lost = 28
@@ -264,6 +296,17 @@ class TxRejection(enum.IntEnum):
     envelope_invalid = 29
     #: … or, after the signer checks, a signature that does not verify.
     signature_invalid = 30
+    #: Another membership change is pending (a learner not yet promoted), or the proposal
+    #: holds more than one: Raft membership changes one server at a time.
+    validator_change_pending = 31
+    #: add_validator of an id, address or key the current set already has.
+    validator_exists = 32
+    #: promote/remove of an id that is not in the set.
+    validator_not_found = 33
+    #: promote_validator of a validator that already votes.
+    validator_not_learner = 34
+    #: remove_validator of the last voter.
+    validator_quorum_lost = 35
 
 
 #
@@ -328,7 +371,37 @@ class SetAdmins:
 
 @dataclass(frozen=True, slots=True)
 class SetValidators:
+    """Change the addresses, TLS pins or keys of the current validators. It cannot
+    change who they are (ids, Raft addresses, voting): that is add/promote/remove."""
+
     validators: tuple[ValidatorRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddValidator:
+    """Add a validator as a learner (non-voting; ``validator.voting`` is ignored)."""
+
+    validator: ValidatorRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteValidator:
+    """Make learner ``id`` a voter, bound to the data directory ``data_dir_id`` (16
+    bytes) that caught up: only that directory may vote as ``id``."""
+
+    id: str
+    data_dir_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveValidator:
+    """Remove validator ``id`` (a voter, or a learner: cancels its addition)."""
+
+    id: str
+
+
+#: The changes of Raft membership: at most one per proposal, and one at a time.
+MEMBERSHIP_CHANGES = (AddValidator, PromoteValidator, RemoveValidator)
 
 
 #: Every change kind, by the name used on the wire (the proto oneof) and in the codec.
@@ -343,10 +416,14 @@ CHANGE_KINDS: dict[str, type] = {
     "set_issuers": SetIssuers,
     "set_admins": SetAdmins,
     "set_validators": SetValidators,
+    "add_validator": AddValidator,
+    "promote_validator": PromoteValidator,
+    "remove_validator": RemoveValidator,
 }
 _KIND_OF = {cls: name for name, cls in CHANGE_KINDS.items()}
 
-Change = AddMember | SuspendMember | ReinstateMember | RemoveMember | AddKey | RevokeKey | SetRoles | SetIssuers | SetAdmins | SetValidators
+Change = (AddMember | SuspendMember | ReinstateMember | RemoveMember | AddKey | RevokeKey | SetRoles | SetIssuers
+          | SetAdmins | SetValidators | AddValidator | PromoteValidator | RemoveValidator)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +464,11 @@ def change_to_doc(c) -> dict:
             "kind": kind,
             "validators": [[v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256.hex(), v.public_key.hex()] for v in c.validators],
         }
+    if isinstance(c, AddValidator):
+        v = c.validator
+        return {"kind": kind, "validator": [v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256.hex(), v.public_key.hex()]}
+    if isinstance(c, PromoteValidator):
+        return {"kind": kind, "id": c.id, "data_dir_id": c.data_dir_id.hex()}
     doc = {"kind": kind}
     for f in c.__slots__:
         v = getattr(c, f)
@@ -405,6 +487,11 @@ def change_from_doc(doc: dict):
         if cls is SetValidators:
             return SetValidators(tuple(
                 ValidatorRecord(i, g, r, bytes.fromhex(pin), bytes.fromhex(pk)) for i, g, r, pin, pk in doc["validators"]))
+        if cls is AddValidator:
+            i, g, r, pin, pk = doc["validator"]
+            return AddValidator(ValidatorRecord(i, g, r, bytes.fromhex(pin), bytes.fromhex(pk), False))
+        if cls is PromoteValidator:
+            return PromoteValidator(doc["id"], bytes.fromhex(doc["data_dir_id"]))
         args = [tuple(doc[f]) if isinstance(doc[f], list) else doc[f] for f in cls.__slots__]
         return cls(*args)
     except (KeyError, TypeError, ValueError) as e:
@@ -433,6 +520,11 @@ def _valid_id(s) -> bool:
     return isinstance(s, str) and 0 < len(s.encode()) <= 64 and "/" not in s
 
 
+def _valid_record(v: ValidatorRecord) -> bool:
+    return (_valid_id(v.id) and len(v.tls_cert_sha256) in (0, 32) and len(v.public_key) in (0, PUBLIC_KEY_BYTES)
+            and ":" in v.grpc_address and ":" in v.raft_address)
+
+
 def _valid_roles(roles) -> bool:
     return all(r in ROLES for r in roles) and len(set(roles)) == len(roles)
 
@@ -458,6 +550,14 @@ def apply_changes(cfg: Configuration, changes, height: int):
     status; roles come from :data:`ROLES`; admins and issuers are existing, non-removed
     members; the threshold is in 1..len(admins); and the result must leave at least
     ``threshold`` active admins with a key usable at ``height + 1``.
+
+    Validators: ``add_validator`` adds a learner (never a voter), refused while another
+    learner is pending or if its id, an address, its key or its TLS pin is already in the
+    set; ``promote_validator`` makes the learner a voter bound to a data directory;
+    ``remove_validator`` removes a voter or the pending learner, never the last voter.
+    A proposal holds at most one of these (Raft changes one server at a time: the Raft
+    thesis §4.1); ``set_validators`` may change addresses of the gRPC API, pins and keys
+    of the current validators but not who they are.
     """
     R = TxRejection
     nxt = height + 1
@@ -551,10 +651,47 @@ def apply_changes(cfg: Configuration, changes, height: int):
             if not vs or len({v.id for v in vs}) != len(vs) or len({v.grpc_address for v in vs}) != len(vs) \
                     or len({v.raft_address for v in vs}) != len(vs):
                 return R.validator_invalid
-            if any(not _valid_id(v.id) or len(v.tls_cert_sha256) not in (0, 32) or len(v.public_key) not in (0, PUBLIC_KEY_BYTES)
-                   or ":" not in v.grpc_address or ":" not in v.raft_address for v in vs):
+            if any(not _valid_record(v) for v in vs):
                 return R.validator_invalid
-            validators = tuple(vs)
+            # Who the validators are (ids, Raft addresses: their Raft identity, voting,
+            # bound data directory) changes only one server at a time (add/promote/remove).
+            current = {v.id: v for v in validators}
+            if set(current) != {v.id for v in vs} or any(
+                    current[v.id].raft_address != v.raft_address for v in vs):
+                return R.validator_invalid
+            validators = tuple(replace(v, voting=current[v.id].voting, data_dir_id=current[v.id].data_dir_id)
+                               for v in vs)
+        elif isinstance(c, MEMBERSHIP_CHANGES):
+            if sum(isinstance(x, MEMBERSHIP_CHANGES) for x in changes) != 1:
+                return R.validator_change_pending
+            pending = [v for v in validators if not v.voting]
+            if isinstance(c, AddValidator):
+                v = replace(c.validator, voting=False, data_dir_id=b"")
+                if not _valid_record(v) or len(v.tls_cert_sha256) != 32 or len(v.public_key) != PUBLIC_KEY_BYTES:
+                    return R.validator_invalid
+                if pending:
+                    return R.validator_change_pending
+                if any(x.id == v.id or x.grpc_address == v.grpc_address or x.raft_address == v.raft_address
+                       or x.public_key == v.public_key or x.tls_cert_sha256 == v.tls_cert_sha256 for x in validators):
+                    return R.validator_exists
+                validators = validators + (v,)
+            else:
+                rec = next((x for x in validators if x.id == c.id), None)
+                if rec is None:
+                    return R.validator_not_found
+                if pending and pending[0].id != c.id:
+                    return R.validator_change_pending
+                if isinstance(c, PromoteValidator):
+                    if rec.voting:
+                        return R.validator_not_learner
+                    if len(c.data_dir_id) != DATA_DIR_ID_BYTES:
+                        return R.validator_invalid
+                    validators = tuple(replace(x, voting=True, data_dir_id=c.data_dir_id) if x.id == c.id else x
+                                       for x in validators)
+                else:
+                    if rec.voting and sum(x.voting for x in validators) == 1:
+                        return R.validator_quorum_lost
+                    validators = tuple(x for x in validators if x.id != c.id)
         else:
             return R.change_invalid
     out = Configuration(

@@ -123,6 +123,14 @@ raft_tls_recv_bytes_max = 64 << 10
 #: those without decoding its own bytes); older ones, never committed, are dropped.
 proposed_entries_kept_max = 256
 
+# -- validator membership (node/raft/membership.py, api/servicers.py) ---------------------
+#: A learner is promoted only when its read-only link's match index is within this
+#: many Raft entries of the leader's commit index ("close to the leader").
+learner_promote_lag_max = 200
+#: A voter counts as reachable for the majority check of a change if it answered the
+#: leader within this many seconds.
+membership_reachable_s = 2.0
+
 # -- reads -----------------------------------------------------------------------------
 #: Ids fetched in one lookup; more: INVALID_ARGUMENT.
 lookup_ids_max = 8_190
@@ -194,3 +202,5 @@ verify(raft_unauthenticated_connections_max >= 2, "both peers can be mid-handsha
 verify(raft_handshake_timeout_s > 0, "the handshake timeout is positive")
 verify(raft_tls_handshake_bytes_max >= 4 << 10, "a TLS 1.3 handshake with one P-256 certificate fits")
 verify(raft_tls_recv_bytes_max >= (16 << 10) + 256, "one recv can complete a whole TLS record")
+verify(learner_promote_lag_max >= 1, "a learner can be promoted")
+verify(membership_reachable_s > 0, "reachability is measured over a positive window")

@@ -12,6 +12,19 @@
   would make this validator diverge.
 * **Snapshots are RocksDB checkpoints** (raft/snapshot.py).
 * **Linearizable reads** commit a read barrier through the log (:meth:`read_barrier`).
+* **Membership follows the governed validator set** (:meth:`_sync_membership`). After
+  every applied block that changed the governed configuration, each validator sets
+  pysyncobj's configuration to the governed voters with the library's single-server
+  change (``__doChangeCluster``), in the tick thread, at the same log position on every
+  validator; after a snapshot is installed, from the snapshot's configuration; at
+  start, the peers passed in are the governed voters at the applied index. There is
+  no second record of membership (pysyncobj's own MEMBERSHIP entries, which take
+  effect at append, roll back wrongly on truncation and have no one-at-a-time guard,
+  are not used: ``dynamicMembershipChange`` stays off), so the two never disagree at
+  any applied index. Like etcd's raft, a change takes effect when applied, and the API
+  lets one change be in flight at a time (node/api/servicers.py).
+* **Learners** are pysyncobj read-only nodes (``self_address=None``): the leader sends
+  them the snapshot and the log, they apply it, and they are in no majority.
 
 Journal durability, the transport fixes and :meth:`status` come from
 :class:`~raft_ledger_node.raft.durable.DurableReplica`.
@@ -23,11 +36,14 @@ import os
 import threading
 from typing import Callable, NoReturn
 
-from pysyncobj import SyncObjConf, replicated
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.monotonic import monotonic as monotonicTime
+from pysyncobj.node import TCPNode
 
 from raft_ledger_node.ledger import codec, limits
 from raft_ledger_node.ledger.types import Entry, TxResult
 from raft_ledger_node.raft import snapshot
+from raft_ledger_node.raft.tls import PinnedPeer
 from raft_ledger_node.raft.read_barrier import ReadBarrierBatcher
 from raft_ledger_node.raft.durable import DurableReplica
 from raft_ledger_node.state_machine import CoreFailure, Outcome, StateMachine, StateMachineError
@@ -50,7 +66,7 @@ class LedgerReplica(DurableReplica):
 
     def __init__(
         self,
-        self_address: str,
+        self_address: str | None,
         peer_addresses: list[str],
         conf: SyncObjConf,
         store,
@@ -64,6 +80,9 @@ class LedgerReplica(DurableReplica):
         decode_proposal=None,
         decode_envelope=None,
         chain_id: str | None = None,
+        validator_id: str | None = None,
+        data_dir_id: bytes = b"",
+        vote_after_term: int = 0,
     ) -> None:
         if conf.appendEntriesBatchSizeBytes <= limits.raft_command_bytes_max:
             raise ValueError("appendEntriesBatchSizeBytes must exceed raft_command_bytes_max (a pickled entry)")
@@ -76,6 +95,20 @@ class LedgerReplica(DurableReplica):
         self._proposed: dict[bytes, Entry] = {}
         self._proposed_lock = threading.Lock()
         self._read_barriers = ReadBarrierBatcher(self._propose_read_barrier)
+        # Membership (see _sync_membership); a learner is a read-only node (self_address None).
+        self._validator_id = validator_id
+        self._data_dir_id = data_dir_id
+        #: Votes in terms up to this one are refused (a promoted directory's first terms: see transport).
+        self._vote_after_term = vote_after_term
+        cfg = store.configuration()
+        self._config_version = cfg.version if cfg is not None else 0
+        self._own = cfg.validator(validator_id) if (cfg is not None and validator_id) else None
+        #: Set in the tick thread when this validator's own record changed: "promoted"
+        #: (a learner whose data directory the set now binds as a voter; with the term of
+        #: the promoting entry in promoted_term), "superseded" (another directory was
+        #: promoted as this validator) or "removed". The composition root acts on it.
+        self.membership_event: str | None = None
+        self.promoted_term = 0
         conf.serializer = lambda file_name, raft_data: snapshot.write_snapshot(store, file_name, raft_data)
         conf.deserializer = lambda file_name: snapshot.read_snapshot(store, file_name)
         super().__init__(
@@ -121,8 +154,103 @@ class LedgerReplica(DurableReplica):
             self._fail_stop(e)
         if done.outcome is Outcome.REPLAYED:
             return None  # replay after restart: already in RocksDB
+        if done.outcome is Outcome.BLOCK:
+            cfg = self._store.configuration()
+            if cfg is not None and cfg.version != self._config_version:
+                self._sync_membership(cfg, raft_index)
         self._notify(raft_index, done.results)
         return done.height if done.outcome is Outcome.READ_BARRIER else done.results
+
+    # -- membership ------------------------------------------------------------------
+    def _sync_membership(self, cfg, raft_index: int | None = None) -> None:
+        """Make pysyncobj's configuration the governed voters of ``cfg`` (tick thread).
+
+        TLS pins first (a validator added by governance can connect, as a learner's
+        read-only link or as a voter), then one ``__doChangeCluster`` per difference:
+        the governed set changes one server per block (node/ledger/governance.py), so
+        this is a single-server change (Raft thesis §4.1). A leader never removes
+        itself (pysyncobj refuses, SO:1405): it learns of its removal from
+        ``membership_event`` and hands over leadership before it stops.
+        """
+        me = self.selfNode
+        tls = self._raft_tls
+        if tls is not None:
+            pins = {v.raft_address: PinnedPeer(v.id, v.raft_address, v.tls_cert_sha256)
+                    for v in cfg.validators if v.id != self._validator_id and v.tls_cert_sha256}
+            if me is None:
+                # A learner replaying history (it may have started from a newer configuration
+                # it was given) only ever adds pins and links: it is in no majority.
+                pins = {**tls.peers, **pins}
+            if dict(tls.peers) != pins:
+                tls.peers.clear()
+                tls.peers.update(pins)
+        voters = {v.raft_address for v in cfg.voters}
+        targets = voters - ({me.address} if me is not None else set())
+        current = {n.address: n for n in self.otherNodes}
+        for addr in sorted(targets - current.keys()):
+            self._SyncObj__doChangeCluster(["add", addr, TCPNode(addr)])
+            log.warning("raft configuration: added voter %s (configuration version %d)", addr, cfg.version)
+        for addr in sorted(current.keys() - targets if me is not None else ()):
+            self._SyncObj__doChangeCluster(["rem", addr, current[addr]])
+            log.warning("raft configuration: removed voter %s (configuration version %d)", addr, cfg.version)
+        own = cfg.validator(self._validator_id) if self._validator_id else None
+        before, self._own = self._own, own
+        if self._validator_id and self.membership_event is None:
+            if own is None and before is not None:
+                self.membership_event = "removed"
+            elif me is None and own is not None and own.voting and (before is None or not before.voting):
+                if own.data_dir_id == self._data_dir_id:
+                    self.membership_event = "promoted"
+                    self.promoted_term = self._entry_term(raft_index) if raft_index else self.raftCurrentTerm
+                else:
+                    self.membership_event = "superseded"
+            if self.membership_event:
+                log.warning("validator %s: %s by governance (configuration version %d)",
+                            self._validator_id, self.membership_event, cfg.version)
+            if self.membership_event == "removed" and self.is_leader():
+                # A leader leads a configuration without itself until it steps down (the
+                # thesis §4.2.2): hand over to the most caught-up voter (TimeoutNow) now.
+                self.transferLeadership(None, callback=lambda res, err: None)
+        self._config_version = cfg.version
+
+    def _SyncObj__loadDumpFile(self, clearJournal):  # noqa: N802,N803
+        """pysyncobj's snapshot load (start-up and install, SO:1487), then the configuration
+        the installed state governs (pysyncobj restores its own only with dynamic membership)."""
+        SyncObj._SyncObj__loadDumpFile(self, clearJournal)
+        cfg = self._store.configuration()
+        if cfg is not None and cfg.version != self._config_version:
+            self._sync_membership(cfg)
+
+    def raft_configuration(self) -> list[str]:
+        """pysyncobj's voters on this validator (Raft addresses, sorted; itself when it votes)."""
+        me = self.selfNode
+        return sorted({n.address for n in self.otherNodes} | ({me.address} if me is not None else set()))
+
+    def membership_view(self) -> dict[str, tuple[bool, int]]:
+        """Raft address or validator id -> (link up, match index on the leader) as this
+        validator sees it: voters by Raft address, learners' read-only links by the
+        validator id their pinned certificate names (plaintext: ``readonly-<n>``)."""
+        out: dict[str, tuple[bool, int]] = {}
+        connected = self._SyncObj__connectedNodes
+        match = self._SyncObj__raftMatchIndex if self.is_leader() else {}
+        for n in self.otherNodes:
+            out[n.address] = (n in connected, match.get(n, 0))
+        transport = self._SyncObj__transport
+        for n in list(getattr(transport, "_readonlyNodes", ())):
+            conn = transport._connections.get(n)
+            peer = getattr(conn, "peer", None)
+            key = peer.validator_id if peer is not None else f"readonly-{n.id}"
+            out[key] = (n in connected, match.get(n, 0))
+        return out
+
+    def reachable_voters(self, within_s: float) -> set[str]:
+        """On the leader: its own Raft address and the voters that answered within ``within_s``."""
+        me = self.selfNode
+        if me is None or not self.is_leader():
+            return set()
+        last = self._SyncObj__lastResponseTime
+        now = monotonicTime()
+        return {me.address} | {n.address for n in self.otherNodes if now - last.get(n, 0.0) <= within_s}
 
     def _entry_term(self, raft_index: int) -> int:
         """Term of the log entry at ``raft_index`` (it is in the log while it is applied)."""

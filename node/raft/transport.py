@@ -16,6 +16,11 @@
   (every entry went out about twice at peak). A successful reply now only raises
   matchIndex; a failed consistency check (``reset``) still rewinds nextIndex
   (:meth:`LedgerTransport._on_success_reply`).
+* **Learners and promoted directories.** Over TLS, a read-only hello (a learner,
+  node/raft/membership.py) is accepted from a certificate pinned to a validator of
+  the governed set; a ``request_vote`` of a term up to the replica's
+  ``_vote_after_term`` is dropped (a directory promoted in term T may not vote in
+  terms <= T: the lost validator it replaces may have voted in them).
 * **Peer dial addresses.** A peer can be dialled at another address than its
   identity (a Toxiproxy listener in the chaos suite).
 * **Mutual TLS pinned to genesis** (see :mod:`raft_ledger_node.raft.tls`) when the
@@ -147,6 +152,11 @@ class LedgerTransport(TCPTransport):
         accepted; anything else closes the connection before pysyncobj maps it to a node.
         """
         if isinstance(conn, raft_tls.TlsConnection) and (conn.sendRandKey or not self._syncObj.encryptor):
+            if message == "readonly" and conn.peer is not None:
+                # A learner (node/raft/membership.py): a validator of the governed set whose
+                # pinned certificate this is, replicated to and counted in no majority.
+                super()._onIncomingMessageReceived(conn, message)
+                return
             verdict = raft_tls.check_hello(message, conn.peer)
             node = self._nodeAddrToNode.get(message) if verdict is raft_tls.PinVerdict.ok else None
             if node is not None and self._shouldConnect(node):
@@ -224,6 +234,10 @@ class LedgerTransport(TCPTransport):
     def setOnMessageReceivedCallback(self, callback):  # noqa: N802
         def on_message(node, message):
             kind = message.get("type")
+            if kind == "request_vote" and message.get("term", 0) <= getattr(self._replica, "_vote_after_term", 0):
+                # A promoted data directory does not vote in the terms up to its promotion:
+                # the validator it replaces (same Raft address) may have voted in them.
+                return
             if self._replica._raft_fixes and kind == "append_entries":
                 message = self._fix_append_entries(message)
             try:

@@ -180,12 +180,12 @@ def test_validator_builds_raft_tls_from_its_config_or_warns_loudly_in_plaintext(
     gen = init_cluster(str(tmp_path / "c"), 3, ["bank-a"], "127.0.0.1", 27_100)
     genesis = load_genesis(gen.genesis_path)
     cfg = load_config(gen.config_paths["v1"])
-    tls = _raft_tls(cfg, genesis)
+    tls = _raft_tls(cfg, genesis, genesis.validators)
     assert {p.validator_id for p in tls.peers.values()} == {"v2", "v3"}
     # v2's certificate in v1's config: not what genesis pins for v1.
     wrong = load_config(gen.config_paths["v2"])
     with pytest.raises(ConfigError, match="not the certificate genesis pins"):
-        _raft_tls(type(cfg)(**{**cfg.__dict__, "tls_cert_file": wrong.tls_cert_file, "tls_key_file": wrong.tls_key_file}), genesis)
+        _raft_tls(type(cfg)(**{**cfg.__dict__, "tls_cert_file": wrong.tls_cert_file, "tls_key_file": wrong.tls_key_file}), genesis, genesis.validators)
     with caplog.at_level(logging.WARNING, logger="ledger.main"):
-        assert _raft_tls(type(cfg)(**{**cfg.__dict__, "insecure_plaintext": True}), genesis) is None
+        assert _raft_tls(type(cfg)(**{**cfg.__dict__, "insecure_plaintext": True}), genesis, genesis.validators) is None
     assert "Raft links are PLAINTEXT" in caplog.text

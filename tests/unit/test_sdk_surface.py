@@ -24,6 +24,7 @@ EXPECTED = {
     "InvalidRequest",
     "LedgerClient",
     "LedgerError",
+    "MembershipChangeRefused",
     "NotFound",
     "NotLeader",
     "NotSubmitted",

@@ -412,7 +412,7 @@ class Validator:
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         serving = None
         while not self._stop.wait(0.2):
-            if self.replica.membership_event is not None and self._on_membership_event():
+            if self._membership_changed():
                 break
             ready = self.replica.isReady() and self.replica.leader_address() is not None
             if ready != serving:
@@ -430,27 +430,46 @@ class Validator:
     def stop(self) -> None:
         self._stop.set()
 
-    def _on_membership_event(self) -> bool:
-        """Act on a change of this validator's own record (True: stop serving now)."""
-        event = self.replica.membership_event
-        if event == "promoted":
-            # Votes only in terms after the promoting entry's (transport.py), then starts
-            # again as a voter on the same data directory.
+    def _membership_changed(self) -> bool:
+        """Act on this validator's own record in the governed set (True: stop serving now).
+
+        A learner decides only once it has applied everything the leader has committed:
+        replaying history it passes through old configurations (its own earlier removal,
+        another directory's promotion) that are not the current one.
+        A learner now bound as a voter starts again as one; a validator no longer in the
+        set stops (a removed leader handed over when it applied its removal).
+        """
+        st = self.replica.status()
+        cfg = self.store.configuration()
+        own = cfg.validator(self.cfg.validator_id) if cfg is not None else None
+        # A voter applies only what follows its own state: its removal is current (the
+        # others stop replicating to it at once, so it would never look caught up).
+        caught_up = st.ready and st.leader_address is not None and st.last_applied >= st.commit_index
+        if not caught_up and not (self.role is Role.VOTER and own is None):
+            return False
+        role, why = membership.role_of(self.identity, own)
+        if role is self.role:
+            return False
+        if role is Role.VOTER:
+            # It votes only in terms after the current one (transport.py): the lost validator
+            # it replaces may have voted in them. Then it starts again on the same directory.
             ident = self.identity
             membership.write_identity(self.cfg.data_dir, membership.DataDirIdentity(
                 ident.chain_id, ident.validator_id, ident.data_dir_id, ident.genesis,
-                max(ident.vote_after_term, self.replica.promoted_term)))
-            log.warning("validator %s was promoted to voter (term %d): restarting as a voter", self.cfg.validator_id,
-                        self.replica.promoted_term)
+                max(ident.vote_after_term, st.term)))
+            log.warning("validator %s was promoted to voter (%s): restarting as a voter, voting after term %d",
+                        self.cfg.validator_id, why, st.term)
             self.outcome = "restart"
             return True
-        if event in ("removed", "superseded"):
+        if role is Role.NOT_MEMBER:
             deadline = time.monotonic() + LEADER_HANDOVER_S
             while self.replica.is_leader() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            log.warning("validator %s was %s from the validator set by governance: it stops and will not start "
-                        "again with this identity", self.cfg.validator_id,
-                        "removed" if event == "removed" else "superseded (another data directory was promoted)")
+            log.warning("validator %s was removed from the validator set by governance: it stops", self.cfg.validator_id)
+            self.outcome = "removed"
+            return True
+        if self.role is Role.VOTER:  # LEARNER now: another directory was bound to this validator
+            log.warning("validator %s stops: %s", self.cfg.validator_id, why)
             self.outcome = "removed"
             return True
         return False

@@ -103,12 +103,6 @@ class LedgerReplica(DurableReplica):
         cfg = store.configuration()
         self._config_version = cfg.version if cfg is not None else 0
         self._own = cfg.validator(validator_id) if (cfg is not None and validator_id) else None
-        #: Set in the tick thread when this validator's own record changed: "promoted"
-        #: (a learner whose data directory the set now binds as a voter; with the term of
-        #: the promoting entry in promoted_term), "superseded" (another directory was
-        #: promoted as this validator) or "removed". The composition root acts on it.
-        self.membership_event: str | None = None
-        self.promoted_term = 0
         conf.serializer = lambda file_name, raft_data: snapshot.write_snapshot(store, file_name, raft_data)
         conf.deserializer = lambda file_name: snapshot.read_snapshot(store, file_name)
         super().__init__(
@@ -169,8 +163,8 @@ class LedgerReplica(DurableReplica):
         read-only link or as a voter), then one ``__doChangeCluster`` per difference:
         the governed set changes one server per block (node/ledger/governance.py), so
         this is a single-server change (Raft thesis §4.1). A leader never removes
-        itself (pysyncobj refuses, SO:1405): it learns of its removal from
-        ``membership_event`` and hands over leadership before it stops.
+        itself (pysyncobj refuses, SO:1405): it hands over leadership when it applies
+        its removal, and the composition root stops it (main.py).
         """
         me = self.selfNode
         tls = self._raft_tls
@@ -194,23 +188,14 @@ class LedgerReplica(DurableReplica):
             self._SyncObj__doChangeCluster(["rem", addr, current[addr]])
             log.warning("raft configuration: removed voter %s (configuration version %d)", addr, cfg.version)
         own = cfg.validator(self._validator_id) if self._validator_id else None
-        before, self._own = self._own, own
-        if self._validator_id and self.membership_event is None:
-            if own is None and before is not None:
-                self.membership_event = "removed"
-            elif me is None and own is not None and own.voting and (before is None or not before.voting):
-                if own.data_dir_id == self._data_dir_id:
-                    self.membership_event = "promoted"
-                    self.promoted_term = self._entry_term(raft_index) if raft_index else self.raftCurrentTerm
-                else:
-                    self.membership_event = "superseded"
-            if self.membership_event:
-                log.warning("validator %s: %s by governance (configuration version %d)",
-                            self._validator_id, self.membership_event, cfg.version)
-            if self.membership_event == "removed" and self.is_leader():
-                # A leader leads a configuration without itself until it steps down (the
-                # thesis §4.2.2): hand over to the most caught-up voter (TimeoutNow) now.
-                self.transferLeadership(None, callback=lambda res, err: None)
+        if self._validator_id and own is None and self._own is not None and self.is_leader():
+            # A leader leads a configuration without itself until it steps down (the thesis
+            # §4.2.2): hand over to the most caught-up voter (TimeoutNow) now; the
+            # composition root stops this validator once it has applied its removal.
+            log.warning("validator %s: removed by governance while leading; handing over leadership",
+                        self._validator_id)
+            self.transferLeadership(None, callback=lambda res, err: None)
+        self._own = own
         self._config_version = cfg.version
 
     def _SyncObj__loadDumpFile(self, clearJournal):  # noqa: N802,N803

@@ -41,6 +41,8 @@ class BenchConfig:
     history_measure_transfers: int = HISTORY_MEASURE_TRANSFERS
     #: Transactions in the log the proofs part measures proof sizes and costs at.
     proofs_size: int = 1_000_000
+    #: Transfers stored before the membership part adds, removes and replaces validators.
+    membership_stored: int = 1_000_000
     crypto_seconds: float = CRYPTO_SECONDS
     members: int = 4
     seed: int = 1
@@ -49,7 +51,7 @@ class BenchConfig:
     work_dir: str = ""  # empty: a fresh temporary directory, deleted at the end
     keep_data: bool = False
     profile: bool = False
-    skip: frozenset = field(default_factory=frozenset)  # of "ours", "raft", "crypto", "postgres", "history", "proofs"
+    skip: frozenset = field(default_factory=frozenset)  # of "ours", "raft", "crypto", "postgres", "history", "proofs", "membership"
 
     def __post_init__(self) -> None:
         if self.skew not in ("uniform", "zipf"):
@@ -73,6 +75,7 @@ class BenchConfig:
             history_max=100_000,
             history_measure_transfers=20_000,
             proofs_size=100_000,
+            membership_stored=100_000,
             crypto_seconds=1.5,
         )
         base.update(overrides)

@@ -104,7 +104,7 @@ def tables(res: dict) -> list[Table]:
         ratio = None if ours_tps is None or r["key"].startswith("ours") else ours_tps / r["tps"]
         t.add_row(r["name"], _f(r["tps"]), _f(lat.get("p50_ms"), "{:,.1f}"), _f(lat.get("p99_ms"), "{:,.1f}"),
                   _f(lat.get("p999_ms"), "{:,.1f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
-    for part in ("ours", "raft", "crypto", "postgres", "history", "proofs"):
+    for part in ("ours", "raft", "crypto", "postgres", "history", "proofs", "membership"):
         p = res.get(part, {})
         if "skipped" in p or "error" in p:
             t.add_row(part, "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
@@ -121,6 +121,30 @@ def tables(res: dict) -> list[Table]:
             t2.add_row(r["proof"], _f(r["hashes"], "{:,.0f}"), _f(r["bytes"], "{:,.0f}"), _f(r["build_us"], "{:,.1f}"),
                        _f(r["verify_us"], "{:,.1f}"))
         out.append(t2)
+
+    mem = res.get("membership", {})
+    if mem.get("changes"):
+        m = Table(title=f"validator membership changes at {mem['stored_transfers']:,} stored transfers (RocksDB of v1 "
+                        f"{mem['db_bytes_v1'] / 1e6:,.0f} MB), with {mem.get('probe_threads', 4)} clients writing one "
+                        "transfer each, back to back", title_justify="left")
+        for col, just in (("window", "left"), ("total s", "right"), ("acks/s", "right"), ("vs quiet", "right"),
+                          ("longest gap s", "right"), ("p99 ms", "right"), ("steps (s)", "left")):
+            m.add_column(col, justify=just, overflow="fold")
+        quiet = mem["quiet"]["acks_per_s"] or None
+
+        def row(name, w, total="", steps=""):
+            m.add_row(name, total, _f(w["acks_per_s"], "{:,.1f}"),
+                      _f(None if quiet is None else w["acks_per_s"] / quiet, "{:.2f}×"),
+                      _f(w["longest_gap_s"], "{:,.2f}"), _f(w["p99_ms"], "{:,.1f}"), steps)
+
+        row("quiet (before)", mem["quiet"])
+        for name, ch in mem["changes"].items():
+            row(name, ch["writes"], f"{ch['total_s']:,.1f}", "; ".join(f"{k} {v:,.1f}" for k, v in ch["steps_s"].items()))
+        if "after" in mem:
+            row("quiet (after)", mem["after"])
+        m.caption = (f"loaded at {mem['load_per_s']:,} transfers/s; probe failures (gave up after the SDK's 30 s deadline): "
+                     f"{mem.get('probe_failures', 0)}")
+        out.append(m)
 
     hist = res.get("history", {})
     if hist.get("rows"):

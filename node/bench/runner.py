@@ -18,7 +18,7 @@ from raft_ledger_node.bench.config import BenchConfig
 from raft_ledger_node.bench.measure import CpuMeter
 from raft_ledger_node.bench.workload import Workload, signed_batch_bytes
 
-PARTS = ("ours", "raft", "crypto", "postgres", "history", "proofs")
+PARTS = ("ours", "raft", "crypto", "postgres", "history", "proofs", "membership")
 
 
 def _machine() -> dict:
@@ -84,7 +84,7 @@ def run(cfg: BenchConfig) -> dict:
             f"transaction (≈{envelope_bytes:,} bytes), {cfg.concurrency} concurrent clients; work dir {work_dir}")
 
     def part(name: str):
-        from raft_ledger_node.bench import bare_raft, ed25519, history, ours, postgres, proofs
+        from raft_ledger_node.bench import bare_raft, ed25519, history, membership, ours, postgres, proofs
 
         return {
             "ours": lambda: ours.run(cfg, wl, work_dir),
@@ -93,6 +93,7 @@ def run(cfg: BenchConfig) -> dict:
             "postgres": lambda: postgres.run(cfg, wl, work_dir),
             "history": lambda: history.run(cfg, work_dir),
             "proofs": lambda: proofs.run(cfg, work_dir),
+            "membership": lambda: membership.run(cfg, work_dir),
         }[name]
 
     t_all = time.monotonic()

@@ -25,6 +25,9 @@ import click
 @click.option("--skip-history", is_flag=True, help="Skip history growth.")
 @click.option("--skip-proofs", is_flag=True, help="Skip proof sizes and verification costs.")
 @click.option("--proofs-size", type=int, default=None, help="Transactions in the log the proof costs are measured at [1,000,000; --quick 100,000].")
+@click.option("--skip-membership", is_flag=True, help="Skip the validator membership changes.")
+@click.option("--membership-stored", type=int, default=None,
+              help="Transfers stored before validators are added, removed and replaced [1,000,000; --quick 100,000].")
 @click.option("--profile", is_flag=True, help="py-spy the leader during the peak phase; pyinstrument the core apply.")
 @click.option("--out", "out_dir", default="data/bench", show_default=True, help="Where the JSON, table and latency plot go.")
 @click.option("--base-port", default=21100, show_default=True, help="First port tried (gRPC base+1.., Raft base+101.., bare Raft base+201.., PostgreSQL base+300).")
@@ -32,7 +35,7 @@ import click
 @click.option("--keep-data", is_flag=True, help="Keep the temporary cluster, journals and logs.")
 def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_load_transfers, raft_entries, pg_transfers,
           pg_single_transfers, history_max, quick, skip_ours, skip_raft, skip_crypto, skip_postgres, skip_history, skip_proofs,
-          proofs_size, profile, out_dir, base_port, seed, keep_data):
+          skip_membership, membership_stored, proofs_size, profile, out_dir, base_port, seed, keep_data):
     """Benchmark our cluster against bare pysyncobj, Ed25519 and PostgreSQL on one workload (issue 5).
 
     Runs one after the other: a fresh 3-validator cluster on 127.0.0.1 driven
@@ -40,7 +43,9 @@ def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_loa
     same journal settings; Ed25519 verification rates; PostgreSQL (Debian's
     package, started in a temporary directory) executing the same transfers as
     double-entry SQL transactions; and the CPU cost per transfer as stored
-    history grows. Prints one table, writes JSON, text and a latency plot to --out.
+    history grows; then adds, removes and replaces validators of a cluster holding
+    --membership-stored transfers, with the write availability during each change.
+    Prints one table, writes JSON, text and a latency plot to --out.
     """
     from raft_ledger_node.bench.config import BenchConfig
     from raft_ledger_node.bench.runner import run
@@ -49,13 +54,14 @@ def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_loa
         "transfers": transfers, "half_load_transfers": half_load_transfers, "raft_entries": raft_entries,
         "pg_transfers": pg_transfers, "pg_single_transfers": pg_single_transfers,
         "history_max": int(history_max) if history_max else None, "proofs_size": proofs_size,
+        "membership_stored": membership_stored,
     }
     kw = dict(
         accounts=accounts, skew=skew, zipf_exponent=zipf_exponent, batch=batch, concurrency=concurrency, profile=profile,
         out_dir=out_dir, base_port=base_port, seed=seed, keep_data=keep_data,
         skip=frozenset(n for n, f in (("ours", skip_ours), ("raft", skip_raft), ("crypto", skip_crypto),
                                       ("postgres", skip_postgres), ("history", skip_history),
-                                      ("proofs", skip_proofs)) if f),
+                                      ("proofs", skip_proofs), ("membership", skip_membership)) if f),
         **{k: v for k, v in given.items() if v is not None},
     )
     try:

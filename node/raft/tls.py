@@ -33,8 +33,13 @@ defence in depth):
   announces in its first message after the nonce (TR:353-368), and a new
   connection for that address replaces the old one (TR:368). The transport
   refuses a hello that is not the address of the validator the certificate is
-  pinned to (:func:`check_hello`), and read-only and utility connections
-  (TR:349, 355-365) over TLS.
+  pinned to (:func:`check_hello`), and utility connections (TR:349, 355-365) over
+  TLS; a read-only hello only from a certificate pinned to a *learner* of the
+  governed set (node/raft/membership.py), never from a voter's.
+* **Pins follow governance.** ``RaftTls.peers`` starts as the governed set at the
+  applied index and is replaced in the tick thread when the set changes
+  (``LedgerReplica._sync_membership``): a validator added by governance can connect,
+  a removed one cannot.
 * **Bounds before authentication.** At most ``raft_tls_handshake_bytes_max`` bytes of
   handshake records are read from a peer before its handshake completes; after it,
   the TLS layer holds at most one recv (``raft_tls_recv_bytes_max``) plus one
@@ -179,7 +184,7 @@ class RaftTls:
 
     client_context: ssl.SSLContext
     server_context: ssl.SSLContext
-    #: Other validators by genesis Raft address.
+    #: Other validators of the governed set by Raft address (a dict the replica updates).
     peers: Mapping[str, PinnedPeer]
 
     @classmethod

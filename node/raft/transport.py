@@ -18,7 +18,8 @@
   (:meth:`LedgerTransport._on_success_reply`).
 * **Learners and promoted directories.** Over TLS, a read-only hello (a learner,
   node/raft/membership.py) is accepted from a certificate pinned to a validator of
-  the governed set; a ``request_vote`` of a term up to the replica's
+  the governed set that is not a voter (a voter's certificate announcing
+  ``readonly`` is refused, as any hello not its own address); a ``request_vote`` of a term up to the replica's
   ``_vote_after_term`` is dropped (a directory promoted in term T may not vote in
   terms <= T: the lost validator it replaces may have voted in them).
 * **Peer dial addresses.** A peer can be dialled at another address than its
@@ -152,9 +153,9 @@ class LedgerTransport(TCPTransport):
         accepted; anything else closes the connection before pysyncobj maps it to a node.
         """
         if isinstance(conn, raft_tls.TlsConnection) and (conn.sendRandKey or not self._syncObj.encryptor):
-            if message == "readonly" and conn.peer is not None:
-                # A learner (node/raft/membership.py): a validator of the governed set whose
-                # pinned certificate this is, replicated to and counted in no majority.
+            if message == "readonly" and conn.peer is not None and not self._is_voter(conn.peer.raft_address):
+                # A learner (node/raft/membership.py): a validator of the governed set, not a
+                # voter, whose pinned certificate this is; replicated to, in no majority.
                 super()._onIncomingMessageReceived(conn, message)
                 return
             verdict = raft_tls.check_hello(message, conn.peer)
@@ -170,6 +171,11 @@ class LedgerTransport(TCPTransport):
                 self._unknownConnections.discard(conn)
                 return
         super()._onIncomingMessageReceived(conn, message)
+
+    def _is_voter(self, raft_address: str) -> bool:
+        if self._selfNode is not None and self._selfNode.address == raft_address:
+            return True
+        return any(n.address == raft_address for n in self._syncObj.otherNodes)
 
     def _onNodeConnected(self, node):  # noqa: N802
         # The peer has proved it holds the password (pysyncobj's handshake is done): lift the cap.

@@ -87,14 +87,25 @@ STATUS_COLUMNS = ("validator", "address", "membership", "role", "term", "commit 
                   "head hash", "ready")
 
 
+def _governed_ids(rows) -> set[str] | None:
+    """Validator ids of the governed set as the most advanced answering validator reports it."""
+    answering = [st for _, st in rows if not isinstance(st, Exception)]
+    if not answering:
+        return None
+    best = max(answering, key=lambda st: st.configuration_version)
+    return {e.id for e in best.validators}
+
+
 def print_status(cluster: str, as_json: bool) -> None:
     """Print every validator's status as a table (stdout) or JSON. Raises NoClusterError."""
     rows = localcluster.status_rows(localcluster.genesis_path(cluster))
+    governed = _governed_ids(rows)
     if as_json:
         out = []
         for v, st in rows:
             if isinstance(st, Exception):
-                out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name})
+                out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name,
+                            "in_validator_set": None if governed is None else v.id in governed})
             else:
                 out.append(
                     {
@@ -123,7 +134,8 @@ def print_status(cluster: str, as_json: bool) -> None:
     t = table(STATUS_COLUMNS, title=title)
     for v, st in rows:
         if isinstance(st, Exception):
-            t.add_row(v.id, v.grpc_address, "", f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
+            member = "" if governed is None or v.id in governed else "[dim]removed[/]"
+            t.add_row(v.id, v.grpc_address, member, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
         else:
             role = f"[bold green]{st.role}[/]" if st.role == "leader" else st.role
             member = "voter" if st.membership == "voter" else f"[yellow]{st.membership or 'voter'} (non-voting)[/]"

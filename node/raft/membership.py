@@ -32,6 +32,36 @@ can elect a leader that lacks that entry. Jepsen found exactly this in TigerBeet
   every block up to it (it applies the promotion itself), so it holds everything the
   lost validator may have acknowledged before it counts again.
 
+Why the governed set and Raft's configuration never disagree
+-----------------------------------------------------------
+There is one record of membership: the governed validator set in the ledger state
+(node/ledger/governance.py), changed only by governance transactions, one server per
+block. pysyncobj's configuration is derived from it (replica.py ``_sync_membership``):
+at start-up from the set at the applied index, after each applied block that changed
+it, and after a snapshot install from the installed state. pysyncobj's own MEMBERSHIP
+entries are never written (they are unsigned, take effect when appended, are rolled
+back wrongly on truncation, and have no one-at-a-time guard: pysyncobj-seams.md). The
+pins of the Raft TLS links and the certifying set of checkpoints (the voters'
+``validators_hash``) are derived from the same record at the same height. So at every
+applied index, on every validator, the three are functions of one state; a crash at any
+point (before the governance block commits, between commit and apply, between apply and
+the Raft change: the last two are one tick-thread step and are redone by the journal
+replay) leaves them agreeing after the restart.
+
+Taking a change into effect when it is *applied* rather than appended (the thesis §4.1
+uses the latter) is etcd raft's choice too: there it is safe because only one change may
+be pending, in the log but not yet applied, at a time (etcd raft's ``pendingConfIndex``,
+etcd discussion #16796). Here the leader proposes a membership change only after a read
+barrier, committed in its own term after every entry already in its log, has been
+applied, and holds a lock until the change commits (api/servicers.py): every earlier
+change is applied on the leader first, across leader changes too. Apply itself refuses
+a second change while a learner is pending (``validator_change_pending``).
+
+A validator removed and added again keeps its Raft address (pysyncobj names nodes by
+address). Its new data directory refuses votes in every term up to the one in which it
+was promoted (``vote_after_term``, enforced in transport.py): the lost validator may have
+voted in those terms, and Raft allows one vote per server per term (§5.2).
+
 Majorities during a change (:func:`majority_after`)
 ---------------------------------------------------
 The leader refuses a promotion or a removal after which the voters it can reach

@@ -433,22 +433,25 @@ class Validator:
     def _membership_changed(self) -> bool:
         """Act on this validator's own record in the governed set (True: stop serving now).
 
-        A learner decides only once it has applied everything the leader has committed:
-        replaying history it passes through old configurations (its own earlier removal,
-        another directory's promotion) that are not the current one.
+        A learner's removal is decided only once it has applied everything the leader has
+        committed: replaying history it passes through old configurations (its own earlier
+        removal, another directory's promotion) that are not the current one.
         A learner now bound as a voter starts again as one; a validator no longer in the
         set stops (a removed leader handed over when it applied its removal).
         """
         st = self.replica.status()
         cfg = self.store.configuration()
         own = cfg.validator(self.cfg.validator_id) if cfg is not None else None
-        # A voter applies only what follows its own state: its removal is current (the
-        # others stop replicating to it at once, so it would never look caught up).
-        caught_up = st.ready and st.leader_address is not None and st.last_applied >= st.commit_index
-        if not caught_up and not (self.role is Role.VOTER and own is None):
-            return False
         role, why = membership.role_of(self.identity, own)
         if role is self.role:
+            return False
+        # A record bound to this directory's random id can only come from this directory's
+        # promotion: act at once (under load a learner is rarely exactly caught up). A
+        # voter applies only what follows its own state, so its removal is current (and the
+        # others stop replicating to it, so it would never look caught up). Anything else
+        # waits until this validator has applied all the leader has committed.
+        caught_up = st.ready and st.leader_address is not None and st.last_applied >= st.commit_index
+        if not (caught_up or role is Role.VOTER or (self.role is Role.VOTER and own is None)):
             return False
         if role is Role.VOTER:
             # It votes only in terms after the current one (transport.py): the lost validator

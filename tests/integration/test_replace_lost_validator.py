@@ -28,7 +28,6 @@ a validator added here uses the block's next slot (``add_validator_files``).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -348,9 +347,8 @@ def test_replace_after_disk_loss_under_load(tmp_path, new_id):
                 m = re.search(rf"started {re.escape(replacement)} \(pid (\d+)", output)
                 assert m, output[-4000:]
                 started_pid = int(m.group(1))
-                # The replacement was promoted after the kill: it was still a learner then.
-                rows = statuses(cluster)
-                assert rows[replacement].membership == "voter"
+                # Promoted after the kill (it was a learner when the leader died), voting now.
+                assert statuses(cluster)[replacement].membership == "voter"
 
                 # Writes go on with the replacement voting.
                 wait_until(lambda: load.acked_after(t_done) >= AFTER_ACKS_MIN, PHASE_TIMEOUT_S,
@@ -371,13 +369,15 @@ def test_replace_after_disk_loss_under_load(tmp_path, new_id):
             height = check_everywhere(cluster, addresses, load)
 
             gap = load.longest_gap(t_lost, t_done)
+            gap_before_kill = load.longest_gap(t_lost, t_mid_kill)
             gap_kill = load.longest_gap(t_mid_kill, t_done)
             steps = re.findall(r"^\s+(.+): ([\d.]+) s$", output, re.M)
             print(f"\nreplace v3 -> {replacement}: {len(load.acked)} acknowledged {dict(load.names)} "
                   f"({acked_at_loss} before the disk loss), {len(load.unknown)} unknown outcome, "
                   f"{len(load.refused)} refused; change took {t_done - t_lost:.1f}s; longest write gap during it "
-                  f"{gap:.1f}s (from the SIGKILL of leader {victim} mid-catch-up: {gap_kill:.1f}s; the learner's "
-                  f"match index was {learner_entry.match_index}); head {height}; steps {dict(steps)}; "
+                  f"{gap:.1f}s ({gap_before_kill:.1f}s from the disk loss to the SIGKILL of leader {victim} "
+                  f"mid-catch-up, {gap_kill:.1f}s after it; the learner's match index was "
+                  f"{learner_entry.match_index}); head {height}; steps {dict(steps)}; "
                   f"{time.monotonic() - t_begin:.1f}s in all")
         finally:
             if cli is not None and cli.poll() is None:

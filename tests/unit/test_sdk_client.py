@@ -457,3 +457,54 @@ def test_status_to_exception(code, trailing, expected):
         assert e.retry_after_s == 0.25
     if expected is NotLeader:
         assert e.leader_address == dict(trailing).get("leader-address")
+
+
+# -- validators added after genesis (issue 13) ------------------------------------------
+
+D, E = "127.0.0.1:7104", "127.0.0.1:7105"
+
+
+class GovernedValidator(Validator):
+    """A Validator that also serves Ledger.GetConfiguration, listing ``governed`` (gRPC
+    addresses of the governed validator set, e.g. genesis plus one added later)."""
+
+    def __init__(self, clock: FakeClock, role: str = "leader", leader_address: str | None = None,
+                 governed: tuple[str, ...] = ()) -> None:
+        super().__init__(clock, role, leader_address)
+        self.governed = governed
+
+    def GetConfiguration(self, request, context):  # noqa: N802
+        import json
+
+        validators = [{"id": f"v{i + 1}", "grpc_address": a, "raft_address": f"{a}0", "voting": True}
+                      for i, a in enumerate(self.governed)]
+        return pb.GetConfigurationResponse(configuration_json=json.dumps({"version": 2, "validators": validators}),
+                                           height=7)
+
+
+def test_a_hint_naming_a_validator_added_by_governance_is_followed_after_reading_the_configuration():
+    # D joined after genesis (add_validator, promoted) and now leads. The client knows
+    # only A and B; it asks A, a validator it trusts, for the governed set, finds D there,
+    # and follows the hint. E, which no configuration lists, is never called.
+    clock = FakeClock()
+    governed = (A, B, C, D)
+    servicers = {A: GovernedValidator(clock, "follower", D, governed), B: GovernedValidator(clock, "follower", E, governed),
+                 D: GovernedValidator(clock, governed=governed), E: GovernedValidator(clock, governed=governed)}
+    client, transport = make_client([A, B], servicers, clock)
+    [r] = client.create_transfers([transfer(1, 5)])
+    assert r.ok
+    assert transport.calls == [(A, "Submit"), (A, "GetConfiguration"), (D, "Submit")]
+    assert clock.sleeps == []
+    # D is remembered as the leader; the configuration is not read again.
+    client.create_transfers([transfer(2, 5)])
+    assert transport.calls[-1] == (D, "Submit") and len(transport.calls) == 4
+
+    # D stops leading and names E: E is in no governed configuration (the client reads
+    # it again, from D), so the hint is ignored, the client tries its other validators,
+    # and E is never contacted.
+    servicers[D].role, servicers[D].leader_address = "follower", E
+    servicers[A].role, servicers[A].leader_address = "leader", None
+    [r] = client.create_transfers([transfer(3, 5)])
+    assert r.ok and transport.calls[-1] == (A, "Submit")
+    assert transport.calls[4:6] == [(D, "Submit"), (D, "GetConfiguration")]
+    assert all(addr != E for addr, _ in transport.calls)

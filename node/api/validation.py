@@ -13,6 +13,8 @@ checked by the servicer (:mod:`raft_ledger_node.crypto`), after these.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import replace
 
 from google.protobuf.message import DecodeError
@@ -279,7 +281,8 @@ def change_from_pb(c: pb.GovernanceChange, where: str):
             raise BadRequest(f"{where}: threshold must be in 1..{len(admins)} (the number of admins), not {v.threshold}")
         return gov.SetAdmins(admins, v.threshold)
     if kind == "add_validator":
-        return gov.AddValidator(_validator_entry(where, v))
+        # A learner: apply forces it too, and the codec decodes it so (governance.change_from_doc).
+        return gov.AddValidator(dataclasses.replace(_validator_entry(where, v), voting=False))
     if kind == "promote_validator":
         (vid,) = _ids(where, "validator id", [v.id])
         if len(v.data_dir_id) != gov.DATA_DIR_ID_BYTES:

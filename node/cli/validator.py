@@ -50,7 +50,9 @@ def _starter(cluster: str, validator_id: str):
         with open(os.path.join(vdir, "validator.log"), "ab") as log:
             p = subprocess.Popen(localcluster.validator_command(os.path.join(vdir, "config.json")), stdout=log,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        console.print(f"started {validator_id} (pid {p.pid}, log {vdir}/validator.log)")
+        with open(os.path.join(vdir, "validator.pid"), "w") as f:
+            f.write(f"{p.pid}\n")
+        console.print(f"started {validator_id} (pid {p.pid} in {vdir}/validator.pid, log {vdir}/validator.log)")
 
     return start
 

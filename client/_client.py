@@ -543,13 +543,16 @@ class LedgerClient:
 
     @classmethod
     def from_genesis(cls, genesis_file: str, *, member_id: str, key_id: str, key_file: str,
-                     tls_key_file: str | None = None, tls_cert_file: str | None = None, **kw) -> "LedgerClient":
+                     tls_key_file: str | None = None, tls_cert_file: str | None = None,
+                     extra_addresses: Sequence[str] = (), **kw) -> "LedgerClient":
         """A client for the chain of ``genesis_file`` (the genesis JSON the operators
         publish): its ``chain_id``, every validator's ``grpc_address`` (the only
         addresses redirects may lead to) and its CA certificate
         (``tls_ca_certificate``), with the member's TLS client key and certificate
         ``tls_key_file`` / ``tls_cert_file`` (PEM). A genesis without a CA is a
-        plaintext development chain: pass ``insecure=True``.
+        plaintext development chain: pass ``insecure=True``. ``extra_addresses``: gRPC
+        addresses of validators added since genesis (the client also learns them from the
+        governed configuration it reads).
         Verified reads are on (``verify=True``) unless ``verify=False``: the client pins
         the genesis hash and every validator's checkpoint-signing key from the file, and
         keeps its trusted checkpoint in memory or, with ``trusted_state_path=``, in that
@@ -558,6 +561,7 @@ class LedgerClient:
         files missing for a TLS chain, or verified reads asked of a genesis that pins no
         validator keys)."""
         addresses, chain_id = read_genesis(genesis_file)
+        addresses = list(dict.fromkeys([*addresses, *extra_addresses]))
         if kw.get("verify", True):
             _, genesis_hash, pinned = genesis_pins(genesis_file)
             if not pinned:
@@ -660,6 +664,8 @@ class LedgerClient:
 
         resp = self._call_read("GetConfiguration", pb.GetConfigurationRequest(version=version), address)
         doc = json.loads(resp.configuration_json)
+        if version == 0:
+            self._know([v["grpc_address"] for v in doc.get("validators", ())])
         doc["height"] = resp.height
         return doc
 
@@ -951,7 +957,12 @@ class LedgerClient:
             found = [v["grpc_address"] for v in json.loads(resp.configuration_json).get("validators", ())]
         except (LedgerError, ValueError, KeyError, TypeError):
             return
-        new = [a for a in found if a not in self._allowed]
+        self._know(found)
+
+    def _know(self, addresses) -> None:
+        """Add validators of the governed set (added after genesis) to those this client
+        calls and may be redirected to."""
+        new = [a for a in addresses if a not in self._allowed]
         if new:
             self._allowed = self._allowed | frozenset(new)
             self._addresses.extend(a for a in new if a not in self._addresses)

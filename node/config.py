@@ -128,6 +128,10 @@ class ValidatorConfig:
     #: Peer Raft address (as in genesis) -> address to dial instead; the chaos suite
     #: routes every validator-to-validator link through its own Toxiproxy listener.
     raft_peer_dial: dict = field(default_factory=dict)
+    #: gRPC addresses (host:port) a new validator asks for the current validator set
+    #: before it joins as a learner, besides the genesis validators (some of which may
+    #: have been removed since). Written by ``validator add`` for a local cluster.
+    join_grpc_addresses: list = field(default_factory=list)
     #: Seconds between attempts to reconnect a lost Raft connection.
     connection_retry_time_s: float = 1.0
     #: This validator's TLS key and certificate (PEM; the certificate names
@@ -326,7 +330,7 @@ def load_genesis(path: str) -> Genesis:
     return Genesis(chain_id, tuple(validators), configuration, hashlib.sha256(canonical).digest(), tls_ca)
 
 
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,), "list": (list,)}
 
 
 def _check_types(path: str, doc: dict) -> None:

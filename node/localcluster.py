@@ -322,6 +322,9 @@ def member_client(directory: str, identity: str, *, key_id: str = "k1", key_file
         _, tls_key_file, tls_cert_file = member_tls_paths(directory, identity)
         kw.setdefault("tls_key_file", tls_key_file)
         kw.setdefault("tls_cert_file", tls_cert_file)
+    # Validators added since genesis, so the client reaches the cluster when the genesis ones are gone.
+    genesis_ids = {v.id for v in load_genesis(gpath).validators}
+    kw.setdefault("extra_addresses", [v.grpc_address for v in cluster_validators(directory) if v.id not in genesis_ids])
     return LedgerClient.from_genesis(
         gpath, member_id=identity, key_id=key_id,
         key_file=key_file or os.path.join(directory, "members", f"{identity}.pem"), **kw)
@@ -427,7 +430,9 @@ def add_validator_files(directory: str, validator_id: str | None = None, *, host
     with open(os.path.join(directory, first.id, "config.json")) as f:
         template = json.load(f)
     cfg = {"validator_id": vid, "data_dir": "data", "genesis_file": "../genesis.json",
-           "raft_password": template["raft_password"], "signing_key_file": "signing.key.pem"}
+           "raft_password": template["raft_password"], "signing_key_file": "signing.key.pem",
+           # Where it learns the current validator set (genesis validators may be gone).
+           "join_grpc_addresses": [v.grpc_address for v in known]}
     if template.get("insecure_plaintext"):
         cfg["insecure_plaintext"] = True
     else:

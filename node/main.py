@@ -112,8 +112,9 @@ def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.Serv
 
 
 def _current_configuration(cfg: ValidatorConfig, genesis, local):
-    """The newest governed configuration the genesis validators serve (Ledger.GetConfiguration,
-    over mutual TLS with this validator's certificate), or None if none answers. A new
+    """The newest governed configuration the genesis validators and ``join_grpc_addresses``
+    serve (Ledger.GetConfiguration, over mutual TLS with this validator's certificate), or
+    None if none answers. A new
     validator starts from it: it names this validator (added as a learner), the voters to
     replicate from and their pins. Trusted for liveness only: what the learner then applies
     comes from the Raft log, and it votes only after governance promotes it."""
@@ -132,15 +133,17 @@ def _current_configuration(cfg: ValidatorConfig, genesis, local):
         creds = grpc.ssl_channel_credentials(root_certificates=genesis.tls_ca_pem, private_key=key,
                                              certificate_chain=cert)
     best = None
-    for v in local.validators:
-        if v.id == cfg.validator_id:
+    own = next((v.grpc_address for v in local.validators if v.id == cfg.validator_id), None)
+    addresses = dict.fromkeys([*(v.grpc_address for v in local.validators), *cfg.join_grpc_addresses])
+    for address in addresses:
+        if address == own:
             continue
-        channel = grpc.insecure_channel(v.grpc_address) if creds is None else grpc.secure_channel(v.grpc_address, creds)
+        channel = grpc.insecure_channel(address) if creds is None else grpc.secure_channel(address, creds)
         try:
             resp = pb_grpc.LedgerStub(channel).GetConfiguration(pb.GetConfigurationRequest(), timeout=3)
             found = configuration_from_doc(json.loads(resp.configuration_json))
         except (grpc.RpcError, ValueError, KeyError, TypeError) as e:
-            log.info("configuration from %s: %s", v.id, getattr(e, "details", lambda: e)())
+            log.info("configuration from %s: %s", address, getattr(e, "details", lambda: e)())
             continue
         finally:
             channel.close()
@@ -191,8 +194,9 @@ class Validator:
         except MembershipError as e:
             raise ConfigError(str(e)) from e
         me = governed.validator(cfg.validator_id)
-        if me is None and self.store.applied_index() == 0:
-            # A new validator's store is at genesis: the set it was added to is the cluster's.
+        if self.store.applied_index() == 0 and not self.identity.genesis:
+            # A new (or emptied) validator's store is at genesis: the set it was added to,
+            # the voters to replicate from and their pins are the cluster's current ones.
             fetched = _current_configuration(cfg, self.genesis, governed)
             if fetched is not None and fetched.validator(cfg.validator_id) is not None:
                 governed = fetched

@@ -148,7 +148,8 @@ def format_data_dir(data_dir: str, *, chain_id: str, validator_id: str, genesis:
     Raises MembershipError if the directory already has an identity or holds data."""
     if read_identity(data_dir) is not None:
         raise MembershipError(f"{data_dir} is already formatted ({identity_path(data_dir)} exists)")
-    if os.path.isdir(data_dir) and any(n != IDENTITY_FILE for n in os.listdir(data_dir)):
+    # lost+found: what mkfs leaves on a new ext4 volume (a Kubernetes PVC).
+    if os.path.isdir(data_dir) and any(n not in (IDENTITY_FILE, "lost+found") for n in os.listdir(data_dir)):
         raise MembershipError(f"{data_dir} is not empty: format only a new data directory")
     ident = DataDirIdentity(chain_id, validator_id, secrets.token_bytes(DATA_DIR_ID_BYTES), genesis)
     write_identity(data_dir, ident)

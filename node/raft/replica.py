@@ -51,6 +51,8 @@ from raft_ledger_node.state_machine import CoreFailure, Outcome, StateMachine, S
 log = logging.getLogger("ledger.replication")
 
 EXIT_STORAGE_FAILURE = 74  # EX_IOERR
+#: Seconds a leader keeps replicating to a removed voter so it learns of its removal.
+LEAVING_MAX_S = 5.0
 
 
 class LedgerReplica(DurableReplica):
@@ -103,6 +105,9 @@ class LedgerReplica(DurableReplica):
         cfg = store.configuration()
         self._config_version = cfg.version if cfg is not None else 0
         self._own = cfg.validator(validator_id) if (cfg is not None and validator_id) else None
+        #: Voters removed by governance this leader still replicates to until they have
+        #: learned it: Raft address -> [node, removing raft index, deadline, acked at].
+        self._leaving: dict[str, list] = {}
         conf.serializer = lambda file_name, raft_data: snapshot.write_snapshot(store, file_name, raft_data)
         conf.deserializer = lambda file_name: snapshot.read_snapshot(store, file_name)
         super().__init__(
@@ -184,9 +189,19 @@ class LedgerReplica(DurableReplica):
         for addr in sorted(targets - current.keys()):
             self._SyncObj__doChangeCluster(["add", addr, TCPNode(addr)])
             log.warning("raft configuration: added voter %s (configuration version %d)", addr, cfg.version)
+        for addr in list(self._leaving):
+            if addr in targets:
+                del self._leaving[addr]  # added back before it left
         for addr in sorted(current.keys() - targets if me is not None else ()):
-            self._SyncObj__doChangeCluster(["rem", addr, current[addr]])
-            log.warning("raft configuration: removed voter %s (configuration version %d)", addr, cfg.version)
+            if raft_index is not None and self.is_leader():
+                # The leader keeps replicating to a removed voter until it holds the removing
+                # entry and has been sent a commit index past it, so it applies its removal and
+                # stops (the others never send to it again). Majorities stay safe meanwhile:
+                # the old and new configurations differ by one server (thesis §4.1).
+                if addr not in self._leaving:
+                    self._leaving[addr] = [current[addr], raft_index, monotonicTime() + LEAVING_MAX_S, None]
+                continue
+            self._drop_voter(addr, current[addr], cfg.version)
         own = cfg.validator(self._validator_id) if self._validator_id else None
         if self._validator_id and own is None and self._own is not None and self.is_leader():
             # A leader leads a configuration without itself until it steps down (the thesis
@@ -197,6 +212,36 @@ class LedgerReplica(DurableReplica):
             self.transferLeadership(None, callback=lambda res, err: None)
         self._own = own
         self._config_version = cfg.version
+
+    def _drop_voter(self, addr: str, node, version: int | None = None) -> None:
+        self._leaving.pop(addr, None)
+        if node in self.otherNodes:
+            self._SyncObj__doChangeCluster(["rem", addr, node])
+            log.warning("raft configuration: removed voter %s%s", addr,
+                        "" if version is None else f" (configuration version {version})")
+
+    def _onTick(self, timeToWait=0.0):  # noqa: N802,N803
+        super()._onTick(timeToWait)
+        if self._leaving:
+            self._finish_leaving()
+
+    def _finish_leaving(self) -> None:
+        """Drop each removed voter once it has acknowledged its removing entry and two
+        heartbeats (which carry the commit index) have gone out since, or after
+        ``LEAVING_MAX_S`` (a dead one), or at once if this validator no longer leads."""
+        now = monotonicTime()
+        leader = self.is_leader()
+        match = self._SyncObj__raftMatchIndex
+        commit = self._SyncObj__raftCommitIndex
+        for addr, item in list(self._leaving.items()):
+            node, index, deadline, acked_at = item
+            if not leader or now > deadline:
+                self._drop_voter(addr, node)
+            elif match.get(node, 0) >= index and commit >= index:
+                if acked_at is None:
+                    item[3] = now
+                elif now - acked_at >= 2 * self.conf.appendEntriesPeriod:
+                    self._drop_voter(addr, node)
 
     def _SyncObj__loadDumpFile(self, clearJournal):  # noqa: N802,N803
         """pysyncobj's snapshot load (start-up and install, SO:1487), then the configuration

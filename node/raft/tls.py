@@ -436,6 +436,10 @@ class TlsConnection(LedgerConnection):
         READ event; what the channel holds is drained by the parse loop, see
         ``_buffered_below``).
         """
+        if self._channel is None:
+            # Closed while this read event was being handled (a message callback dropped the
+            # peer: a validator removed by governance, transport.dropNode).
+            return False
         try:
             if self._frames.wanted() == 0:
                 return False

@@ -4,7 +4,9 @@ A run starts a fresh 3-validator cluster whose validator-to-validator links go
 through Toxiproxy, funds the bank, runs the bank workload while a seeded nemesis
 injects faults, heals, waits for the validators to converge, reads their final
 state, runs the checkers and writes a report (Markdown + plot) into the run
-directory. Exit code 0 iff every checker passed.
+directory. Exit code 0 iff every checker passed. The ``membership`` scenario also
+changes the validator set meanwhile (chaos/membership.py): the workload runs until
+those changes are done, and a ``membership`` checker joins the others.
 """
 from __future__ import annotations
 
@@ -60,13 +62,31 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         history = History(history_path, t0)
         nemesis = Nemesis(cluster, scenario, seed=seed, duration_s=duration_s, t0_ns=t0, timeline_path=timeline_path)
         counts: dict = {}
-        worker = threading.Thread(target=lambda: counts.update(bank.run(history, duration_s + RECOVERY_TAIL_S)))
+        reconfigurer = None
+        bank_stop = threading.Event()
+        bank_s = duration_s + RECOVERY_TAIL_S
+        if scenario.membership:
+            from raft_ledger_chaos.membership import PLAN_TIMEOUT_S, Reconfigurer
+
+            bank_s += PLAN_TIMEOUT_S  # stopped by bank_stop once the changes are done
+            reconfigurer = Reconfigurer(cluster, t0_ns=t0, record=nemesis.record)
+        worker = threading.Thread(target=lambda: counts.update(bank.run(history, bank_s, stop=bank_stop)))
         worker.start()
         nemesis.start()
+        if reconfigurer is not None:
+            reconfigurer.start()
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline and worker.is_alive():
             time.sleep(0.5)
         nemesis.stop()  # heals everything
+        if reconfigurer is not None:
+            reconfigurer.join()
+            time.sleep(RECOVERY_TAIL_S)
+            bank_stop.set()
+            console.print("membership: " + ", ".join(
+                f"{s.kind} {s.target}{'->' + s.replacement if s.replacement else ''} "
+                f"{'done' if s.done else 'NOT done'} ({s.attempts} attempt(s), {len(s.refusals)} refused)"
+                for s in reconfigurer.steps))
         worker.join()
         history.close()
         console.print(f"workload: {counts}")
@@ -74,6 +94,14 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         transfer_ids = sorted({r["value"]["id"] for r in records if r["f"] == "transfer" and r["type"] == "invoke"})
         final_state = collect_final_state(bank, cluster.addresses, transfer_ids)
         bank.close()
+        if reconfigurer is not None:
+            from raft_ledger_chaos.membership import check_membership, final_statuses
+
+            steps = [s.to_doc() for s in reconfigurer.steps]
+            membership_result = check_membership(steps, final_statuses(cluster),
+                                                 error=repr(reconfigurer.error) if reconfigurer.error else "")
+            with open(os.path.join(run_dir, "membership.json"), "w") as f:
+                json.dump(membership_result.details, f, indent=2)
     finally:
         cluster.stop()
     with open(os.path.join(run_dir, "final_state.json"), "w") as f:
@@ -89,6 +117,8 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         checkers.check_conservation(final_state, total, records),
         checkers.check_linearizable(history_path, final_state["initial_balances"], porcupine, 120.0),
     ]
+    if scenario.membership:
+        results.append(membership_result)
     meta = {
         "scenario": name,
         "description": scenario.description,

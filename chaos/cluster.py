@@ -32,6 +32,15 @@ that carried a blackhole are first disabled (closing their connections) and
 then re-enabled on the same port: the nodes reconnect with clean streams, as
 they would after a long real partition whose connections timed out.
 
+Validators added after genesis (:meth:`ChaosCluster.add_validator`, the
+``membership`` scenario): pysyncobj's dialler is the higher Raft address, and a
+new validator's (base+104, +105, …) sorts above every earlier one, so it dials
+them all; it gets a proxy ``"<new>-<j>"`` to each known validator ``j`` and its
+config dials those. Every link stays behind Toxiproxy. Faults target the current
+*members* (:attr:`ChaosCluster.validator_ids`: voters the drill put in or kept),
+not a learner still catching up nor a removed or lost validator; a partition
+leaves the links of non-members alone.
+
 Process faults act by PID on the validators this object started: SIGKILL (or
 another signal), SIGSTOP/SIGCONT, restart of all. ``heal`` also resumes paused
 validators and restarts the ones this object killed, but not one that exited on
@@ -49,6 +58,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import grpc
@@ -60,12 +70,16 @@ from raft_ledger_node.localcluster import (
     LocalClusterError,
     PortReservation,
     cluster_port_offsets,
+    add_validator_files,
+    cluster_validators,
     init_cluster,
     reserve_ports,
     status_rows,
 )
 
 VALIDATORS = 3
+#: Validators a drill cluster may have over its life (genesis + added): their ports are reserved.
+VALIDATORS_MAX = 6
 MEMBERS = ("bank-a", "bank-b")
 HOST = "127.0.0.1"
 #: Distance between probed port bases (gRPC base+1.., Raft base+101..).
@@ -99,7 +113,7 @@ def reserve_base_port(start: int) -> PortReservation:
     """The cluster's ports: the first base from ``start`` (step ``BASE_PORT_STEP``) that no one
     holds and whose ports are all free, held until released. Raises ChaosClusterError."""
     try:
-        return reserve_ports(cluster_port_offsets(VALIDATORS), start=start, step=BASE_PORT_STEP,
+        return reserve_ports(cluster_port_offsets(VALIDATORS_MAX), start=start, step=BASE_PORT_STEP,
                              probes_max=BASE_PORT_PROBES_MAX, host=HOST)
     except LocalClusterError as e:
         raise ChaosClusterError(str(e)) from None
@@ -132,6 +146,13 @@ class ChaosCluster:
         self._killed: set[str] = set()
         #: unexpected_exits() as it stood when stop() began (stop's own SIGTERMs are expected).
         self._exits_at_stop: dict[str, int] | None = None
+        #: The drill's current members (fault targets, final-state readers), genesis order then added.
+        self._members: list[str] = []
+        #: Validators that left on purpose (removed, or lost with their disk): their exits are expected.
+        self._retired: set[str] = set()
+        #: Held by the nemesis for a whole fault window and by membership steps that start,
+        #: stop or wipe a validator, so the two never act on processes at once.
+        self.fault_lock = threading.RLock()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -144,6 +165,7 @@ class ChaosCluster:
             self._exits_at_stop = None
             self._killed.clear()
             self._paused.clear()
+            self._retired.clear()
             try:
                 # The bank's mint is the issuer's account (chaos/bank.py): name it the issuer
                 # of the drill's ledger explicitly rather than rely on the default.
@@ -151,8 +173,11 @@ class ChaosCluster:
                 self.toxiproxy = ToxiproxyServer(log_path=os.path.join(self.directory, "toxiproxy.log"))
                 self.toxiproxy.start()
                 self._local = LocalCluster(self.directory)
-                self._create_proxies()
-                self._write_configs()
+                self._members = [v.id for v in self._local.genesis.validators]
+                for vid in self._members:
+                    self._create_proxies(vid)
+                for vid in self._members:
+                    self._write_config(vid)
                 self._local.start_all()
                 self._local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
                 return
@@ -200,35 +225,82 @@ class ChaosCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _create_proxies(self) -> None:
+    def _create_proxies(self, vid: str) -> None:
+        """A proxy for every link ``vid`` dials (to each known validator whose Raft address sorts lower)."""
         client = self.toxiproxy.client
-        vals = self._local.genesis.validators
-        for a in vals:
-            for b in vals:
-                if a.raft_address > b.raft_address:  # a dials b (pysyncobj's _shouldConnect)
-                    name = f"{a.id}-{b.id}"
+        known = {v.id: v for v in cluster_validators(self.directory)}
+        a = known[vid]
+        for b in known.values():
+            if a.raft_address > b.raft_address:  # a dials b (pysyncobj's _shouldConnect)
+                name = f"{a.id}-{b.id}"
+                if name not in self._proxies:
                     self._proxies[name] = client.create(upstream=b.raft_address, name=name, listen=f"{HOST}:0")
                     self._links[frozenset((a.id, b.id))] = name
 
-    def _write_configs(self) -> None:
-        by_id = {v.id: v for v in self._local.genesis.validators}
-        for vid, v in by_id.items():
-            dial = {}
-            for name, proxy in self._proxies.items():
-                src, dst = name.split("-")
-                if src == vid:
-                    dial[by_id[dst].raft_address] = proxy.listen
-            path = os.path.join(self.directory, vid, "config.json")
-            with open(path) as f:
-                cfg = json.load(f)
-            cfg.update(DRILL_CONFIG)
-            cfg["raft_peer_dial"] = dial
-            if self.unsafe:
-                cfg.update(UNSAFE_CONFIG)
-            cfg.update(self.config_overrides)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the Raft password
-            with os.fdopen(fd, "w") as f:
-                json.dump(cfg, f, indent=2)
+    def _write_config(self, vid: str) -> None:
+        known = {v.id: v for v in cluster_validators(self.directory)}
+        dial = {}
+        for name, proxy in self._proxies.items():
+            src, dst = name.split("-")
+            if src == vid:
+                dial[known[dst].raft_address] = proxy.listen
+        path = os.path.join(self.directory, vid, "config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        cfg.update(DRILL_CONFIG)
+        cfg["raft_peer_dial"] = dial
+        if self.unsafe:
+            cfg.update(UNSAFE_CONFIG)
+        cfg.update(self.config_overrides)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the Raft password
+        with os.fdopen(fd, "w") as f:
+            json.dump(cfg, f, indent=2)
+
+    # -- membership -----------------------------------------------------------------
+
+    def add_validator(self, validator_id: str | None = None):
+        """Write a new validator's files (``localcluster.add_validator_files``), its proxies
+        and its drill config; it is not started and not a member yet. Returns its ValidatorInfo."""
+        info = add_validator_files(self.directory, validator_id)
+        self._create_proxies(info.id)
+        self._write_config(info.id)
+        return info
+
+    def join(self, vid: str) -> None:
+        """``vid`` is a member from now on (a fault target, read for the final state)."""
+        self._check(vid)
+        self._retired.discard(vid)
+        if vid not in self._members:
+            self._members.append(vid)
+
+    def leave(self, vid: str) -> None:
+        """``vid`` is no longer a member: faults leave it alone, its exit is expected (it is
+        being removed, or lost). Take the fault lock first so no window is faulting it."""
+        self._check(vid)
+        if vid in self._members:
+            self._members.remove(vid)
+        self._retired.add(vid)
+
+    def lose_disk(self, vid: str) -> str:
+        """SIGKILL ``vid`` and move its data directory aside (``<id>/data.lost-<n>``): its disk is
+        gone. Call :meth:`leave` first. Returns where the data went."""
+        self.leave(vid)
+        p = self._procs().get(vid)
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(VALIDATOR_KILL_WAIT_S)
+        self._killed.discard(vid)
+        self._paused.discard(vid)
+        data = os.path.join(self.directory, vid, "data")
+        aside = f"{data}.lost-{len([n for n in os.listdir(os.path.dirname(data)) if n.startswith('data.lost-')])}"
+        if os.path.exists(data):
+            os.rename(data, aside)
+        return aside
+
+    def members_statuses(self, timeout_s: float = 1.0) -> dict:
+        """Validator id -> GetStatusResponse | grpc.RpcError for every known validator
+        (genesis and added): the ``statuses()`` of raft_ledger_node.reconfigure."""
+        return {v.id: st for v, st in status_rows(self.genesis_path, timeout_s=timeout_s)}
 
     # -- views ----------------------------------------------------------------------
 
@@ -238,12 +310,16 @@ class ChaosCluster:
 
     @property
     def validator_ids(self) -> list[str]:
-        return [v.id for v in self._genesis().validators]
+        """The current members (genesis validators until a membership change says otherwise)."""
+        self._genesis()
+        return list(self._members)
 
     @property
     def addresses(self) -> dict[str, str]:
-        """Validator id -> gRPC address."""
-        return {v.id: v.grpc_address for v in self._genesis().validators}
+        """Member id -> gRPC address."""
+        self._genesis()
+        known = {v.id: v for v in cluster_validators(self.directory)}
+        return {vid: known[vid].grpc_address for vid in self._members}
 
     @property
     def pids(self) -> dict[str, int]:
@@ -278,10 +354,11 @@ class ChaosCluster:
         ``leader_fallback_timeout_s``; it is not counted. None if no such leader
         appears within ``timeout_s``.
         """
-        majority = VALIDATORS // 2 + 1
         deadline = time.monotonic() + timeout_s
         while True:
-            rows = [(v, st) for v, st in self.status() if not isinstance(st, grpc.RpcError)]
+            members = set(self._members)
+            majority = len(members) // 2 + 1
+            rows = [(v, st) for v, st in self.status() if not isinstance(st, grpc.RpcError) and v.id in members]
             backed = []
             for v, st in rows:
                 if st.role == "leader":
@@ -300,7 +377,8 @@ class ChaosCluster:
         After :meth:`stop`, what it was when stop began."""
         if self._exits_at_stop is not None:
             return dict(self._exits_at_stop)
-        return {vid: p.returncode for vid, p in self._procs().items() if p.poll() is not None and vid not in self._killed}
+        return {vid: p.returncode for vid, p in self._procs().items()
+                if p.poll() is not None and vid not in self._killed and vid not in self._retired}
 
     def toxics(self) -> dict[str, list[dict]]:
         """What Toxiproxy reports: proxy name -> [{"name", "type", "stream", "attributes"}]."""
@@ -318,8 +396,10 @@ class ChaosCluster:
     # -- process faults -------------------------------------------------------------
 
     def _check(self, vid: str) -> subprocess.Popen | None:
-        if vid not in self.addresses:
-            raise ChaosClusterError(f"unknown validator {vid!r}; one of {sorted(self.addresses)}")
+        self._genesis()  # raises if not started
+        known = [v.id for v in cluster_validators(self.directory)]
+        if vid not in known:
+            raise ChaosClusterError(f"unknown validator {vid!r}; one of {sorted(known)}")
         return self._procs().get(vid)
 
     def kill(self, vid: str, sig: int = signal.SIGKILL) -> None:
@@ -415,7 +495,7 @@ class ChaosCluster:
         side = {v: i for i, g in enumerate(all_groups) for v in g}
         for pair, name in sorted(self._links.items(), key=lambda kv: kv[1]):
             a, b = sorted(pair)
-            if side[a] != side[b]:
+            if a in side and b in side and side[a] != side[b]:
                 for stream in STREAMS:
                     self._add_toxic(name, "timeout", stream, {"timeout": 0})
 

@@ -13,13 +13,17 @@ appended to a JSONL timeline::
      "targets": [validator ids], "detail": {...}}
 
 ``start`` is stamped once the fault is in place, ``end`` once it is healed. Each
-window ends with :meth:`ChaosCluster.heal`, so faults never pile up.
+window ends with :meth:`ChaosCluster.heal`, so faults never pile up. A window holds
+the cluster's ``fault_lock`` (if it has one) from injection to heal, so the
+membership steps of chaos/membership.py never start, stop or wipe a validator
+while a fault acts on processes; the governance changes themselves run meanwhile.
 """
 from __future__ import annotations
 
 import json
 import random
 import signal
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +54,10 @@ class Scenario:
     description: str
     #: Fault kind injected in every window, or "mixed" (a random kind per window).
     fault: str
+    #: For "mixed": the kinds it chooses from (empty: all of FAULT_KINDS).
+    kinds: tuple[str, ...] = ()
+    #: Membership changes run alongside (chaos/membership.py): add, remove, replace.
+    membership: bool = False
 
 
 _SCENARIOS = [
@@ -68,6 +76,14 @@ _SCENARIOS = [
 #: Fault kinds ``mixed`` chooses from, in a fixed order (the seed indexes into it).
 FAULT_KINDS: tuple[str, ...] = tuple(s.fault for s in _SCENARIOS)
 _SCENARIOS.append(Scenario("mixed", "Each window injects one of the faults above, chosen by the seed.", "mixed"))
+#: The faults of the membership scenario: those that leave a majority of the members able to
+#: commit once healed (no restart-all, no majority partition: a change waits them out anyway).
+MEMBERSHIP_FAULT_KINDS = ("kill-follower", "kill-leader", "pause-leader", "partition-follower", "partition-leader")
+_SCENARIOS.append(Scenario(
+    "membership",
+    "While faults hit (kill, pause, partition), add v4 (learner, then promoted), remove v2, replace v3 after losing "
+    "its disk (same identity) and v1 by a new validator v5 (see chaos/membership.py).",
+    "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -138,6 +154,10 @@ class Nemesis:
             self.error = e
 
     def _window(self, kind: str, draws: list[float], window_s: float) -> None:
+        with getattr(self.cluster, "fault_lock", None) or contextlib.nullcontext():
+            self._window_locked(kind, draws, window_s)
+
+    def _window_locked(self, kind: str, draws: list[float], window_s: float) -> None:
         try:
             targets, detail = self._inject(kind, draws)
         except BaseException:
@@ -205,6 +225,21 @@ class Nemesis:
             return sorted(ids), {}
         raise ValueError(f"unknown fault {kind!r}")
 
+    def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:
+        """Append an event to the fault timeline (the membership steps use it too, also after
+        :meth:`stop` closed it)."""
+        with self._lock:
+            closed = self._timeline is None
+            if closed:
+                self._timeline = open(self.timeline_path, "a")
+        try:
+            self._record(event, kind, targets, detail)
+        finally:
+            if closed:
+                with self._lock:
+                    self._timeline.close()
+                    self._timeline = None
+
     def _record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:
         line = {"time_ns": time.monotonic_ns() - self.t0_ns, "event": event, "fault": kind, "targets": list(targets), "detail": detail}
         with self._lock:
@@ -215,7 +250,7 @@ class Nemesis:
         """One window's randomness: (quiet_s, window_s, fault kind, uniform draws for its targets/parameters)."""
         quiet_s = rng.uniform(*QUIET_S)
         window_s = rng.uniform(*WINDOW_S)
-        kind = self.scenario.fault if self.scenario.fault != "mixed" else rng.choice(FAULT_KINDS)
+        kind = self.scenario.fault if self.scenario.fault != "mixed" else rng.choice(self.scenario.kinds or FAULT_KINDS)
         return quiet_s, window_s, kind, [rng.random() for _ in range(DRAWS_PER_WINDOW)]
 
     def schedule(self, windows: int) -> list[dict]:

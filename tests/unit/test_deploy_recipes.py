@@ -163,3 +163,121 @@ def test_kustomization_lists_existing_files_and_no_secret_template():
     assert resources and all(os.path.exists(os.path.join(K8S, r)) for r in resources)
     assert "secret.yaml" not in resources and "tls-secret.yaml" not in resources
     assert set(os.listdir(K8S)) - set(resources) - {"kustomization.yaml"} == {"secret.yaml", "tls-secret.yaml"}
+
+
+# -- membership changes (issue 13): added validators, the genesis format step ------------------
+
+
+def _nth_block_scalar(text: str, marker: str, n: int) -> str:
+    """The ``n``-th (from 0) literal block after a line ending in ``marker``."""
+    lines = text.split("\n")
+    ends = [i for i, line in enumerate(lines) if line.rstrip().endswith(marker)]
+    return _block_scalar("\n".join(lines[ends[n]:]), marker)
+
+
+def test_write_config_runs_an_added_validator_from_the_added_configmap(pod):
+    from raft_ledger_node.localcluster import add_validator_files, validator_entry
+
+    root, script, d = pod
+    info = add_validator_files(d, "v4")
+    (root / "etc/ledger/added").mkdir()
+    (root / "etc/ledger/added/v4.json").write_text(json.dumps(validator_entry(info)))
+    for part in ("crt", "key"):
+        with open(os.path.join(d, "v4", f"tls.{part}.pem"), "rb") as f:
+            (root / f"etc/ledger/tls/v4.tls.{part}.pem").write_bytes(f.read())
+    with open(os.path.join(d, "v4", "signing.key.pem"), "rb") as f:
+        (root / "etc/ledger/tls/v4.signing.key.pem").write_bytes(f.read())
+    p = _run(script, ordinal=3)
+    assert p.returncode == 0, p.stderr
+    cfg = load_config(str(root / "run/ledger/config.json"))
+    assert cfg.validator_id == "v4" and cfg.raft_listen_address == f"0.0.0.0:{info.raft_address.rpartition(':')[2]}"
+    with open(cfg.tls_cert_file, "rb") as f:
+        assert pki.certificate_sha256(f.read()) == info.tls_cert_sha256
+
+
+def test_write_config_refuses_a_pod_governance_has_not_added(pod):
+    root, script, _ = pod
+    p = _run(script, ordinal=3)
+    assert p.returncode == 1
+    assert "ledger-validators-added has no v4.json" in p.stderr and "validator add --entry" in p.stderr
+    assert not (root / "run/ledger/config.json").exists()
+
+
+@pytest.fixture
+def format_step(tmp_path):
+    """The format-data-dir init script with its paths moved to a generated cluster's v1: the
+    data directory is v1's (empty), the config v1's own; ``ledger-validator`` from this venv."""
+    d = str(tmp_path / "cluster")
+    init_cluster(d, 3, ["bank-a"], "127.0.0.1", 27_400)
+    data = os.path.join(d, "v1", "data")
+    if os.path.isdir(data):  # init-cluster formats genesis directories itself: start from an empty one
+        for name in os.listdir(data):
+            os.remove(os.path.join(data, name))
+    else:
+        os.makedirs(data)
+    sts = _text("kubernetes", "statefulset.yaml")
+    script = _nth_block_scalar(sts, "- |", 1)
+    assert script.startswith("set -eu") and "validator format --config /run/ledger/config.json --genesis" in script
+    script = script.replace("/var/lib/ledger", data).replace("/run/ledger/config.json", os.path.join(d, "v1", "config.json"))
+
+    def run(bootstrap: str | None):
+        env = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        if bootstrap is not None:
+            env["LEDGER_BOOTSTRAP"] = bootstrap
+        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+    return data, run
+
+
+def test_format_step_formats_an_empty_volume_for_genesis_only_on_the_first_rollout(format_step):
+    from raft_ledger_node.raft import membership
+
+    data, run = format_step
+    os.mkdir(os.path.join(data, "lost+found"))  # a new ext4 volume's
+    p = run("genesis")
+    assert p.returncode == 0, p.stdout + p.stderr
+    ident = membership.read_identity(data)
+    assert ident is not None and ident.genesis and ident.validator_id == "v1"
+    assert "(genesis voter)" in p.stdout + p.stderr
+    # Again (a pod restart): the identity stays as it is.
+    p = run("genesis")
+    assert p.returncode == 0 and "formatted already" in p.stdout
+    assert membership.read_identity(data) == ident
+
+
+def test_format_step_leaves_a_new_volume_to_start_as_a_learner_after_the_first_rollout(format_step):
+    from raft_ledger_node.raft import membership
+
+    data, run = format_step
+    p = run(None)  # LEDGER_BOOTSTRAP removed: a lost PVC's empty replacement
+    assert p.returncode == 0 and "starts as a learner" in p.stdout
+    assert membership.read_identity(data) is None  # the validator gives it a learner's identity at start
+    with open(os.path.join(data, "CURRENT"), "w") as f:  # data without an identity: never formatted over
+        f.write("x")
+    p = run("genesis")
+    assert p.returncode == 0 and "left as it is" in p.stdout and membership.read_identity(data) is None
+
+
+def test_statefulset_mounts_the_added_configmap_and_formats_after_write_config():
+    sts = _text("kubernetes", "statefulset.yaml")
+    assert sts.index("- name: write-config") < sts.index("- name: format-data-dir") < sts.index("containers:\n")
+    assert re.search(r"name: ledger-validators-added\n\s+optional: true", sts)
+    assert "{name: LEDGER_BOOTSTRAP, value: genesis}" in sts
+
+
+def test_docs_explain_scaling_together_with_governance():
+    doc = _text("README.md")
+    section = doc[doc.index("### Changing the validator set"):]
+    for needle in ("validator add --entry", "kubectl -n ledger scale statefulset ledger --replicas=4",
+                   "validator remove v4", "--replicas=3", "validator replace v2", "learner (non-voting)",
+                   "LEDGER_BOOTSTRAP", "ledger-validators-added"):
+        assert needle in section, needle
+    systemd = doc[doc.index("## Bare metal / VMs with systemd"):doc.index("## Container image")]
+    assert "validator format --config /etc/ledger/config.json --genesis" in systemd
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    ops = readme[readme.index("## Operating validators"):readme.index("## Onboarding a member bank")]
+    for needle in ("ledger-validator validator add --cluster", "validator remove v2", "validator replace v3 --cluster",
+                   "--new-id", "validator_change_pending", "MembershipChangeRefused", "tigerbeetle recover"):
+        assert needle in ops, needle

@@ -428,7 +428,8 @@ class Validator:
         self.cosigner.stop()
         self.server.stop(grace=2).wait()
         self.batcher.stop()
-        self.replica.destroy()
+        # Wait for the tick thread to end: it applies entries until then, and the store closes next.
+        self.replica.destroy_synchronous()
         self.store.close()
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from raft_ledger_client import LedgerError, TransactionRejected
 from raft_ledger_node.config import ConfigError
 from raft_ledger_node.localcluster import ClusterExistsError, LocalClusterError, NoClusterError
+from raft_ledger_node.reconfigure import ReconfigurationError
 from raft_ledger_node.tables import print_table, table
 
 __all__ = ["DEFAULT_CLUSTER_DIR", "console", "print_table", "table", "translate_errors"]
@@ -31,7 +32,7 @@ def translate_errors(fn):
             raise click.ClickException(f"{e}; use --force to replace it (its data is deleted)") from None
         except NoClusterError as e:
             raise click.ClickException(f"{e}; run `ledger-validator init-cluster --dir {e.directory}` first") from None
-        except (LocalClusterError, ConfigError) as e:
+        except (LocalClusterError, ConfigError, ReconfigurationError) as e:
             raise click.ClickException(str(e)) from None
         except TransactionRejected as e:
             raise click.ClickException(f"refused by the ledger: {e.rejection.name} ({e})") from None

@@ -34,8 +34,8 @@ defence in depth):
   connection for that address replaces the old one (TR:368). The transport
   refuses a hello that is not the address of the validator the certificate is
   pinned to (:func:`check_hello`), and utility connections (TR:349, 355-365) over
-  TLS; a read-only hello only from a certificate pinned to a *learner* of the
-  governed set (node/raft/membership.py), never from a voter's.
+  TLS; a read-only hello (a learner, node/raft/membership.py) from a certificate
+  pinned to a validator of the governed set: pysyncobj gives it a node of its own.
 * **Pins follow governance.** ``RaftTls.peers`` starts as the governed set at the
   applied index and is replaced in the tick thread when the set changes
   (``LedgerReplica._sync_membership``): a validator added by governance can connect,

@@ -18,8 +18,7 @@
   (:meth:`LedgerTransport._on_success_reply`).
 * **Learners and promoted directories.** Over TLS, a read-only hello (a learner,
   node/raft/membership.py) is accepted from a certificate pinned to a validator of
-  the governed set that is not a voter (a voter's certificate announcing
-  ``readonly`` is refused, as any hello not its own address); a ``request_vote`` of a term up to the replica's
+  the governed set (a voter that lost its disk catches up as a learner); a ``request_vote`` of a term up to the replica's
   ``_vote_after_term`` is dropped (a directory promoted in term T may not vote in
   terms <= T: the lost validator it replaces may have voted in them).
 * **Peer dial addresses.** A peer can be dialled at another address than its
@@ -153,9 +152,12 @@ class LedgerTransport(TCPTransport):
         accepted; anything else closes the connection before pysyncobj maps it to a node.
         """
         if isinstance(conn, raft_tls.TlsConnection) and (conn.sendRandKey or not self._syncObj.encryptor):
-            if message == "readonly" and conn.peer is not None and not self._is_voter(conn.peer.raft_address):
-                # A learner (node/raft/membership.py): a validator of the governed set, not a
-                # voter, whose pinned certificate this is; replicated to, in no majority.
+            if message == "readonly" and conn.peer is not None:
+                # A learner (node/raft/membership.py): a validator of the governed set whose
+                # pinned certificate this is (a voter's too: a voter that lost its disk runs
+                # as a learner until it is replaced). pysyncobj maps a read-only link to a
+                # node of its own (TR:357-362), never to the voter's: it takes over no link
+                # and counts toward no majority.
                 super()._onIncomingMessageReceived(conn, message)
                 return
             verdict = raft_tls.check_hello(message, conn.peer)
@@ -171,11 +173,6 @@ class LedgerTransport(TCPTransport):
                 self._unknownConnections.discard(conn)
                 return
         super()._onIncomingMessageReceived(conn, message)
-
-    def _is_voter(self, raft_address: str) -> bool:
-        if self._selfNode is not None and self._selfNode.address == raft_address:
-            return True
-        return any(n.address == raft_address for n in self._syncObj.otherNodes)
 
     def _onNodeConnected(self, node):  # noqa: N802
         # The peer has proved it holds the password (pysyncobj's handshake is done): lift the cap.

@@ -27,10 +27,9 @@ What each test proves:
   of the current leader (it hands over first) or of a follower: the removed process
   exits 0 by itself within a bounded time, a restart of it exits 3 with "not in the
   governed validator set" in its log, the two left keep taking writes and neither has
-  the removed validator in its Raft configuration. The follower case is a strict xfail
-  (REMOVED_FOLLOWER_NEVER_STOPS): the removed follower never learns that its removal
-  committed (Raft thesis §4.2.2 notes a removed server may not learn it; the design
-  promises it stops), so it keeps running and the CLI times out.
+  the removed validator in its Raft configuration. A removed follower learns that its
+  removal committed because the leader keeps replicating to it until it has (Raft
+  thesis §4.2.2 notes a removed server may otherwise never learn it).
 * ``test_a_second_membership_change_is_refused_while_a_learner_is_pending``: with a
   learner pending, a second ``add_validator`` commits as a rejection
   (``TxRejection.validator_change_pending``); a proposal holding two membership changes
@@ -50,7 +49,7 @@ What each test proves:
   follower SIGKILLed as soon as the removal is applied anywhere (so the removed leader's
   hand-over races the crash, and the new two-voter configuration has one voter down);
   the removed leader exits 0, and after the restart the two left are agreed and take
-  writes again (the removal of a follower is not used here: see the xfail above).
+  writes again.
 
 The refusal tests share one cluster (each leaves it as it found it: that is what they
 check); the others get a fresh one. Processes the CLI starts in the background (``--start``)
@@ -607,15 +606,7 @@ def test_grow_from_three_to_five_validators_through_the_cli(env):
 #: follower from pysyncobj's configuration (and its TLS pin) as soon as it applies the
 #: removal, so the follower never learns that the entry removing it is committed, never
 #: applies it, and keeps running in the old configuration.
-REMOVED_FOLLOWER_NEVER_STOPS = (
-    "a removed follower never learns its removal committed: the leader stops replicating to it at apply "
-    "(node/raft/replica.py _sync_membership), so it never applies it and never stops")
-
-
-@pytest.mark.parametrize("which", [
-    "leader",
-    pytest.param("follower", marks=pytest.mark.xfail(strict=True, reason=REMOVED_FOLLOWER_NEVER_STOPS)),
-])
+@pytest.mark.parametrize("which", ["leader", "follower"])
 def test_remove_a_validator_through_the_cli(env, which):
     writer = Writer(env, first_id=2_000)
     try:

@@ -68,7 +68,6 @@ def test_a_validators_own_certificate_gets_serving_from_health(cluster_module):
 
 @pytest.mark.parametrize("name, call", [
     ("Ledger/GetHead", lambda ch: pb_grpc.LedgerStub(ch).GetHead(pb.GetHeadRequest(), timeout=5)),
-    ("Ledger/GetConfiguration", lambda ch: pb_grpc.LedgerStub(ch).GetConfiguration(pb.GetConfigurationRequest(), timeout=5)),
     ("Ledger/LookupAccounts", lambda ch: pb_grpc.LedgerStub(ch).LookupAccounts(pb.LookupAccountsRequest(), timeout=5)),
     ("Ledger/Submit", lambda ch: pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(), timeout=5)),
     ("Admin/GetStatus", lambda ch: pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)),
@@ -79,6 +78,15 @@ def test_a_validators_certificate_is_refused_everything_but_health(cluster_modul
     c = cluster_module
     with _validator_channel(c, "v1", *_own(c, "v1")) as ch:
         assert _code(lambda: call(ch)) == grpc.StatusCode.PERMISSION_DENIED, name
+
+
+def test_a_validators_certificate_may_read_the_governed_configuration(cluster_module):
+    # A new validator learns the current validator set from it before it joins as a
+    # learner (node/main.py _current_configuration); nothing else of the Ledger API.
+    c = cluster_module
+    with _validator_channel(c, "v1", *_own(c, "v1")) as ch:
+        resp = pb_grpc.LedgerStub(ch).GetConfiguration(pb.GetConfigurationRequest(), timeout=5)
+    assert resp.version >= 1 and '"validators"' in resp.configuration_json
 
 
 def test_a_validator_certificate_that_is_not_the_pinned_one_gets_no_health(cluster_module):

@@ -21,6 +21,10 @@
   the governed set (a voter that lost its disk catches up as a learner); a ``request_vote`` of a term up to the replica's
   ``_vote_after_term`` is dropped (a directory promoted in term T may not vote in
   terms <= T: the lost validator it replaces may have voted in them).
+* **Snapshot transfers longer than the link timeout.** The receiver of a snapshot
+  answers every chunk (``TRANSMISSION_ACK``, ignored by pysyncobj): pysyncobj answers
+  only the last, and the sender drops a link that received nothing for
+  ``connectionTimeout`` (3.5 s), so a snapshot that took longer to send never arrived.
 * **Peer dial addresses.** A peer can be dialled at another address than its
   identity (a Toxiproxy listener in the chaos suite).
 * **Mutual TLS pinned to genesis** (see :mod:`raft_ledger_node.raft.tls`) when the
@@ -68,6 +72,10 @@ _TRANSPORT_METHODS = (
 )
 _TRANSPORT_ATTRIBUTES = ("_syncObj", "_server", "_connections", "_unknownConnections", "_nodes",
                          "_nodeAddrToNode", "_lastConnectAttempt", "_selfNode")
+
+
+#: Sent back for every snapshot chunk received (see setOnMessageReceivedCallback).
+TRANSMISSION_ACK = "ledger_transmission_ack"
 
 
 class LedgerTransport(TCPTransport):
@@ -248,6 +256,12 @@ class LedgerTransport(TCPTransport):
                     self._on_success_reply(callback, node, message)
                 else:
                     callback(node, message)
+                if kind == "append_entries" and message.get("serialized") is not None:
+                    # A snapshot chunk: pysyncobj answers only the last one, so the sender, which
+                    # times a link out after connectionTimeout without a byte received (TC:228),
+                    # dropped every transfer longer than that (a 127 MB snapshot never arrived).
+                    # Any message refreshes its timer; pysyncobj ignores unknown types.
+                    TCPTransport.send(self, node, {"type": TRANSMISSION_ACK})
             finally:
                 self._reply_cap = None
 

@@ -149,7 +149,7 @@ def _submit_flood(ctx: dict, duration_s: float) -> dict:
     def flood() -> None:
         with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a",
                           options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
-            stub = pb_grpc.LedgerStub(ch)
+            stub = pb_grpc.LedgerServiceStub(ch)
             while time.monotonic() < end:
                 t = time.monotonic()
                 try:
@@ -207,7 +207,7 @@ def _query_scan(ctx: dict, duration_s: float) -> dict:
 
     def scan() -> None:
         with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a") as ch:
-            stub = pb_grpc.LedgerStub(ch)
+            stub = pb_grpc.LedgerServiceStub(ch)
             while time.monotonic() < end:
                 t = time.monotonic()
                 try:
@@ -235,7 +235,7 @@ def _linearizable_reads(ctx: dict, duration_s: float) -> dict:
 
     def read() -> None:
         with grpc_channel(ctx["directory"], ctx["leader_address"], "bank-a") as ch:
-            stub = pb_grpc.LedgerStub(ch)
+            stub = pb_grpc.LedgerServiceStub(ch)
             while time.monotonic() < end:
                 try:
                     stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=RPC_TIMEOUT_S)

@@ -147,7 +147,7 @@ class GrpcTransport:
                              "certificate), or insecure=True for a plaintext development cluster; not both")
         self._credentials = None if tls is None else grpc.ssl_channel_credentials(
             root_certificates=tls.ca_pem, private_key=tls.key_pem, certificate_chain=tls.cert_pem)
-        self._stubs: dict[str, pb_grpc.LedgerStub] = {}
+        self._stubs: dict[str, pb_grpc.LedgerServiceStub] = {}
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
         self._options = [
@@ -159,7 +159,7 @@ class GrpcTransport:
     def secure(self) -> bool:
         return self._credentials is not None
 
-    def _stub(self, address: str) -> pb_grpc.LedgerStub:
+    def _stub(self, address: str) -> pb_grpc.LedgerServiceStub:
         stub = self._stubs.get(address)
         if stub is None:
             with self._lock:
@@ -170,7 +170,7 @@ class GrpcTransport:
                     else:
                         channel = grpc.secure_channel(address, self._credentials, options=self._options)
                     self._channels.append(channel)
-                    stub = self._stubs[address] = pb_grpc.LedgerStub(channel)
+                    stub = self._stubs[address] = pb_grpc.LedgerServiceStub(channel)
         return stub
 
     def call(self, address: str, method: str, request, timeout_s: float):

@@ -479,7 +479,7 @@ def status_rows(genesis_file: str, timeout_s: float = STATUS_TIMEOUT_S, identity
     for v in cluster_validators(directory):
         with grpc_channel(directory, v.grpc_address, identity) as ch:
             try:
-                rows.append((v, pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)))
+                rows.append((v, pb_grpc.AdminServiceStub(ch).GetStatus(pb.GetStatusRequest(), timeout=timeout_s)))
             except grpc.RpcError as e:
                 rows.append((v, e))
     return rows

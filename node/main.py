@@ -140,7 +140,7 @@ def _current_configuration(cfg: ValidatorConfig, genesis, local):
             continue
         channel = grpc.insecure_channel(address) if creds is None else grpc.secure_channel(address, creds)
         try:
-            resp = pb_grpc.LedgerStub(channel).GetConfiguration(pb.GetConfigurationRequest(), timeout=3)
+            resp = pb_grpc.LedgerServiceStub(channel).GetConfiguration(pb.GetConfigurationRequest(), timeout=3)
             found = configuration_from_doc(json.loads(resp.configuration_json))
         except (grpc.RpcError, ValueError, KeyError, TypeError) as e:
             log.info("configuration from %s: %s", address, getattr(e, "details", lambda: e)())
@@ -272,7 +272,7 @@ class Validator:
         quiet = RateLimitedLog()
         add_servicer(
             self.server,
-            "Ledger",
+            "LedgerService",
             LedgerServicer(
                 store=self.store,
                 replica=self.replica,
@@ -293,7 +293,7 @@ class Validator:
         )
         add_servicer(
             self.server,
-            "Admin",
+            "AdminService",
             AdminServicer(
                 validator_id=cfg.validator_id,
                 store=self.store,
@@ -307,8 +307,8 @@ class Validator:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
-                pb.DESCRIPTOR.services_by_name["Ledger"].full_name,
-                pb.DESCRIPTOR.services_by_name["Admin"].full_name,
+                pb.DESCRIPTOR.services_by_name["LedgerService"].full_name,
+                pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -376,7 +376,7 @@ class Validator:
                 if key not in stubs:
                     channel = (grpc.insecure_channel(v.grpc_address) if creds is None
                                else grpc.secure_channel(v.grpc_address, creds))
-                    stub = pb_grpc.LedgerStub(channel)
+                    stub = pb_grpc.LedgerServiceStub(channel)
 
                     def fetch(from_height, limit, stub=stub):
                         resp = stub.GetCosignatures(pb.GetCosignaturesRequest(from_height=from_height, limit=limit),
@@ -422,7 +422,7 @@ class Validator:
             if ready != serving:
                 status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
                 self.health.set("", status)
-                self.health.set("ledger.v1.Ledger", status)
+                self.health.set("ledger.v1.LedgerService", status)
                 serving = ready
         log.info("validator %s stopping", self.cfg.validator_id)
         self.cosigner.stop()

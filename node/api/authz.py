@@ -18,7 +18,7 @@ pod or on its host (``ledger-validator health``) passes mutual TLS without a
 member's key (Kubernetes' native ``grpc:`` probe cannot present a certificate).
 
 Access table (enforced by :class:`AuthzInterceptor` per method, then by the
-servicers per row):
+servicers per row; ``Ledger`` is ``ledger.v1.LedgerService``, ``Admin`` ``ledger.v1.AdminService``):
 
 =====================================  ==================  ====================================
 method                                 who may call        what they see
@@ -91,8 +91,8 @@ from raft_ledger_node.ledger.governance import Configuration
 #: Decoded client certificates kept (certificate bytes -> identity), least recently used out first.
 IDENTITY_CACHE_ENTRIES_MAX = 1024
 
-LEDGER = "/ledger.v1.Ledger/"
-ADMIN = "/ledger.v1.Admin/"
+LEDGER = "/ledger.v1.LedgerService/"
+ADMIN = "/ledger.v1.AdminService/"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/"
 REFLECTION_V1 = "/grpc.reflection.v1.ServerReflection/"
 HEALTH = "/grpc.health.v1.Health/"

@@ -82,8 +82,8 @@ def _scan(method):
     return wrapper
 
 
-class LedgerServicer(pb_grpc.LedgerServicer):
-    """``ledger.v1.Ledger``: Submit on the leader (validation, signatures, dedup by
+class LedgerServicer(pb_grpc.LedgerServiceServicer):
+    """``ledger.v1.LedgerService``: Submit on the leader (validation, signatures, dedup by
     transaction hash, group commit), reads from the local store or, linearizable,
     from the leader after a read barrier. Status codes: see :mod:`raft_ledger_node.api`."""
 
@@ -473,7 +473,7 @@ class LedgerServicer(pb_grpc.LedgerServicer):
                 cert = cos.wait_certified(height, 1.0)
                 if cert is None:
                     continue
-                yield pb.GetCheckpointResponse(checkpoint=pb.Checkpoint(
+                yield pb.WatchCheckpointsResponse(checkpoint=pb.Checkpoint(
                     height=cert.height, note=cert.note, signatures=cert.signatures, quorum=cert.quorum))
                 height += 1
         finally:
@@ -633,8 +633,8 @@ def _operation(kind: str) -> Operation:
         kind, Operation.create_transfers)
 
 
-class AdminServicer(pb_grpc.AdminServicer):
-    """``ledger.v1.Admin``: this validator's typed Raft status and chain head. Open to
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    """``ledger.v1.AdminService``: this validator's typed Raft status and chain head. Open to
     the ``operator`` role only (api.authz's interceptor)."""
 
     def __init__(self, *, validator_id: str, store, replica, leader_grpc_address, membership=None):

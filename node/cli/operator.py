@@ -226,7 +226,7 @@ def health_status(config_path: str, service: str = "", address: str | None = Non
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), envvar="LEDGER_CONFIG",
               show_envvar=True, help="This validator's config (JSON): its TLS key and certificate, genesis, listen address.")
-@click.option("--service", default="", show_default=True, help='Health service name ("" or ledger.v1.Ledger).')
+@click.option("--service", default="", show_default=True, help='Health service name ("" or ledger.v1.LedgerService).')
 @click.option("--address", default=None, envvar="LEDGER_HEALTH_ADDRESS", show_envvar=True,
               help="Address to probe (default: grpc_listen_address with 0.0.0.0 as 127.0.0.1, else the genesis gRPC address).")
 @click.option("--timeout", "timeout_s", default=HEALTH_TIMEOUT_S, show_default=True, help="Seconds to wait for the answer.")

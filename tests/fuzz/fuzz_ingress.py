@@ -4,7 +4,7 @@
 ``Validator``: one validator, real RocksDB, real pysyncobj replica) on free ports of
 127.0.0.1 and opens *generic* gRPC methods (``request_serializer=None``): the harness
 sends raw bytes, exactly what a hostile peer can put on the wire, to Submit and to
-every read of ``ledger.v1.Ledger`` and ``ledger.v1.Admin``.
+every read of ``ledger.v1.LedgerService`` and ``ledger.v1.AdminService``.
 
 :func:`check` is the oracle for one call. It holds for every input:
 
@@ -100,18 +100,18 @@ ALLOWED = {
 
 #: method path -> (request type, response type)
 METHODS: dict[str, tuple[type, type]] = {
-    "/ledger.v1.Ledger/Submit": (pb.SubmitRequest, pb.SubmitResponse),
-    "/ledger.v1.Ledger/LookupAccounts": (pb.LookupAccountsRequest, pb.LookupAccountsResponse),
-    "/ledger.v1.Ledger/LookupTransfers": (pb.LookupTransfersRequest, pb.LookupTransfersResponse),
-    "/ledger.v1.Ledger/GetAccountTransfers": (pb.GetAccountTransfersRequest, pb.GetAccountTransfersResponse),
-    "/ledger.v1.Ledger/GetAccountBalances": (pb.GetAccountBalancesRequest, pb.GetAccountBalancesResponse),
-    "/ledger.v1.Ledger/QueryAccounts": (pb.QueryAccountsRequest, pb.QueryAccountsResponse),
-    "/ledger.v1.Ledger/QueryTransfers": (pb.QueryTransfersRequest, pb.QueryTransfersResponse),
-    "/ledger.v1.Ledger/GetHead": (pb.GetHeadRequest, pb.GetHeadResponse),
-    "/ledger.v1.Ledger/GetBlock": (pb.GetBlockRequest, pb.GetBlockResponse),
-    "/ledger.v1.Admin/GetStatus": (pb.GetStatusRequest, pb.GetStatusResponse),
+    "/ledger.v1.LedgerService/Submit": (pb.SubmitRequest, pb.SubmitResponse),
+    "/ledger.v1.LedgerService/LookupAccounts": (pb.LookupAccountsRequest, pb.LookupAccountsResponse),
+    "/ledger.v1.LedgerService/LookupTransfers": (pb.LookupTransfersRequest, pb.LookupTransfersResponse),
+    "/ledger.v1.LedgerService/GetAccountTransfers": (pb.GetAccountTransfersRequest, pb.GetAccountTransfersResponse),
+    "/ledger.v1.LedgerService/GetAccountBalances": (pb.GetAccountBalancesRequest, pb.GetAccountBalancesResponse),
+    "/ledger.v1.LedgerService/QueryAccounts": (pb.QueryAccountsRequest, pb.QueryAccountsResponse),
+    "/ledger.v1.LedgerService/QueryTransfers": (pb.QueryTransfersRequest, pb.QueryTransfersResponse),
+    "/ledger.v1.LedgerService/GetHead": (pb.GetHeadRequest, pb.GetHeadResponse),
+    "/ledger.v1.LedgerService/GetBlock": (pb.GetBlockRequest, pb.GetBlockResponse),
+    "/ledger.v1.AdminService/GetStatus": (pb.GetStatusRequest, pb.GetStatusResponse),
 }
-SUBMIT = "/ledger.v1.Ledger/Submit"
+SUBMIT = "/ledger.v1.LedgerService/Submit"
 READS = tuple(m for m in METHODS if m != SUBMIT)
 
 

@@ -108,7 +108,7 @@ def test_unknown_key_id_of_100_kb_is_answered_invalid_argument(node):
     assert not fz.check(node, inp.method, inp.raw, inp.expect, inp.label)
 
 
-@pytest.mark.parametrize("method", ["/ledger.v1.Ledger/Submit", "/ledger.v1.Ledger/GetBlock"])
+@pytest.mark.parametrize("method", ["/ledger.v1.LedgerService/Submit", "/ledger.v1.LedgerService/GetBlock"])
 def test_undecodable_bytes_are_invalid_argument(node, method):
     raw = b"\x0a\x05abc"  # field 1, length 5, only 3 bytes follow: truncated
     assert fz.try_parse(fz.METHODS[method][0], raw) is None

@@ -57,7 +57,7 @@ def ledger(cluster_module):
 def _raw(c, identity: str, method: str, request):
     """The response of ``method`` from the leader as ``identity``, height cleared."""
     with c.channel(c.leader(), identity) as ch:
-        resp = getattr(pb_grpc.LedgerStub(ch), method)(request, timeout=10)
+        resp = getattr(pb_grpc.LedgerServiceStub(ch), method)(request, timeout=10)
     resp.ClearField("height")
     return resp
 
@@ -104,7 +104,7 @@ def test_another_members_history_answers_as_a_missing_account(ledger):
         for aid in (A1, MISSING):
             with ledger.channel(ledger.leader(), "bank-b") as ch:
                 with pytest.raises(grpc.RpcError) as e:
-                    getattr(pb_grpc.LedgerStub(ch), method)(
+                    getattr(pb_grpc.LedgerServiceStub(ch), method)(
                         cls(filter=pb.AccountFilter(account_id=u128(aid), timestamp_min=5, timestamp_max=4)), timeout=10)
             codes.append((e.value.code(), e.value.details()))
         assert codes[0] == codes[1]

@@ -55,7 +55,7 @@ def written(cluster_module):
 
 
 def _stub(cluster, vid="v1", identity="bank-a"):
-    return pb_grpc.LedgerStub(cluster.channel(vid, identity))
+    return pb_grpc.LedgerServiceStub(cluster.channel(vid, identity))
 
 
 def test_every_validator_serves_a_majority_certificate_of_its_head(cluster_module, written):

@@ -7,7 +7,7 @@ on a follower, UNAVAILABLE with ``ledger-refused: no-leader`` on a validator
 that knows no leader (both refusals before anything was proposed, which the SDK
 reports as NotSubmitted, not as an unknown outcome); never a stack trace in a message. The standard services: gRPC
 health checking (grpc/grpc doc/health-checking.md) answers SERVING, and server
-reflection (grpc/grpc doc/server-reflection.md) lists ``ledger.v1.Ledger``.
+reflection (grpc/grpc doc/server-reflection.md) lists ``ledger.v1.LedgerService``.
 
 "Nothing applied" is checked with a barrier: after each rejected request a valid
 control transaction is committed through the leader; it must land alone in the
@@ -59,8 +59,8 @@ def keys(cluster_module):
     return {m: cluster_module.private_key(m) for m in ("bank-a", "bank-b")}
 
 
-def ledger(channels, vid: str) -> pb_grpc.LedgerStub:
-    return pb_grpc.LedgerStub(channels[vid])
+def ledger(channels, vid: str) -> pb_grpc.LedgerServiceStub:
+    return pb_grpc.LedgerServiceStub(channels[vid])
 
 
 def heads(channels) -> dict[str, tuple[int, bytes]]:
@@ -336,7 +336,7 @@ def test_sdk_given_only_a_follower_follows_leader_address(cluster_module, channe
 def test_health_service_answers_serving(channels):
     for vid, ch in channels.items():
         stub = health_pb2_grpc.HealthStub(ch)
-        for service in ("", "ledger.v1.Ledger"):
+        for service in ("", "ledger.v1.LedgerService"):
             # The validator publishes its health every 0.2 s once it is ready: a short bounded wait.
             deadline = time.monotonic() + SETTLE_TIMEOUT_S
             while True:
@@ -356,11 +356,11 @@ def test_server_reflection_lists_the_ledger_service(cluster_module):
         ch = cluster_module.admin_channel(vid)
         db = ProtoReflectionDescriptorDatabase(ch)
         services = set(db.get_services())
-        assert {"ledger.v1.Ledger", "ledger.v1.Admin", "grpc.health.v1.Health"} <= services, (vid, services)
+        assert {"ledger.v1.LedgerService", "ledger.v1.AdminService", "grpc.health.v1.Health"} <= services, (vid, services)
         # The descriptors served are the contract's: a client can build requests from them alone.
         pool = descriptor_pool.DescriptorPool(db)
-        svc = pool.FindServiceByName("ledger.v1.Ledger")
-        assert {m.name for m in svc.methods} == {m.name for m in pb.DESCRIPTOR.services_by_name["Ledger"].methods}
+        svc = pool.FindServiceByName("ledger.v1.LedgerService")
+        assert {m.name for m in svc.methods} == {m.name for m in pb.DESCRIPTOR.services_by_name["LedgerService"].methods}
         submit = svc.FindMethodByName("Submit")
         assert (submit.input_type.full_name, submit.output_type.full_name) == (
             "ledger.v1.SubmitRequest",
@@ -441,7 +441,7 @@ def test_a_validator_without_leader_refuses_before_proposal_and_the_sdk_says_not
         stx = sdk.sign_accounts([Account(id=next(_ids), ledger=840, code=1)])
         with cluster.channel(survivor, "bank-a") as ch:
             with pytest.raises(grpc.RpcError) as err:
-                pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
+                pb_grpc.LedgerServiceStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=RPC_TIMEOUT_S)
         assert_clear_message(err.value, grpc.StatusCode.UNAVAILABLE, "no leader", "nothing was proposed")
         assert dict(err.value.trailing_metadata() or ()).get("ledger-refused") == "no-leader"
 

@@ -63,14 +63,14 @@ def test_a_validators_own_certificate_gets_serving_from_health(cluster_module):
         while stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status != SERVING and time.monotonic() < deadline:
             time.sleep(0.1)
         assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
-        assert stub.Check(health_pb2.HealthCheckRequest(service="ledger.v1.Ledger"), timeout=5).status == SERVING
+        assert stub.Check(health_pb2.HealthCheckRequest(service="ledger.v1.LedgerService"), timeout=5).status == SERVING
 
 
 @pytest.mark.parametrize("name, call", [
-    ("Ledger/GetHead", lambda ch: pb_grpc.LedgerStub(ch).GetHead(pb.GetHeadRequest(), timeout=5)),
-    ("Ledger/LookupAccounts", lambda ch: pb_grpc.LedgerStub(ch).LookupAccounts(pb.LookupAccountsRequest(), timeout=5)),
-    ("Ledger/Submit", lambda ch: pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(), timeout=5)),
-    ("Admin/GetStatus", lambda ch: pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)),
+    ("Ledger/GetHead", lambda ch: pb_grpc.LedgerServiceStub(ch).GetHead(pb.GetHeadRequest(), timeout=5)),
+    ("Ledger/LookupAccounts", lambda ch: pb_grpc.LedgerServiceStub(ch).LookupAccounts(pb.LookupAccountsRequest(), timeout=5)),
+    ("Ledger/Submit", lambda ch: pb_grpc.LedgerServiceStub(ch).Submit(pb.SubmitRequest(), timeout=5)),
+    ("Admin/GetStatus", lambda ch: pb_grpc.AdminServiceStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)),
     ("ServerReflection", lambda ch: list(reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))),
 ])
@@ -85,7 +85,7 @@ def test_a_validators_certificate_may_read_the_governed_configuration(cluster_mo
     # learner (node/main.py _current_configuration); nothing else of the Ledger API.
     c = cluster_module
     with _validator_channel(c, "v1", *_own(c, "v1")) as ch:
-        resp = pb_grpc.LedgerStub(ch).GetConfiguration(pb.GetConfigurationRequest(), timeout=5)
+        resp = pb_grpc.LedgerServiceStub(ch).GetConfiguration(pb.GetConfigurationRequest(), timeout=5)
     assert resp.version >= 1 and '"validators"' in resp.configuration_json
 
 
@@ -105,7 +105,7 @@ def test_health_cli_exits_0_on_serving(cluster_module):
     assert r.exit_code == 0, r.output
     assert r.output.strip() == "SERVING"
     r = CliRunner().invoke(cli, ["health", "--config", os.path.join(cluster_module.directory, "v2", "config.json"),
-                                 "--service", "ledger.v1.Ledger", "--quiet"])
+                                 "--service", "ledger.v1.LedgerService", "--quiet"])
     assert (r.exit_code, r.output) == (0, "")
 
 

@@ -41,7 +41,7 @@ def hostile(tmp_path_factory):
 
 def _raw(cluster, vid: str, method: str):
     ch = cluster.channel(vid, "bank-a")
-    return ch, ch.unary_unary(f"/ledger.v1.Ledger/{method}", request_serializer=None, response_deserializer=None)
+    return ch, ch.unary_unary(f"/ledger.v1.LedgerService/{method}", request_serializer=None, response_deserializer=None)
 
 
 def test_undecodable_requests_are_invalid_argument_and_logged_quietly(hostile):
@@ -75,7 +75,7 @@ def test_a_member_over_its_rate_limit_is_refused_with_a_retry_hint(hostile):
         over_ids = [next(ids) for _ in range(100)]
         over = c.sign_accounts([Account(id=i, ledger=840, code=1) for i in over_ids])
         with hostile.channel(leader, LIMITED) as ch:
-            stub = ch.unary_unary("/ledger.v1.Ledger/Submit", request_serializer=pb.SubmitRequest.SerializeToString,
+            stub = ch.unary_unary("/ledger.v1.LedgerService/Submit", request_serializer=pb.SubmitRequest.SerializeToString,
                                   response_deserializer=pb.SubmitResponse.FromString)
             with pytest.raises(grpc.RpcError) as err:
                 stub(pb.SubmitRequest(transactions=[over]), timeout=RPC_TIMEOUT_S)
@@ -111,7 +111,7 @@ def test_rpcs_in_flight_are_bounded_and_shed_as_not_submitted(hostile):
 
     def read():
         ch = hostile.channel(leader, "bank-a")
-        stub = ch.unary_unary("/ledger.v1.Ledger/GetHead", request_serializer=pb.GetHeadRequest.SerializeToString,
+        stub = ch.unary_unary("/ledger.v1.LedgerService/GetHead", request_serializer=pb.GetHeadRequest.SerializeToString,
                               response_deserializer=pb.GetHeadResponse.FromString)
         start.wait(RPC_TIMEOUT_S)
         try:

@@ -36,10 +36,10 @@ def signer(cluster_module):
         yield c
 
 
-def _stub(cluster, vid: str) -> pb_grpc.LedgerStub:
+def _stub(cluster, vid: str) -> pb_grpc.LedgerServiceStub:
     # A channel that lets the client send more than the validator accepts.
     ch = cluster.channel(vid, "bank-a", options=[("grpc.max_send_message_length", 64 << 20)])
-    return pb_grpc.LedgerStub(ch)
+    return pb_grpc.LedgerServiceStub(ch)
 
 
 def _transfers(n: int, *, wide: bool = False) -> list[Transfer]:

@@ -125,7 +125,7 @@ def _cp_pb(block: Block, note: str | None = None) -> pb.Checkpoint:
     return pb.Checkpoint(height=block.checkpoint.height, note=note or block.note, signatures=2, quorum=2)
 
 
-class EvilLedger(pb_grpc.LedgerServicer):
+class EvilLedger(pb_grpc.LedgerServiceServicer):
     """The honest answers over ``chain`` up to ``head``; ``tamper(method, request, response)``
     rewrites a response (returns it), set per scenario."""
 
@@ -192,7 +192,7 @@ def evil():
     chain = Chain()
     servicer = EvilLedger(chain)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_LedgerServicer_to_server(servicer, server)
+    pb_grpc.add_LedgerServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     servicer.address = f"127.0.0.1:{port}"

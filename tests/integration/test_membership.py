@@ -587,7 +587,7 @@ def test_grow_from_three_to_five_validators_through_the_cli(env):
         five = [(v["id"], bytes.fromhex(v["public_key"])) for v in cfg["validators"]]
         g = load_genesis(env.cluster.genesis_path)
         with grpc_channel(env.directory, _address(env, "v5"), "bank-a") as ch:
-            note = pb_grpc.LedgerStub(ch).GetCheckpoint(pb.GetCheckpointRequest(height=grown_at, wait_ms=10_000),
+            note = pb_grpc.LedgerServiceStub(ch).GetCheckpoint(pb.GetCheckpointRequest(height=grown_at, wait_ms=10_000),
                                                          timeout=15).checkpoint.note
         cert = cpmod.verify_certificate(note, five, g.checkpoint_origin)  # raises unless > half of the five signed
         assert cert.height >= grown_at
@@ -788,7 +788,7 @@ class _Watch:
 
     def __init__(self, env: Env, vids) -> None:
         self.channels = {vid: grpc_channel(env.directory, _address(env, vid)) for vid in vids}
-        self.stubs = {vid: pb_grpc.AdminStub(ch) for vid, ch in self.channels.items()}
+        self.stubs = {vid: pb_grpc.AdminServiceStub(ch) for vid, ch in self.channels.items()}
 
     def any(self, predicate) -> str | None:
         """The first validator whose status satisfies ``predicate``, or None."""

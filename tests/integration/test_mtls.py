@@ -47,7 +47,7 @@ def _code(call) -> grpc.StatusCode:
 
 
 def _get_head(channel) -> pb.GetHeadResponse:
-    return pb_grpc.LedgerStub(channel).GetHead(pb.GetHeadRequest(), timeout=5)
+    return pb_grpc.LedgerServiceStub(channel).GetHead(pb.GetHeadRequest(), timeout=5)
 
 
 def test_a_plaintext_client_gets_no_answer_from_the_tls_port(cluster_module):
@@ -119,7 +119,7 @@ def test_admin_and_reflection_are_the_operators(cluster_module):
     leader = c.leader()
     for identity in ("bank-a", "auditor", "admin-1"):
         with c.channel(leader, identity) as ch:
-            assert _code(lambda: pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)) \
+            assert _code(lambda: pb_grpc.AdminServiceStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)) \
                 == grpc.StatusCode.PERMISSION_DENIED
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
             responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
@@ -130,12 +130,12 @@ def test_admin_and_reflection_are_the_operators(cluster_module):
                 == health_pb2.HealthCheckResponse.SERVING
             assert _get_head(ch).head.height >= 0
     with c.admin_channel(leader) as ch:
-        st = pb_grpc.AdminStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)
+        st = pb_grpc.AdminServiceStub(ch).GetStatus(pb.GetStatusRequest(), timeout=5)
         assert st.role == "leader"
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
         [resp] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
                                                 timeout=5))
-        assert "ledger.v1.Ledger" in {s.name for s in resp.list_services_response.service}
+        assert "ledger.v1.LedgerService" in {s.name for s in resp.list_services_response.service}
 
 
 def test_a_validator_certificate_is_no_caller(cluster_module):
@@ -209,7 +209,7 @@ def test_a_suspended_member_is_refused_before_any_work(suspended_server):
     with _channel(d, address, "bank-a") as ch:
         assert _get_head(ch).head.height == 0  # an active member is served
     with _channel(d, address, "bank-b") as ch:
-        stub = pb_grpc.LedgerStub(ch)
+        stub = pb_grpc.LedgerServiceStub(ch)
         with pytest.raises(grpc.RpcError) as e:
             stub.GetHead(pb.GetHeadRequest(), timeout=5)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -40,7 +40,7 @@ def test_follower_refuses_a_linearizable_read_and_names_the_leader(cluster_modul
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
     with cluster.channel(follower) as ch:
-        stub = pb_grpc.LedgerStub(ch)
+        stub = pb_grpc.LedgerServiceStub(ch)
         with pytest.raises(grpc.RpcError) as e:
             stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -76,7 +76,7 @@ def test_concurrent_linearizable_reads_share_raft_entries(cluster_module):
 
     def read():
         with cluster.channel(leader) as ch:
-            stub = pb_grpc.LedgerStub(ch)
+            stub = pb_grpc.LedgerServiceStub(ch)
             for _ in range(10):
                 stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=10)
                 done.append(1)

@@ -492,7 +492,7 @@ def test_only_failed_events_travel_on_the_wire(cluster_module, clients, base):
         assert all(r.ok for r in call(clients, step))
     stx = c.sign_transfers([_at(base, tr(ID, A, B, 1)), _at(base, tr(ID + 1, A, MISSING, 1)), _at(base, tr(ID + 2, A, B, 2))])
     with cluster_module.channel(cluster_module.leader(), A_MEMBER) as ch:
-        (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=10).results
+        (wire,) = pb_grpc.LedgerServiceStub(ch).Submit(pb.SubmitRequest(transactions=[stx]), timeout=10).results
     assert [(e.index, e.WhichOneof("result"), e.transfer) for e in wire.results] == [
         (1, "transfer", pb.CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND)
     ]
@@ -501,7 +501,7 @@ def test_only_failed_events_travel_on_the_wire(cluster_module, clients, base):
     assert [(r.index, r.result) for r in again.results] == [(0, TR.ok), (1, TR.credit_account_not_found), (2, TR.ok)]
     all_ok = c.sign_accounts([acct(base + X)])
     with cluster_module.channel(cluster_module.leader(), A_MEMBER) as ch:
-        (wire,) = pb_grpc.LedgerStub(ch).Submit(pb.SubmitRequest(transactions=[all_ok]), timeout=10).results
+        (wire,) = pb_grpc.LedgerServiceStub(ch).Submit(pb.SubmitRequest(transactions=[all_ok]), timeout=10).results
     assert list(wire.results) == [] and wire.height > 0
 
 

@@ -72,7 +72,7 @@ def test_a_client_pinned_to_genesis_follows_a_validator_key_rotation(cluster):
         cluster.local.wait_ready()
         bank.create_accounts([Account(id=7002, ledger=840, code=1)])
 
-        stub = pb_grpc.LedgerStub(cluster.channel("v1", "bank-a"))
+        stub = pb_grpc.LedgerServiceStub(cluster.channel("v1", "bank-a"))
         handoffs = stub.GetHandoffs(pb.GetHandoffsRequest(after_height=0)).handoffs
         assert len(handoffs) == 1
         [h] = handoffs

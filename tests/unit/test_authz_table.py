@@ -12,17 +12,17 @@ from raft_ledger_node.ledger.types import Account, Transfer
 
 def test_every_ledger_method_of_the_contract_has_a_rule():
     # A new RPC must be added to the table consciously; until then it is refused (default deny).
-    for m in pb.DESCRIPTOR.services_by_name["Ledger"].methods:
+    for m in pb.DESCRIPTOR.services_by_name["LedgerService"].methods:
         assert m.name in LEDGER_METHODS, f"no access rule for Ledger/{m.name}"
-        assert required_role(f"/ledger.v1.Ledger/{m.name}") == ANY
+        assert required_role(f"/ledger.v1.LedgerService/{m.name}") == ANY
 
 
 @pytest.mark.parametrize("method, role", [
-    ("/ledger.v1.Admin/GetStatus", "operator"),
+    ("/ledger.v1.AdminService/GetStatus", "operator"),
     ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "operator"),
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "operator"),
     ("/grpc.health.v1.Health/Check", ANY),
-    ("/ledger.v1.Ledger/NoSuchMethod", None),
+    ("/ledger.v1.LedgerService/NoSuchMethod", None),
     ("/other.Service/Call", None),
 ])
 def test_required_roles(method, role):

@@ -30,4 +30,4 @@ def test_services_are_in_the_versioned_package():
     from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 
     assert pb.DESCRIPTOR.package == "ledger.v1"
-    assert set(pb.DESCRIPTOR.services_by_name) == {"Ledger", "Admin"}
+    assert set(pb.DESCRIPTOR.services_by_name) == {"LedgerService", "AdminService"}

@@ -235,9 +235,10 @@ class LedgerReplica(DurableReplica):
         leader = self.is_leader()
         match = self._SyncObj__raftMatchIndex
         commit = self._SyncObj__raftCommitIndex
+        connected = self._SyncObj__connectedNodes
         for addr, item in list(self._leaving.items()):
             node, index, deadline, acked_at = item
-            if not leader or now > deadline:
+            if not leader or now > deadline or node not in connected:  # a dead one cannot learn it
                 self._drop_voter(addr, node)
             elif match.get(node, 0) >= index and commit >= index:
                 if acked_at is None:

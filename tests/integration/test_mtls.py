@@ -177,7 +177,7 @@ def suspended_server(tmp_path):
     store = MemoryStore(cfg)
     authz = Authorizer(store.configuration)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=(AuthzInterceptor(authz),))
-    add_servicer(server, "Ledger", LedgerServicer(
+    add_servicer(server, "LedgerService", LedgerServicer(
         store=store, replica=None, batcher=None, verifier=None, leader_grpc_address=lambda: None,
         submit_timeout_s=1.0, chain_id=genesis.chain_id, authz=authz))
     add_servicer(server, "Admin", AdminServicer(validator_id="v1", store=store, replica=None,

@@ -180,7 +180,7 @@ def suspended_server(tmp_path):
     add_servicer(server, "LedgerService", LedgerServicer(
         store=store, replica=None, batcher=None, verifier=None, leader_grpc_address=lambda: None,
         submit_timeout_s=1.0, chain_id=genesis.chain_id, authz=authz))
-    add_servicer(server, "Admin", AdminServicer(validator_id="v1", store=store, replica=None,
+    add_servicer(server, "AdminService", AdminServicer(validator_id="v1", store=store, replica=None,
                                                 leader_grpc_address=lambda: None))
     with open(os.path.join(d, "v1", "tls.key.pem"), "rb") as f:
         key = f.read()

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pysyncobj import FAIL_REASON
 
 from raft_ledger_node.ledger import codec, limits
-from raft_ledger_node.ledger.types import Entry, Tx, TxResult
+from raft_ledger_node.ledger.types import Entry, Operation, Tx, TxResult
+from raft_ledger_node.metrics import UNREGISTERED, LedgerMetrics
 
 log = logging.getLogger("ledger.batcher")
 
@@ -66,10 +67,13 @@ class Batcher:
 
     ``entry`` is the decoded form of ``entry_bytes`` (what the leader's own ingress
     decoded from the same envelopes), so the leader need not decode its own entries.
+    ``metrics`` counts each entry's transfers and its outcome (node/metrics.py).
     """
 
-    def __init__(self, propose, *, inflight_entries_max: int = 4, block_events_max: int = limits.block_events_max) -> None:
+    def __init__(self, propose, *, inflight_entries_max: int = 4, block_events_max: int = limits.block_events_max,
+                 metrics: LedgerMetrics = UNREGISTERED) -> None:
         self._propose = propose
+        self._metrics = metrics
         self._queue: queue.Queue[Submission] = queue.Queue()
         self._slots = threading.Semaphore(inflight_entries_max)
         self._block_events_max = block_events_max
@@ -126,9 +130,14 @@ class Batcher:
         txs = tuple(tx for sub in batch for tx in sub.txs)
         decoded = Entry(proposed_timestamp=time.time_ns(), txs=txs)
         entry = codec.encode_entry(decoded)
+        metrics = self._metrics
+        metrics.batch(sum(len(tx.events) for tx in txs if tx.operation == Operation.create_transfers))
 
         def on_result(res, err) -> None:
             self._slots.release()
+            ok = err == FAIL_REASON.SUCCESS and res is not None
+            metrics.proposal("committed" if ok else "not_applied" if err == FAIL_REASON.SUCCESS
+                             else _REASONS.get(err, str(err)).lower())
             if err == FAIL_REASON.SUCCESS and res is not None:
                 pos = 0
                 for sub in batch:
@@ -145,6 +154,7 @@ class Batcher:
             self._propose(entry, decoded, on_result)
         except Exception as e:  # a broken replica must not kill the batcher thread
             log.exception("proposal failed")
+            metrics.proposal("error")
             self._slots.release()
             for sub in batch:
                 sub.error = ProposalFailed(str(e))

@@ -146,6 +146,13 @@ class ValidatorConfig:
     #: Development only: gRPC and Raft in plaintext, no client identity (every
     #: caller is anonymous and refused everything but status). Logged loudly.
     insecure_plaintext: bool = False
+    #: The Prometheus endpoint (node/metrics.py), host:port; empty = none. With TLS it is
+    #: HTTPS requiring a client certificate of the cluster CA naming an ``operator`` (or a
+    #: validator); a plaintext validator serves it over HTTP on a loopback address only.
+    metrics_listen_address: str = ""
+    #: Log lines: "text" or "json" (one JSON object per line; node/logs.py). The
+    #: ``start --log-format`` option overrides it.
+    log_format: str = "text"
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True
@@ -162,6 +169,9 @@ class ValidatorConfig:
     def db_path(self) -> str:
         return os.path.join(self.data_dir, "db")
 
+
+#: Values of ``log_format`` (node/logs.py's LOG_FORMATS; a sibling module, so not imported).
+LOG_FORMATS = ("text", "json")
 
 GENESIS_FIELDS = {"chain_id", "validators", "members", "admins", "threshold", "issuers", "tls_ca_certificate"}
 #: Identities, administrators and issuers a genesis file or configuration may hold.
@@ -371,6 +381,8 @@ def load_config(path: str) -> ValidatorConfig:
         if not ok:
             raise ConfigError(f"config {path}: member_rate_limits[{member!r}] must be "
                               '{"events_per_s": <number > 0>, "burst": <number > 0>}')
+    if doc.get("log_format", "text") not in LOG_FORMATS:
+        raise ConfigError(f"config {path}: 'log_format' must be one of {list(LOG_FORMATS)}, not {doc['log_format']!r}")
     if not doc.get("insecure_plaintext"):
         for key in ("tls_cert_file", "tls_key_file"):
             if not doc.get(key):

@@ -22,7 +22,8 @@ What a generated cluster directory holds (``init_cluster``)::
     v4/validator.json ...    a validator added later (``add_validator_files``): the entry
                              ``add_validator`` proposes (addresses, TLS pin, public key)
 
-Validator ``i`` (1-based) listens on gRPC ``base_port + i`` and Raft ``base_port + 100 + i``.
+Validator ``i`` (1-based) listens on gRPC ``base_port + i``, Raft ``base_port + 100 + i``
+and serves its metrics on ``base_port + 150 + i`` (HTTPS, operator certificates only).
 
 Ports (``reserve_ports``): a block of ports ``base + offset`` is handed out only if an
 exclusive ``flock`` on ``$TMPDIR/ledger-test-ports/<base>.lock`` is granted *and*
@@ -75,6 +76,9 @@ VALIDATOR_STOP_TIMEOUT_S = 15.0
 VALIDATOR_KILL_WAIT_S = 5.0
 #: Raft ports are the gRPC ports plus this.
 RAFT_PORT_OFFSET = 100
+#: Metrics ports (node/metrics.py) are the gRPC ports plus this: validator i on base + 150 + i,
+#: so a cluster has at most METRICS_PORT_OFFSET - RAFT_PORT_OFFSET - 1 validators with metrics.
+METRICS_PORT_OFFSET = 150
 #: Bases ``reserve_ports`` probes before it gives up, by default.
 PORT_PROBES_MAX = 100
 #: Highest TCP port.
@@ -183,7 +187,7 @@ def member_tls_paths(directory: str, identity: str) -> tuple[str, str, str]:
 
 def init_cluster(directory: str, validators: int, members: Sequence[str], host: str, base_port: int, *,
                  force: bool = False, issuers: dict[int, Sequence[str]] | None = None,
-                 insecure_plaintext: bool = False) -> GeneratedCluster:
+                 insecure_plaintext: bool = False, metrics: bool = True) -> GeneratedCluster:
     """Write a development cluster under ``directory``: a CA, genesis.json, one config,
     TLS key and certificate per validator, and for every identity an Ed25519 signing key
     and a TLS client certificate.
@@ -200,7 +204,8 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
     The chain id is ``local-<8 random hex digits>``; the validators share one random
     Raft password. ``insecure_plaintext`` writes no TLS material and marks the configs
     plaintext (development only). With ``force`` an existing cluster in ``directory``
-    is deleted first (its data too). Raises ClusterExistsError if ``directory`` holds a
+    is deleted first (its data too). With ``metrics`` each config names a
+    ``metrics_listen_address`` on ``host`` (port ``base_port + 150 + i``). Raises ClusterExistsError if ``directory`` holds a
     genesis.json and ``force`` is off, ValueError if ``validators`` < 1, a port would
     exceed 65535, or an issuer is not an identity of the cluster.
     """
@@ -211,6 +216,10 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
         raise ValueError(f"need at least one validator, got {validators}")
     if base_port + RAFT_PORT_OFFSET + validators > PORT_MAX:
         raise ValueError(f"base port {base_port} leaves no room for {validators} validators' Raft ports")
+    if metrics and (validators >= METRICS_PORT_OFFSET - RAFT_PORT_OFFSET
+                    or base_port + METRICS_PORT_OFFSET + validators > PORT_MAX):
+        raise ValueError(f"no room for {validators} validators' metrics ports from base port {base_port} "
+                         f"(at most {METRICS_PORT_OFFSET - RAFT_PORT_OFFSET - 1} validators; or metrics=False)")
     genesis_file = os.path.join(directory, "genesis.json")
     if os.path.exists(genesis_file):
         if not force:
@@ -296,6 +305,10 @@ def init_cluster(directory: str, validators: int, members: Sequence[str], host: 
             cfg["insecure_plaintext"] = True
         else:
             cfg.update(tls_cert_file="tls.crt.pem", tls_key_file="tls.key.pem")
+        if metrics:
+            port = int(v["grpc_address"].rpartition(":")[2]) + METRICS_PORT_OFFSET
+            # A plaintext validator serves metrics on loopback only (node/metrics.py).
+            cfg["metrics_listen_address"] = f"{'127.0.0.1' if insecure_plaintext else host}:{port}"
         config_paths[v["id"]] = os.path.join(vdir, "config.json")
         _write_secret(config_paths[v["id"]], json.dumps(cfg, indent=2).encode())
         # The genesis validators' data directories may vote from the first start (raft/membership.py).
@@ -433,6 +446,8 @@ def add_validator_files(directory: str, validator_id: str | None = None, *, host
            "raft_password": template["raft_password"], "signing_key_file": "signing.key.pem",
            # Where it learns the current validator set (genesis validators may be gone).
            "join_grpc_addresses": [v.grpc_address for v in known]}
+    if template.get("metrics_listen_address"):
+        cfg["metrics_listen_address"] = f"{template['metrics_listen_address'].rpartition(':')[0]}:{base + METRICS_PORT_OFFSET + n}"
     if template.get("insecure_plaintext"):
         cfg["insecure_plaintext"] = True
     else:
@@ -523,15 +538,16 @@ class LocalCluster:
     def log_path(self, validator_id: str) -> str:
         return os.path.join(self.directory, validator_id, "validator.log")
 
-    def start(self, validator_id: str) -> None:
-        """Start one validator (it keeps its data directory). Raises UnknownValidatorError."""
+    def start(self, validator_id: str, args: Sequence[str] = ()) -> None:
+        """Start one validator (it keeps its data directory); ``args`` are appended to
+        ``start --config PATH`` (e.g. ``("--log-format", "json")``). Raises UnknownValidatorError."""
         known = [v.id for v in self.validators]
         if validator_id not in known:
             raise UnknownValidatorError(f"unknown validator {validator_id!r}; one of {known}")
         vdir = os.path.join(self.directory, validator_id)
         with open(self.log_path(validator_id), "ab") as log:  # the child keeps its own copy of the fd
             self.procs[validator_id] = subprocess.Popen(
-                validator_command(os.path.join(vdir, "config.json")),
+                validator_command(os.path.join(vdir, "config.json")) + list(args),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -615,9 +631,11 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def cluster_port_offsets(validators: int) -> list[int]:
-    """Offsets from a cluster's base port of its gRPC (1..n) and Raft (101..100+n) ports."""
-    return [i for i in range(1, validators + 1)] + [RAFT_PORT_OFFSET + i for i in range(1, validators + 1)]
+def cluster_port_offsets(validators: int, *, metrics: bool = False) -> list[int]:
+    """Offsets from a cluster's base port of its gRPC (1..n) and Raft (101..100+n) ports,
+    and with ``metrics`` of its metrics ports (151..150+n)."""
+    return ([i for i in range(1, validators + 1)] + [RAFT_PORT_OFFSET + i for i in range(1, validators + 1)]
+            + ([METRICS_PORT_OFFSET + i for i in range(1, validators + 1)] if metrics else []))
 
 
 class PortReservation:

@@ -38,6 +38,15 @@ from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore, StoreError
+from raft_ledger_node import pki
+from raft_ledger_node.metrics import (
+    GrpcMetricsInterceptor,
+    LedgerMetrics,
+    MetricsConfigError,
+    MetricsServer,
+    ReplicaCollector,
+    server_ssl_context,
+)
 
 log = logging.getLogger("ledger.main")
 
@@ -246,9 +255,12 @@ class Validator:
             data_dir_id=self.identity.data_dir_id,
             vote_after_term=self.identity.vote_after_term,
         )
+        #: This validator's metrics (node/metrics.py), served on metrics_listen_address.
+        self.metrics = LedgerMetrics()
         self.batcher = Batcher(
             self.replica.propose,
             inflight_entries_max=cfg.inflight_entries_max,
+            metrics=self.metrics,
         )
         # Follows the governed configuration in the store: added keys verify, revoked
         # keys and suspended members are refused at ingress from the next block on.
@@ -258,7 +270,8 @@ class Validator:
         self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
-            interceptors=(AuthzInterceptor(self.authz),),
+            # The metrics interceptor first: it also counts the calls authorisation refuses.
+            interceptors=(GrpcMetricsInterceptor(self.metrics), AuthzInterceptor(self.authz)),
             maximum_concurrent_rpcs=cfg.grpc_rpcs_inflight_max,
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
@@ -288,6 +301,7 @@ class Validator:
                     Rate(cfg.member_events_per_s, cfg.member_events_burst),
                     {m: Rate(v["events_per_s"], v["burst"]) for m, v in cfg.member_rate_limits.items()},
                 ),
+                metrics=self.metrics,
             ),
             quiet,
         )
@@ -325,9 +339,33 @@ class Validator:
         if bound == 0:
             raise ConfigError(f"cannot bind gRPC address {grpc_listen} (in use, or not an address of this host?)")
         self.grpc_address = me.grpc_address
+        self.metrics_server = self._metrics_server(cfg)
         self._stop = threading.Event()
         #: Why serve() returned: "stopped", "restart" (promoted: start again as a voter) or "removed".
         self.outcome = "stopped"
+
+    def _metrics_server(self, cfg: ValidatorConfig) -> MetricsServer | None:
+        """The Prometheus endpoint on ``metrics_listen_address`` (None when empty), bound now:
+        HTTPS with mutual TLS admitting the ``operator`` role and the validators' pinned
+        certificates, or (plaintext validator) HTTP on a loopback address only. The
+        scrape-time gauges read the replica's typed status. Raises ConfigError."""
+        self.metrics.register(ReplicaCollector(
+            status=self.replica.status,
+            head_height=lambda: self.store.head().height,
+            membership=lambda: self.role.value,
+            configuration=self.store.configuration,
+            db_path=cfg.db_path,
+            snapshot_file=cfg.full_dump_file,
+        ))
+        if not cfg.metrics_listen_address:
+            return None
+        try:
+            ctx = None if self.plaintext else server_ssl_context(
+                cert_file=cfg.tls_cert_file, key_file=cfg.tls_key_file, ca_pem=self.genesis.tls_ca_pem or b"")
+            return MetricsServer(cfg.metrics_listen_address, self.metrics, ssl_context=ctx,
+                                 authorise=_metrics_authoriser(self.store.configuration))
+        except MetricsConfigError as e:
+            raise ConfigError(str(e)) from e
 
     def _cosigner(self, cfg: ValidatorConfig, me) -> Cosigner:
         """This validator's cosigner: its signing key (if configured) and, per peer, a
@@ -403,6 +441,8 @@ class Validator:
         self.batcher.start()
         self.server.start()
         self.cosigner.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
         if self.plaintext:
             log.warning(PLAINTEXT_WARNING, self.cfg.validator_id)
         log.info(
@@ -425,6 +465,8 @@ class Validator:
                 self.health.set("ledger.v1.LedgerService", status)
                 serving = ready
         log.info("validator %s stopping", self.cfg.validator_id)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.cosigner.stop()
         self.server.stop(grace=2).wait()
         self.batcher.stop()
@@ -466,14 +508,15 @@ class Validator:
                 ident.chain_id, ident.validator_id, ident.data_dir_id, ident.genesis,
                 max(ident.vote_after_term, st.term)))
             log.warning("validator %s was promoted to voter (%s): restarting as a voter, voting after term %d",
-                        self.cfg.validator_id, why, st.term)
+                        self.cfg.validator_id, why, st.term, extra={"height": self.store.head().height})
             self.outcome = "restart"
             return True
         if role is Role.NOT_MEMBER:
             deadline = time.monotonic() + LEADER_HANDOVER_S
             while self.replica.is_leader() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            log.warning("validator %s was removed from the validator set by governance: it stops", self.cfg.validator_id)
+            log.warning("validator %s was removed from the validator set by governance: it stops", self.cfg.validator_id,
+                        extra={"height": self.store.head().height})
             self.outcome = "removed"
             return True
         if self.role is Role.VOTER:  # LEARNER now: another directory was bound to this validator
@@ -481,6 +524,29 @@ class Validator:
             self.outcome = "removed"
             return True
         return False
+
+
+def _metrics_authoriser(configuration) -> Callable[[bytes], str | None]:
+    """Who may scrape metrics, given the client certificate (DER) TLS verified against the
+    cluster CA: an active identity with role ``operator``, or a validator presenting the
+    certificate pinned for it in the governed set. Returns the caller's name, or None."""
+
+    def authorise(der: bytes) -> str | None:
+        try:
+            ident = pki.identity_from_certificate(der)
+        except pki.CertificateError:
+            return None
+        cfg = configuration()
+        if cfg is None:
+            return None
+        if ident.kind == "validator":
+            rec = next((v for v in cfg.validators if v.id == ident.id), None)
+            pinned = rec is not None and rec.tls_cert_sha256 and pki.certificate_sha256(der) == rec.tls_cert_sha256
+            return f"validator/{ident.id}" if pinned else None
+        m = cfg.member(ident.id)
+        return m.id if m is not None and m.active and "operator" in m.roles else None
+
+    return authorise
 
 
 def _tune_gc(gen0_threshold: int) -> None:

@@ -26,6 +26,7 @@ from raft_ledger_node.crypto import KeyNotPermitted, UnknownKey, Verifier
 from raft_ledger_node.ledger import limits
 from raft_ledger_node.ledger import governance as gov
 from raft_ledger_node.ledger.governance import encode_configuration
+from raft_ledger_node.metrics import UNREGISTERED, LedgerMetrics
 from raft_ledger_node.raft import membership
 
 #: Trailing metadata key of a refusal before anything was proposed (the SDK reads it).
@@ -90,8 +91,11 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     def __init__(self, *, store, replica, batcher: Batcher, verifier: Verifier, leader_grpc_address,
                  submit_timeout_s: float, chain_id: str, authz: Authorizer,
                  rate_limiter: MemberRateLimiter | None = None,
-                 clock_ns=time.time_ns, scans_inflight_max: int = 1, cosigner=None):
+                 clock_ns=time.time_ns, scans_inflight_max: int = 1, cosigner=None,
+                 metrics: LedgerMetrics = UNREGISTERED):
         self._store = store
+        #: Results by code, commit latency, signature failures, rate-limit refusals (node/metrics.py).
+        self._metrics = metrics
         #: node.cosigner.Cosigner: checkpoints and certificates (None: proofs unavailable).
         self._cosigner = cosigner
         self._watch_slots = threading.BoundedSemaphore(limits.watch_streams_max)
@@ -139,6 +143,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         for member, events in per_member.items():
             wait_s = self._rate_limiter.take(member, events)
             if wait_s is not None:
+                self._metrics.rate_limited(member)
                 rate = self._rate_limiter.rate(member)
                 retry_ms = max(1, int(wait_s * 1000) + 1)
                 context.set_trailing_metadata((("ledger-refused", "rate-limited"), ("retry-after-ms", str(retry_ms))))
@@ -155,6 +160,10 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         checks = self._verifier.verify_many(
             [(s.member_id, s.key_id, s.signature, s.body) for s in request.transactions]
         )
+        for ok in checks:
+            if ok is not True:
+                self._metrics.signature_failure("key_not_permitted" if isinstance(ok, KeyNotPermitted) else
+                                                "unknown_key" if isinstance(ok, UnknownKey) else "bad_signature")
         for i, ok in enumerate(checks):
             if isinstance(ok, KeyNotPermitted):
                 raise validation.Denied(f"transaction {i}: {ok}")
@@ -224,6 +233,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     def Submit(self, request: pb.SubmitRequest, context):  # noqa: N802
         # Cheapest rejection first: sizes, then who signed and the signature over the
         # raw body bytes, and only then parsing (validation's module docstring).
+        received = time.monotonic()
         validation.check_submit_size(request)
         self._require_leader(context)
         for i, stx in enumerate(request.transactions):
@@ -250,7 +260,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             if membership:
                 self._gate_membership(membership, context)
             if fresh:
-                return self._propose(fresh, txs, results, context)
+                return self._propose(fresh, txs, results, context, received)
         finally:
             if membership:
                 self._membership_inflight.release()
@@ -315,7 +325,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         context.set_trailing_metadata(((REFUSED_KEY, "membership"),))
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
 
-    def _propose(self, fresh, txs, results, context) -> pb.SubmitResponse:
+    def _propose(self, fresh, txs, results, context, received: float | None = None) -> pb.SubmitResponse:
         if fresh:
             sub = Submission(txs=fresh)
             self._batcher.submit(sub)
@@ -331,6 +341,9 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                     grpc.StatusCode.UNAVAILABLE,
                     f"proposal not committed ({sub.error}); outcome unknown, retry the same transactions",
                 )
+            if received is not None:
+                self._metrics.submitted(fresh, sub.results, time.monotonic() - received)
+            _log_rejections(fresh, sub.results)
             it = iter(sub.results)
             results = [r if r is not None else next(it) for r in results]
         return pb.SubmitResponse(results=[result_to_pb(r, tx.operation) for r, tx in zip(results, txs)])
@@ -595,6 +608,22 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             nxt = cos.validator_set(self._store.get_header(h).next_validators_hash)
             out.append(pb.Handoff(checkpoint=cp, next=self._validator_entries(nxt)))
         return pb.GetHandoffsResponse(handoffs=out)
+
+
+def _log_rejections(txs, results) -> None:
+    """One line per Submit whose committed transactions include rejected ones (TxRejection),
+    naming the block height and the first rejected transaction's hash (JSON logs: fields
+    ``height`` and ``tx_hash``)."""
+    rejected = [(tx, r) for tx, r in zip(txs, results) if r.rejection]
+    if not rejected:
+        return
+    tx, r = rejected[0]
+    try:
+        why = gov.TxRejection(r.rejection).name
+    except ValueError:
+        why = str(r.rejection)
+    log.info("%d of %d transactions rejected at height %d (first %s: %s)", len(rejected), len(txs), r.height,
+             r.tx_hash.hex(), why, extra={"height": r.height, "tx_hash": r.tx_hash.hex(), "rejection": why})
 
 
 #: Longest a checkpoint read waits for its height to be certified (ms); how long

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import click
@@ -53,7 +52,10 @@ EXIT_NOT_A_VALIDATOR = 3
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Validator config (JSON).")
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def start(config_path, log_level):
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or one JSON object per line (time, level, logger, message, validator_id, "
+                   "height/tx_hash where known). Default: the config's log_format (text).")
+def start(config_path, log_level, log_format):
     """Start a validator from its config and serve until SIGTERM/SIGINT.
 
     A data directory formatted for genesis (`init-cluster`, `format --genesis`) votes as a
@@ -61,15 +63,16 @@ def start(config_path, log_level):
     only once governance promotes it (`validator add`). A learner promoted to voter
     restarts itself in place. Exits 0 when stopped or removed by governance, 2 on a
     config or storage error, 3 if this validator is not in the validator set."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    from raft_ledger_node import logs
     from raft_ledger_node.config import ConfigError, load_config
     from raft_ledger_node.store import StoreError
 
     from raft_ledger_node.main import NotAValidatorError
 
+    logs.configure(log_format=log_format or "text", level=log_level)
     try:
         cfg = load_config(config_path)
+        logs.configure(log_format=log_format or cfg.log_format, level=log_level, validator_id=cfg.validator_id)
         from raft_ledger_node.main import run
 
         outcome = run(cfg)

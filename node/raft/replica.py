@@ -45,7 +45,7 @@ from raft_ledger_node.ledger.types import Entry, TxResult
 from raft_ledger_node.raft import snapshot
 from raft_ledger_node.raft.tls import PinnedPeer
 from raft_ledger_node.raft.read_barrier import ReadBarrierBatcher
-from raft_ledger_node.raft.durable import DurableReplica
+from raft_ledger_node.raft.durable import _ROLES, DurableReplica
 from raft_ledger_node.state_machine import CoreFailure, Outcome, StateMachine, StateMachineError
 
 log = logging.getLogger("ledger.replication")
@@ -110,6 +110,10 @@ class LedgerReplica(DurableReplica):
         #: Voters removed by governance this leader still replicates to until they have
         #: learned it: Raft address -> [node, removing raft index, deadline, acked at].
         self._leaving: dict[str, list] = {}
+        # Every Raft role change and term change is logged (_on_state_changed, _log_term).
+        self._logged_term: int | None = None
+        on_state_changed = conf.onStateChanged
+        conf.onStateChanged = lambda old, new: self._on_state_changed(old, new, on_state_changed)
         conf.serializer = lambda file_name, raft_data: snapshot.write_snapshot(store, file_name, raft_data)
         conf.deserializer = lambda file_name: snapshot.read_snapshot(store, file_name)
         super().__init__(
@@ -190,7 +194,8 @@ class LedgerReplica(DurableReplica):
         current = {n.address: n for n in self.otherNodes}
         for addr in sorted(targets - current.keys()):
             self._SyncObj__doChangeCluster(["add", addr, TCPNode(addr)])
-            log.warning("raft configuration: added voter %s (configuration version %d)", addr, cfg.version)
+            log.warning("raft configuration: added voter %s (configuration version %d)", addr, cfg.version,
+                        extra={"raft_index": raft_index, "height": self._store.head().height})
         for addr in list(self._leaving):
             if addr in targets:
                 del self._leaving[addr]  # added back before it left
@@ -222,8 +227,32 @@ class LedgerReplica(DurableReplica):
             log.warning("raft configuration: removed voter %s%s", addr,
                         "" if version is None else f" (configuration version {version})")
 
+    def _on_state_changed(self, old: int, new: int, then=None) -> None:
+        """pysyncobj's ``onStateChanged`` (tick thread): log "raft role follower -> leader in term 7".
+        pysyncobj becomes candidate before it increments the term (SO:639), so that line
+        names the term it stands for: "raft role follower -> candidate for term 7"."""
+        self._log_term()
+        role = _ROLES.get(new, str(new))
+        if role == "candidate":
+            term, where = self.raftCurrentTerm + 1, "for"
+        else:
+            term, where = self.raftCurrentTerm, "in"
+        log.info("raft role %s -> %s %s term %d", _ROLES.get(old, old), role, where, term,
+                 extra={"raft_role": role, "raft_term": term})
+        if then is not None:
+            then(old, new)
+
+    def _log_term(self) -> None:
+        """Log "raft term 6 -> 7" once per term change (tick thread; the first tick only records it)."""
+        term = self.raftCurrentTerm
+        if term != self._logged_term:
+            if self._logged_term is not None:
+                log.info("raft term %d -> %d", self._logged_term, term, extra={"raft_term": term})
+            self._logged_term = term
+
     def _onTick(self, timeToWait=0.0):  # noqa: N802,N803
         super()._onTick(timeToWait)
+        self._log_term()
         if self._leaving:
             self._finish_leaving()
 
@@ -312,7 +341,8 @@ class LedgerReplica(DurableReplica):
         if isinstance(e, CoreFailure):
             # A bug in the core on a well-formed entry: every replica hits it on
             # replay, so stopping is the only way not to diverge.
-            log.critical("apply of raft entry %d raised; stopping this validator", e.raft_index, exc_info=e.__cause__)
+            log.critical("apply of raft entry %d raised; stopping this validator", e.raft_index, exc_info=e.__cause__,
+                         extra={"raft_index": e.raft_index})
         else:
             log.critical(
                 "storage write failed (%s). The validator stops so it never serves or builds on a "
@@ -320,6 +350,7 @@ class LedgerReplica(DurableReplica):
                 "it replays the Raft journal from its applied index.",
                 e.__cause__,
                 exc_info=e.__cause__,
+                extra={"raft_index": e.raft_index},
             )
         logging.shutdown()
         os._exit(EXIT_STORAGE_FAILURE)

@@ -48,7 +48,8 @@ def write_snapshot(store, file_name: str, raft_data) -> None:
         os.fsync(f.fileno())
     shutil.rmtree(ckpt, ignore_errors=True)
     log.info("snapshot at raft index %d (applied index %d) written in %.0f ms",
-             raft_data[0][1], applied, (time.monotonic() - started) * 1000)
+             raft_data[0][1], applied, (time.monotonic() - started) * 1000,
+             extra={"raft_index": raft_data[0][1], "height": store.head().height})
 
 
 def read_snapshot(store, file_name: str):
@@ -71,5 +72,6 @@ def read_snapshot(store, file_name: str):
             tar.extractall(target, filter="data")
     store.replace_from_checkpoint(os.path.join(target, "db"))
     shutil.rmtree(target, ignore_errors=True)
-    log.warning("installed snapshot: applied index %d, head height %d", applied, store.head().height)
+    log.warning("installed snapshot: applied index %d, head height %d", applied, store.head().height,
+                extra={"raft_index": applied, "height": store.head().height})
     return raft_data

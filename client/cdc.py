@@ -222,7 +222,7 @@ def watch_events(client: "LedgerClient", from_height: int = 1, *, kinds: Iterabl
         if preferred:
             candidates.insert(0, preferred)
         for addr in candidates:
-            log.info("WatchEvents: streaming from %s at height %d", addr, next_height)
+            log.info("WatchEvents (%s): streaming from %s at height %d", client.member_id, addr, next_height)
             stream = _open(client._transport, addr, request(next_height, kinds=kinds, ledger=ledger,
                                                             account_ids=account_ids), stream_s)
             dog = _Watchdog(stream, idle_timeout_s, client._clock)
@@ -253,8 +253,8 @@ def watch_events(client: "LedgerClient", from_height: int = 1, *, kinds: Iterabl
                 raise
             except LedgerError as e:  # broken, hung, refused (overloaded) or lying: try the next one
                 last = e
-                log.warning("WatchEvents: stream from %s broke before height %d (%s: %s); resuming there",
-                            addr, next_height, type(e).__name__, e)
+                log.warning("WatchEvents (%s): stream from %s broke before height %d (%s: %s); resuming there",
+                            client.member_id, addr, next_height, type(e).__name__, e)
                 if preferred == addr:
                     preferred = None
             finally:

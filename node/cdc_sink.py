@@ -188,12 +188,14 @@ class JetStreamPublisher:
 
 
 def run_sink(client, publisher, state: SinkState, *, from_height: int = 1, until_height: int = 0,
+             address: str | None = None,
              on_block: Callable[[BlockEvents, int, bool], None] | None = None,
              cluster_retry_s: float = CLUSTER_RETRY_S, sleep: Callable[[float], None] = time.sleep) -> int:
     """Publish every block after the state file's height (or from ``from_height`` when it
     has none) until ``until_height`` (0: for ever); returns the last height acknowledged.
     ``client``: a LedgerClient (its identity decides which events the blocks carry: an
-    ``auditor`` sees all). ``on_block(block, seq, duplicate)`` after each ack. Raises
+    ``auditor`` sees all); ``address``: the validator to stream from first (the SDK moves to
+    another when it fails). ``on_block(block, seq, duplicate)`` after each ack. Raises
     SinkError (the broker)."""
     chain = client.chain_id
     last = state.load()
@@ -202,7 +204,7 @@ def run_sink(client, publisher, state: SinkState, *, from_height: int = 1, until
         if until_height and start > until_height:
             return last
         try:
-            for b in client.watch_events(start):
+            for b in client.watch_events(start, address=address):
                 seq, dup = publisher.publish(msg_id(chain, b.height), block_json(chain, b))
                 state.save(b.height)
                 last = b.height

@@ -30,9 +30,11 @@ from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, console, translate_
               help="First height when the state file does not exist yet.")
 @click.option("--until-height", default=0, show_default=True, type=click.IntRange(min=0),
               help="Stop after this height is acknowledged (0: run until stopped).")
+@click.option("--prefer", "prefer", default=None, metavar="HOST:PORT",
+              help="Stream from this validator's gRPC address first (e.g. the one on this host).")
 @click.option("--quiet", is_flag=True, help="No line per block.")
 @translate_errors
-def cdc_sink(directory, identity, nats_url, subject, stream, state_path, from_height, until_height, quiet):
+def cdc_sink(directory, identity, nats_url, subject, stream, state_path, from_height, until_height, prefer, quiet):
     """Publish every committed block (JSON, header Nats-Msg-Id: <chain>/<height>) to a NATS
     JetStream stream, at least once, resuming from --state after a crash."""
     from raft_ledger_node.cdc_sink import JetStreamPublisher, SinkError, SinkState, run_sink
@@ -46,16 +48,17 @@ def cdc_sink(directory, identity, nats_url, subject, stream, state_path, from_he
     except SinkError as e:
         raise click.ClickException(str(e)) from None
     console.print(f"cdc-sink: {identity} -> {nats_url} {subject} (stream {stream}); "
-                  f"resuming at height {last + 1 if last else from_height}")
+                  f"resuming at height {last + 1 if last else from_height}", soft_wrap=True)
 
     def show(b, seq, dup):
         if not quiet:
-            console.print(f"height {b.height} acked seq={seq}{' duplicate' if dup else ''} "
-                          f"accounts={len(b.accounts)} transfers={len(b.transfers)}", highlight=False)
+            console.print(f"height {b.height} from {b.source} acked seq={seq}{' duplicate' if dup else ''} "
+                          f"accounts={len(b.accounts)} transfers={len(b.transfers)}", highlight=False, soft_wrap=True)
 
     try:
         with member_client(directory, identity) as client:
-            done = run_sink(client, publisher, state, from_height=from_height, until_height=until_height, on_block=show)
+            done = run_sink(client, publisher, state, from_height=from_height, until_height=until_height,
+                            address=prefer, on_block=show)
     except SinkError as e:
         raise click.ClickException(str(e)) from None
     finally:

@@ -1073,7 +1073,7 @@ class LedgerClient:
         from raft_ledger_client.cdc import watch_events
 
         return watch_events(self, from_height, kinds=kinds, ledger=ledger, account_ids=account_ids,
-                            address=address, **kw)
+                            address=address, account_from_pb=_account_from_pb, transfer_from_pb=_transfer_from_pb, **kw)
 
 
 def _detail(e: Exception | None) -> str:

@@ -27,19 +27,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 
-from raft_ledger_client._client import Account, Transfer, _account_from_pb, _transfer_from_pb
 from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
 from raft_ledger_client._exceptions import InvalidRequest, LedgerError, PermissionDenied, Unavailable
 from raft_ledger_client._transport import GrpcTransport, InProcessTransport, _Abort, _Context, status_to_exception
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.wire import u128
-
-if TYPE_CHECKING:
-    from raft_ledger_client._client import LedgerClient
 
 __all__ = ["AccountEvent", "BlockEvents", "TransferEvent", "watch_events"]
 
@@ -59,7 +55,7 @@ class AccountEvent:
     """An account created in the block (``result`` ok), or a failed creation (its signer and
     the auditor only). ``tx_hash`` and ``index`` locate the event in its transaction."""
 
-    account: Account
+    account: object  # raft_ledger_client.Account (cdc is imported by _client, not the other way)
     result: CreateAccountResult
     tx_hash: bytes
     index: int
@@ -71,7 +67,7 @@ class TransferEvent:
     and the auditor only). ``pending_status``: for a pending transfer, its status when the
     block was read ("pending", "posted", "voided", "expired"), else "none"."""
 
-    transfer: Transfer
+    transfer: object  # raft_ledger_client.Transfer
     result: CreateTransferResult
     tx_hash: bytes
     index: int
@@ -105,13 +101,14 @@ def request(from_height: int, *, kinds: Iterable[str] = ("accounts", "transfers"
         kinds=[_KINDS[k] for k in kinds], ledger=ledger, account_ids=[u128(i) for i in account_ids]))
 
 
-def _block(parts: list[pb.WatchEventsResponse], source: str) -> BlockEvents:
+def _block(parts: list[pb.WatchEventsResponse], source: str, account_from_pb: Callable,
+           transfer_from_pb: Callable) -> BlockEvents:
     first = parts[0]
     return BlockEvents(
         height=first.height, block_hash=bytes(first.block_hash), timestamp=first.timestamp,
-        accounts=tuple(AccountEvent(_account_from_pb(e.account), CreateAccountResult(e.result), bytes(e.tx_hash),
+        accounts=tuple(AccountEvent(account_from_pb(e.account), CreateAccountResult(e.result), bytes(e.tx_hash),
                                     e.index) for p in parts for e in p.accounts),
-        transfers=tuple(TransferEvent(_transfer_from_pb(e.transfer), CreateTransferResult(e.result), bytes(e.tx_hash),
+        transfers=tuple(TransferEvent(transfer_from_pb(e.transfer), CreateTransferResult(e.result), bytes(e.tx_hash),
                                       e.index, PENDING_STATUS.get(e.pending_status, str(e.pending_status)))
                         for p in parts for e in p.transfers),
         head_height=parts[-1].head_height, source=source)
@@ -198,13 +195,16 @@ class _Watchdog:
         self._done.set()
 
 
-def watch_events(client: "LedgerClient", from_height: int = 1, *, kinds: Iterable[str] = ("accounts", "transfers"),
+def watch_events(client, from_height: int = 1, *, kinds: Iterable[str] = ("accounts", "transfers"),
                  ledger: int = 0, account_ids: Iterable[int] = (), address: str | None = None,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S, stream_s: float = STREAM_S) -> Iterator[BlockEvents]:
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, stream_s: float = STREAM_S,
+                 account_from_pb: Callable, transfer_from_pb: Callable) -> Iterator[BlockEvents]:
     """Every committed block from ``from_height`` on (0: from the block after the head),
     as :class:`BlockEvents`, surviving validator failures (module docstring). ``kinds``,
     ``ledger`` (0: all) and ``account_ids`` (empty: all the caller sees) filter the
-    events, never the blocks. ``address``: stream from this validator first."""
+    events, never the blocks. ``address``: stream from this validator first. ``client``: a
+    LedgerClient; ``account_from_pb``/``transfer_from_pb`` build its Account and Transfer
+    records (LedgerClient.watch_events passes them)."""
     account_ids = list(account_ids)
     kinds = list(kinds)
     request(1, kinds=kinds, ledger=ledger, account_ids=account_ids)  # ValueError now, not at the first next()
@@ -244,7 +244,7 @@ def watch_events(client: "LedgerClient", from_height: int = 1, *, kinds: Iterabl
                     parts.append(m)
                     if m.continued:
                         continue
-                    block, parts = _block(parts, addr), []
+                    block, parts = _block(parts, addr, account_from_pb, transfer_from_pb), []
                     next_height += 1
                     preferred = addr
                     backoff = client.retry.backoff_initial_s
@@ -260,6 +260,7 @@ def watch_events(client: "LedgerClient", from_height: int = 1, *, kinds: Iterabl
             finally:
                 dog.stop()
                 stream.cancel()
+                messages.close()  # now, not when a reference cycle (a kept exception) is collected
             if client._clock() - progress >= client.retry.deadline_s:
                 raise Unavailable(f"WatchEvents: no validator sent height {next_height} or a heartbeat within "
                                   f"{client.retry.deadline_s}s (last: {type(last).__name__}: {last})")

@@ -28,11 +28,12 @@ def ledger(tmp_path):
 
 def _client(servicers) -> LedgerClient:
     return LedgerClient(list(servicers), member_id="auditor", key_id="k1", private_key=SIGNING_KEY, chain_id=CHAIN,
-                        transport=InProcessTransport(servicers), retry=RetryPolicy(deadline_s=5.0, backoff_initial_s=0.0))
+                        transport=InProcessTransport(servicers), retry=RetryPolicy(deadline_s=5.0, backoff_initial_s=0.0),
+                        clock=lambda: 0.0, sleep=lambda s: None)  # no wall clock: the watchdog never fires
 
 
 def _streams(store, caller=AUDITOR):
-    return EventStreams(store, chain_id=CHAIN, caller=lambda ctx: caller, poll_s=0.001, heartbeat_s=0.05)
+    return EventStreams(store, chain_id=CHAIN, caller=lambda ctx: caller, clock=lambda: 0.0, sleep=lambda s: None)
 
 
 def test_a_validator_going_away_mid_stream_is_resumed_elsewhere_without_gap(ledger):

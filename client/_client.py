@@ -1061,6 +1061,20 @@ class LedgerClient:
         raise err(f"{method}: not committed within {self.retry.deadline_s}s, outcome unknown ({_detail(last)}); "
                   "resubmit the same signed transactions to learn it")
 
+    # -- change-data capture (issue 14): raft_ledger_client.cdc ---------------------------
+    def watch_events(self, from_height: int = 1, *, kinds: Iterable[str] = ("accounts", "transfers"), ledger: int = 0,
+                     account_ids: Iterable[int] = (), address: str | None = None, **kw):
+        """Iterator of :class:`raft_ledger_client.cdc.BlockEvents`: every committed block from
+        ``from_height`` on (0: after the head), in order, once each, with the events this
+        caller may see (filtered by ``kinds``, ``ledger``, ``account_ids``); it resumes on
+        another validator at the last height + 1 when a stream breaks, within the retry
+        deadline (raft_ledger_client.cdc's docstring). Raises Unavailable, PermissionDenied,
+        InvalidRequest, ValueError (unknown kind)."""
+        from raft_ledger_client.cdc import watch_events
+
+        return watch_events(self, from_height, kinds=kinds, ledger=ledger, account_ids=account_ids,
+                            address=address, account_from_pb=_account_from_pb, transfer_from_pb=_transfer_from_pb, **kw)
+
 
 def _detail(e: Exception | None) -> str:
     return f"{type(e).__name__}: {e}" if e is not None else "no attempt"

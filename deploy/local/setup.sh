@@ -53,3 +53,24 @@ if command -v go >/dev/null 2>&1; then
 else
   echo "WARNING: 'go' not found: ledger-porcupine not built; the chaos suite's linearizability check will be undecided" >&2
 fi
+
+# The CDC sink's broker for its integration test (tests/integration/test_cdc_nats.py):
+# nats-server with JetStream, a Go program, built pinned into .venv/bin like toxiproxy.
+# Without `go` that one test is skipped; everything else still works.
+NATS_SERVER_VERSION=v2.14.9
+if [ "$(cat .venv/nats-server.version 2>/dev/null)" != "$NATS_SERVER_VERSION" ] || [ ! -x .venv/bin/nats-server ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "==> installing nats-server $NATS_SERVER_VERSION into .venv/bin" >&2
+    gobin="$(mktemp -d)"
+    if ! GOBIN="$gobin" go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" >"$gobin/go.log" 2>&1; then
+      cat "$gobin/go.log" >&2
+      echo "ERROR: go install of nats-server $NATS_SERVER_VERSION failed (output above)" >&2
+      exit 1
+    fi
+    cp "$gobin/nats-server" .venv/bin/nats-server
+    rm -rf "$gobin"
+    echo "$NATS_SERVER_VERSION" > .venv/nats-server.version
+  else
+    echo "WARNING: 'go' not found: nats-server not installed; the CDC sink's broker test will be skipped" >&2
+  fi
+fi

@@ -52,6 +52,10 @@ Ledger/GetInclusionProof               any identity        the transaction's byt
                                                            (else NOT_FOUND, as a missing one);
                                                            auditor: all
 Ledger/GetAccountProofs                any identity        as LookupAccounts
+Ledger/WatchEvents                     any identity        every block; in it, as the reads: a
+                                                           member its own accounts and transfers
+                                                           touching them (failed events: their
+                                                           signer only); auditor: all (api.cdc)
 Admin/*                                ``operator`` role   everything
 ServerReflection                       ``operator`` role   the service descriptors
 grpc.health.v1.Health/*                any identity, or a  serving status
@@ -104,6 +108,7 @@ LEDGER_METHODS = (
     "QueryAccounts", "QueryTransfers", "GetHead", "GetBlock", "GetConfiguration",
     "GetCheckpoint", "WatchCheckpoints", "GetCosignatures", "GetInclusionProof", "GetConsistencyProof",
     "GetAccountProofs", "GetValidatorSet", "GetHandoffs",
+    "WatchEvents",
 )
 #: What a validator's pinned certificate may call: health probes, the cosignatures
 #: its peers collect to form certificates, and the governed configuration (a new

@@ -12,6 +12,7 @@ from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.api import validation
 from raft_ledger_node.api.authz import Authorizer
+from raft_ledger_node.api.cdc import EventStreams
 from raft_ledger_node.api.ratelimit import MemberRateLimiter
 from raft_ledger_node.api.mapping import (
     account_to_pb,
@@ -111,6 +112,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         self._scan_slots = threading.BoundedSemaphore(scans_inflight_max)
         #: Held while a validator membership change is being proposed and committed.
         self._membership_inflight = threading.Lock()
+        #: WatchEvents (change-data capture, api/cdc.py): its own stream limits.
+        self._event_streams = EventStreams(store, chain_id=chain_id, caller=authz.caller)
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -608,6 +611,10 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             nxt = cos.validator_set(self._store.get_header(h).next_validators_hash)
             out.append(pb.Handoff(checkpoint=cp, next=self._validator_entries(nxt)))
         return pb.GetHandoffsResponse(handoffs=out)
+
+    def WatchEvents(self, request, context):  # noqa: N802
+        """Committed blocks and the caller's events from ``from_height`` on (api/cdc.py)."""
+        return self._event_streams.WatchEvents(request, context)
 
 
 def _log_rejections(txs, results) -> None:

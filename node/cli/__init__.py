@@ -2,7 +2,7 @@
 
 Commands: init-cluster, start, status, health, signing-key (operator.py), member (member.py), gov and ca
 (gov.py), validator add|remove|replace|format (validator.py), demo
-(demo.py), bench (bench.py), audit (with export, verify-export) and verify-receipt (audit.py). Every command has --help. The commands only
+(demo.py), bench (bench.py), audit (with export, verify-export) and verify-receipt (audit.py), cdc-sink (cdc.py). Every command has --help. The commands only
 translate: they parse options, call the libraries (raft_ledger_node.localcluster,
 raft_ledger_node.main, raft_ledger_node.bench, the SDK) and print; library
 exceptions become click errors here (common.py). Nothing outside this package
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from raft_ledger_node.cli import audit, bench, demo, gov, member, operator, validator
+from raft_ledger_node.cli import audit, bench, cdc, demo, gov, member, operator, validator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +22,7 @@ def main() -> None:
 
 for _command in (operator.init_cluster_cmd, operator.start, operator.status, operator.health, operator.signing_key,
                  member.member, gov.gov, gov.ca, validator.validator, demo.demo,
-                 bench.bench, audit.audit, audit.verify_receipt):
+                 bench.bench, audit.audit, audit.verify_receipt, cdc.cdc_sink):
     main.add_command(_command)
 
 __all__ = ["main"]

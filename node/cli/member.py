@@ -217,3 +217,129 @@ def member_keygen(member_id, key_id, out_dir, no_tls):
         written += [tls_path, os.path.join(out_dir, f"{member_id}.csr.pem")]
     for w in written:
         click.echo(w)
+
+
+# -- reconciliation and statements (raft_ledger_node.reconcile) ----------------------------
+
+_EXIT_DISCREPANCY = 1
+_EXIT_UNRECONCILABLE = 2
+
+
+def _money(minor, scale: int) -> str:
+    """Signed minor units as a decimal at ``scale`` digits, every digit kept."""
+    if minor is None:
+        return ""
+    from decimal import Decimal
+
+    return f"{Decimal(minor).scaleb(-scale):,.{scale}f}"
+
+
+def _unreconcilable(e: Exception):
+    err = click.ClickException(str(e))
+    err.exit_code = _EXIT_UNRECONCILABLE
+    return err
+
+
+def _print_reconciliation(report) -> None:
+    s = report.scale
+    t = table(["outcome", "reference", "transfer", "statement amount", "statement date", "ledger amount", "ledger date"],
+              title=f"account {report.account_id} ({report.currency}) {report.from_date} .. {report.to_date}")
+    for i in report.items:
+        t.add_row(i.kind, i.reference, "" if i.transfer_id is None else str(i.transfer_id),
+                  _money(i.statement_amount, s), str(i.statement_date or ""), _money(i.ledger_amount, s),
+                  str(i.ledger_date or ""))
+    print_table(t)
+    if report.items_dropped:
+        click.echo(f"({report.items_dropped} more rows not shown; the counts below are complete)")
+    b = table(["side", "opening", "entries", "forward-valued", "closing", "opening + entries = closing"], title="balances")
+
+    def yes(v):
+        return {True: "yes", False: "NO", None: "n/a"}[v]
+
+    b.add_row("statement", _money(report.statement_opening, s), _money(report.statement_entries_total, s),
+              _money(report.statement_forward_total, s), _money(report.statement_closing, s), yes(report.statement_balanced))
+    b.add_row("ledger", _money(report.ledger_opening, s), _money(report.ledger_entries_total, s),
+              _money(report.ledger_forward_total, s), _money(report.ledger_closing, s), yes(report.ledger_balanced))
+    print_table(b)
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    click.echo(f"{counts}; openings agree: {yes(report.openings_agree)}, closings agree: {yes(report.closings_agree)}")
+    click.echo("RECONCILED" if report.ok else "DISCREPANCIES")
+
+
+def _date_opt(name: str, help_: str):
+    return click.option(name, "_" + name.strip("-") + "_date", type=click.DateTime(["%Y-%m-%d"]), default=None, help=help_)
+
+
+@member.command("reconcile")
+@member_options
+@click.option("--account", "account_id", type=int, required=True, help="The account (yours) the statement is of.")
+@click.option("--statement", "statement_path", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="camt.053 (.001.02, .04, .08) XML or CSV (date, amount|amount_minor, direction, reference[, kind]).")
+@_date_opt("--from", "First day (UTC, YYYY-MM-DD); default: the statement's.")
+@_date_opt("--to", "Last day (UTC, YYYY-MM-DD); default: the statement's.")
+@click.option("--window-days", type=int, default=3, show_default=True,
+              help="Days an unmatched entry waits for its counterpart (a date mismatch up to this far).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@translate_errors
+def member_reconcile(conn, account_id, statement_path, _from_date, _to_date, window_days, as_json):
+    """Reconcile an external statement against the account's posted ledger entries:
+    matched, amount or date mismatches, missing on either side, and the balance checks
+    (opening + entries = closing on each side; the sides' balances agree).
+
+    Exit codes: 0 reconciled, 1 discrepancies, 2 the statement cannot be reconciled
+    (invalid file, another currency, no period)."""
+    import json
+
+    from raft_ledger_node.reconcile import ReconcileError, reconcile_account
+    from raft_ledger_node.statements import StatementError
+
+    with _member_client(*conn) as c:
+        try:
+            report = reconcile_account(c, account_id, statement_path,
+                                       from_date=_from_date.date() if _from_date else None,
+                                       to_date=_to_date.date() if _to_date else None, window_days=window_days)
+        except (ReconcileError, StatementError) as e:
+            raise _unreconcilable(e) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_reconciliation(report)
+    sys.exit(0 if report.ok else _EXIT_DISCREPANCY)
+
+
+@member.command("statement")
+@member_options
+@click.option("--account", "account_id", type=int, required=True, help="The account (yours).")
+@_date_opt("--from", "First day (UTC, YYYY-MM-DD).")
+@_date_opt("--to", "Last day (UTC, YYYY-MM-DD).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="The camt.053 XML file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@translate_errors
+def member_statement(conn, account_id, _from_date, _to_date, out_path, as_json):
+    """Export the account's posted entries of a period as an ISO 20022 camt.053.001.08
+    statement (validated against the official XSD): OPBD and CLBD balances, one entry
+    per posted transfer, the transfer id as the entry reference. Exit 2 if it cannot."""
+    import json
+
+    from raft_ledger_node.reconcile import ReconcileError, export_statement
+    from raft_ledger_node.statements import StatementError
+
+    if _from_date is None or _to_date is None:
+        raise click.UsageError("--from and --to are required")
+    tmp = out_path + ".tmp"
+    with _member_client(*conn) as c:
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                summary = export_statement(c, account_id, _from_date.date(), _to_date.date(), f)
+            os.replace(tmp, out_path)
+        except (ReconcileError, StatementError) as e:
+            raise _unreconcilable(e) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if as_json:
+        click.echo(json.dumps({"out": out_path, **summary}))
+    else:
+        scale = 0 if summary["currency"] == "JPY" else 2
+        click.echo(f"wrote {summary['entries']} entries to {out_path} ({summary['currency']}: opening "
+                   f"{_money(summary['opening'], scale)}, closing {_money(summary['closing'], scale)})")

@@ -52,6 +52,9 @@ Ledger/GetInclusionProof               any identity        the transaction's byt
                                                            (else NOT_FOUND, as a missing one);
                                                            auditor: all
 Ledger/GetAccountProofs                any identity        as LookupAccounts
+Ledger/ExportAudit                     ``auditor`` role    every transaction with its proof
+                                                           (api.audit_stream); a member:
+                                                           PERMISSION_DENIED before any work
 Admin/*                                ``operator`` role   everything
 ServerReflection                       ``operator`` role   the service descriptors
 grpc.health.v1.Health/*                any identity, or a  serving status
@@ -111,8 +114,14 @@ LEDGER_METHODS = (
 VALIDATOR_METHODS = (HEALTH, LEDGER + "GetCosignatures", LEDGER + "GetConfiguration")
 
 
+#: Ledger methods open to one role only (the audit export shows every member's transactions).
+LEDGER_ROLE_METHODS = {"ExportAudit": "auditor"}
+
+
 def required_role(method: str) -> str | None:
     """The role ``method`` (``/package.Service/Method``) needs: ANY, a role, or None (nobody)."""
+    if method.startswith(LEDGER) and method[len(LEDGER):] in LEDGER_ROLE_METHODS:
+        return LEDGER_ROLE_METHODS[method[len(LEDGER):]]
     if method.startswith(LEDGER):
         return ANY if method[len(LEDGER):] in LEDGER_METHODS else None
     if method.startswith(ADMIN) or method.startswith(REFLECTION) or method.startswith(REFLECTION_V1):

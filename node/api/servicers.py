@@ -12,6 +12,7 @@ from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.api import validation
 from raft_ledger_node.api.authz import Authorizer
+from raft_ledger_node.api.audit_stream import AuditStreamer
 from raft_ledger_node.api.ratelimit import MemberRateLimiter
 from raft_ledger_node.api.mapping import (
     account_to_pb,
@@ -107,6 +108,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         self._scan_slots = threading.BoundedSemaphore(scans_inflight_max)
         #: Held while a validator membership change is being proposed and committed.
         self._membership_inflight = threading.Lock()
+        #: ExportAudit (issue 14): the audit stream, its own concurrency bound.
+        self._audit_streamer = AuditStreamer(store, cosigner)
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -595,6 +598,10 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             nxt = cos.validator_set(self._store.get_header(h).next_validators_hash)
             out.append(pb.Handoff(checkpoint=cp, next=self._validator_entries(nxt)))
         return pb.GetHandoffsResponse(handoffs=out)
+
+    def ExportAudit(self, request, context):  # noqa: N802
+        """The audit export stream, auditors only (api.audit_stream)."""
+        return self._audit_streamer.export(request, context)
 
 
 #: Longest a checkpoint read waits for its height to be certified (ms); how long

@@ -88,8 +88,9 @@ def _resolve(data_dir, config_path, genesis_file):
 @_data_dir_option
 @_config_option
 @_genesis_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
-def audit(ctx, data_dir, config_path, genesis_file):
+def audit(ctx, data_dir, config_path, genesis_file, as_json):
     """Replay a stopped validator's RocksDB from genesis and check every stored byte of
     history: block hashes and links, envelopes, the replayed headers (transaction log,
     state hash, account tree, validator sets), log nodes, the transaction index, member
@@ -111,6 +112,13 @@ def audit(ctx, data_dir, config_path, genesis_file):
         sys.exit(_EXIT_USAGE)
     summary = (f"{report.blocks} blocks, {report.transactions} transactions, {report.cosignatures} cosignatures "
                f"in {report.seconds:.2f} s")
+    if as_json:
+        i = report.inconsistency
+        click.echo(json.dumps({"clean": report.clean, "blocks": report.blocks, "transactions": report.transactions,
+                               "cosignatures": report.cosignatures, "seconds": round(report.seconds, 3),
+                               "inconsistency": None if i is None else {"height": i.height, "kind": i.kind,
+                                                                        "detail": i.detail}}, indent=2))
+        sys.exit(0 if report.clean else _EXIT_FOUND)
     if report.inconsistency is not None:
         i = report.inconsistency
         click.echo(f"INCONSISTENT at height {i.height}: {i.kind}: {i.detail}")
@@ -242,7 +250,8 @@ def export_cmd(data_dir, config_path, genesis_file, out_path, remote, cluster, i
 @audit.command("verify-export")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False), help="The chain's genesis file.")
-def verify_export_cmd(file, genesis_file):
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def verify_export_cmd(file, genesis_file, as_json):
     """Verify an audit export with the SDK alone: the certificate by a majority of the
     genesis validators, every inclusion proof, completeness of the log below the
     certified size, every member signature genesis has the key for (keys added later by
@@ -256,6 +265,15 @@ def verify_export_cmd(file, genesis_file):
     with _bar("verifying transactions") as progress:
         rep = verify_export(lines, validators=genesis.validator_keys, origin=genesis.checkpoint_origin,
                             member_keys=member_keys, progress=progress)
+    if as_json:
+        c = rep.checkpoint
+        click.echo(json.dumps({
+            "verified": rep.failure is None, "transactions": rep.transactions, "proven": rep.proven,
+            "unproven": rep.unproven, "signatures_verified": rep.signatures_verified,
+            "unverifiable_by_key": rep.unverifiable_by_key, "rejected_invalid": rep.rejected_invalid,
+            "checkpoint": None if c is None else {"height": c.height, "tree_size": c.tree_size},
+            "failures": rep.failures[:100], "failures_total": len(rep.failures)}, indent=2))
+        sys.exit(0 if rep.failure is None else _EXIT_FOUND)
     if rep.failure is not None:
         click.echo(f"NOT VERIFIED: {rep.failure}")
         if len(rep.failures) > 1:

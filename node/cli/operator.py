@@ -8,7 +8,7 @@ import sys
 import click
 
 from raft_ledger_node import localcluster
-from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, console, json_option, print_table, table, translate_errors
+from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, ExitCode, console, json_option, print_table, table, translate_errors
 
 
 @click.command("init-cluster")
@@ -47,7 +47,7 @@ def init_cluster_cmd(directory, validators, members, host, base_port, force, ins
 
 
 #: `start` exits with this code when the validator is not in the governed validator set.
-EXIT_NOT_A_VALIDATOR = 3
+EXIT_NOT_A_VALIDATOR = ExitCode.NOT_A_VALIDATOR
 
 
 @click.command()
@@ -78,7 +78,7 @@ def start(config_path, log_level):
         sys.exit(EXIT_NOT_A_VALIDATOR)
     except (ConfigError, StoreError) as e:
         console.print(f"[red]cannot start:[/] {e}")
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     if outcome == "removed":
         console.print("[yellow]stopped: this validator was removed from the validator set by governance[/]")
 
@@ -314,7 +314,8 @@ def health_status(config_path: str, service: str = "", address: str | None = Non
               help="Address to probe (default: grpc_listen_address with 0.0.0.0 as 127.0.0.1, else the genesis gRPC address).")
 @click.option("--timeout", "timeout_s", default=HEALTH_TIMEOUT_S, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code is the answer.")
-def health(config_path, service, address, timeout_s, quiet):
+@json_option
+def health(config_path, service, address, timeout_s, quiet, as_json):
     """Probe this validator's gRPC Health over mutual TLS with its own certificate: exit 0
     if it is SERVING (Raft ready, a leader known), 1 otherwise (NOT_SERVING, unreachable,
     refused, or a config error). For exec probes: Kubernetes, the container HEALTHCHECK."""
@@ -328,7 +329,9 @@ def health(config_path, service, address, timeout_s, quiet):
         status = f"cannot probe: {e}"
     except grpc.RpcError as e:
         status = f"{e.code().name}: {e.details()}"
-    if not quiet:
+    if as_json and not quiet:
+        click.echo(json.dumps({"status": status, "serving": status == "SERVING"}))
+    elif not quiet:
         click.echo(status)
     sys.exit(0 if status == "SERVING" else 1)
 

@@ -772,7 +772,7 @@ def verify_export(lines: Sequence[str], *, validators: Sequence[tuple[str, bytes
         try:
             c = cp.verify_certificate(o["checkpoint"], validators, origin)
         except (VerificationError, TypeError) as e:
-            rep.failures.append(f"line {n + 1}: certificate: {e}")
+            rep.failures.append(f"certificate: {e} (line {n + 1})")
             continue
         certified[c.tree_size] = c
     if rep.failures:

@@ -43,8 +43,13 @@ wrote: the head height), the lowest such height first.
 :func:`export` writes JSON Lines, one transaction per line with its inclusion proof
 against the newest *certified* checkpoint in the data directory (a majority of the
 certifying set's stored cosignatures), then one line holding that certificate.
-:func:`verify_export` checks such a file with the SDK (``raft_ledger_client``) and the
-standard library only: certificate, completeness of leaves, every inclusion proof
+:func:`write_remote_export` writes the same records from the gRPC stream
+``LedgerService/ExportAudit`` (api.audit_stream; the ``auditor`` role), each block's
+transactions proven against the block's own certified checkpoint, which precedes them
+as a ``{"checkpoint": <note>, "height": h, "tree_size": n}`` line whenever it changes
+(so an export resumed at a height and appended stays verifiable line by line).
+:func:`verify_export` checks either file with the SDK (``raft_ledger_client``) and the
+standard library only: certificates, completeness of leaves, every inclusion proof
 (RFC 9162 §2.1.3.2), every member signature it has a key for.
 
 Errors: :class:`AuditError` when the directory cannot be audited at all (missing,
@@ -93,7 +98,9 @@ __all__ = [
     "checkpoint_of",
     "export",
     "resolve_db_path",
+    "resume_point",
     "verify_export",
+    "write_remote_export",
 ]
 
 _U64 = struct.Struct(">Q")
@@ -621,66 +628,191 @@ class VerifyExportReport:
         return self.failures[0] if self.failures else None
 
 
+def _event_count(stx: pb.SignedTransaction) -> int:
+    """Events in the envelope's body (0 if it does not parse; a governance change: 1)."""
+    body = pb.Transaction()
+    try:
+        body.ParseFromString(stx.body)
+    except Exception:
+        return 0
+    kind = body.WhichOneof("operation")
+    if kind == "create_accounts":
+        return len(body.create_accounts.accounts)
+    if kind == "create_transfers":
+        return len(body.create_transfers.transfers)
+    return 1 if kind else 0
+
+
+def record_to_json(rec: pb.AuditRecord) -> dict:
+    """An ExportAudit record as the export's JSON object (the keys :func:`export` writes,
+    plus ``operation``). ``codes``: one result code per event of the body (0 = ok),
+    rebuilt from the record's failed events."""
+    stx = pb.SignedTransaction()
+    try:
+        stx.ParseFromString(rec.transaction)
+    except Exception:
+        stx = pb.SignedTransaction()
+    codes = [0] * _event_count(stx)
+    for e in rec.result.results:
+        code = e.account if e.WhichOneof("result") == "account" else e.transfer
+        if e.index < len(codes):
+            codes[e.index] = int(code)
+    return {
+        "height": rec.height, "index": rec.index, "leaf_index": rec.leaf_index, "tx_hash": rec.tx_hash.hex(),
+        "signer": rec.signer, "key_id": rec.key_id, "operation": rec.operation,
+        "envelope": base64.b64encode(rec.transaction).decode(), "codes": codes,
+        "rejection": int(rec.result.rejection), "tree_size": rec.tree_size,
+        "proof": [base64.b64encode(h).decode() for h in rec.proof] if rec.tree_size else None,
+    }
+
+
+def write_remote_export(responses, out, *, progress: Progress | None = None) -> ExportReport:
+    """Write the ExportAudit stream ``responses`` (an iterable of
+    ``pb.ExportAuditResponse``) to ``out`` (a text file) as JSON Lines: a checkpoint
+    line ``{"checkpoint": note, "height": h, "tree_size": n}`` per certificate, then the
+    records it proves (:func:`record_to_json`). Flushes after every block, so an
+    interrupted export loses at most its last block (:func:`resume_point`).
+    ``progress(height, to_height)`` is called per record. Nothing is verified here
+    (:func:`verify_export` does); the transport's errors propagate (``grpc.RpcError``)."""
+    started = time.monotonic()
+    report = ExportReport()
+    last_height = 0
+    for item in responses:
+        kind = item.WhichOneof("item")
+        if kind == "checkpoint":
+            c = item.checkpoint
+            try:
+                size = cp.Checkpoint.parse(cp.parse_note(c.note)[0]).tree_size
+            except Exception:  # an unparsable note: verify-export reports it
+                size = 0
+            out.write(json.dumps({"checkpoint": c.note, "height": c.height, "tree_size": size}) + "\n")
+            report.certified_height, report.tree_size = c.height, size
+            continue
+        if kind != "record":
+            continue
+        rec = item.record
+        if rec.height != last_height:
+            out.flush()
+            last_height = rec.height
+        out.write(json.dumps(record_to_json(rec), separators=(",", ":")) + "\n")
+        report.transactions += 1
+        report.unproven += rec.tree_size == 0
+        if progress is not None:
+            progress(rec.height, item.to_height)
+    out.flush()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def resume_point(lines: Sequence[str]) -> tuple[int, int]:
+    """Where to resume an interrupted export: (lines to keep, height to resume from).
+
+    The last record's block may be incomplete, so it is fetched again: the lines kept
+    end with the last record of an earlier block (checkpoint lines after it are
+    dropped: the stream sends its checkpoint again). A file with no record: (0, 1).
+    A line that is not JSON (cut mid-write) ends the file there."""
+    heights: list[int | None] = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            break
+        heights.append(obj.get("height") if isinstance(obj, dict) and "checkpoint" not in obj else None)
+    records = [h for h in heights if h is not None]
+    if not records:
+        return 0, 1
+    last = records[-1]
+    keep = 0
+    for n, h in enumerate(heights):
+        if h is not None and h < last:
+            keep = n + 1
+    return keep, last
+
+
 def verify_export(lines: Sequence[str], *, validators: Sequence[tuple[str, bytes]], origin: str,
                   member_keys: dict[tuple[str, str], bytes], progress: Progress | None = None) -> VerifyExportReport:
-    """Verify an audit export (the lines :func:`export` wrote) with the SDK alone.
+    """Verify an audit export (the lines :func:`export` or :func:`write_remote_export`
+    wrote) with the SDK alone.
 
     ``validators``: the genesis validator set, (id, 32-byte Ed25519 key); ``origin``:
     :func:`raft_ledger_client.checkpoint.origin_for` of the pinned genesis;
     ``member_keys``: (member id, key id) -> 32-byte Ed25519 key of genesis.
 
-    Checks: the last line's certificate (majority of ``validators``,
+    Checks: every checkpoint line's certificate (majority of ``validators``,
     :func:`~raft_ledger_client.checkpoint.verify_certificate`; a checkpoint certified by a
     later validator set fails: this export carries no handoff certificates); leaf
-    indexes are 0, 1, 2, … with no gap or repeat and every leaf below the certified size
-    is present; per line, ``tx_hash`` = SHA-256(envelope), signer/key id are the
-    envelope's, the RFC 9162 §2.1.3.2 inclusion of SHA-256(0x00 || envelope) at
-    ``leaf_index`` in the certified tree, and the member's Ed25519 signature over the
-    body when genesis has the key. Failures are collected, first one first; nothing raises
-    for bad input except a file that is not JSON Lines at all (then the failure says so).
+    indexes are 0, 1, 2, … with no gap or repeat, and every leaf below the tree size of
+    a certified checkpoint of a height the export reaches (or of the final line, the
+    local export's) is present; per line, ``tx_hash`` = SHA-256(envelope), signer/key id
+    are the envelope's, the RFC 9162 §2.1.3.2 inclusion of SHA-256(0x00 || envelope) at
+    ``leaf_index`` in the certified tree of the record's ``tree_size`` (whose certificate
+    the file holds), and the member's Ed25519 signature over the body when genesis has
+    the key. Failures are collected, first one first; nothing raises for bad input.
+    ``checkpoint`` in the report: the certified checkpoint of the largest tree.
     """
     rep = VerifyExportReport()
     if not lines:
         rep.failures.append("empty export: no checkpoint line")
         return rep
-    try:
-        last = json.loads(lines[-1])
-        note = last["checkpoint"] if isinstance(last, dict) and "checkpoint" in last else KeyError
-    except (ValueError, KeyError):
-        note = KeyError
-    if note is KeyError:
-        rep.failures.append("the last line is not the checkpoint line")
+    parsed: list[dict | None] = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = None
+        parsed.append(obj if isinstance(obj, dict) else None)
+    certified: dict[int, cp.Checkpoint] = {}
+    cp_lines = [(n, o) for n, o in enumerate(parsed) if o is not None and "checkpoint" in o]
+    if not cp_lines:
+        rep.failures.append("the export holds no checkpoint line")
         return rep
-    if note is not None:
+    for n, o in cp_lines:
+        if o["checkpoint"] is None:
+            continue
         try:
-            rep.checkpoint = cp.verify_certificate(note, validators, origin)
-        except VerificationError as e:
-            rep.failures.append(f"certificate: {e}")
-            return rep
-    size = rep.checkpoint.tree_size if rep.checkpoint else 0
-    body_lines = lines[:-1]
-    for n, line in enumerate(body_lines, 1):
-        where = f"line {n}"
+            c = cp.verify_certificate(o["checkpoint"], validators, origin)
+        except (VerificationError, TypeError) as e:
+            rep.failures.append(f"certificate: {e} (line {n + 1})")
+            continue
+        certified[c.tree_size] = c
+    if rep.failures:
+        return rep
+    if certified:
+        rep.checkpoint = certified[max(certified)]
+    final = parsed[-1] if parsed[-1] is not None and "checkpoint" in parsed[-1] else None
+    body = [(n, line, o) for n, (line, o) in enumerate(zip(lines, parsed)) if o is None or "checkpoint" not in o]
+    leaf_expected = 0
+    last_height = 0
+    for k, (n, line, rec) in enumerate(body, 1):
+        where = f"line {n + 1}"
         try:
-            rec = json.loads(line)
+            if rec is None:
+                raise ValueError("not a JSON object")
             envelope = base64.b64decode(rec["envelope"], validate=True)
             leaf = rec["leaf_index"]
             tx_hash = bytes.fromhex(rec["tx_hash"])
             proof = rec["proof"]
+            size = rec.get("tree_size") or 0
+            last_height = max(last_height, int(rec.get("height") or 0))
         except (ValueError, KeyError, TypeError) as e:
             rep.failures.append(f"{where}: not an export record ({e!r})")
             continue
         rep.transactions += 1
-        if leaf != n - 1:
-            rep.failures.append(f"{where}: leaf index {leaf}, expected {n - 1} (a transaction is missing or repeated)")
+        if leaf != leaf_expected:
+            rep.failures.append(f"{where}: leaf index {leaf}, expected {leaf_expected} "
+                                "(a transaction is missing or repeated)")
+        leaf_expected = leaf + 1 if isinstance(leaf, int) else leaf_expected + 1
         if hashlib.sha256(envelope).digest() != tx_hash:
             rep.failures.append(f"{where}: tx_hash is not SHA-256 of the envelope")
-        if leaf < size:
+        if size and leaf < size:
+            checkpoint = certified.get(size)
             try:
+                if checkpoint is None:
+                    raise client_merkle.ProofError(f"no certified checkpoint of tree size {size} in the export")
                 hashes = [base64.b64decode(h, validate=True) for h in (proof or [])]
                 if proof is None:
                     raise client_merkle.ProofError("no proof for a leaf below the certified size")
-                client_merkle.verify_inclusion(client_merkle.leaf_hash(envelope), leaf, size, hashes, rep.checkpoint.root_hash)
+                client_merkle.verify_inclusion(client_merkle.leaf_hash(envelope), leaf, size, hashes, checkpoint.root_hash)
                 rep.proven += 1
             except (client_merkle.ProofError, ValueError) as e:
                 rep.failures.append(f"{where}: inclusion proof of leaf {leaf} in the certified tree of size {size}: {e}")
@@ -708,7 +840,12 @@ def verify_export(lines: Sequence[str], *, validators: Sequence[tuple[str, bytes
                     rep.failures.append(f"{where}: {stx.member_id}/{stx.key_id}'s signature does not verify, "
                                         "yet the ledger applied the transaction")
         if progress is not None:
-            progress(n, len(body_lines))
-    if rep.transactions < size:
-        rep.failures.append(f"the export holds {rep.transactions} transactions, the certified tree {size}")
+            progress(k, len(body))
+    # Completeness: every leaf of a certified tree whose block the export reaches.
+    reached = [c.tree_size for c in certified.values() if c.height <= last_height]
+    if final is not None and final["checkpoint"] is not None and certified:
+        reached.append(cp.verify_certificate(final["checkpoint"], validators, origin).tree_size)
+    need = max(reached, default=0)
+    if rep.transactions < need:
+        rep.failures.append(f"the export holds {rep.transactions} transactions, the certified tree {need}")
     return rep

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, Transfer
 from raft_ledger_node.localcluster import member_client
 from raft_ledger_node.stats import Zipf, percentile
-from raft_ledger_node.tables import print_table, table
+from raft_ledger_node.tables import print_table, totals_table
 
 LEDGERS = (840, 978)
 ACCOUNT_CODE = 1
@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.2)
 
     all_ids = [a for lg in LEDGERS for a in everyone[lg] + [MINT_ACCOUNT_BASE + lg]]
-    totals = table(("validator", "ledger", "debits posted", "credits posted", "balanced", "head height", "head hash"),
-                   title="per-ledger totals on each validator (minor units; every account verified against "
-                         "that validator's certified state root)")
+    total_rows = []
     balanced = True
     for addr in addresses:
         accts = []
@@ -220,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             c = sum(a.credits_posted for a in accts if a.ledger == lg)
             balanced &= d == c
             h = heads.get(addr)
-            totals.add_row(addr, str(lg), f"{d:,}", f"{c:,}", "yes" if d == c else "[red]NO", str(h.height) if h else "?", h.hash.hex()[:16] if h else "?")
-    print_table(totals, console)
+            total_rows.append((addr, str(lg), f"{d:,}", f"{c:,}", "yes" if d == c else "[red]NO", str(h.height) if h else "?", h.hash.hex()[:16] if h else "?"))
+    print_table(totals_table(total_rows), console)
     same = len({h.hash for h in heads.values()}) == 1 and len(heads) == len(addresses)
     console.print(
         ("[green]all validators agree on head " if same else "[red]validators DISAGREE on head ")

@@ -56,6 +56,9 @@ Ledger/WatchEvents                     any identity        every block; in it, a
                                                            member its own accounts and transfers
                                                            touching them (failed events: their
                                                            signer only); auditor: all (api.cdc)
+Ledger/ExportAudit                     ``auditor`` role    every transaction with its proof
+                                                           (api.audit_stream); a member:
+                                                           PERMISSION_DENIED before any work
 Admin/*                                ``operator`` role   everything
 ServerReflection                       ``operator`` role   the service descriptors
 grpc.health.v1.Health/*                any identity, or a  serving status
@@ -116,8 +119,14 @@ LEDGER_METHODS = (
 VALIDATOR_METHODS = (HEALTH, LEDGER + "GetCosignatures", LEDGER + "GetConfiguration")
 
 
+#: Ledger methods open to one role only (the audit export shows every member's transactions).
+LEDGER_ROLE_METHODS = {"ExportAudit": "auditor"}
+
+
 def required_role(method: str) -> str | None:
     """The role ``method`` (``/package.Service/Method``) needs: ANY, a role, or None (nobody)."""
+    if method.startswith(LEDGER) and method[len(LEDGER):] in LEDGER_ROLE_METHODS:
+        return LEDGER_ROLE_METHODS[method[len(LEDGER):]]
     if method.startswith(LEDGER):
         return ANY if method[len(LEDGER):] in LEDGER_METHODS else None
     if method.startswith(ADMIN) or method.startswith(REFLECTION) or method.startswith(REFLECTION_V1):

@@ -13,6 +13,7 @@ from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
 from raft_ledger_node.api import validation
 from raft_ledger_node.api.authz import Authorizer
 from raft_ledger_node.api.cdc import EventStreams
+from raft_ledger_node.api.audit_stream import AuditStreamer
 from raft_ledger_node.api.ratelimit import MemberRateLimiter
 from raft_ledger_node.api.mapping import (
     account_to_pb,
@@ -114,6 +115,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         self._membership_inflight = threading.Lock()
         #: WatchEvents (change-data capture, api/cdc.py): its own stream limits.
         self._event_streams = EventStreams(store, chain_id=chain_id, caller=authz.caller)
+        #: ExportAudit (issue 14): the audit stream, its own concurrency bound.
+        self._audit_streamer = AuditStreamer(store, cosigner)
 
     def _require_leader(self, context) -> None:
         if self._replica.is_leader():
@@ -615,6 +618,10 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     def WatchEvents(self, request, context):  # noqa: N802
         """Committed blocks and the caller's events from ``from_height`` on (api/cdc.py)."""
         return self._event_streams.WatchEvents(request, context)
+
+    def ExportAudit(self, request, context):  # noqa: N802
+        """The audit export stream, auditors only (api.audit_stream)."""
+        return self._audit_streamer.export(request, context)
 
 
 def _log_rejections(txs, results) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import click
 
 from raft_ledger_node.cli import audit, bench, cdc, demo, gov, member, operator, validator
+from raft_ledger_node.cli.common import EXIT_CODES_HELP
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 def main() -> None:
     """Run and operate validators of the Raft-replicated ledger."""
 

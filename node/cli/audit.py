@@ -88,8 +88,9 @@ def _resolve(data_dir, config_path, genesis_file):
 @_data_dir_option
 @_config_option
 @_genesis_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
-def audit(ctx, data_dir, config_path, genesis_file):
+def audit(ctx, data_dir, config_path, genesis_file, as_json):
     """Replay a stopped validator's RocksDB from genesis and check every stored byte of
     history: block hashes and links, envelopes, the replayed headers (transaction log,
     state hash, account tree, validator sets), log nodes, the transaction index, member
@@ -111,6 +112,13 @@ def audit(ctx, data_dir, config_path, genesis_file):
         sys.exit(_EXIT_USAGE)
     summary = (f"{report.blocks} blocks, {report.transactions} transactions, {report.cosignatures} cosignatures "
                f"in {report.seconds:.2f} s")
+    if as_json:
+        i = report.inconsistency
+        click.echo(json.dumps({"clean": report.clean, "blocks": report.blocks, "transactions": report.transactions,
+                               "cosignatures": report.cosignatures, "seconds": round(report.seconds, 3),
+                               "inconsistency": None if i is None else {"height": i.height, "kind": i.kind,
+                                                                        "detail": i.detail}}, indent=2))
+        sys.exit(0 if report.clean else _EXIT_FOUND)
     if report.inconsistency is not None:
         i = report.inconsistency
         click.echo(f"INCONSISTENT at height {i.height}: {i.kind}: {i.detail}")
@@ -119,16 +127,110 @@ def audit(ctx, data_dir, config_path, genesis_file):
     click.echo(f"clean: {summary}")
 
 
+def _remote_export(cluster: str, identity: str, validator: str | None, out_path: str, from_height: int,
+                   to_height: int, resume: bool) -> None:
+    """Stream ``LedgerService/ExportAudit`` as ``identity`` (mutual TLS with its
+    certificate from the cluster directory) from ``validator`` (default: the first that
+    answers) into ``out_path``. Exit 1 refused or failed mid-stream (the file ends at a
+    block boundary or mid-block: rerun with --resume), 2 usage, 4 nobody answered."""
+    import grpc
+
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+    from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
+    from raft_ledger_node import localcluster
+    from raft_ledger_node.audit import resume_point, write_remote_export
+    from raft_ledger_node.cli.common import CliError, ExitCode
+
+    try:
+        validators = localcluster.cluster_validators(cluster)
+    except localcluster.NoClusterError as e:
+        raise CliError(f"{e}: give the cluster directory with --cluster", ExitCode.USAGE) from None
+    if validator is not None:
+        validators = [v for v in validators if v.id == validator]
+        if not validators:
+            raise click.BadParameter(f"no validator {validator!r} in {cluster}", param_hint="--validator")
+    mode = "w"
+    if resume:
+        if from_height:
+            raise click.UsageError("give --resume or --from-height, not both")
+        try:
+            with open(out_path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            lines = []
+        keep, from_height = resume_point(lines)
+        with open(out_path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines[:keep]))
+        mode = "a"
+        console.print(f"resuming {out_path} at height {from_height} ({keep} lines kept)")
+    elif from_height > 1:
+        mode = "a"  # continue an export that ended at from_height - 1
+    last_error = None
+    for v in validators:
+        try:
+            channel = localcluster.grpc_channel(cluster, v.grpc_address, identity)
+        except OSError as e:
+            raise CliError(f"no TLS files for {identity!r} in {cluster}: {e}", ExitCode.USAGE) from None
+        with channel:
+            stream = pb_grpc.LedgerServiceStub(channel).ExportAudit(
+                pb.ExportAuditRequest(from_height=from_height, to_height=to_height))
+            try:
+                with open(out_path, mode, encoding="utf-8") as out, _bar(f"exporting blocks from {v.id}") as progress:
+                    first = from_height or 1
+                    report = write_remote_export(
+                        stream, out, progress=lambda h, total: progress(h - first + 1, max(total - first + 1, 1)))
+            except grpc.RpcError as e:
+                code = e.code()
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and mode != "a":
+                    last_error = e
+                    continue  # nothing of it written yet: ask the next validator
+                exit_code = ExitCode.UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else ExitCode.ERROR
+                hint = "; rerun with --resume to continue" if code == grpc.StatusCode.UNAVAILABLE else ""
+                raise CliError(f"{v.id} ({v.grpc_address}): {code.name}: {e.details()}{hint}", exit_code) from None
+        click.echo(f"exported {report.transactions} transactions from {v.id} to {out_path}; last checkpoint height "
+                   f"{report.certified_height} (tree size {report.tree_size}); {report.unproven} unproven; "
+                   f"{report.seconds:.2f} s")
+        return
+    raise CliError(f"no validator answered: {last_error.code().name if last_error else 'none listed'}",
+                   ExitCode.UNAVAILABLE)
+
+
 @audit.command("export")
 @_data_dir_option
 @_config_option
 @_genesis_option
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The JSON Lines file to write.")
-def export_cmd(data_dir, config_path, genesis_file, out_path):
+@click.option("--remote", is_flag=True,
+              help="Stream the export from a running validator (LedgerService/ExportAudit, auditor role) "
+                   "instead of reading a stopped validator's RocksDB.")
+@click.option("--cluster", default="data/cluster", show_default=True, help="--remote: the cluster directory "
+              "(genesis.json, the identity's TLS certificate under members/).")
+@click.option("--as", "identity", default="auditor", show_default=True, help="--remote: the identity to connect as.")
+@click.option("--validator", default=None, help="--remote: the validator to ask (default: the first that answers).")
+@click.option("--from-height", default=0, type=click.IntRange(min=0),
+              help="--remote: first height; above 1 the file is appended to (continue an export that ended just before).")
+@click.option("--to-height", default=0, type=click.IntRange(min=0),
+              help="--remote: last height (default: the newest certified height).")
+@click.option("--resume", is_flag=True, help="--remote: continue an interrupted export in --out: its last block is "
+              "fetched again, the lines before it are kept.")
+def export_cmd(data_dir, config_path, genesis_file, out_path, remote, cluster, identity, validator, from_height,
+               to_height, resume):
     """Write every transaction (height, position, leaf index, hash, signer, key id,
-    envelope, result, inclusion proof against the newest certified checkpoint) as JSON
-    Lines, then that certificate. A third party checks it with `audit verify-export`
-    (the SDK alone). The export does not audit: run `audit` for that."""
+    envelope, result, inclusion proof) as JSON Lines with the certificates that prove
+    them. A third party checks it with `audit verify-export` (the SDK alone). The
+    export does not audit: run `audit` for that.
+
+    Local (--data-dir/--config): a stopped validator's RocksDB, proofs against its
+    newest certified checkpoint. --remote: streamed from a running validator as the
+    auditor, each block proven against its own certified checkpoint, with a progress
+    bar over the heights; --resume or --from-height continue an export."""
+    if remote:
+        if data_dir is not None or config_path is not None:
+            raise click.UsageError("--remote reads a running validator: no --data-dir or --config")
+        _remote_export(cluster, identity, validator, out_path, from_height, to_height, resume)
+        return
+    if from_height or to_height or resume:
+        raise click.UsageError("--from-height, --to-height and --resume need --remote")
     from raft_ledger_node.audit import AuditError, export
 
     db, genesis = _resolve(data_dir, config_path, genesis_file)
@@ -148,7 +250,8 @@ def export_cmd(data_dir, config_path, genesis_file, out_path):
 @audit.command("verify-export")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False), help="The chain's genesis file.")
-def verify_export_cmd(file, genesis_file):
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def verify_export_cmd(file, genesis_file, as_json):
     """Verify an audit export with the SDK alone: the certificate by a majority of the
     genesis validators, every inclusion proof, completeness of the log below the
     certified size, every member signature genesis has the key for (keys added later by
@@ -162,6 +265,15 @@ def verify_export_cmd(file, genesis_file):
     with _bar("verifying transactions") as progress:
         rep = verify_export(lines, validators=genesis.validator_keys, origin=genesis.checkpoint_origin,
                             member_keys=member_keys, progress=progress)
+    if as_json:
+        c = rep.checkpoint
+        click.echo(json.dumps({
+            "verified": rep.failure is None, "transactions": rep.transactions, "proven": rep.proven,
+            "unproven": rep.unproven, "signatures_verified": rep.signatures_verified,
+            "unverifiable_by_key": rep.unverifiable_by_key, "rejected_invalid": rep.rejected_invalid,
+            "checkpoint": None if c is None else {"height": c.height, "tree_size": c.tree_size},
+            "failures": rep.failures[:100], "failures_total": len(rep.failures)}, indent=2))
+        sys.exit(0 if rep.failure is None else _EXIT_FOUND)
     if rep.failure is not None:
         click.echo(f"NOT VERIFIED: {rep.failure}")
         if len(rep.failures) > 1:

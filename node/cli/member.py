@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, print_table, table, translate_errors
+from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, CliError, ExitCode, echo_json, json_option, print_table, table, translate_errors
 from raft_ledger_node import localcluster
 
 
@@ -18,14 +18,14 @@ def _member_client(cluster: str, member: str, key_file: str | None, key_id: str 
     insecure_plaintext). The cluster directory supplies genesis.json."""
     key_file = key_file or os.path.join(cluster, "members", f"{member}.pem")
     if not os.path.exists(key_file):
-        raise click.ClickException(f"no key file {key_file}; pass --key-file")
+        raise CliError(f"no key file {key_file}; pass --key-file", ExitCode.USAGE)
     kw = {}
     if localcluster.cluster_is_tls(cluster):
         _, default_key, default_cert = localcluster.member_tls_paths(cluster, member)
         tls_key, tls_cert = tls_key or default_key, tls_cert or default_cert
         for what, path in (("TLS client certificate", tls_cert), ("TLS client key", tls_key)):
             if not os.path.exists(path):
-                raise click.ClickException(f"no {what} {path} for {member!r}; pass --tls-cert/--tls-key")
+                raise CliError(f"no {what} {path} for {member!r}; pass --tls-cert/--tls-key", ExitCode.USAGE)
         kw = {"tls_key_file": tls_key, "tls_cert_file": tls_cert}
     return localcluster.member_client(cluster, member, key_id=key_id, key_file=key_file, **kw)
 
@@ -40,7 +40,18 @@ def _flags(enum, names: str) -> int:
     return value
 
 
-def _print_rows(items, columns) -> None:
+def _json_value(v):
+    return int(v) if isinstance(v, int) else v  # IntEnum/IntFlag -> their number; ints stay exact
+
+
+def _rows_json(items, columns) -> list[dict]:
+    return [{c: _json_value(getattr(it, c)) for c in columns} for it in items]
+
+
+def _print_rows(items, columns, as_json: bool = False) -> None:
+    if as_json:
+        echo_json(_rows_json(items, columns))
+        return
     t = table(columns)
     for it in items:
         t.add_row(*[str(getattr(it, c)) for c in columns])
@@ -124,11 +135,12 @@ def member_create_transfer(conn, transfer_id, debit_account_id, credit_account_i
 @member.command("lookup-accounts")
 @member_options
 @click.argument("ids", type=int, nargs=-1, required=True)
+@json_option
 @translate_errors
-def member_lookup_accounts(conn, ids):
+def member_lookup_accounts(conn, ids, as_json):
     """Show accounts by id (balances in minor units)."""
     with _member_client(*conn) as c:
-        _print_rows(c.lookup_accounts(list(ids)), ["id", "ledger", "code", "owner", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
+        _print_rows(c.lookup_accounts(list(ids)), ["id", "ledger", "code", "owner", "flags", "debits_pending", "debits_posted", "credits_pending", "credits_posted"], as_json)
 
 
 @member.command("account-transfers")
@@ -137,8 +149,9 @@ def member_lookup_accounts(conn, ids):
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--reversed", "reverse", is_flag=True, help="Newest first.")
 @click.option("--after", "cursor", type=int, default=0, help="Cursor printed by the previous page.")
+@json_option
 @translate_errors
-def member_account_transfers(conn, account_id, limit, reverse, cursor):
+def member_account_transfers(conn, account_id, limit, reverse, cursor, as_json):
     """List an account's transfers by time, a page at a time."""
     from raft_ledger_client import AccountFilter
 
@@ -146,6 +159,10 @@ def member_account_transfers(conn, account_id, limit, reverse, cursor):
                       **({"timestamp_max": cursor} if reverse and cursor else {"timestamp_min": cursor}))
     with _member_client(*conn) as c:
         page = c.get_account_transfers(f)
+    columns = ["id", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "flags", "pending_id", "timestamp"]
+    if as_json:
+        echo_json({"items": _rows_json(page.items, columns), "next_timestamp": page.next_timestamp})
+        return
     _print_rows(page.items, ["id", "debit_account_id", "credit_account_id", "amount", "ledger", "code", "flags", "pending_id", "timestamp"])
     click.echo(f"next page: --after {page.next_timestamp}" if page.next_timestamp else "(last page)")
 
@@ -154,14 +171,15 @@ def member_account_transfers(conn, account_id, limit, reverse, cursor):
 @member_options
 @click.argument("account_id", type=int)
 @click.option("--limit", type=int, default=20, show_default=True)
+@json_option
 @translate_errors
-def member_account_balances(conn, account_id, limit):
+def member_account_balances(conn, account_id, limit, as_json):
     """Balance history of an account created with the `history` flag."""
     from raft_ledger_client import AccountFilter
 
     with _member_client(*conn) as c:
         page = c.get_account_balances(AccountFilter(account_id=account_id, limit=limit))
-    _print_rows(page.items, ["timestamp", "debits_pending", "debits_posted", "credits_pending", "credits_posted"])
+    _print_rows(page.items, ["timestamp", "debits_pending", "debits_posted", "credits_pending", "credits_posted"], as_json)
 
 
 def _write_private(path: str, data: bytes) -> None:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from raft_ledger_node import localcluster
-from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, console, print_table, table, translate_errors
+from raft_ledger_node.cli.common import DEFAULT_CLUSTER_DIR, ExitCode, console, json_option, print_table, table, translate_errors
 
 
 @click.command("init-cluster")
@@ -46,7 +46,7 @@ def init_cluster_cmd(directory, validators, members, host, base_port, force, ins
 
 
 #: `start` exits with this code when the validator is not in the governed validator set.
-EXIT_NOT_A_VALIDATOR = 3
+EXIT_NOT_A_VALIDATOR = ExitCode.NOT_A_VALIDATOR
 
 
 @click.command()
@@ -81,13 +81,18 @@ def start(config_path, log_level, log_format):
         sys.exit(EXIT_NOT_A_VALIDATOR)
     except (ConfigError, StoreError) as e:
         console.print(f"[red]cannot start:[/] {e}")
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     if outcome == "removed":
         console.print("[yellow]stopped: this validator was removed from the validator set by governance[/]")
 
 
-STATUS_COLUMNS = ("validator", "address", "membership", "role", "term", "commit index", "applied index", "head height",
-                  "head hash", "ready")
+STATUS_COLUMNS = ("validator", "address", "membership", "role", "term", "commit index", "applied index", "apply lag",
+                  "head height", "head hash", "ready")
+#: Seconds between refreshes of `status --watch`, by default, and the shortest allowed.
+WATCH_INTERVAL_S = 1.0
+WATCH_INTERVAL_S_MIN = 0.2
+#: Seconds each validator gets to answer one status round (a down one costs at most this).
+WATCH_STATUS_TIMEOUT_S = 1.0
 
 
 def _governed_ids(rows) -> set[str] | None:
@@ -99,49 +104,52 @@ def _governed_ids(rows) -> set[str] | None:
     return {e.id for e in best.validators}
 
 
-def print_status(cluster: str, as_json: bool) -> None:
-    """Print every validator's status as a table (stdout) or JSON. Raises NoClusterError."""
-    rows = localcluster.status_rows(localcluster.genesis_path(cluster))
+def status_json(rows) -> list[dict]:
+    """The rows of :func:`raft_ledger_node.localcluster.status_rows` as JSON objects."""
     governed = _governed_ids(rows)
-    if as_json:
-        out = []
-        for v, st in rows:
-            if isinstance(st, Exception):
-                out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name,
-                            "in_validator_set": None if governed is None else v.id in governed})
-            else:
-                out.append(
-                    {
-                        "validator": v.id,
-                        "address": v.grpc_address,
-                        "membership": st.membership,
-                        "data_dir_id": st.data_dir_id.hex(),
-                        "raft_configuration": list(st.raft_configuration),
-                        "configuration_version": st.configuration_version,
-                        "role": st.role,
-                        "term": st.term,
-                        "commit_index": st.commit_index,
-                        "applied_index": st.applied_index,
-                        "head_height": st.head.height,
-                        "head_hash": st.head.hash.hex(),
-                        "ready": st.ready,
-                    }
-                )
-        if not localcluster.cluster_is_tls(cluster):
-            click.echo("WARNING: this cluster serves gRPC in plaintext (insecure_plaintext); development only", err=True)
-        click.echo(json.dumps(out, indent=2))
-        return
-    secure = localcluster.cluster_is_tls(cluster)
+    out = []
+    for v, st in rows:
+        if isinstance(st, Exception):
+            out.append({"validator": v.id, "address": v.grpc_address, "error": st.code().name,
+                        "in_validator_set": None if governed is None else v.id in governed})
+        else:
+            out.append(
+                {
+                    "validator": v.id,
+                    "address": v.grpc_address,
+                    "membership": st.membership,
+                    "data_dir_id": st.data_dir_id.hex(),
+                    "raft_configuration": list(st.raft_configuration),
+                    "configuration_version": st.configuration_version,
+                    "role": st.role,
+                    "term": st.term,
+                    "commit_index": st.commit_index,
+                    "applied_index": st.applied_index,
+                    "apply_lag": max(0, st.commit_index - st.applied_index),
+                    "head_height": st.head.height,
+                    "head_hash": st.head.hash.hex(),
+                    "ready": st.ready,
+                }
+            )
+    return out
+
+
+def status_table(cluster: str, rows, *, secure: bool = True, caption: str | None = None):
+    """The status rows as a rich Table (a down validator's row says "down (CODE)")."""
+    governed = _governed_ids(rows)
     title = f"cluster {cluster}" if secure else (
         f"cluster {cluster} [bold red]PLAINTEXT (insecure_plaintext): no TLS, every caller reads everything[/]")
     t = table(STATUS_COLUMNS, title=title)
+    if caption:
+        t.caption = caption
     for v, st in rows:
         if isinstance(st, Exception):
             member = "" if governed is None or v.id in governed else "[dim]removed[/]"
-            t.add_row(v.id, v.grpc_address, member, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "")
+            t.add_row(v.id, v.grpc_address, member, f"[red]down ({st.code().name})[/]", "", "", "", "", "", "", "")
         else:
             role = f"[bold green]{st.role}[/]" if st.role == "leader" else st.role
             member = "voter" if st.membership == "voter" else f"[yellow]{st.membership or 'voter'} (non-voting)[/]"
+            lag = max(0, st.commit_index - st.applied_index)
             t.add_row(
                 v.id,
                 v.grpc_address,
@@ -150,20 +158,95 @@ def print_status(cluster: str, as_json: bool) -> None:
                 str(st.term),
                 str(st.commit_index),
                 str(st.applied_index),
+                str(lag) if lag == 0 else f"[yellow]{lag}[/]",
                 str(st.head.height),
                 st.head.hash.hex()[:16],
-                "yes" if st.ready else "no",
+                "yes" if st.ready else "[red]no[/]",
             )
-    print_table(t)
+    return t
+
+
+def print_status(cluster: str, as_json: bool) -> None:
+    """Print every validator's status as a table (stdout) or JSON. Raises NoClusterError."""
+    rows = localcluster.status_rows(localcluster.genesis_path(cluster))
+    if as_json:
+        if not localcluster.cluster_is_tls(cluster):
+            click.echo("WARNING: this cluster serves gRPC in plaintext (insecure_plaintext); development only", err=True)
+        click.echo(json.dumps(status_json(rows), indent=2))
+        return
+    print_table(status_table(cluster, rows, secure=localcluster.cluster_is_tls(cluster)))
+
+
+def watch_status(cluster: str, *, interval_s: float, count: int | None, as_json: bool, out=None) -> int:
+    """Refresh the status table every ``interval_s`` seconds until Ctrl-C (or ``count``
+    refreshes): a live table (rich.live.Live) on a terminal; on a pipe or file each
+    refresh is printed after the last one (a text capture), and with ``as_json`` one
+    JSON line per refresh (``{"time": unix s, "validators": [...]}``). A validator that
+    dies shows "down" until it answers again. Returns the refreshes made. Raises
+    NoClusterError."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    genesis = localcluster.genesis_path(cluster)
+    secure = localcluster.cluster_is_tls(cluster)
+    out_console = Console(file=out) if out is not None else Console()
+    done = 0
+
+    def frame():
+        nonlocal done
+        rows = localcluster.status_rows(genesis, timeout_s=WATCH_STATUS_TIMEOUT_S)
+        done += 1
+        stamp = time.strftime("%H:%M:%S")
+        return rows, stamp
+
+    def caption(stamp: str) -> str:
+        return f"refresh {done}{'/' + str(count) if count else ''} at {stamp}, every {interval_s:g} s; Ctrl-C to stop"
+
+    try:
+        if as_json or not out_console.is_terminal:
+            while count is None or done < count:
+                rows, stamp = frame()
+                if as_json:
+                    out_console.file.write(json.dumps({"time": time.time(), "validators": status_json(rows)}) + "\n")
+                    out_console.file.flush()
+                else:
+                    print_table(status_table(cluster, rows, secure=secure, caption=caption(stamp)), out_console)
+                if count is None or done < count:
+                    time.sleep(interval_s)
+            return done
+        rows, stamp = frame()
+        with Live(status_table(cluster, rows, secure=secure, caption=caption(stamp)), console=out_console,
+                  auto_refresh=False, transient=False) as live:
+            while count is None or done < count:
+                time.sleep(interval_s)
+                rows, stamp = frame()
+                live.update(status_table(cluster, rows, secure=secure, caption=caption(stamp)), refresh=True)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends: exit 0
+    return done
 
 
 @click.command()
 @click.option("--cluster", default=DEFAULT_CLUSTER_DIR, show_default=True, help="Cluster directory (holds genesis.json).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh the table until Ctrl-C (exit 0); down validators show 'down'.")
+@click.option("--interval", "interval_s", default=WATCH_INTERVAL_S, show_default=True,
+              type=click.FloatRange(min=WATCH_INTERVAL_S_MIN), help="--watch: seconds between refreshes.")
+@click.option("--count", default=None, type=click.IntRange(min=1),
+              help="--watch: stop after this many refreshes (a capture for a log).")
 @translate_errors
-def status(cluster, as_json):
+def status(cluster, as_json, watch, interval_s, count):
     """Show each validator's membership (voter, or learner: non-voting), role, term,
-    commit/applied index and chain head: the genesis validators and those added since."""
+    commit/applied index, apply lag (commit - applied) and chain head: the genesis
+    validators and those added since. --watch refreshes it live (rich) until Ctrl-C;
+    on a pipe it prints one table (or with --json one JSON line) per refresh."""
+    if count is not None and not watch:
+        raise click.UsageError("--count needs --watch")
+    if watch:
+        watch_status(cluster, interval_s=interval_s, count=count, as_json=as_json)
+        return
     print_status(cluster, as_json)
 
 
@@ -234,7 +317,8 @@ def health_status(config_path: str, service: str = "", address: str | None = Non
               help="Address to probe (default: grpc_listen_address with 0.0.0.0 as 127.0.0.1, else the genesis gRPC address).")
 @click.option("--timeout", "timeout_s", default=HEALTH_TIMEOUT_S, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; the exit code is the answer.")
-def health(config_path, service, address, timeout_s, quiet):
+@json_option
+def health(config_path, service, address, timeout_s, quiet, as_json):
     """Probe this validator's gRPC Health over mutual TLS with its own certificate: exit 0
     if it is SERVING (Raft ready, a leader known), 1 otherwise (NOT_SERVING, unreachable,
     refused, or a config error). For exec probes: Kubernetes, the container HEALTHCHECK."""
@@ -248,7 +332,9 @@ def health(config_path, service, address, timeout_s, quiet):
         status = f"cannot probe: {e}"
     except grpc.RpcError as e:
         status = f"{e.code().name}: {e.details()}"
-    if not quiet:
+    if as_json and not quiet:
+        click.echo(json.dumps({"status": status, "serving": status == "SERVING"}))
+    elif not quiet:
         click.echo(status)
     sys.exit(0 if status == "SERVING" else 1)
 

@@ -52,9 +52,9 @@ def test_every_lint_ignore_comment_gives_its_reason():
     ignores = [i for i, line in enumerate(lines) if "buf:lint:ignore" in line]
     assert ignores
     for i in ignores:
-        # The reason is the comment right above the ignore (the enums' zero values are real values).
+        # The reason is the comment line right above the ignore, "// Lint: <why>".
         above = lines[i - 1].strip()
-        assert above.startswith("//") and "buf:lint:ignore" not in above and len(above) > 20, (i + 1, above)
+        assert above.startswith("// Lint: ") and len(above) > 30, (i + 1, above)
 
 
 @needs_buf

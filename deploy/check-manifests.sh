@@ -1,24 +1,22 @@
 #!/usr/bin/env bash
-# Validate the Kubernetes manifests in deploy/kubernetes (the Secret templates included) with
-# kubeconform, strictly (unknown fields are errors), against the OpenAPI schemas of one pinned
-# Kubernetes version. The schemas are read OFFLINE from the kubernetes-validate package in
-# .venv (PyPI, pinned in deploy/constraints.txt; it ships standalone JSON schemas for
-# Kubernetes 1.25..1.37): kubeconform's default schema location is a GitHub repository, which
-# CI cannot reach. kustomization.yaml is kustomize's input, not a resource: not validated.
-# Usage: bash deploy/check-manifests.sh [KUBERNETES_VERSION [FILE...]]   (run by .ci/run and tests/unit;
-#        FILEs replace deploy/kubernetes/*.yaml)
+# Validate the Kubernetes manifests in deploy/kubernetes (the Secret templates included),
+# strictly (a field the schema does not name is an error), against the OpenAPI schemas of one
+# pinned Kubernetes version, OFFLINE: kubernetes-validate (PyPI, pinned in
+# deploy/constraints.txt) ships the schemas of Kubernetes 1.25..1.37 inside its package.
+# Not kubeconform: its schemas are fetched from a GitHub repository, which CI cannot reach,
+# and it cannot compile the schemas kubernetes-validate ships (their $refs are absolute
+# paths into its own registry; kubeconform v0.8.0 reports "could not find schema" for all).
+# kustomization.yaml is kustomize's input, not a resource: not validated.
+# Usage: bash deploy/check-manifests.sh [KUBERNETES_VERSION [FILE...]]   (run by .ci/run and
+#        tests/unit/test_deploy_recipes.py; FILEs replace deploy/kubernetes/*.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 K8S_VERSION="${1:-1.31.0}"
 shift || true
-KUBECONFORM="${KUBECONFORM:-.venv/bin/kubeconform}"
-schemas="$(.venv/bin/python -c 'import kubernetes_validate, os; print(os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema"))')"
 manifests=("$@")
 if [ ${#manifests[@]} -eq 0 ]; then
   for f in deploy/kubernetes/*.yaml; do
     [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
   done
 fi
-exec "$KUBECONFORM" -strict -summary -kubernetes-version "$K8S_VERSION" \
-  -schema-location "$schemas/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-  "${manifests[@]}"
+exec .venv/bin/kubernetes-validate --strict --kubernetes-version "$K8S_VERSION" "${manifests[@]}"

@@ -55,15 +55,14 @@ else
   echo "WARNING: 'go' not found: ledger-porcupine not built; the chaos suite's linearizability check will be undecided" >&2
 fi
 
-# API and deployment checks (CI's .ci/run and tests/unit, tests/integration/test_grpcurl.py):
-# buf (lint and breaking-change detection of proto/), grpcurl (the README's examples) and
-# kubeconform (the Kubernetes manifests, against the schemas kubernetes-validate ships).
+# API checks (CI's .ci/run, tests/unit/test_proto_conventions.py, tests/integration/test_grpcurl.py):
+# buf (lint and breaking-change detection of proto/) and grpcurl (the README's examples). The
+# Kubernetes manifests are checked by kubernetes-validate, a Python package (dev extra).
 # Built from source with the Go toolchain, pinned; each re-installed only when its pin changes.
 # Without `go` those checks are skipped with a reason; CI has go and fails if an install fails.
 go_tools=(
   "buf github.com/bufbuild/buf/cmd/buf@v1.75.0"
   "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
-  "kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0"
 )
 for tool in "${go_tools[@]}"; do
   name="${tool%% *}"; pkg="${tool#* }"

@@ -286,9 +286,8 @@ def test_docs_explain_scaling_together_with_governance():
 # -- deployment checked (issue 14): schemas, probes, Secrets, container parity -------------------
 #
 # Kubernetes' schemas come from the kubernetes-validate package (PyPI, pinned in
-# deploy/constraints.txt), which ships them for 1.25..1.37: nothing is downloaded. kubeconform
-# (deploy/check-manifests.sh) reads the same schema files; kubernetes-validate validates them
-# on its own too, so the check runs even where `go` (and so kubeconform) is missing.
+# deploy/constraints.txt), which ships them for 1.25..1.37: nothing is downloaded (kubeconform
+# was tried: it fetches its schemas from GitHub, and cannot compile these; deploy/check-manifests.sh).
 
 import importlib.metadata
 
@@ -296,7 +295,6 @@ import yaml
 
 #: The Kubernetes version the manifests are validated against (= deploy/check-manifests.sh's default).
 KUBERNETES_VERSION = "1.31.0"
-KUBECONFORM = os.path.join(ROOT, ".venv", "bin", "kubeconform")
 
 
 def _manifests() -> list[str]:
@@ -337,23 +335,22 @@ def test_strict_validation_refuses_a_misspelt_field():
         kubernetes_validate.validate(sts, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.skipif(not os.path.exists(KUBECONFORM), reason="no .venv/bin/kubeconform: run deploy/local/setup.sh (needs go)")
-def test_kubeconform_validates_the_manifests_offline_against_the_pinned_version():
+def test_check_manifests_script_passes_every_resource_offline():
+    """deploy/check-manifests.sh, the command CI runs: every resource passes, strictly."""
     p = subprocess.run(["bash", os.path.join(DEPLOY, "check-manifests.sh")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
-    # 8 files, 9 resources (services.yaml holds two); kubeconform's summary line:
-    assert re.search(r"Summary: 9 resources found in 8 files - Valid: 9, Invalid: 0, Errors: 0, Skipped: 0", p.stdout), p.stdout
+    passed = re.findall(r"passed for resource (\S+) against version 1\.31", p.stdout + p.stderr)
+    assert len(passed) == 9 and "statefulset/ledger" in passed, p.stdout + p.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(KUBECONFORM), reason="no .venv/bin/kubeconform: run deploy/local/setup.sh (needs go)")
-def test_kubeconform_refuses_a_misspelt_field(tmp_path):
+def test_check_manifests_script_fails_on_a_misspelt_field(tmp_path):
     sts = _statefulset()
     sts["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"tcpSocket": {"port": 7101}}
     bad = tmp_path / "statefulset.yaml"
     bad.write_text(yaml.safe_dump(sts))
     p = subprocess.run(["bash", os.path.join(DEPLOY, "check-manifests.sh"), KUBERNETES_VERSION, str(bad)],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and "readinesProbe" in p.stdout, p.stdout + p.stderr
+    assert p.returncode != 0 and "readinesProbe" in p.stdout + p.stderr, p.stdout + p.stderr
 
 
 def test_probes_use_the_grpc_health_service_over_mutual_tls():

@@ -5,7 +5,7 @@ The block under README "### grpcurl" is cut out of the README, its cluster direc
 cluster's, and every line run with bash from the repository root, with ``.venv/bin`` first
 on PATH (grpcurl as setup.sh installs it, ``ledger-validator``). Each line's output is
 checked: reflection lists the two ledger services, health and reflection; describe prints
-the method's signature; GetStatus as the operator names this validator and a role; the
+the service's method signatures and the request message; GetStatus as the operator names this validator and a role; the
 member's LookupAccounts returns its own account; the member's ``list`` is refused.
 """
 from __future__ import annotations
@@ -49,14 +49,14 @@ def _run(script: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(not os.path.exists(GRPCURL), reason="no .venv/bin/grpcurl: run deploy/local/setup.sh (needs go)")
 def test_readme_grpcurl_lines_work_against_a_tls_cluster(tmp_path):
     lines = readme_grpcurl_lines()
-    assert len(lines) == 8, lines
+    assert len(lines) == 9, lines
     with running_cluster(str(tmp_path / "cluster"), START_PORT) as c:
         address = c.addresses["v1"]
         # The README's cluster directory is relative to the repository root; the test's is absolute.
         local = [ln.replace("data/cluster", c.directory).replace("127.0.0.1:7101", address) for ln in lines]
         assignments = [ln for ln in local if re.match(r"^[A-Z_]+=", ln)]
         commands = [ln for ln in local if ln not in assignments]
-        assert len(assignments) == 2 and len(commands) == 6
+        assert len(assignments) == 2 and len(commands) == 7
         out = [_run("\n".join([*assignments, cmd])) for cmd in commands]
 
         services = out[0]
@@ -67,25 +67,29 @@ def test_readme_grpcurl_lines_work_against_a_tls_cluster(tmp_path):
 
         describe = out[1]
         assert describe.returncode == 0, describe.stderr
+        assert describe.stdout.startswith("ledger.v1.LedgerService is a service:\n")
         assert "rpc LookupAccounts ( .ledger.v1.LookupAccountsRequest ) returns ( .ledger.v1.LookupAccountsResponse );" \
             in describe.stdout
+        request = out[2]
+        assert request.returncode == 0, request.stderr
+        assert "repeated .ledger.v1.UInt128 ids = 1;" in request.stdout, request.stdout
 
-        status = out[2]
+        status = out[3]
         assert status.returncode == 0, status.stderr
         doc = json.loads(status.stdout)
-        assert doc["validatorId"] == "v1" and doc["role"] in ("leader", "follower"), doc
+        assert doc.get("validator_id") == "v1" and doc.get("role") in ("leader", "follower"), status.stdout[:800]
 
-        created = out[3]
+        created = out[4]
         assert created.returncode == 0 and created.stdout.strip() == "ok", (created.stdout, created.stderr)
 
-        lookup = out[4]
+        lookup = out[5]
         assert lookup.returncode == 0, lookup.stderr
         doc = json.loads(lookup.stdout)
         [account] = doc["accounts"]
         assert account["id"] == {"lo": "1001"} and account["ledger"] == 840 and account["owner"] == "bank-a", doc
         assert int(doc["height"]) >= 1
 
-        refused = out[5]
+        refused = out[6]
         assert refused.returncode != 0
         assert "PermissionDenied" in refused.stderr, refused.stderr
 

@@ -14,10 +14,11 @@ fi
 # The generated package (client/pb) must exist before the project is installed: it is
 # one of the packages it lists. grpcio-tools has the same pin as the `dev` extra.
 echo "==> generating protobuf/gRPC code from proto/ into client/pb" >&2
-.venv/bin/python -m pip install --quiet "grpcio-tools==1.85.1"
+.venv/bin/python -m pip install --quiet -c deploy/constraints.txt "grpcio-tools==1.85.1"
 .venv/bin/python proto/generate.py
 echo "==> installing the validator, SDK and test dependencies into .venv" >&2
-.venv/bin/python -m pip install --quiet -e ".[node,dev,chaos]"
+# deploy/constraints.txt pins every distribution (the container image installs with it too).
+.venv/bin/python -m pip install --quiet -c deploy/constraints.txt -e ".[node,dev,chaos]"
 
 # The chaos suite's fault injector. Built from source with the Go toolchain, pinned;
 # re-installed only when the pin changes. Without `go` the chaos suite (and its
@@ -74,3 +75,33 @@ if [ "$(cat .venv/nats-server.version 2>/dev/null)" != "$NATS_SERVER_VERSION" ] 
     echo "WARNING: 'go' not found: nats-server not installed; the CDC sink's broker test will be skipped" >&2
   fi
 fi
+
+# API checks (CI's .ci/run, tests/unit/test_proto_conventions.py, tests/integration/test_grpcurl.py):
+# buf (lint and breaking-change detection of proto/) and grpcurl (the README's examples). The
+# Kubernetes manifests are checked by kubernetes-validate, a Python package (dev extra).
+# Built from source with the Go toolchain, pinned; each re-installed only when its pin changes.
+# Without `go` those checks are skipped with a reason; CI has go and fails if an install fails.
+go_tools=(
+  "buf github.com/bufbuild/buf/cmd/buf@v1.75.0"
+  "grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
+)
+for tool in "${go_tools[@]}"; do
+  name="${tool%% *}"; pkg="${tool#* }"
+  if [ "$(cat ".venv/$name.version" 2>/dev/null)" = "$pkg" ] && [ -x ".venv/bin/$name" ]; then
+    continue
+  fi
+  if ! command -v go >/dev/null 2>&1; then
+    echo "WARNING: 'go' not found: $name not installed; its checks will be skipped" >&2
+    continue
+  fi
+  echo "==> installing $name (${pkg#*@}) into .venv/bin" >&2
+  gobin="$(mktemp -d)"
+  if ! GOBIN="$gobin" go install "$pkg" >"$gobin/go.log" 2>&1; then
+    cat "$gobin/go.log" >&2
+    echo "ERROR: go install $pkg failed (output above)" >&2
+    exit 1
+  fi
+  cp "$gobin/$name" ".venv/bin/$name"
+  rm -rf "$gobin"
+  echo "$pkg" > ".venv/$name.version"
+done

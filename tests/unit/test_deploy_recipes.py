@@ -281,3 +281,202 @@ def test_docs_explain_scaling_together_with_governance():
     for needle in ("ledger-validator validator add --cluster", "validator remove v2", "validator replace v3 --cluster",
                    "--new-id", "validator_change_pending", "MembershipChangeRefused", "tigerbeetle recover"):
         assert needle in ops, needle
+
+
+# -- deployment checked (issue 14): schemas, probes, Secrets, container parity -------------------
+#
+# Kubernetes' schemas come from the kubernetes-validate package (PyPI, pinned in
+# deploy/constraints.txt), which ships them for 1.25..1.37: nothing is downloaded (kubeconform
+# was tried: it fetches its schemas from GitHub, and cannot compile these; deploy/check-manifests.sh).
+
+import importlib.metadata
+
+import yaml
+
+#: The Kubernetes version the manifests are validated against (= deploy/check-manifests.sh's default).
+KUBERNETES_VERSION = "1.31.0"
+
+
+def _manifests() -> list[str]:
+    return sorted(os.path.join(K8S, f) for f in os.listdir(K8S) if f.endswith(".yaml") and f != "kustomization.yaml")
+
+
+def _resources(path: str) -> list[dict]:
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def _statefulset() -> dict:
+    [sts] = _resources(os.path.join(K8S, "statefulset.yaml"))
+    return sts
+
+
+def test_kubernetes_manifests_validate_strictly_against_the_pinned_kubernetes_version():
+    import kubernetes_validate
+
+    seen = []
+    for path in _manifests():
+        for res in _resources(path):
+            # strict: a property the schema does not name is an error, not ignored.
+            kubernetes_validate.validate(res, KUBERNETES_VERSION, strict=True)
+            seen.append(f"{res['kind']}/{res['metadata']['name']}")
+    assert sorted(seen) == sorted([
+        "ConfigMap/ledger-genesis", "Namespace/ledger", "NetworkPolicy/ledger-validator",
+        "PodDisruptionBudget/ledger", "Secret/ledger-raft", "Secret/ledger-tls", "Service/ledger-headless",
+        "Service/ledger", "StatefulSet/ledger"])
+
+
+def test_strict_validation_refuses_a_misspelt_field():
+    import kubernetes_validate
+
+    sts = _statefulset()
+    sts["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"tcpSocket": {"port": 7101}}
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(sts, KUBERNETES_VERSION, strict=True)
+
+
+def test_check_manifests_script_passes_every_resource_offline():
+    """deploy/check-manifests.sh, the command CI runs: every resource passes, strictly."""
+    p = subprocess.run(["bash", os.path.join(DEPLOY, "check-manifests.sh")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    passed = re.findall(r"passed for resource (\S+) against version 1\.31", p.stdout + p.stderr)
+    assert len(passed) == 9 and "statefulset/ledger" in passed, p.stdout + p.stderr
+
+
+def test_check_manifests_script_fails_on_a_misspelt_field(tmp_path):
+    sts = _statefulset()
+    sts["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"tcpSocket": {"port": 7101}}
+    bad = tmp_path / "statefulset.yaml"
+    bad.write_text(yaml.safe_dump(sts))
+    p = subprocess.run(["bash", os.path.join(DEPLOY, "check-manifests.sh"), KUBERNETES_VERSION, str(bad)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "readinesProbe" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_probes_use_the_grpc_health_service_over_mutual_tls():
+    [validator] = [c for c in _statefulset()["spec"]["template"]["spec"]["containers"] if c["name"] == "validator"]
+    ports = {p["name"]: p["containerPort"] for p in validator["ports"]}
+    assert ports == {"grpc": 7101, "raft": 7201}
+    # Readiness = grpc.health.v1 SERVING, asked with the validator's own certificate (the
+    # native `grpc:` probe presents none, and the validators serve mutual TLS only).
+    assert validator["readinessProbe"]["exec"]["command"] == [
+        "ledger-validator", "health", "--config", "/run/ledger/config.json", "--quiet"]
+    # Startup and liveness: the gRPC port accepts connections (not Health: without a majority
+    # no validator is SERVING, and restarting them would not bring it back).
+    assert validator["startupProbe"]["tcpSocket"]["port"] == "grpc"
+    assert validator["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+
+
+def test_keys_and_the_raft_password_come_from_secrets_only():
+    pod = _statefulset()["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["raft-secret"]["secret"]["secretName"] == "ledger-raft"
+    assert volumes["tls-secret"]["secret"]["secretName"] == "ledger-tls"
+    secrets = {r["metadata"]["name"] for path in _manifests() for r in _resources(path) if r["kind"] == "Secret"}
+    assert secrets == {"ledger-raft", "ledger-tls"}
+    # Only the init container that copies this pod's own pair mounts the Secrets.
+    for c in pod["initContainers"] + pod["containers"]:
+        mounted = {m["name"] for m in c.get("volumeMounts", [])}
+        assert ("tls-secret" in mounted) == (c["name"] == "write-config"), c["name"]
+        assert ("raft-secret" in mounted) == (c["name"] == "write-config"), c["name"]
+        for env in c.get("env", []):
+            assert "password" not in env["name"].lower() and "KEY" not in env["name"], env
+    # No key material in a ConfigMap or an env value.
+    for path in _manifests():
+        for r in _resources(path):
+            if r["kind"] == "ConfigMap":
+                assert "PRIVATE KEY" not in json.dumps(r)
+    for name in ("config.json", "tls.key.pem"):
+        assert f"/run/ledger/{name}" in _text("kubernetes", "statefulset.yaml")
+    assert volumes["run-config"]["emptyDir"]["medium"] == "Memory"
+
+
+# Container parity: the image installs the Python distributions setup.sh installs, at the same
+# versions (deploy/constraints.txt, used by both), minus the test, chaos and API tools (the
+# image runs the validator: its `node` extra).
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in _text("constraints.txt").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[_canonical(name)] = version
+    return pins
+
+
+def _installed() -> dict[str, str]:
+    """The .venv's distributions as `pip freeze --exclude-editable` lists them."""
+    skip = {"pip", "setuptools", "wheel", "distribute", "raft-ledger"}
+    return {_canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+            if _canonical(d.metadata["Name"]) not in skip}
+
+
+def _pip_installs(text: str) -> list[str]:
+    """Each `pip install` command of a shell script or Containerfile, continuation lines joined."""
+    joined = text.replace("\\\n", " ")
+    return [m.group(0) for m in re.finditer(r"pip install [^\n&]*", joined)]
+
+
+def test_constraints_pin_exactly_what_setup_sh_installed():
+    if not os.path.exists(os.path.join(ROOT, ".venv", "bin", "python")) or not sys.prefix.startswith(os.path.join(ROOT, ".venv")):
+        pytest.skip("not running in this repository's .venv (made by deploy/local/setup.sh)")
+    pins, installed = _constraints(), _installed()
+    regenerate = "regenerate deploy/constraints.txt as its header says"
+    assert not set(installed) - set(pins), f"installed but not pinned: {sorted(set(installed) - set(pins))}; {regenerate}"
+    assert not set(pins) - set(installed), f"pinned but not installed: {sorted(set(pins) - set(installed))}; {regenerate}"
+    differ = {n: (pins[n], installed[n]) for n in pins if pins[n] != installed[n]}
+    assert not differ, f"pinned != installed: {differ}; {regenerate}"
+
+
+def test_the_image_installs_with_the_same_commands_and_pins_as_setup_sh():
+    setup, image = _text("local", "setup.sh"), _text("container", "Containerfile")
+    for name, text in (("setup.sh", setup), ("Containerfile", image)):
+        installs = _pip_installs(text)
+        assert installs, name
+        for cmd in installs:
+            if "--upgrade pip" in cmd:
+                continue  # the installer itself
+            assert "-c deploy/constraints.txt" in cmd, f"{name}: {cmd!r} installs without the constraints"
+    grpcio_tools = re.search(r'"grpcio-tools==([^"]+)"', _text("..", "pyproject.toml")).group(1)
+    assert f'"grpcio-tools=={grpcio_tools}"' in setup and f"'grpcio-tools=={grpcio_tools}'" in image
+    assert _constraints()["grpcio-tools"] == grpcio_tools
+    # setup.sh installs the node extra (and the test and chaos tools); the image the node extra.
+    assert re.search(r'-e "\.\[node,dev,chaos\]"', setup)
+    assert re.search(r'raft_ledger-\*\.whl\)\[node\]"', image)
+    assert "COPY deploy/constraints.txt deploy/constraints.txt" in image
+    assert "!deploy/constraints.txt" in _text("container", "Containerfile.dockerignore").splitlines()
+    # The same Python: the image's base is the minor version the venv (and the tests) run.
+    base = re.search(r"ARG PYTHON_IMAGE=\S+/python:(\d+\.\d+)-slim", image).group(1)
+    assert base == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_the_images_node_closure_is_pinned_and_holds_no_test_tools():
+    """The distributions `pip install .[node]` brings (from the installed metadata, markers
+    evaluated for this platform) are all pinned, and none of setup.sh's test tools is among them."""
+    from packaging.requirements import Requirement
+
+    def requires(name: str, extras: frozenset[str]) -> set[tuple[str, frozenset[str]]]:
+        out = set()
+        for spec in importlib.metadata.requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+                out.add((_canonical(req.name), frozenset(req.extras)))
+        return out
+
+    closure, todo = set(), [("raft-ledger", frozenset({"node"}))]
+    while todo:
+        name, extras = todo.pop()
+        for dep in requires(name, extras):
+            if dep[0] not in closure:
+                closure.add(dep[0])
+                todo.append(dep)
+    pins = _constraints()
+    assert {"grpcio", "protobuf", "cryptography", "pysyncobj", "rocksdict", "grpcio-health-checking"} <= closure
+    assert closure <= set(pins), sorted(closure - set(pins))
+    assert not closure & {"pytest", "hypothesis", "import-linter", "matplotlib", "grpcio-tools", "kubernetes-validate"}

@@ -271,7 +271,7 @@ class Validator:
         self.verifier = verifier or Verifier(source=self.store.configuration, threads=cfg.verify_threads)
         self.plaintext = cfg.insecure_plaintext
         credentials = None if self.plaintext else _server_credentials(cfg, self.genesis.tls_ca_pem)
-        self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext)
+        self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext, catch_up=self.replica.read_barrier)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
             # The metrics interceptor first: it also counts the calls authorisation refuses.

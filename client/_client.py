@@ -476,7 +476,7 @@ class LedgerClient:
     Coalescing (``coalesce=True``, the default): concurrent ``create_accounts`` /
     ``create_transfers`` calls of threads sharing this client are merged into one signed
     transaction per Submit, each caller getting exactly its own results and exceptions
-    (``raft_ledger_client._coalescer`` says what stays as if submitted alone);
+    (``raft_ledger_client.coalescing`` says what stays as if submitted alone);
     ``coalesce_wait_max_s`` (default 0: merge only what queued while a Submit was in
     flight) is how long a caller about to send waits for others to join;
     ``coalesce_in_flight_max`` Submits of one operation at once (default 1).
@@ -548,7 +548,7 @@ class LedgerClient:
             self.trusted = TrustedState(chain_id, genesis_hash, genesis_validators, path=trusted_state_path)
         elif trusted_state_path is not None:
             raise ValueError("trusted_state_path= without verified reads (verify=False) would never be used")
-        #: Group commit (issue 16, client/_coalescer.py): concurrent create_accounts /
+        #: Group commit (issue 16, client/coalescing.py): concurrent create_accounts /
         #: create_transfers calls become one signed transaction per Submit; None: off.
         self._coalescers = _coalescers(self, coalesce, coalesce_wait_max_s, coalesce_in_flight_max)
 
@@ -651,7 +651,7 @@ class LedgerClient:
         return list(_applied(self.submit([self.sign_transfers(transfers)])[0]).results)
 
     def _coalesced(self, operation: str, events: list, chained: bool) -> list[EventResult]:
-        from raft_ledger_client._coalescer import Request, framed_bytes
+        from raft_ledger_client.coalescing import Request, framed_bytes
 
         r = Request(events, sum(framed_bytes(e) for e in events), chained, self._clock() + self.retry.deadline_s)
         return self._coalescers[operation].run(r)
@@ -664,7 +664,7 @@ class LedgerClient:
         return self._submit([signed], deadline)[0]
 
     def coalescing_stats(self):
-        """A :class:`~raft_ledger_client._coalescer.CoalescingStats` per operation
+        """A :class:`~raft_ledger_client.coalescing.CoalescingStats` per operation
         (``{"create_accounts": ..., "create_transfers": ...}``); empty when coalescing is off."""
         return {op: c.stats for op, c in (self._coalescers or {}).items()}
 
@@ -1125,7 +1125,7 @@ def _coalescers(client: "LedgerClient", on: bool, wait_max_s: float, in_flight_m
     """One Coalescer per operation for ``client``, or None when coalescing is off."""
     if not on:
         return None
-    from raft_ledger_client._coalescer import ENVELOPE_OVERHEAD_BYTES_MAX, TX_BYTES_MAX, TX_EVENTS_MAX, Coalescer
+    from raft_ledger_client.coalescing import ENVELOPE_OVERHEAD_BYTES_MAX, TX_BYTES_MAX, TX_EVENTS_MAX, Coalescer
 
     ids = len(client.chain_id.encode()) + len(client.member_id.encode()) + len(client.key_id.encode())
     bytes_max = TX_BYTES_MAX - ENVELOPE_OVERHEAD_BYTES_MAX - ids

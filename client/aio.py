@@ -12,9 +12,9 @@ Shared with the thread client, not copied: signing (``valid_until``, chain id, t
 member's key), the validator list and redirect rules (only to configured validators),
 result rebuilding from the failures-only reply, the status-to-exception mapping
 (:func:`~raft_ledger_client._transport.status_to_exception`), and coalescing's queue and
-batch rule (:class:`~raft_ledger_client._coalescer.Batches`, ``deliver``): concurrent
+batch rule (:class:`~raft_ledger_client.coalescing.Batches`, ``deliver``): concurrent
 tasks' ``create_*`` calls become one signed transaction per Submit, with the guarantees
-listed in ``raft_ledger_client._coalescer``. Its own: the awaiting retry loop
+listed in ``raft_ledger_client.coalescing``. Its own: the awaiting retry loop
 (:meth:`AsyncLedgerClient._call_leader`, step for step the thread client's) and the
 asyncio driver of the queue.
 
@@ -54,7 +54,7 @@ from raft_ledger_client._client import (
     load_private_key,
     read_genesis,
 )
-from raft_ledger_client._coalescer import (
+from raft_ledger_client.coalescing import (
     ENVELOPE_OVERHEAD_BYTES_MAX,
     RESULT_WAIT_SLACK_S,
     TX_BYTES_MAX,
@@ -392,7 +392,7 @@ class AsyncLedgerClient:
 
 class _AsyncCoalescer:
     """The asyncio driver of one operation's :class:`Batches`: the thread driver's
-    (``raft_ledger_client._coalescer.Coalescer``) rules with an ``asyncio.Condition``."""
+    (``raft_ledger_client.coalescing.Coalescer``) rules with an ``asyncio.Condition``."""
 
     def __init__(self, send, ok_results, *, events_max: int, bytes_max: int, wait_max_s: float,
                  in_flight_max: int, clock: Callable[[], float]) -> None:

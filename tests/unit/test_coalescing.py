@@ -1,4 +1,4 @@
-"""Coalescing in the SDK (client/_coalescer.py): many threads sharing one LedgerClient.
+"""Coalescing in the SDK (client/coalescing.py): many threads sharing one LedgerClient.
 
 The validator here is in process (InProcessTransport) but its ledger is the real one:
 each Submit is checked with the real Ed25519 signature, decoded by the node's own
@@ -30,7 +30,7 @@ from raft_ledger_client import (
     TransferFlags,
     Unavailable,
 )
-from raft_ledger_client._coalescer import (
+from raft_ledger_client.coalescing import (
     TX_BYTES_MAX,
     TX_EVENTS_MAX,
     Batches,

@@ -53,7 +53,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from raft_ledger_client._exceptions import InvalidRequest, LedgerError, NotSubmitted, Timeout, TransactionRejected
@@ -211,8 +211,6 @@ def never_sent(r: Request) -> NotSubmitted:
 def deliver(batch: list[Request], tx_result, ok_results) -> None:
     """Finish every request of ``batch`` from the TransactionResult of the one transaction
     that carried them, in order: each gets its own slice, indexes from 0."""
-    from raft_ledger_client._client import EventResult
-
     if tx_result.rejection:
         err = TransactionRejected(
             f"transaction {tx_result.tx_hash.hex()[:16]}… was refused at block {tx_result.height}: "
@@ -231,7 +229,7 @@ def deliver(batch: list[Request], tx_result, ok_results) -> None:
         if all(e.ok for e in mine):
             r.finish(ok_results.first(n))
         else:
-            r.finish(tuple(e if e.index == i else EventResult(i, e.result) for i, e in enumerate(mine)))
+            r.finish(tuple(e if e.index == i else replace(e, index=i) for i, e in enumerate(mine)))
         start += n
 
 

@@ -46,11 +46,11 @@ def bank(tmp_path_factory):
         yield c
 
 
-def _client(cluster, *, coalesce: bool = True) -> LedgerClient:
+def _client(cluster, *, coalesce: bool = True, **kw) -> LedgerClient:
     addresses = list(cluster.addresses.values())
     return LedgerClient(addresses, member_id="bank-a", key_id="k1", private_key=cluster.private_key("bank-a"),
                         chain_id=cluster.chain_id, retry=RETRY, tls=cluster.tls("bank-a"), validators=addresses,
-                        coalesce=coalesce)
+                        coalesce=coalesce, **kw)
 
 
 def _transfers(first_id: int, threads: int, per_thread: int, *, failing: bool) -> list[list[Transfer]]:
@@ -158,22 +158,24 @@ def test_figure_64_threads_single_transfers_coalescing_off_vs_on(bank):
     """Issue 16's side-by-side: the same 64 threads x FIGURE_PER_THREAD single transfers
     through one shared client, coalescing off then on, in this one invocation."""
     rows = []
-    for n, coalesce in enumerate((False, True)):
+    variants = [("off", dict(coalesce=False)), ("on", {}), ("on, 2 in flight", dict(coalesce_in_flight_max=2)),
+                ("on, wait 5 ms", dict(coalesce_wait_max_s=0.005))]
+    for n, (name, kw) in enumerate(variants):
         calls = _transfers(30_000_000 + n * 1_000_000, THREADS, FIGURE_PER_THREAD, failing=False)
-        with _client(bank, coalesce=coalesce) as c:
+        with _client(bank, **kw) as c:
             before = c.retries
             outcomes, seconds = _run_threads(c, calls)
             stats = c.coalescing_stats().get("create_transfers")
             retries = c.retries - before
         assert all(not isinstance(r, Exception) and r[0].ok for _, r in outcomes)
         submits = stats.submits if stats else len(outcomes)
-        rows.append((coalesce, len(outcomes), seconds, submits, retries))
+        rows.append((name, len(outcomes), seconds, submits, retries))
     print(f"\n{THREADS} threads x {FIGURE_PER_THREAD} single transfers, one shared LedgerClient, "
           "3 validators (mutual TLS, 127.0.0.1)")
-    print(f"{'coalescing':<11} {'transfers':>9} {'seconds':>8} {'transfers/s':>12} {'Submits':>8} "
+    print(f"{'coalescing':<16} {'transfers':>9} {'seconds':>8} {'transfers/s':>12} {'Submits':>8} "
           f"{'calls/Submit':>13} {'retries':>8}")
-    for coalesce, n, s, submits, retries in rows:
-        print(f"{'on' if coalesce else 'off':<11} {n:>9} {s:>8.2f} {n / s:>12.0f} {submits:>8} "
+    for name, n, s, submits, retries in rows:
+        print(f"{name:<16} {n:>9} {s:>8.2f} {n / s:>12.0f} {submits:>8} "
               f"{n / submits:>13.1f} {retries:>8}")
-    off, on = rows
+    off, on = rows[:2]
     assert on[3] < off[3]  # fewer Submits with coalescing on

@@ -451,10 +451,10 @@ class _AsyncCoalescer:
     async def _flush_locked(self, cond: asyncio.Condition) -> None:
         b = self._batches
         if self._wait_max_s > 0:
-            until = self._clock() + self._wait_max_s
+            until = time.monotonic() + self._wait_max_s  # real time, as the thread driver
             b.in_flight += 1
-            while not b.full() and self._clock() < until:
-                await self._wait(cond, until - self._clock())
+            while not b.full() and time.monotonic() < until:
+                await self._wait(cond, until - time.monotonic())
             b.in_flight -= 1
         batch = b.take()
         if not batch:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
@@ -292,10 +293,11 @@ class Coalescer:
         """Cut a batch and send it; the lock is released while waiting and sending."""
         b = self._batches
         if self._wait_max_s > 0:
-            until = self._clock() + self._wait_max_s
+            # Real time, not the client's clock (a test's clock may stand still): this wait is real.
+            until = time.monotonic() + self._wait_max_s
             b.in_flight += 1  # hold the slot while gathering
-            while not b.full() and self._clock() < until:
-                self._cv.wait(until - self._clock())
+            while not b.full() and time.monotonic() < until:
+                self._cv.wait(until - time.monotonic())
             b.in_flight -= 1
         batch = b.take()
         if not batch:

@@ -120,13 +120,15 @@ def test_an_open_chain_fails_as_alone_and_a_door_refusal_reaches_only_its_caller
 def test_a_failed_submit_reaches_every_task():
     v = CoreValidator()
     v.abort = (grpc.StatusCode.UNAVAILABLE, "proposal not committed (LEADER_CHANGED); outcome unknown", ())
+    v.abort_events_min = 10  # the batch of ten queued behind the first call
 
     async def main():
-        async with make_client({LEADER: v}, retry=RetryPolicy(deadline_s=0.3, attempt_timeout_s=0.1,
-                                                              backoff_initial_s=0.02, backoff_max_s=0.05)) as c:
-            return await gather(c, [[xfer(i)] for i in range(1, 11)])
+        async with make_client({LEADER: v}, retry=RetryPolicy(deadline_s=2.0, attempt_timeout_s=0.2,
+                                                              backoff_initial_s=0.05, backoff_max_s=0.2)) as c:
+            return await gated(v, c, [[xfer(i)] for i in range(1, 11)])
 
-    out = run(main())
+    first, out = run(main())
+    assert codes(first) == [0]
     assert all(type(e) is Unavailable for e in out), out
     assert len({id(e) for e in out}) == 10
 
@@ -191,3 +193,18 @@ class _InOrder:
 
     def shuffle(self, x) -> None:
         pass
+
+
+def test_a_maximum_wait_gathers_tasks_that_arrive_meanwhile():
+    v = CoreValidator()
+
+    async def main():
+        async with make_client({LEADER: v}, coalesce_wait_max_s=1.0) as c:
+            first = asyncio.ensure_future(c.create_transfers([xfer(1)]))
+            await asyncio.sleep(0.05)  # the first task is gathering now
+            rest = await gather(c, [[xfer(i)] for i in range(2, 5)])
+            return [await first, *rest]
+
+    out = run(main())
+    assert all(codes(r) == [0] for r in out)
+    assert v.submits == [[4]]

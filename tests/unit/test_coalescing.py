@@ -1,9 +1,10 @@
 """Coalescing in the SDK (client/coalescing.py): many threads sharing one LedgerClient.
 
-The validator here is in process (InProcessTransport) but its ledger is the real one:
-each Submit is checked with the real Ed25519 signature, decoded by the node's own
-``tx_from_committed`` and applied as one block by the real StateMachine; its answer is
-the node's failures-only ``result_to_pb``. What a caller gets back is compared with what
+The validator here is in process (InProcessTransport) but its door and ledger are the
+real ones: each Submit passes the node's own size checks and envelope prechecks
+(node/api/validation.py: submit_*_max, tx_bytes_max, tx_events_max), the real Ed25519
+signature check and decoding, and is applied as one block by the real StateMachine;
+its answer is the node's failures-only ``result_to_pb``. What a caller gets back is compared with what
 the same events get when submitted alone to a fresh ledger (the model: "as if alone").
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from helpers import CHAIN, PUBLIC_KEY, SIGNING_KEY, Ledger, account, decode_envelope
+from helpers import CHAIN, PUBLIC_KEY, SIGNING_KEY, Ledger, account
 from helpers import transfer as core_transfer
 from helpers import transfers_tx
 from raft_ledger_client import (
@@ -37,6 +38,7 @@ from raft_ledger_client.coalescing import (
     Request,
 )
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
+from raft_ledger_node.api import validation
 from raft_ledger_node.api.mapping import result_to_pb
 from raft_ledger_node.ledger import limits
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -58,7 +60,7 @@ class CoreValidator:
 
     ``gate``: when set to a threading.Event, every Submit waits for it (the batch that
     forms meanwhile is what the tests look at). ``abort``: (status, details, trailing)
-    to answer every Submit with. ``reject``: a TxRejection for every transaction.
+    to answer every Submit of at least ``abort_events_min`` events with. ``reject``: a TxRejection for every transaction.
     ``submits``: per Submit, the events of each transaction; ``attempts``: the request
     bytes of every Submit, in order.
     """
@@ -70,6 +72,7 @@ class CoreValidator:
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
         self.abort: tuple | None = None
+        self.abort_events_min = 0
         self.reject = 0
         self.submits: list[list[int]] = []
         self.attempts: list[bytes] = []
@@ -81,18 +84,23 @@ class CoreValidator:
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        if self.abort is not None:
+        events = sum(len(pb.Transaction.FromString(stx.body).create_transfers.transfers)
+                     for stx in request.transactions)
+        if self.abort is not None and events >= self.abort_events_min:
             code, details, trailing = self.abort
             context.set_trailing_metadata(trailing)
             context.abort(code, details)
-        txs = []
-        for stx in request.transactions:
-            self._public.verify(stx.signature, stx.body)  # raises: the handler fails (UNKNOWN)
-            tx = decode_envelope(stx.SerializeToString(deterministic=True))
-            assert not tx.invalid, tx
+        try:
+            validation.check_submit_size(request)
+            for i, stx in enumerate(request.transactions):
+                validation.precheck_envelope(stx, i)
+                self._public.verify(stx.signature, stx.body)  # raises: the handler fails (UNKNOWN)
+            txs = validation.decode_submit(request, chain_id=CHAIN, now_ns=time.time_ns())
+        except validation.RequestError as e:
+            context.abort(getattr(grpc.StatusCode, e.status), str(e))
+        for tx in txs:
             if any(t.code == CODE_REFUSED for t in tx.events):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "transaction 0: code 777 is refused here")
-            txs.append(tx)
         with self.lock:
             self.submits.append([len(tx.events) for tx in txs])
             if self.reject:
@@ -149,12 +157,13 @@ def wait_until(predicate, what: str) -> None:
         time.sleep(0.005)
 
 
-def gated_batch(validator: CoreValidator, client: LedgerClient, calls: list[list[Transfer]]):
+def gated_batch(validator: CoreValidator, client: LedgerClient, calls: list[list[Transfer]], before_release=None):
     """Hold a first Submit (of one transfer) at the validator while ``calls`` queue up
-    behind it, then let everything through. Returns (first's results, the calls' outcomes)."""
+    behind it (then ``before_release()``), then let everything through. Returns (the first
+    call's outcome in a list, the calls' outcomes): results, or the exception raised."""
     validator.gate = threading.Event()
     first: list = []
-    t0 = threading.Thread(target=lambda: first.append(client.create_transfers([xfer(100_000)])))
+    t0 = threading.Thread(target=lambda: first.extend(run_threads(client, [[xfer(100_000)]])))
     t0.start()
     assert validator.entered.wait(WAIT_S)
     out: list = [None] * len(calls)
@@ -170,6 +179,8 @@ def gated_batch(validator: CoreValidator, client: LedgerClient, calls: list[list
         t.start()
     co = client._coalescers["create_transfers"]
     wait_until(lambda: co.pending() == len(calls), "every call to queue")
+    if before_release is not None:
+        before_release()
     validator.gate.set()
     for t in [t0, *threads]:
         t.join(WAIT_S)
@@ -283,13 +294,14 @@ def test_many_threads_mixed_chains_every_transfer_applied_once_results_as_alone(
 
 def test_a_failed_submit_reaches_every_caller_and_retries_resend_the_same_bytes():
     v = CoreValidator()
-    with make_client(v, retry=RetryPolicy(deadline_s=0.4, attempt_timeout_s=0.2, backoff_initial_s=0.02,
-                                          backoff_max_s=0.05)) as c:
+    with make_client(v, retry=RetryPolicy(deadline_s=2.0, attempt_timeout_s=0.2, backoff_initial_s=0.05,
+                                          backoff_max_s=0.2)) as c:
         v.gate = threading.Event()
         t0 = threading.Thread(target=run_threads, args=(c, [[xfer(1)]]))
         t0.start()
         assert v.entered.wait(WAIT_S)
         v.abort = (grpc.StatusCode.UNAVAILABLE, "proposal not committed (LEADER_CHANGED); outcome unknown", ())
+        v.abort_events_min = 6  # the batch of six; the first call, alone, commits
         holder: list = []
         t1 = threading.Thread(target=lambda: holder.append(run_threads(c, [[xfer(10 + i)] for i in range(6)])))
         t1.start()
@@ -313,11 +325,18 @@ def test_a_failed_submit_reaches_every_caller_and_retries_resend_the_same_bytes(
 
 def test_a_submit_timing_out_gives_every_caller_timeout():
     v = CoreValidator()
-    v.abort = (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ())
-    with make_client(v, retry=RetryPolicy(deadline_s=0.3, attempt_timeout_s=0.1, backoff_initial_s=0.02,
-                                          backoff_max_s=0.05)) as c:
-        out = run_threads(c, [[xfer(i)] for i in range(1, 9)])
+
+    def time_out():  # the batch of eight times out; the first call, alone, does not
+        v.abort = (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ())
+        v.abort_events_min = 8
+
+    with make_client(v, retry=RetryPolicy(deadline_s=5.0, attempt_timeout_s=0.1, backoff_initial_s=0.05,
+                                          backoff_max_s=0.2)) as c:
+        first, out = gated_batch(v, c, [[xfer(i)] for i in range(1, 9)], before_release=time_out)
+        stats = c.coalescing_stats()["create_transfers"]
+    assert codes(first[0]) == [0]
     assert all(type(e) is Timeout for e in out), out
+    assert stats.submits == 2  # the first call's Submit, then one for the eight queued behind it
 
 
 def test_a_call_whose_deadline_passes_in_the_queue_is_never_sent():
@@ -395,6 +414,26 @@ def test_accounts_coalesce_too():
             t.join(WAIT_S)
     for r in out:
         assert [x.result for x in r] == [AR.ok, AR.exists] and [x.index for x in r] == [0, 1]
+
+
+def test_batches_stay_within_the_validators_limits_of_events_and_bytes():
+    """Callers whose events together exceed one transaction: every batch passes the
+    validator's real door (tx_events_max, tx_bytes_max), with the largest transfers the
+    wire can carry, so the bytes bound is the one that binds."""
+    v = CoreValidator()
+    big = (1 << 128) - 1
+    calls = [[Transfer(id=big - 1000 * i - k, debit_account_id=big, credit_account_id=big - 1, amount=big,
+                       pending_id=big, user_data_128=big, user_data_64=(1 << 64) - 1, user_data_32=(1 << 32) - 1,
+                       timeout=(1 << 32) - 1, ledger=(1 << 32) - 1, code=(1 << 16) - 1) for k in range(700)]
+             for i in range(16)]
+    with make_client(v) as c:
+        _, out = gated_batch(v, c, calls)
+    assert all(not isinstance(o, Exception) for o in out), [o for o in out if isinstance(o, Exception)]
+    assert all(len(o) == 700 and [r.index for r in o] == list(range(700)) for o in out)
+    sizes = [len(pb.SubmitRequest.FromString(a).transactions[0].SerializeToString()) for a in v.attempts[1:]]
+    assert len(v.submits) >= 3 and all(n <= limits.tx_events_max for s in v.submits for n in s)
+    assert max(sizes) <= limits.tx_bytes_max and max(sizes) > limits.tx_bytes_max * 0.9  # the bytes bound binds
+    assert sum(n for s in v.submits[1:] for n in s) == 16 * 700
 
 
 # -- the batch rule itself ------------------------------------------------------------

@@ -154,28 +154,55 @@ def test_64_asyncio_tasks_share_one_client_each_transfer_applied_once(bank):
     assert stats.calls == len(calls) and stats.submits < stats.calls
 
 
+def _run_tasks(cluster, per_task: list[list[Transfer]]):
+    """As _run_threads with one asyncio task per list and one AsyncLedgerClient. ((outcomes,
+    seconds), the client's stats, its retries)."""
+    addresses = list(cluster.addresses.values())
+
+    async def main():
+        async with AsyncLedgerClient(addresses, member_id="bank-a", key_id="k1",
+                                     private_key=cluster.private_key("bank-a"), chain_id=cluster.chain_id,
+                                     retry=RETRY, tls=cluster.tls("bank-a"), validators=addresses) as c:
+            async def task(calls):
+                return [(t, await c.create_transfers([t])) for t in calls]
+
+            t0 = time.monotonic()
+            done = await asyncio.gather(*(task(x) for x in per_task))
+            seconds = time.monotonic() - t0
+            return ([o for d in done for o in d], seconds), c.coalescing_stats()["create_transfers"], c.retries
+
+    return asyncio.run(asyncio.wait_for(main(), 300))
+
+
 def test_figure_64_threads_single_transfers_coalescing_off_vs_on(bank):
     """Issue 16's side-by-side: the same 64 threads x FIGURE_PER_THREAD single transfers
-    through one shared client, coalescing off then on, in this one invocation."""
+    through one shared client, coalescing off then on, in this one invocation (and the
+    knobs, and 64 asyncio tasks through one AsyncLedgerClient). ``client CPU``: this
+    process's CPU (the SDK's: the validators are other processes) per transfer."""
     rows = []
     variants = [("off", dict(coalesce=False)), ("on", {}), ("on, 2 in flight", dict(coalesce_in_flight_max=2)),
-                ("on, wait 5 ms", dict(coalesce_wait_max_s=0.005))]
+                ("on, wait 5 ms", dict(coalesce_wait_max_s=0.005)), ("on, asyncio", None)]
     for n, (name, kw) in enumerate(variants):
         calls = _transfers(30_000_000 + n * 1_000_000, THREADS, FIGURE_PER_THREAD, failing=False)
-        with _client(bank, **kw) as c:
-            before = c.retries
-            outcomes, seconds = _run_threads(c, calls)
-            stats = c.coalescing_stats().get("create_transfers")
-            retries = c.retries - before
+        cpu = time.process_time()
+        if kw is None:
+            (outcomes, seconds), stats, retries = _run_tasks(bank, calls)
+        else:
+            with _client(bank, **kw) as c:
+                before = c.retries
+                outcomes, seconds = _run_threads(c, calls)
+                stats = c.coalescing_stats().get("create_transfers")
+                retries = c.retries - before
+        cpu = time.process_time() - cpu
         assert all(not isinstance(r, Exception) and r[0].ok for _, r in outcomes)
         submits = stats.submits if stats else len(outcomes)
-        rows.append((name, len(outcomes), seconds, submits, retries))
+        rows.append((name, len(outcomes), seconds, submits, retries, cpu))
     print(f"\n{THREADS} threads x {FIGURE_PER_THREAD} single transfers, one shared LedgerClient, "
           "3 validators (mutual TLS, 127.0.0.1)")
     print(f"{'coalescing':<16} {'transfers':>9} {'seconds':>8} {'transfers/s':>12} {'Submits':>8} "
-          f"{'calls/Submit':>13} {'retries':>8}")
-    for name, n, s, submits, retries in rows:
+          f"{'calls/Submit':>13} {'retries':>8} {'client CPU us/transfer':>23}")
+    for name, n, s, submits, retries, cpu in rows:
         print(f"{name:<16} {n:>9} {s:>8.2f} {n / s:>12.0f} {submits:>8} "
-              f"{n / submits:>13.1f} {retries:>8}")
+              f"{n / submits:>13.1f} {retries:>8} {cpu / n * 1e6:>23.0f}")
     off, on = rows[:2]
     assert on[3] < off[3]  # fewer Submits with coalescing on

@@ -56,18 +56,16 @@ from raft_ledger_client._client import (
 )
 from raft_ledger_client.coalescing import (
     ENVELOPE_OVERHEAD_BYTES_MAX,
-    RESULT_WAIT_SLACK_S,
+    FLUSH,
     TX_BYTES_MAX,
     TX_EVENTS_MAX,
     Batches,
     CoalescingStats,
     Request,
-    deliver,
     framed_bytes,
-    never_sent,
+    send_steps,
 )
 from raft_ledger_client._exceptions import (
-    InvalidRequest,
     LedgerError,
     NotLeader,
     NotSubmitted,
@@ -432,21 +430,11 @@ class _AsyncCoalescer:
 
     async def _until_done(self, cond: asyncio.Condition, r: Request) -> None:
         b = self._batches
-        while not r.done:
-            if not r.taken and b.can_flush():
+        while (step := b.step(r, self._clock())) is not None:
+            if step is FLUSH:
                 await self._flush_locked(cond)
-                continue
-            now = self._clock()
-            if not r.taken and now >= r.deadline:
-                b.withdraw(r)
-                r.finish(error=never_sent(r))
-                break
-            if r.taken and now >= r.deadline + RESULT_WAIT_SLACK_S:
-                r.finish(error=Timeout("the Submit carrying this write did not end within its deadline; "
-                                       "outcome unknown: resubmit the same events (ids deduplicate) to learn it"))
-                break
-            limit = r.deadline if not r.taken else r.deadline + RESULT_WAIT_SLACK_S
-            await self._wait(cond, min(limit - now, 1.0))
+            else:
+                await self._wait(cond, step)
 
     async def _flush_locked(self, cond: asyncio.Condition) -> None:
         b = self._batches
@@ -472,30 +460,26 @@ class _AsyncCoalescer:
             cond.notify_all()
 
     async def _submit_batch(self, batch: list[Request]) -> tuple[int, int, int]:
-        """As Coalescer._submit_batch: deliver, or split a batch refused at the door."""
-        events = [e for r in batch for e in r.events]
+        """Run :func:`~raft_ledger_client.coalescing.send_steps` for ``batch``, awaiting ``send``."""
+        steps = send_steps(batch, self._ok)
         try:
-            try:
-                deliver(batch, await self._send(events, min(r.deadline for r in batch)), self._ok)
-                return 1, len(events), 0
-            except InvalidRequest:
-                if len(batch) == 1:
-                    raise
-            for r in batch:
+            step = next(steps)
+            while True:
                 try:
-                    deliver([r], await self._send(list(r.events), r.deadline), self._ok)
-                except BaseException as e:  # noqa: BLE001 - handed to its caller
-                    r.finish(error=e)
-            return 1 + len(batch), 2 * len(events), 1
-        except asyncio.CancelledError:
-            # The task sending the batch was cancelled mid-Submit: for the others the outcome is unknown.
-            for r in batch:
-                if not r.done:
-                    r.finish(error=Unavailable("the task sending this write's batch was cancelled mid-Submit; "
-                                               "outcome unknown: resubmit the same events (ids deduplicate)"))
-            raise
-        except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-            for r in batch:
-                if not r.done:
-                    r.finish(error=e)
-            return 1, len(events), 0
+                    result = await self._send(*step)
+                except asyncio.CancelledError:
+                    # The task sending the batch was cancelled mid-Submit: for the others of
+                    # the batch the outcome is unknown; the cancellation goes on.
+                    steps.close()
+                    err = Unavailable("the task sending this write's batch was cancelled mid-Submit; "
+                                      "outcome unknown: resubmit the same events (ids deduplicate)")
+                    for r in batch:
+                        if not r.done:
+                            r.finish(error=err)
+                    raise
+                except Exception as e:  # noqa: BLE001 - the generator hands it to the callers
+                    step = steps.throw(e)
+                else:
+                    step = steps.send(result)
+        except StopIteration as done:
+            return done.value

@@ -203,6 +203,60 @@ class Batches:
         """A Submit of this queue ended (its requests are finished)."""
         self.in_flight -= 1
 
+    def step(self, r: Request, now: float):
+        """What the caller of ``r`` does next, at ``now`` (the client's clock): FLUSH (send
+        the next batch itself), None (``r`` is finished: return its outcome), or seconds to
+        wait for a change. Finishes ``r`` with NotSubmitted when its deadline passed in the
+        queue, or with Timeout when the Submit that took it overran the deadline by
+        RESULT_WAIT_SLACK_S (it is then left to that Submit, unheard)."""
+        if r.done:
+            return None
+        if not r.taken:
+            if self.can_flush():
+                return FLUSH
+            if now >= r.deadline:
+                self.withdraw(r)
+                r.finish(error=never_sent(r))
+                return None
+            return max(0.001, min(r.deadline - now, 1.0))
+        if now >= r.deadline + RESULT_WAIT_SLACK_S:
+            r.finish(error=Timeout("the Submit carrying this write did not end within its deadline; "
+                                   "outcome unknown: resubmit the same events (ids deduplicate) to learn it"))
+            return None
+        return max(0.001, min(r.deadline + RESULT_WAIT_SLACK_S - now, 1.0))
+
+
+#: :meth:`Batches.step`: the caller sends the next batch.
+FLUSH = "flush"
+
+
+def send_steps(batch: list[Request], ok_results):
+    """The Submits of one batch, as a generator both drivers run (the thread one calls,
+    the asyncio one awaits): it yields ``(events, deadline)`` to sign and submit, is sent
+    the TransactionResult or thrown the exception, finishes every request, and returns
+    ``(submits, events sent, split)``. A batch refused at the door (InvalidRequest:
+    nothing proposed) is sent again one request each, so only the request at fault fails;
+    any other failure finishes every request of the batch with it."""
+    events = [e for r in batch for e in r.events]
+    try:
+        try:
+            deliver(batch, (yield events, min(r.deadline for r in batch)), ok_results)
+            return 1, len(events), 0
+        except InvalidRequest:
+            if len(batch) == 1:
+                raise
+        for r in batch:
+            try:
+                deliver([r], (yield list(r.events), r.deadline), ok_results)
+            except Exception as e:  # noqa: BLE001 - handed to its caller
+                r.finish(error=e)
+        return 1 + len(batch), 2 * len(events), 1
+    except Exception as e:  # noqa: BLE001 - every caller of the batch gets it
+        for r in batch:
+            if not r.done:
+                r.finish(error=e)
+        return 1, len(events), 0
+
 
 def never_sent(r: Request) -> NotSubmitted:
     return NotSubmitted(f"a write of {len(r.events)} events waited in this client's queue until its deadline "
@@ -272,21 +326,11 @@ class Coalescer:
         with self._cv:
             b.queue.append(r)
             b.stats.calls += 1
-            while not r.done:
-                if not r.taken and b.can_flush():
+            while (step := b.step(r, self._clock())) is not None:
+                if step is FLUSH:
                     self._flush_locked()
-                    continue
-                now = self._clock()
-                if not r.taken and now >= r.deadline:
-                    b.withdraw(r)
-                    r.finish(error=never_sent(r))
-                    break
-                if r.taken and now >= r.deadline + RESULT_WAIT_SLACK_S:
-                    r.finish(error=Timeout("the Submit carrying this write did not end within its deadline; "
-                                           "outcome unknown: resubmit the same events (ids deduplicate) to learn it"))
-                    break
-                limit = r.deadline if not r.taken else r.deadline + RESULT_WAIT_SLACK_S
-                self._cv.wait(max(0.001, min(limit - now, 1.0)))
+                else:
+                    self._cv.wait(step)
         return r.outcome()
 
     def _flush_locked(self) -> None:
@@ -315,24 +359,16 @@ class Coalescer:
             self._cv.notify_all()
 
     def _submit_batch(self, batch: list[Request]) -> tuple[int, int, int]:
-        """Send ``batch`` (lock not held); finish every request. ``(submits, events, split)``."""
-        events = [e for r in batch for e in r.events]
+        """Run :func:`send_steps` for ``batch`` (lock not held), calling ``send``."""
+        steps = send_steps(batch, self._ok)
         try:
-            try:
-                deliver(batch, self._send(events, min(r.deadline for r in batch)), self._ok)
-                return 1, len(events), 0
-            except InvalidRequest:
-                if len(batch) == 1:
-                    raise
-            # Refused at the door, nothing proposed: find the request at fault by sending each alone.
-            for r in batch:
+            step = next(steps)
+            while True:
                 try:
-                    deliver([r], self._send(list(r.events), r.deadline), self._ok)
-                except BaseException as e:  # noqa: BLE001 - handed to its caller
-                    r.finish(error=e)
-            return 1 + len(batch), 2 * len(events), 1
-        except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-            for r in batch:
-                if not r.done:
-                    r.finish(error=e)
-            return 1, len(events), 0
+                    result = self._send(*step)
+                except Exception as e:  # noqa: BLE001 - the generator hands it to the callers
+                    step = steps.throw(e)
+                else:
+                    step = steps.send(result)
+        except StopIteration as done:
+            return done.value

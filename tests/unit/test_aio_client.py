@@ -208,3 +208,39 @@ def test_a_maximum_wait_gathers_tasks_that_arrive_meanwhile():
     out = run(main())
     assert all(codes(r) == [0] for r in out)
     assert v.submits == [[4]]
+
+
+def test_cancelling_the_task_that_sends_a_batch_leaves_the_others_an_unknown_outcome():
+    """B sends the batch [B, C, D] (it queued first behind A's Submit) and is cancelled
+    while the validator holds that Submit: B gets CancelledError, C and D Unavailable
+    (outcome unknown: the Submit may still commit), and the queue is free again."""
+    v = CoreValidator()
+    v.hold, v.hold_events_min = threading.Event(), 3
+
+    async def main():
+        async with make_client({LEADER: v}) as c:
+            v.gate = threading.Event()
+            a = asyncio.ensure_future(c.create_transfers([xfer(1)]))
+            while not v.entered.is_set():
+                await asyncio.sleep(0.005)
+            b = asyncio.ensure_future(c.create_transfers([xfer(2)]))
+            await asyncio.sleep(0.01)
+            cd = asyncio.ensure_future(gather(c, [[xfer(3)], [xfer(4)]]))
+            co = c._coalescers["create_transfers"]
+            while co.pending() != 3:
+                await asyncio.sleep(0.005)
+            v.gate.set()
+            assert codes(await a) == [0]
+            while not v.held.is_set():
+                await asyncio.sleep(0.005)
+            b.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await b
+            out = await cd
+            v.hold.set()
+            after = await c.create_transfers([xfer(5)])
+            return out, after
+
+    (c_out, d_out), after = run(main())
+    assert type(c_out) is Unavailable and type(d_out) is Unavailable
+    assert codes(after) == [0]

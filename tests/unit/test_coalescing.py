@@ -60,7 +60,8 @@ class CoreValidator:
 
     ``gate``: when set to a threading.Event, every Submit waits for it (the batch that
     forms meanwhile is what the tests look at). ``abort``: (status, details, trailing)
-    to answer every Submit of at least ``abort_events_min`` events with. ``reject``: a TxRejection for every transaction.
+    to answer every Submit of at least ``abort_events_min`` events with; ``hold``: an
+    Event every Submit of at least ``hold_events_min`` events waits for. ``reject``: a TxRejection for every transaction.
     ``submits``: per Submit, the events of each transaction; ``attempts``: the request
     bytes of every Submit, in order.
     """
@@ -73,6 +74,9 @@ class CoreValidator:
         self.entered = threading.Event()
         self.abort: tuple | None = None
         self.abort_events_min = 0
+        self.hold: threading.Event | None = None
+        self.hold_events_min = 0
+        self.held = threading.Event()
         self.reject = 0
         self.submits: list[list[int]] = []
         self.attempts: list[bytes] = []
@@ -86,6 +90,9 @@ class CoreValidator:
             assert self.gate.wait(WAIT_S), "the test never opened the gate"
         events = sum(len(pb.Transaction.FromString(stx.body).create_transfers.transfers)
                      for stx in request.transactions)
+        if self.hold is not None and events >= self.hold_events_min:
+            self.held.set()
+            assert self.hold.wait(WAIT_S), "the test never released the hold"
         if self.abort is not None and events >= self.abort_events_min:
             code, details, trailing = self.abort
             context.set_trailing_metadata(trailing)

@@ -633,6 +633,7 @@ class LedgerClient:
             [r] = client.create_accounts([Account(id=1, ledger=840, code=1)])
             assert r.result in (CreateAccountResult.ok, CreateAccountResult.exists)
         """
+        accounts = list(accounts)  # an iterable is read once
         if self._coalescers is not None and accounts:
             return self._coalesced("create_accounts", [_account_pb(a) for a in accounts],
                                    any(a.flags & AccountFlags.LINKED for a in accounts))
@@ -645,6 +646,7 @@ class LedgerClient:
                                                     amount=100, ledger=840, code=1)])
             if r.result is CreateTransferResult.exceeds_credits: ...
         """
+        transfers = list(transfers)  # an iterable is read once
         if self._coalescers is not None and transfers:
             return self._coalesced("create_transfers", [_transfer_pb(t) for t in transfers],
                                    any(t.flags & TransferFlags.LINKED for t in transfers))

@@ -237,6 +237,7 @@ class AsyncLedgerClient:
 
     async def create_accounts(self, accounts: Sequence[Account]) -> list[EventResult]:
         """As :meth:`LedgerClient.create_accounts`."""
+        accounts = list(accounts)  # an iterable is read once
         if self._coalescers is not None and accounts:
             return await self._coalesced("create_accounts", [_account_pb(a) for a in accounts],
                                          any(a.flags & AccountFlags.LINKED for a in accounts))
@@ -244,6 +245,7 @@ class AsyncLedgerClient:
 
     async def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
         """As :meth:`LedgerClient.create_transfers`."""
+        transfers = list(transfers)  # an iterable is read once
         if self._coalescers is not None and transfers:
             return await self._coalesced("create_transfers", [_transfer_pb(t) for t in transfers],
                                          any(t.flags & TransferFlags.LINKED for t in transfers))

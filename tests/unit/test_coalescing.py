@@ -337,7 +337,7 @@ def test_a_submit_timing_out_gives_every_caller_timeout():
         v.abort = (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ())
         v.abort_events_min = 8
 
-    with make_client(v, retry=RetryPolicy(deadline_s=5.0, attempt_timeout_s=0.1, backoff_initial_s=0.05,
+    with make_client(v, retry=RetryPolicy(deadline_s=1.5, attempt_timeout_s=0.1, backoff_initial_s=0.05,
                                           backoff_max_s=0.2)) as c:
         first, out = gated_batch(v, c, [[xfer(i)] for i in range(1, 9)], before_release=time_out)
         stats = c.coalescing_stats()["create_transfers"]
@@ -474,3 +474,11 @@ def test_take_ends_a_batch_at_a_chained_call_and_respects_bytes():
     assert not b.can_flush()  # two Submits in flight
     b.landed()
     assert b.take() == [rs[4]] and not b.queue
+
+
+def test_an_iterable_of_events_is_read_once_and_its_chain_seen():
+    v = CoreValidator()
+    with make_client(v) as c:
+        got = c.create_transfers(t for t in [xfer(1, flags=LINKED), xfer(2, credit=MISSING)])
+    assert [r.result for r in got] == [TR.linked_event_failed, TR.credit_account_not_found]
+    assert v.ledger.store.get_transfer(1) is None

@@ -18,6 +18,11 @@ validators' checkpoint-signing keys and verifies what it reads (``lookup_account
 ``get_account``, ``get_transaction_proof``, ``receipt``, ``checkpoint``) against
 certified checkpoints, keeping a :class:`TrustedState`; queries and history pages are
 not verifiable and stay unverified.
+
+Shared by many threads, one client merges their concurrent ``create_accounts`` /
+``create_transfers`` calls into one signed transaction per Submit (on by default;
+``coalesce=False`` turns it off; :mod:`raft_ledger_client.coalescing` lists what stays
+as if each call were alone). For asyncio: ``raft_ledger_client.aio.AsyncLedgerClient``.
 """
 from __future__ import annotations
 

@@ -473,6 +473,15 @@ class LedgerClient:
     naming any other host is ignored, as if the validator knew no leader, so a
     compromised or confused validator cannot send a member's traffic elsewhere.
 
+    Coalescing (``coalesce=True``, the default): concurrent ``create_accounts`` /
+    ``create_transfers`` calls of threads sharing this client are merged into one signed
+    transaction per Submit, each caller getting exactly its own results and exceptions
+    (``raft_ledger_client.coalescing`` says what stays as if submitted alone);
+    ``coalesce_wait_max_s`` (default 0: merge only what queued while a Submit was in
+    flight) is how long a caller about to send waits for others to join;
+    ``coalesce_in_flight_max`` Submits of one operation at once (default 1).
+    ``coalescing_stats()`` counts calls and Submits.
+
     Raises the exceptions of :mod:`client._exceptions`. ``clock`` (seconds,
     monotonic), ``sleep`` and ``rng`` (the order validators are tried in) are
     passed in so tests can run the retry logic without waiting.
@@ -500,6 +509,9 @@ class LedgerClient:
         genesis_hash: bytes | None = None,
         genesis_validators: Sequence[tuple[str, bytes]] | None = None,
         trusted_state_path: str | None = None,
+        coalesce: bool = True,
+        coalesce_wait_max_s: float = 0.0,
+        coalesce_in_flight_max: int = 1,
     ) -> None:
         if not addresses:
             raise ValueError("at least one validator address is required")
@@ -536,6 +548,9 @@ class LedgerClient:
             self.trusted = TrustedState(chain_id, genesis_hash, genesis_validators, path=trusted_state_path)
         elif trusted_state_path is not None:
             raise ValueError("trusted_state_path= without verified reads (verify=False) would never be used")
+        #: Group commit (issue 16, client/coalescing.py): concurrent create_accounts /
+        #: create_transfers calls become one signed transaction per Submit; None: off.
+        self._coalescers = _coalescers(self, coalesce, coalesce_wait_max_s, coalesce_in_flight_max)
 
     @classmethod
     def from_key_file(cls, addresses: Sequence[str], *, member_id: str, key_id: str, key_file: str, **kw) -> "LedgerClient":
@@ -618,6 +633,10 @@ class LedgerClient:
             [r] = client.create_accounts([Account(id=1, ledger=840, code=1)])
             assert r.result in (CreateAccountResult.ok, CreateAccountResult.exists)
         """
+        accounts = list(accounts)  # an iterable is read once
+        if self._coalescers is not None and accounts:
+            return self._coalesced("create_accounts", [_account_pb(a) for a in accounts],
+                                   any(a.flags & AccountFlags.LINKED for a in accounts))
         return list(_applied(self.submit([self.sign_accounts(accounts)])[0]).results)
 
     def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
@@ -627,7 +646,29 @@ class LedgerClient:
                                                     amount=100, ledger=840, code=1)])
             if r.result is CreateTransferResult.exceeds_credits: ...
         """
+        transfers = list(transfers)  # an iterable is read once
+        if self._coalescers is not None and transfers:
+            return self._coalesced("create_transfers", [_transfer_pb(t) for t in transfers],
+                                   any(t.flags & TransferFlags.LINKED for t in transfers))
         return list(_applied(self.submit([self.sign_transfers(transfers)])[0]).results)
+
+    def _coalesced(self, operation: str, events: list, chained: bool) -> list[EventResult]:
+        from raft_ledger_client.coalescing import Request, framed_bytes
+
+        r = Request(events, sum(framed_bytes(e) for e in events), chained, self._clock() + self.retry.deadline_s)
+        return self._coalescers[operation].run(r)
+
+    def _send_events(self, operation: str, events: list, deadline: float) -> TransactionResult:
+        """Sign one transaction of ``events`` (protobuf messages) and submit it by ``deadline``."""
+        field = _OPERATIONS[operation][0]
+        wrapper = pb.CreateAccounts if operation == "create_accounts" else pb.CreateTransfers
+        signed = self._sign(pb.Transaction(**{operation: wrapper(**{field: events})}))
+        return self._submit([signed], deadline)[0]
+
+    def coalescing_stats(self):
+        """A :class:`~raft_ledger_client.coalescing.CoalescingStats` per operation
+        (``{"create_accounts": ..., "create_transfers": ...}``); empty when coalescing is off."""
+        return {op: c.stats for op, c in (self._coalescers or {}).items()}
 
     # -- governance -------------------------------------------------------------------
     def sign_governance(self, proposal_file) -> pb.SignedTransaction:
@@ -681,8 +722,12 @@ class LedgerClient:
         (resubmit the same signed transactions to learn it), :class:`NotSubmitted`
         when every attempt was refused before anything was proposed.
         """
+        return self._submit(signed, None)
+
+    def _submit(self, signed: Sequence[pb.SignedTransaction], deadline: float | None) -> list[TransactionResult]:
+        """:meth:`submit` with its retries ending at ``deadline`` (monotonic s; None: the policy's)."""
         signed = list(signed)
-        resp = self._call_leader("Submit", pb.SubmitRequest(transactions=signed))
+        resp = self._call_leader("Submit", pb.SubmitRequest(transactions=signed), deadline)
         if len(resp.results) != len(signed):
             raise LedgerError(f"a validator answered {len(resp.results)} results for {len(signed)} transactions")
         results = [_rebuild(stx, r) for stx, r in zip(signed, resp.results)]
@@ -1000,14 +1045,16 @@ class LedgerClient:
             backoff = self._backoff(backoff, deadline)
         raise Unavailable(f"{method}: no validator answered within {self.retry.deadline_s}s ({_detail(last)})")
 
-    def _call_leader(self, method: str, req):
-        """Call the leader: follow redirects, retry unknown outcomes with the same request.
+    def _call_leader(self, method: str, req, deadline: float | None = None):
+        """Call the leader: follow redirects, retry unknown outcomes with the same request,
+        until ``deadline`` (monotonic s; None: ``retry.deadline_s`` from now).
 
         Ends in :class:`NotSubmitted` if every attempt was refused before
         proposal, else (some attempt may have been proposed) :class:`Timeout` if
         one timed out, :class:`Unavailable` otherwise.
         """
-        deadline = self._clock() + self.retry.deadline_s
+        if deadline is None:
+            deadline = self._clock() + self.retry.deadline_s
         backoff: float | None = self.retry.backoff_initial_s
         last: LedgerError | None = None
         unknown = timed_out = redirected = False
@@ -1074,6 +1121,23 @@ class LedgerClient:
 
         return watch_events(self, from_height, kinds=kinds, ledger=ledger, account_ids=account_ids,
                             address=address, account_from_pb=_account_from_pb, transfer_from_pb=_transfer_from_pb, **kw)
+
+
+def _coalescers(client: "LedgerClient", on: bool, wait_max_s: float, in_flight_max: int):
+    """One Coalescer per operation for ``client``, or None when coalescing is off."""
+    if not on:
+        return None
+    from raft_ledger_client.coalescing import ENVELOPE_OVERHEAD_BYTES_MAX, TX_BYTES_MAX, TX_EVENTS_MAX, Coalescer
+
+    ids = len(client.chain_id.encode()) + len(client.member_id.encode()) + len(client.key_id.encode())
+    bytes_max = TX_BYTES_MAX - ENVELOPE_OVERHEAD_BYTES_MAX - ids
+
+    def coalescer(operation: str) -> Coalescer:
+        return Coalescer(lambda events, deadline: client._send_events(operation, events, deadline),
+                         _OPERATIONS[operation][3], events_max=TX_EVENTS_MAX, bytes_max=bytes_max,
+                         wait_max_s=wait_max_s, in_flight_max=in_flight_max, clock=client._clock)
+
+    return {op: coalescer(op) for op in _OPERATIONS}
 
 
 def _detail(e: Exception | None) -> str:

@@ -240,7 +240,7 @@ class AsyncLedgerClient:
         accounts = list(accounts)  # an iterable is read once
         if self._coalescers is not None and accounts:
             return await self._coalesced("create_accounts", [_account_pb(a) for a in accounts],
-                                         any(a.flags & AccountFlags.LINKED for a in accounts))
+                                         bool(accounts[-1].flags & AccountFlags.LINKED))
         return list(_applied((await self.submit([self.sign_accounts(accounts)]))[0]).results)
 
     async def create_transfers(self, transfers: Sequence[Transfer]) -> list[EventResult]:
@@ -248,7 +248,7 @@ class AsyncLedgerClient:
         transfers = list(transfers)  # an iterable is read once
         if self._coalescers is not None and transfers:
             return await self._coalesced("create_transfers", [_transfer_pb(t) for t in transfers],
-                                         any(t.flags & TransferFlags.LINKED for t in transfers))
+                                         bool(transfers[-1].flags & TransferFlags.LINKED))
         return list(_applied((await self.submit([self.sign_transfers(transfers)]))[0]).results)
 
     async def _coalesced(self, operation: str, events: list, chained: bool) -> list[EventResult]:

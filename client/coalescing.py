@@ -19,13 +19,10 @@ What stays exactly as if each call were submitted alone:
   part of them. A caller whose last event *is* linked has an open chain, which fails
   with ``linked_event_chain_open`` only because it runs to the end of the transaction:
   such a request must be the last one of its batch to fail exactly as alone.
-  Every request holding a linked event ends its batch (``chained``), which covers that
-  and keeps clear of a defect of the ledger core found here (node/ledger/apply.py
-  ``_apply_tx`` at 6a7a977: after a chain that failed, an unlinked event restores the
-  failed chain's layer, and the next chain that succeeds commits the failed chain's
-  records with it; one caller's failed chain followed by other callers' events would
-  store a transfer its caller was told failed). With chains only at the end of a batch,
-  another caller's events never follow a chain in the same transaction.
+  A request whose last event is linked (an open chain, ``Request.chained``) therefore ends its batch.
+  (Until 658ea93 every request holding a linked event ended its batch, to keep clear of
+  a defect of the ledger core these tests found: after a chain that failed, an unlinked
+  event restored the failed chain's layer and the next chain committed its records.)
 - **Failures**: a Submit that fails (Timeout, Unavailable, NotSubmitted, PermissionDenied
   ...) or a transaction refused at apply (TransactionRejected: the signer's key or
   role, the same for every caller of this client) reaches every caller of the batch as
@@ -87,8 +84,8 @@ def _varint_bytes(n: int) -> int:
 class Request:
     """One caller's events (protobuf Account or Transfer messages), waiting to be sent.
 
-    ``nbytes``: their framed bytes; ``chained``: some event is flagged linked (the request
-    then ends its batch: see the module docstring);
+    ``nbytes``: their framed bytes; ``chained``: its last event is flagged linked, an
+    open chain (the request then ends its batch: see the module docstring);
     ``deadline``: monotonic seconds. Set once by the batch that carried it: ``results``
     (the caller's EventResults) or ``error`` (an exception to raise a copy of).
     """
@@ -172,7 +169,7 @@ class Batches:
     def take(self) -> list[Request]:
         """The next batch, from the head of the queue, in arrival order: as many requests
         as fit ``events_max`` and ``bytes_max`` (the first always, alone if it is too
-        large by itself), ending at the first request with a linked event. Counts the
+        large by itself), ending at the first request with an open chain. Counts the
         Submit as in flight."""
         batch: list[Request] = []
         events = nbytes = 0

@@ -222,7 +222,7 @@ def test_calls_queued_behind_a_submit_become_one_transaction_each_with_its_own_r
                                            for t in call]
 
 
-def test_linked_chains_stay_whole_and_each_chained_call_ends_its_transaction():
+def test_linked_chains_stay_whole_and_each_open_chain_ends_its_transaction():
     v = CoreValidator()
     calls = [
         [xfer(1, flags=LINKED), xfer(2, credit=MISSING, flags=LINKED), xfer(3)],  # a chain that fails as a whole
@@ -235,8 +235,8 @@ def test_linked_chains_stay_whole_and_each_chained_call_ends_its_transaction():
     ]
     with make_client(v) as c:
         _, out = gated_batch(v, c, calls)
-    # A call holding a linked event ends its transaction: [0] [1, 2] [3] [4, 5] [6].
-    assert v.submits[1:] == [[3], [1 + 2], [2], [1 + 1], [2]]
+    # A call whose last event is linked (an open chain) ends its transaction: [1..4] [5, 6] [7].
+    assert v.submits[1:] == [[3 + 1 + 2 + 2], [1 + 1], [2]]
     for call, got in zip(calls, out):
         assert codes(got) == alone(call), call
     assert [r.result for r in out[0]] == [TR.linked_event_failed, TR.credit_account_not_found, TR.linked_event_failed]
@@ -249,11 +249,11 @@ def test_linked_chains_stay_whole_and_each_chained_call_ends_its_transaction():
 
 
 def test_a_failed_chain_of_one_caller_is_not_stored_by_the_chains_of_others():
-    """The ledger core stores a failed chain's records when, in the same transaction, an
-    unlinked event and then a chain that succeeds follow it (node/ledger/apply.py
-    _apply_tx at 6a7a977, reproduced in test_the_core_defect_coalescing_keeps_clear_of);
-    coalescing never puts other callers' events after a chain, so caller 0's transfer 1,
-    answered linked_event_failed, is not stored."""
+    """The ledger core stored a failed chain's records when, in the same transaction, an
+    unlinked event and then a chain that succeeds followed it (node/ledger/apply.py
+    _apply_tx before 658ea93; tests/unit/test_linked.py has the core's own test). Now that
+    these three callers share one transaction, caller 0's transfer 1, answered
+    linked_event_failed, must not be stored."""
     v = CoreValidator()
     calls = [[xfer(1, flags=LINKED), xfer(2, credit=MISSING)], [xfer(3)], [xfer(4, flags=LINKED), xfer(5)]]
     with make_client(v) as c:
@@ -261,18 +261,6 @@ def test_a_failed_chain_of_one_caller_is_not_stored_by_the_chains_of_others():
     assert [codes(o) for o in out] == [alone(x) for x in calls]
     assert v.ledger.store.get_transfer(1) is None
     assert [v.ledger.store.get_transfer(i) is not None for i in (3, 4, 5)] == [True, True, True]
-
-
-@pytest.mark.xfail(strict=True, reason="ledger core defect: node/ledger/apply.py _apply_tx restores a rolled-back "
-                                       "chain layer after an unlinked event (reported to the lead)")
-def test_the_core_defect_coalescing_keeps_clear_of():
-    lg = Ledger()
-    lg.create_accounts(account(1), account(2))
-    got = lg.create_transfers(core_transfer(1, 1, 2, 1, flags=LINKED), core_transfer(2, 1, MISSING, 1),
-                              core_transfer(3, 1, 2, 1), core_transfer(4, 1, 2, 1, flags=LINKED),
-                              core_transfer(5, 1, 2, 1))
-    assert got == (TR.linked_event_failed, TR.credit_account_not_found, 0, 0, 0)
-    assert lg.store.get_transfer(1) is None  # fails: the record of the failed chain is stored
 
 
 def test_many_threads_mixed_chains_every_transfer_applied_once_results_as_alone():

@@ -194,7 +194,7 @@ def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
 
 def _line(r: dict) -> str:
     lat = r["latency"]
-    per_entry = f", {r['transfers_per_entry']:.0f} transfers/Raft entry" if r.get("transfers_per_entry") else ""
+    per_entry = f", {r['transfers_per_entry']:.{0 if r['transfers_per_entry'] >= 10 else 1}f} transfers/Raft entry" if r.get("transfers_per_entry") else ""
     what = "batch" if r.get("transfers_per_request", 2) > 1 else "request"
     return (f"{r['transfers_per_s']:,.0f} transfers/s; per {what} p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; "
             f"{r['cpu_us_per_transfer']:.0f} µs validator CPU/transfer{per_entry}"

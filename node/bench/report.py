@@ -148,7 +148,7 @@ def tables(res: dict) -> list[Table]:
     for part in ("ours", "raft", "crypto", "postgres", "pg_sync", "history", "proofs", "membership"):
         p = res.get(part, {})
         if "skipped" in p or "error" in p:
-            t.add_row(part, "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
+            t.add_row(part, "", "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
     out.append(t)
 
     pr = res.get("proofs", {})

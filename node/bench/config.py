@@ -1,6 +1,7 @@
 """What one benchmark run does: every size, count and port explicit (frozen)."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -115,6 +116,12 @@ class BenchConfig:
 
     def with_(self, **kw) -> "BenchConfig":
         return replace(self, **kw)
+
+    def ours_batches(self) -> int:
+        """Signed batches our batch phases submit (peak, then half load, which needs a
+        peak); the one-per-request transfers come from the batches after them."""
+        peak = math.ceil(self.transfers / self.batch)
+        return peak + (math.ceil(self.half_load_transfers / self.batch) if peak else 0)
 
     def part_counts(self) -> dict[str, int | float]:
         """Part name -> the sum of its counts; a part whose counts are all 0 is skipped."""

@@ -72,6 +72,7 @@ def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
     peak_batches = math.ceil(cfg.transfers / cfg.batch) if cfg.transfers else 0
     # Half load is half of the measured peak: no peak, no half load.
     half_batches = math.ceil(cfg.half_load_transfers / cfg.batch) if (cfg.half_load_transfers and peak_batches) else 0
+    assert peak_batches + half_batches == cfg.ours_batches()  # PostgreSQL's per-transfer phase starts there too
     single_plan, single_half = plan_single(cfg)
     single_rows_total = sum(n for _, _, n in single_plan) + single_half
     ui.step(f"ours: 3 validators on 127.0.0.1:{base + 1}-{base + 3} (Raft {base + 101}-{base + 103}), data in {cluster_dir}")

@@ -354,7 +354,8 @@ def measure(psycopg, server, cfg, wl, out: dict, label: str, batch_transfers: in
             out["batch"]["connections"] = cfg.concurrency
             ui.note(_line(out["batch"], f"per SQL transaction of {cfg.batch}, {cfg.concurrency} connections"))
         if single_transfers:
-            singles = wl.member_rows(0, n_batches, single_transfers)
+            # The stream our one-per-request phases submit, unless the batches above reach into it.
+            singles = wl.member_rows(0, max(n_batches, cfg.ours_batches()), single_transfers)
             out["single"] = _drive(conns[: cfg.single_concurrency], singles, _txn_single, f"{label} single", 1, server)
             out["single"]["connections"] = cfg.single_concurrency
             ui.note(_line(out["single"], f"per SQL transaction of 1 transfer, {cfg.single_concurrency} connections"))

@@ -154,3 +154,11 @@ def test_report_shows_issue_16_targets_and_transfers_per_entry():
 def test_report_says_not_run_for_every_issue_16_target_of_an_empty_run():
     res = {"config": {"skew": "uniform", "accounts": 10, "batch": 100, "concurrency": 8}, "machine": {"cpus": 2}}
     assert all(ok is None and value.startswith("not run") for _, value, ok in report.targets16(res))
+
+
+def test_postgres_per_transfer_phase_runs_the_transfers_our_one_per_request_phases_submit():
+    cfg = BenchConfig()
+    # Ours: 1,000 batches at peak + 600 at half load, then member 0's transfers from batch 1,600.
+    assert cfg.ours_batches() == 1_600
+    assert BenchConfig(transfers=0).ours_batches() == 0  # no peak, no half load either
+    assert BenchConfig(transfers=150, half_load_transfers=1).ours_batches() == 3

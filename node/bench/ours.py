@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 
 from rich.markup import escape
 
@@ -34,6 +35,8 @@ DRIVER_SETUP_S_MAX = 600.0
 PHASE_SILENCE_S_MAX = 60.0
 #: Seconds for the conservation check (it reads every account from every validator).
 CHECK_S_MAX = 180.0
+#: Seconds the idle validators' CPU is measured for, before the first phase.
+IDLE_MEASURE_S = 2.0
 #: Distance between probed port bases, and bases probed (gRPC base+1.., Raft base+101..).
 PORT_BASE_STEP = 1000
 PORT_PROBES_MAX = 20
@@ -91,6 +94,13 @@ def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
         ui.note(f"accounts opened in {ready['accounts_s']:.1f}s, batches signed in {ready['presign_s']:.1f}s "
                 f"(signed transaction ≈ {ready['envelope_bytes']:,.0f} bytes)")
         result["envelope_bytes"] = ready["envelope_bytes"]
+        # What the validators burn with nothing submitted (Raft heartbeats, tick loops): a
+        # slow phase's CPU per transfer is mostly this, so the report shows it beside them.
+        idle = CpuMeter(lambda: list(pids.values()))
+        idle.start()
+        time.sleep(IDLE_MEASURE_S)
+        result["idle_cpu_cores"] = idle.stop() / IDLE_MEASURE_S
+        ui.note(f"idle validators: {result['idle_cpu_cores']:.2f} cores of CPU together")
 
         def phase(name: str, first: int, count: int, rate_tps: float | None, profile: bool, *, cmd: str = "run",
                   concurrency: int = cfg.concurrency, per_unit: int = cfg.batch) -> dict:

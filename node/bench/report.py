@@ -143,8 +143,14 @@ def tables(res: dict) -> list[Table]:
         t.add_row(r["name"], _f(r["tps"]), _f(lat.get("p50_ms"), "{:,.1f}"), _f(lat.get("p99_ms"), "{:,.1f}"),
                   _f(lat.get("p999_ms"), "{:,.1f}"), _f(tail, "{:.2f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
     per_entry = transfers_per_entry(res)
+    caption = []
     if per_entry:
-        t.caption = "transfers per Raft entry: " + "; ".join(f"{k} {_f(v, '{:,.1f}')}" for k, v in per_entry.items())
+        caption.append("transfers per Raft entry: " + "; ".join(f"{k} {_f(v, '{:,.1f}')}" for k, v in per_entry.items()))
+    idle = res.get("ours", {}).get("idle_cpu_cores")
+    if idle is not None:
+        caption.append(f"idle validators use {idle:.2f} cores together (in the CPU per transfer of every phase of ours)")
+    if caption:
+        t.caption = "\n".join(caption)
     for part in ("ours", "raft", "crypto", "postgres", "pg_sync", "history", "proofs", "membership"):
         p = res.get(part, {})
         if "skipped" in p or "error" in p:

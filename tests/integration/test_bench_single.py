@@ -29,5 +29,6 @@ def test_one_transfer_per_request_through_one_shared_client(tmp_path):
         # Each caller has one transfer in flight: an entry never holds more than the callers.
         assert 0 < p["transfers_per_entry"] <= p["callers"]
     assert res["single_half_load"]["offered_tps"] == pytest.approx(res["single_peak"]["transfers_per_s"] / 2)
+    assert 0 <= res["idle_cpu_cores"] < 3  # three processes at most
     check = res["check"]
     assert check["same_head"] and check["balanced"], check

@@ -122,6 +122,7 @@ def test_report_shows_issue_16_targets_and_transfers_per_entry():
             "single_sweep": [_phase(300, 3.0, 6.0, callers=1, per_entry=1.0), _phase(1_200, 6.0, 12.0, callers=8, per_entry=3.0)],
             "single_peak": _phase(12_000, 5.0, 9.0, callers=64, per_entry=40.0),
             "single_half_load": _phase(6_000, 4.0, 8.0, callers=64, per_entry=20.0, offered_tps=6_000),
+            "idle_cpu_cores": 0.12,
         },
         "postgres": {"version": "15.1", "batch": _pg(9_000, connections=8), "single": _pg(3_000)},
         "pg_sync": {"synchronous_standby_names": "ANY 1 (s1, s2)", "batch": _pg(10_000, connections=8), "single": _pg(2_000)},
@@ -148,7 +149,7 @@ def test_report_shows_issue_16_targets_and_transfers_per_entry():
     ratios = dict(zip(names, main.columns[[c.header for c in main.columns].index("ours ÷ this")].cells))
     assert ratios["PostgreSQL, SQL txn per transfer, 64 connections"] == "4×"
     assert ratios["PostgreSQL 15.1, SQL txn per batch"] == "2.22×"
-    assert "64 callers 40.0" in main.caption
+    assert "64 callers 40.0" in main.caption and "idle validators use 0.12 cores" in main.caption
 
 
 def test_report_says_not_run_for_every_issue_16_target_of_an_empty_run():

@@ -14,7 +14,7 @@ import click
 @click.option("--half-load-transfers", type=int, default=None, help="Transfers at half the peak rate, 0 = skip [60,000; --quick 15,000].")
 @click.option("--raft-entries", type=int, default=None, help="Entries for bare pysyncobj, one batch each [2,000; --quick 1,000].")
 @click.option("--pg-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction per batch [100,000; --quick 30,000].")
-@click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, 0 = skip [20,000; --quick 8,000].")
+@click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, at --single-concurrency connections, 0 = skip [20,000; --quick 8,000].")
 @click.option("--history-max", type=click.Choice(["10000", "100000", "1000000", "10000000"]), default=None,
               help="Largest stored history measured [1000000; --quick 100000]. 10000000 (an 8 GB RocksDB) takes about 5 minutes more.")
 @click.option("--quick", is_flag=True, help="About 2 minutes: smaller counts (explicit options still win).")

@@ -4,7 +4,8 @@
 # Sets up .venv (deploy/local/setup.sh) plus the benchmark's Python extras
 # (psycopg, matplotlib, PyNaCl, py-spy, pyinstrument), installs Debian's PostgreSQL
 # binaries if they are missing (apt-get, as root or via passwordless sudo; the
-# benchmark starts its own server in a temporary directory, no service is enabled),
+# benchmark starts its own server in a temporary directory, no service is enabled;
+# the same package's pg_basebackup clones the two standbys of the pg_sync part),
 # then runs `ledger-validator bench`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

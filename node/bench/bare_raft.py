@@ -181,7 +181,10 @@ def build_entries(wl, count: int) -> list[bytes]:
 
 
 def run(cfg, wl, work_dir: str) -> dict:
-    """Run the bare-pysyncobj phase on ports ``base+201..203`` held for its whole duration."""
+    """Run the bare-pysyncobj phase on ports ``base+201..203`` held for its whole duration
+    (``raft_entries`` 0: skipped, nothing started)."""
+    if not cfg.raft_entries:
+        return {"skipped": "count 0"}
     with reserve_ports([201, 202, 203], start=cfg.base_port, step=1000, probes_max=20) as ports:
         return _run(cfg, wl, work_dir, ports.base)
 

@@ -1,6 +1,7 @@
 """What one benchmark run does: every size, count and port explicit (frozen)."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 
@@ -16,6 +17,16 @@ HISTORY_MEASURE_TRANSFERS = 30_000
 CRYPTO_SECONDS = 2.0
 #: Bytes of the message an Ed25519 rate is measured on (the issue's figure).
 CRYPTO_MESSAGE_BYTES = 200
+#: Concurrent callers of the one-transfer-per-request phase (issue 16: a payment gateway's threads).
+SINGLE_CONCURRENCY = 64
+#: Caller counts the one-transfer-per-request sweep also runs at (transfers per Raft entry at each).
+SINGLE_SWEEP_CALLERS = (1, 8)
+
+
+#: The counts (and seconds) of a run; each may be 0, which skips what it counts.
+COUNT_FIELDS = ("transfers", "half_load_transfers", "raft_entries", "pg_transfers", "pg_single_transfers", "history_max",
+                "history_measure_transfers", "proofs_size", "membership_stored", "crypto_seconds", "single_transfers",
+                "single_sweep_transfers", "single_half_load_transfers", "pg_sync_transfers", "pg_sync_single_transfers")
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,19 @@ class BenchConfig:
     work_dir: str = ""  # empty: a fresh temporary directory, deleted at the end
     keep_data: bool = False
     profile: bool = False
-    skip: frozenset = field(default_factory=frozenset)  # of "ours", "raft", "crypto", "postgres", "history", "proofs", "membership"
+    skip: frozenset = field(default_factory=frozenset)  # of "ours", "raft", "crypto", "postgres", "pg_sync", "history", "proofs", "membership"
+    #: One transfer per request through one shared SDK client from ``single_concurrency`` threads
+    #: (and PostgreSQL's transaction per transfer at the same concurrency); 0 = skip.
+    single_transfers: int = 20_000
+    single_concurrency: int = SINGLE_CONCURRENCY
+    #: Transfers of the same phase at each of SINGLE_SWEEP_CALLERS callers (1 and 8); 0 = skip.
+    single_sweep_transfers: int = 2_000
+    #: Transfers one per request at half of that phase's peak rate (open loop); 0 = skip.
+    single_half_load_transfers: int = 10_000
+    #: PostgreSQL primary + 2 synchronous standbys (ANY 1): transfers one SQL transaction per batch,
+    #: and one per transfer at ``single_concurrency``; 0 = skip.
+    pg_sync_transfers: int = 50_000
+    pg_sync_single_transfers: int = 10_000
 
     def __post_init__(self) -> None:
         if self.skew not in ("uniform", "zipf"):
@@ -62,6 +85,11 @@ class BenchConfig:
             raise ValueError(f"batch must be 1..{limits.tx_events_max} (tx_events_max)")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.single_concurrency < 1:
+            raise ValueError("single_concurrency must be at least 1")
+        counts = {k: getattr(self, k) for k in COUNT_FIELDS}
+        if any(v < 0 for v in counts.values()):
+            raise ValueError(f"counts must be >= 0 (0 skips): {', '.join(k for k, v in counts.items() if v < 0)}")
 
     @classmethod
     def quick(cls, **overrides) -> "BenchConfig":
@@ -77,12 +105,36 @@ class BenchConfig:
             proofs_size=100_000,
             membership_stored=100_000,
             crypto_seconds=1.5,
+            single_transfers=5_000,
+            single_sweep_transfers=500,
+            single_half_load_transfers=3_000,
+            pg_sync_transfers=10_000,
+            pg_sync_single_transfers=3_000,
         )
         base.update(overrides)
         return cls(**base)
 
     def with_(self, **kw) -> "BenchConfig":
         return replace(self, **kw)
+
+    def ours_batches(self) -> int:
+        """Signed batches our batch phases submit (peak, then half load, which needs a
+        peak); the one-per-request transfers come from the batches after them."""
+        peak = math.ceil(self.transfers / self.batch)
+        return peak + (math.ceil(self.half_load_transfers / self.batch) if peak else 0)
+
+    def part_counts(self) -> dict[str, int | float]:
+        """Part name -> the sum of its counts; a part whose counts are all 0 is skipped."""
+        return {
+            "ours": self.transfers + self.single_transfers + (self.single_sweep_transfers * len(SINGLE_SWEEP_CALLERS)),
+            "raft": self.raft_entries,
+            "crypto": self.crypto_seconds,
+            "postgres": self.pg_transfers + self.pg_single_transfers,
+            "pg_sync": self.pg_sync_transfers + self.pg_sync_single_transfers,
+            "history": self.history_measure_transfers if self.history_max >= HISTORY_SIZES[0] else 0,
+            "proofs": self.proofs_size,
+            "membership": self.membership_stored,
+        }
 
     @property
     def cpus(self) -> int:

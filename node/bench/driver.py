@@ -3,9 +3,11 @@
 Talks to :mod:`node.bench.ours` with JSON lines: it reads one spec line on
 stdin, opens the accounts, signs every batch in advance (so the timed window
 measures the cluster, not the workload generator), prints ``ready``, then runs
-each phase it is told to (``{"cmd": "run", ...}``) and prints ``progress`` lines
-and one ``done`` line with the latencies. Only the member SDK (``client``) is
-used to talk to the validators.
+each phase it is told to (``{"cmd": "run", ...}``: presigned batches, one per
+Submit; ``{"cmd": "run_single", ...}``: one transfer per ``create_transfers`` call,
+every thread sharing member 0's one ``LedgerClient``, as a payment gateway's
+callers do) and prints ``progress`` lines and one ``done`` line with the
+latencies. Only the member SDK (``client``) is used to talk to the validators.
 
 Usage: python -m raft_ledger_node.bench.driver   (spec and commands on stdin)
 """
@@ -18,7 +20,7 @@ import sys
 import threading
 import time
 
-from raft_ledger_client import Account, CreateAccountResult, LedgerClient, Transfer, read_genesis
+from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerClient, Transfer, read_genesis
 from raft_ledger_node.localcluster import AUDITOR_ID, member_client
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
@@ -121,6 +123,80 @@ def _run_phase(signed: list, first: int, count: int, concurrency: int, rate_tps:
     )
 
 
+def _run_single_phase(client: LedgerClient, transfers: list, first: int, count: int, concurrency: int,
+                      rate_tps: float | None) -> dict:
+    """One transfer per ``client.create_transfers`` call, ``transfers[first:first+count]``,
+    from ``concurrency`` threads sharing the one ``client`` (closed loop), or open loop at
+    ``rate_tps`` requests/s from 2 × ``concurrency`` threads. Latency is per request,
+    from the scheduled send time in open loop. Same result shape as :func:`_run_phase`
+    (``batches`` = requests)."""
+    latencies: list[float] = [float("nan")] * count
+    send_lags: list[float] = []
+    ok = rejected = 0
+    errors: list[str] = []
+    lock = threading.Lock()
+    nxt = iter(range(count))
+    done = 0
+    period = None if not rate_tps else 1.0 / rate_tps
+    t0 = time.monotonic()
+    last_done = t0
+
+    def worker() -> None:
+        nonlocal ok, rejected, done, last_done
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            t = transfers[first + i]
+            start = time.monotonic()
+            if period is not None:
+                scheduled = t0 + i * period
+                if scheduled > start:
+                    time.sleep(scheduled - start)
+                lag = time.monotonic() - scheduled
+                with lock:
+                    send_lags.append(lag)
+                start = scheduled  # no coordinated omission: a late send counts
+            try:
+                [r] = client.create_transfers([t])
+            except Exception as e:  # outcome unknown or refused: count it, keep going
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                    done += 1
+                    last_done = max(last_done, time.monotonic())
+                continue
+            end = time.monotonic()
+            latencies[i] = end - start
+            with lock:
+                if r.result is CreateTransferResult.ok:
+                    ok += 1
+                else:
+                    rejected += 1
+                done += 1
+                last_done = max(last_done, end)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency if period is None else 2 * concurrency)]
+    for th in threads:
+        th.start()
+    while any(th.is_alive() for th in threads):
+        time.sleep(PROGRESS_PERIOD_S)
+        with lock:
+            emit(event="progress", batches=done, transfers=ok + rejected, elapsed_s=time.monotonic() - t0)
+    for th in threads:
+        th.join()
+    return dict(
+        elapsed_s=last_done - t0,
+        send_lag_p99_ms=(sorted(send_lags)[int(0.99 * (len(send_lags) - 1))] * 1000) if send_lags else None,
+        transfers_ok=ok,
+        transfers_rejected=rejected,
+        batches=count,
+        batches_failed=len(errors),
+        errors=errors[:5],
+        latencies_s=[x for x in latencies if x == x],
+    )
+
+
 def _addresses(cluster: str) -> list[str]:
     with open(os.path.join(cluster, "genesis.json")) as f:
         return [v["grpc_address"] for v in json.load(f)["validators"]]
@@ -171,6 +247,11 @@ def main() -> int:
             for i, d, cr, amt in b.transfers
         )
         signed.append((c, stx))
+    # One transfer per request: member 0's shared client, transfers of the batches after
+    # the signed ones (ids never collide); built here, signed by the SDK per call.
+    single_rows = wl.member_rows(0, total, spec.get("single_rows_total", 0)) if spec.get("single_rows_total") else []
+    singles = [Transfer(id=i, debit_account_id=d, credit_account_id=cr, amount=amt, ledger=LEDGER, code=TRANSFER_CODE)
+               for i, d, cr, amt in single_rows]
     # The presigned batches and the workload's tuples (~150,000 objects) stay for the
     # whole run: out of the cycle collector's way, or a full collection (tens of ms,
     # GIL held) delays every sender and shows up as ledger latency.
@@ -186,6 +267,11 @@ def main() -> int:
             res = _run_phase(signed, cmd["first"], cmd["count"], cmd["concurrency"], cmd.get("rate_tps"), wl.batch)
             comparable &= not res["batches_failed"] and not res["transfers_rejected"]
             applied_amount += sum(amounts[cmd["first"] : cmd["first"] + cmd["count"]])
+            emit(event="done", **res)
+        elif cmd["cmd"] == "run_single":
+            res = _run_single_phase(clients[names[0]], singles, cmd["first"], cmd["count"], cmd["concurrency"], cmd.get("rate_tps"))
+            comparable &= not res["batches_failed"] and not res["transfers_rejected"]
+            applied_amount += sum(r[3] for r in single_rows[cmd["first"] : cmd["first"] + cmd["count"]])
             emit(event="done", **res)
         elif cmd["cmd"] == "check":
             if not comparable:

@@ -10,15 +10,29 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def latency_summary(latencies_s: list[float]) -> dict:
+    """Latencies in seconds (any order) -> count, p50/p99/p99.9/max/mean in ms and the
+    tail ratio ``p99_over_p50`` (issue 16's "p99 ≤ 2.5 × p50 at half of peak").
+
+    Percentiles are nearest rank (:func:`raft_ledger_node.stats.percentile`): each one a
+    latency that was measured, so p99.9 of fewer than 1,000 samples is the maximum.
+    Empty input: count 0 and NaN for the rest (NaN ratio also when p50 is 0).
+    """
     s = sorted(latencies_s)
+    p50, p99 = percentile(s, 50), percentile(s, 99)
     return {
         "count": len(s),
-        "p50_ms": percentile(s, 50) * 1e3,
-        "p99_ms": percentile(s, 99) * 1e3,
+        "p50_ms": p50 * 1e3,
+        "p99_ms": p99 * 1e3,
         "p999_ms": percentile(s, 99.9) * 1e3,
         "max_ms": (s[-1] * 1e3) if s else float("nan"),
         "mean_ms": (sum(s) / len(s) * 1e3) if s else float("nan"),
+        "p99_over_p50": tail_ratio(p50, p99),
     }
+
+
+def tail_ratio(p50: float, p99: float) -> float:
+    """p99 / p50 (any one unit), NaN when p50 is 0 or NaN."""
+    return p99 / p50 if p50 > 0 else float("nan")
 
 
 def cpu_seconds(pid: int) -> float | None:

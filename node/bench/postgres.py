@@ -20,7 +20,12 @@ connections (psycopg 3):
   once, insert the transfer rows (``executemany``, pipelined). The same unit of
   commit as ours, so the ratio of the issue is taken against this.
 * **single**: one SQL transaction per transfer — lock both rows in id order,
-  check, update both, insert — what most applications do.
+  check, update both, insert — what most applications do; from
+  ``single_concurrency`` connections (``max_connections`` is set to fit,
+  :func:`connections_max`), on the transfers our one-per-request phase submits.
+
+A count of 0 skips its phase. :func:`measure` is shared with
+:mod:`node.bench.pg_sync` (a primary replicating synchronously to two standbys).
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ PROGRESS_PERIOD_S = 0.5
 PORT_OFFSET = 300
 PORT_BASE_STEP = 1000
 PORT_PROBES_MAX = 20
+#: Connections beyond the clients' (the admin connection, psql by hand, superuser reserve).
+CONNECTIONS_SPARE = 8
 FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 2
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 4
 
@@ -94,11 +101,28 @@ def find_binaries() -> str | None:
     return os.path.dirname(pg_ctl) if pg_ctl else None
 
 
+def connections_max(cfg) -> int:
+    """``max_connections`` for a run: every client connection (the batch phase's
+    ``concurrency``, the per-transfer phase's ``single_concurrency``), the admin one, and
+    spare (walsenders have their own slots since PostgreSQL 12)."""
+    return max(cfg.concurrency, cfg.single_concurrency) + CONNECTIONS_SPARE
+
+
 class _Server:
-    def __init__(self, bindir: str, port: int) -> None:
+    """One PostgreSQL server in a fresh temporary directory (``dir``; data in ``dir/data``).
+
+    ``settings`` are appended to its ``postgresql.conf`` before it starts (values
+    quoted as the file wants). Raises subprocess.CalledProcessError when initdb or
+    pg_ctl fails, RuntimeError as root without a ``postgres`` user.
+    """
+
+    def __init__(self, bindir: str, port: int, *, max_connections: int = 64, settings: dict | None = None,
+                 prefix: str = "ledger-bench-pg-") -> None:
         self.bindir = bindir
         self.port = port
-        self.dir = tempfile.mkdtemp(prefix="ledger-bench-pg-")
+        self.max_connections = max_connections
+        self.settings = dict(settings or {})
+        self.dir = tempfile.mkdtemp(prefix=prefix)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "server.log")
         self.run_as = None
@@ -115,10 +139,21 @@ class _Server:
         return (["runuser", "-u", self.run_as, "--"] + argv) if self.run_as else argv
 
     def start(self) -> None:
+        self.initdb()
+        self.launch()
+
+    def initdb(self) -> None:
         subprocess.run(self._cmd([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", "bench", "-A", "trust",
                                   "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+
+    def launch(self) -> None:
+        """``pg_ctl start`` on the existing data directory (waits until it accepts connections)."""
+        if self.settings:
+            with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+                f.write("\n# ledger bench\n" + "".join(f"{k} = '{v}'\n" for k, v in self.settings.items()))
+            self.settings = {}  # written once: a relaunch reuses the file
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=64")
+                f"-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections={self.max_connections}")
         subprocess.run(self._cmd([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60", "start"]),
                        check=True, capture_output=True)
 
@@ -130,10 +165,14 @@ class _Server:
         pm = self.postmaster_pid()
         return [pm] + children(pm)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """``pg_ctl stop -m fast``, keeping the data directory (``launch`` starts it again)."""
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            subprocess.run(self._cmd([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"]),
-                           capture_output=True)
+            subprocess.run(self._cmd([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop"]),
+                           capture_output=True, timeout=90)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def conninfo(self) -> str:
@@ -262,49 +301,71 @@ def run(cfg, wl, work_dir: str) -> dict:
     # Held until the server is stopped, so a concurrent run cannot pick the same port.
     reservation = reserve_ports([PORT_OFFSET], start=cfg.base_port, step=PORT_BASE_STEP, probes_max=PORT_PROBES_MAX)
     port = reservation.ports[0]
-    server = _Server(bindir, port)
+    server = _Server(bindir, port, max_connections=connections_max(cfg))
     ui.step(f"PostgreSQL ({bindir}) on 127.0.0.1:{port}, data in {server.dir}, fsync=on, synchronous_commit=on")
     out: dict = {"bindir": bindir, "port": port}
-    conns = []
     try:
         server.start()
-        admin = psycopg.connect(server.conninfo(), autocommit=True)
-        out["version"] = admin.execute("SHOW server_version").fetchone()[0]
-        out["settings"] = {k: admin.execute(f"SHOW {k}").fetchone()[0] for k in ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes", "shared_buffers")}
-        admin.execute(SCHEMA)
-        names = member_names(cfg.members)
-        with admin.cursor().copy("COPY accounts (id, ledger, code, owner) FROM STDIN") as cp:
-            for a in range(1, cfg.accounts + 1):
-                cp.write_row((a, LEDGER, ACCOUNT_CODE, names[owner_index(a, cfg.members)]))
-        admin.execute("ANALYZE")
-        ui.note(f"PostgreSQL {out['version']}: {cfg.accounts:,} accounts loaded; {cfg.concurrency} connections")
-        conns = [psycopg.connect(server.conninfo()) for _ in range(cfg.concurrency)]
-        n_batches = math.ceil(cfg.pg_transfers / cfg.batch)
-        batches = [b.transfers for b in wl.batches(0, n_batches)]
-        out["batch"] = _drive(conns, batches, _txn_batch, "PostgreSQL batch", cfg.batch, server)
-        ui.note(_line(out["batch"], f"per SQL transaction of {cfg.batch}"))
-        if cfg.pg_single_transfers:
-            n_single = math.ceil(cfg.pg_single_transfers / cfg.batch)
-            singles = [r for b in wl.batches(n_batches, n_single) for r in b.transfers]
-            out["single"] = _drive(conns, singles, _txn_single, "PostgreSQL single", 1, server)
-            ui.note(_line(out["single"], "per SQL transaction of 1 transfer"))
-        total = admin.execute("SELECT sum(debits_posted), sum(credits_posted), (SELECT sum(amount) FROM transfers) FROM accounts").fetchone()
-        out["check"] = {"debits": int(total[0]), "credits": int(total[1]), "transferred": int(total[2] or 0),
-                        "balanced": total[0] == total[1] == (total[2] or 0)}
-        admin.close()
+        measure(psycopg, server, cfg, wl, out, "PostgreSQL", cfg.pg_transfers, cfg.pg_single_transfers)
     except subprocess.CalledProcessError as e:
         detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
         ui.warn(escape(f"PostgreSQL failed to start: {' / '.join(detail)} (log: {server.log})"))
         out["skipped"] = f"server did not start: {' / '.join(detail)}"
     finally:
-        for c in conns:
-            c.close()
         ui.note("stopping PostgreSQL")
         try:
             server.stop()
         finally:
             reservation.release()
     return out
+
+
+#: Settings reported with the PostgreSQL rows.
+SHOWN_SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes", "shared_buffers", "max_connections",
+                  "synchronous_standby_names")
+
+
+def measure(psycopg, server, cfg, wl, out: dict, label: str, batch_transfers: int, single_transfers: int) -> None:
+    """Load the schema and accounts into ``server`` (anything with ``conninfo()`` and
+    ``pids()``: one server, or a primary with standbys) and run the transfers into
+    ``out``: ``batch`` (one SQL transaction per batch of ``cfg.batch``, ``cfg.concurrency``
+    connections) unless ``batch_transfers`` is 0, then ``single`` (one SQL transaction
+    per transfer, ``cfg.single_concurrency`` connections, member 0's transfers as our
+    one-per-request phase submits) unless ``single_transfers`` is 0; then ``check``.
+    Raises psycopg errors when the server refuses the setup."""
+    conns = []
+    admin = psycopg.connect(server.conninfo(), autocommit=True)
+    try:
+        out["version"] = admin.execute("SHOW server_version").fetchone()[0]
+        out["settings"] = {k: admin.execute(f"SHOW {k}").fetchone()[0] for k in SHOWN_SETTINGS}
+        admin.execute(SCHEMA)
+        names = member_names(cfg.members)
+        with admin.cursor().copy("COPY accounts (id, ledger, code, owner) FROM STDIN") as cp:
+            for a in range(1, cfg.accounts + 1):
+                cp.write_row((a, LEDGER, ACCOUNT_CODE, names[owner_index(a, cfg.members)]))
+        admin.execute("ANALYZE")
+        n_conns = max(cfg.concurrency if batch_transfers else 0, cfg.single_concurrency if single_transfers else 0)
+        ui.note(f"{label} {out['version']}: {cfg.accounts:,} accounts loaded; {n_conns} connections")
+        conns = [psycopg.connect(server.conninfo()) for _ in range(n_conns)]
+        n_batches = math.ceil(batch_transfers / cfg.batch)
+        if batch_transfers:
+            batches = [b.transfers for b in wl.batches(0, n_batches)]
+            out["batch"] = _drive(conns[: cfg.concurrency], batches, _txn_batch, f"{label} batch", cfg.batch, server)
+            out["batch"]["connections"] = cfg.concurrency
+            ui.note(_line(out["batch"], f"per SQL transaction of {cfg.batch}, {cfg.concurrency} connections"))
+        if single_transfers:
+            # The stream our one-per-request phases submit, unless the batches above reach into it.
+            singles = wl.member_rows(0, max(n_batches, cfg.ours_batches()), single_transfers)
+            out["single"] = _drive(conns[: cfg.single_concurrency], singles, _txn_single, f"{label} single", 1, server)
+            out["single"]["connections"] = cfg.single_concurrency
+            ui.note(_line(out["single"], f"per SQL transaction of 1 transfer, {cfg.single_concurrency} connections"))
+        total = admin.execute("SELECT sum(debits_posted), sum(credits_posted), (SELECT sum(amount) FROM transfers) FROM accounts").fetchone()
+        out["check"] = {"debits": int(total[0]), "credits": int(total[1]), "transferred": int(total[2] or 0),
+                        "balanced": total[0] == total[1] == (total[2] or 0)}
+    finally:
+        for c in conns:
+            c.close()
+        admin.close()
 
 
 def _line(r: dict, what: str) -> str:

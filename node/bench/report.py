@@ -16,6 +16,13 @@ TARGET_VS_POSTGRES_MIN = 3.0
 TARGET_VS_RAFT_MIN = 0.7
 TARGET_HALF_LOAD_P99_MS_MAX = 50.0
 TARGET_HISTORY_GROWTH_MAX = 1.20
+#: Issue 16's targets ("Targets, as ratios measured side by side in one run").
+TARGET_SINGLE_VS_PG_SINGLE_MIN = 3.0
+TARGET_SINGLE_VS_OUR_BATCH_MIN = 0.5
+TARGET_BATCH_VS_PG_BATCH_MIN = 2.0
+TARGET_BATCH_VS_PG_SYNC_BATCH_MIN = 1.5
+TARGET_CPU_US_PER_TRANSFER_MAX = 45.0
+TARGET_TAIL_RATIO_MAX = 2.5
 #: Cores' worth of CPU used by other programs during a measurement above which the row says so.
 OTHERS_CORES_WARN = 0.1
 #: Width of the printed tables when stdout is not a terminal (files, CI logs).
@@ -54,6 +61,20 @@ def _rows(res: dict) -> list[dict]:
                          cpu=h["cpu_us_per_transfer"], note=f"offered {h['offered_tps']:,.0f}/s; latency from scheduled send"
                          + (f" (driver's own send lag p99 {h['send_lag_p99_ms']:.1f} ms)" if h.get("send_lag_p99_ms") is not None else "")
                          + _others(h)))
+    single = [*ours.get("single_sweep", []), *([ours["single_peak"]] if "single_peak" in ours else [])]
+    for p in single:
+        rows.append(dict(key="ours_single" if p is ours.get("single_peak") else f"ours_single_{p['callers']}",
+                         name=f"ours: 1 transfer/request, {p['callers']} caller{'s' if p['callers'] > 1 else ''}, 1 shared client",
+                         tps=p["transfers_per_s"], lat=p["latency"], cpu=p["cpu_us_per_transfer"],
+                         note=f"{p['transfers']:,} transfers, {_f(p.get('transfers_per_entry'), '{:,.1f}')}/Raft entry; latency per request"
+                         + (f"; [red]{p['batches_failed']} requests failed[/]" if p["batches_failed"] else "") + _others(p)))
+    if "single_half_load" in ours:
+        h = ours["single_half_load"]
+        rows.append(dict(key="ours_single_half", name=f"ours: 1/request at ½ peak, {h['callers']} callers (open loop)",
+                         tps=h["transfers_per_s"], lat=h["latency"], cpu=h["cpu_us_per_transfer"],
+                         note=f"offered {h['offered_tps']:,.0f}/s; {_f(h.get('transfers_per_entry'), '{:,.1f}')}/Raft entry"
+                         + (f"; driver send lag p99 {h['send_lag_p99_ms']:.1f} ms" if h.get("send_lag_p99_ms") is not None else "")
+                         + _others(h)))
     raft = res.get("raft", {})
     if "entries_per_s" in raft:
         rows.append(dict(key="raft", name="bare pysyncobj, same bytes", tps=raft["transfers_per_s"], lat=raft["latency"],
@@ -68,9 +89,22 @@ def _rows(res: dict) -> list[dict]:
                          + (f"; [red]{b['units_failed']} txns failed[/]" if b["units_failed"] else "") + _others(b)))
     if "single" in pg:
         s = pg["single"]
-        rows.append(dict(key="pg_single", name="PostgreSQL, SQL txn per transfer", tps=s["transfers_per_s"], lat=s["latency"],
-                         cpu=s["cpu_us_per_transfer"],
-                         note=f"server CPU (+{s['client_cpu_us_per_transfer']:,.0f} µs client); latency per transfer"
+        conns = f", {s['connections']} connections" if s.get("connections") else ""
+        rows.append(dict(key="pg_single", name=f"PostgreSQL, SQL txn per transfer{conns}", tps=s["transfers_per_s"], lat=s["latency"],
+                         cpu=s["cpu_us_per_transfer"], vs="ours_single",
+                         note=f"server CPU (+{s['client_cpu_us_per_transfer']:,.0f} µs client); latency per transfer; ours = 1/request"
+                         + (f"; [red]{s['units_failed']} txns failed[/]" if s["units_failed"] else "") + _others(s)))
+    sync = res.get("pg_sync", {})
+    for kind, name, vs, unit in (("batch", f"SQL txn per batch", "ours", "batch"),
+                                 ("single", "SQL txn per transfer", "ours_single", "transfer")):
+        if kind not in sync:
+            continue
+        s = sync[kind]
+        conns = f", {s['connections']} connections" if s.get("connections") else ""
+        rows.append(dict(key=f"pg_sync_{kind}", name=f"PostgreSQL sync-rep {sync.get('synchronous_standby_names', '')}, {name}{conns}",
+                         tps=s["transfers_per_s"], lat=s["latency"], cpu=s["cpu_us_per_transfer"], vs=vs,
+                         note=f"CPU of primary + 2 standbys (+{s['client_cpu_us_per_transfer']:,.0f} µs client); latency per {unit}"
+                         + ("; ours = 1/request" if vs == "ours_single" else "")
                          + (f"; [red]{s['units_failed']} txns failed[/]" if s["units_failed"] else "") + _others(s)))
     crypto = res.get("crypto", {})
     for lib in ("cryptography", "pynacl"):
@@ -95,19 +129,32 @@ def tables(res: dict) -> list[Table]:
     t = Table(title=(f"raft-ledger bench{at}: {cfg['skew']} over {cfg['accounts']:,} accounts, batch {cfg['batch']}, "
                      f"concurrency {cfg['concurrency']}, {res['machine']['cpus']} cores"), title_justify="left")
     for col, just in (("system", "left"), ("transfers/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"), ("p99.9 ms", "right"),
-                      ("CPU µs/transfer", "right"), ("ours ÷ this", "right"), ("note", "left")):
+                      ("p99÷p50", "right"), ("CPU µs/transfer", "right"), ("ours ÷ this", "right"), ("note", "left")):
         t.add_column(col, justify=just, overflow="fold")
     rows = _rows(res)
-    ours_tps = next((r["tps"] for r in rows if r["key"] == "ours"), None)
+    tps_of = {r["key"]: r["tps"] for r in rows}
     for r in rows:
         lat = r["lat"] or {}
-        ratio = None if ours_tps is None or r["key"].startswith("ours") else ours_tps / r["tps"]
+        ours_tps = tps_of.get(r.get("vs", "ours"))
+        ratio = None if ours_tps is None or r["key"].startswith("ours") or not r["tps"] else ours_tps / r["tps"]
+        tail = lat.get("p99_over_p50")
+        if tail is None and lat.get("p50_ms"):
+            tail = lat["p99_ms"] / lat["p50_ms"]
         t.add_row(r["name"], _f(r["tps"]), _f(lat.get("p50_ms"), "{:,.1f}"), _f(lat.get("p99_ms"), "{:,.1f}"),
-                  _f(lat.get("p999_ms"), "{:,.1f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
-    for part in ("ours", "raft", "crypto", "postgres", "history", "proofs", "membership"):
+                  _f(lat.get("p999_ms"), "{:,.1f}"), _f(tail, "{:.2f}"), _f(r["cpu"], "{:,.1f}"), _f(ratio, "{:.3g}×"), r["note"])
+    per_entry = transfers_per_entry(res)
+    caption = []
+    if per_entry:
+        caption.append("transfers per Raft entry: " + "; ".join(f"{k} {_f(v, '{:,.1f}')}" for k, v in per_entry.items()))
+    idle = res.get("ours", {}).get("idle_cpu_cores")
+    if idle is not None:
+        caption.append(f"idle validators use {idle:.2f} cores together (in the CPU per transfer of every phase of ours)")
+    if caption:
+        t.caption = "\n".join(caption)
+    for part in ("ours", "raft", "crypto", "postgres", "pg_sync", "history", "proofs", "membership"):
         p = res.get(part, {})
         if "skipped" in p or "error" in p:
-            t.add_row(part, "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
+            t.add_row(part, "", "", "", "", "", "", "", f"[yellow]{escape(p.get('skipped') or 'ERROR: ' + p['error'])}[/]")
     out.append(t)
 
     pr = res.get("proofs", {})
@@ -162,10 +209,10 @@ def tables(res: dict) -> list[Table]:
                      "transfer of the stretch written to reach the size, flushes and compactions included")
         out.append(h)
 
-    tg = Table(title="issue 5 targets", title_justify="left")
+    tg = Table(title="targets (issue 5, then issue 16: ratios side by side in this run)", title_justify="left")
     for col in ("target", "measured", ""):
         tg.add_column(col)
-    for name, value, ok in targets(res):
+    for name, value, ok in [*targets(res), *targets16(res)]:
         tg.add_row(name, value, "" if ok is None else ("[green]met[/]" if ok else "[red]missed[/]"))
     out.append(tg)
 
@@ -212,6 +259,66 @@ def targets(res: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def transfers_per_entry(res: dict) -> dict[str, float | None]:
+    """Label -> transfers per Raft entry of every phase of ours that ran: one per
+    request at each caller count (1, 8, 64), then the batch phases."""
+    ours = res.get("ours", {})
+    out: dict[str, float | None] = {}
+    for p in (*ours.get("single_sweep", []), *([ours["single_peak"]] if "single_peak" in ours else [])):
+        out[f"1/request × {p['callers']} caller{'s' if p['callers'] > 1 else ''}"] = p.get("transfers_per_entry")
+    if "single_half_load" in ours:
+        out["1/request at ½ peak"] = ours["single_half_load"].get("transfers_per_entry")
+    if "peak" in ours:
+        out[f"batches of {res['config']['batch']} × {ours['peak'].get('callers', res['config']['concurrency'])}"] = \
+            ours["peak"].get("transfers_per_entry")
+    return out
+
+
+def _ratio(a: dict | None, b: dict | None, key: str = "transfers_per_s") -> float | None:
+    return a[key] / b[key] if (a and b and a.get(key) and b.get(key)) else None
+
+
+def _tail(phase: dict | None) -> float | None:
+    if not phase:
+        return None
+    lat = phase["latency"]
+    r = lat.get("p99_over_p50")
+    if r is None and lat.get("p50_ms"):
+        r = lat["p99_ms"] / lat["p50_ms"]
+    return None if r is None or r != r else r
+
+
+def targets16(res: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 16's targets: (what, measured, met or None when not run)."""
+    ours = res.get("ours", {})
+    peak, single = ours.get("peak"), ours.get("single_peak")
+    pg, sync = res.get("postgres", {}), res.get("pg_sync", {})
+    out = []
+
+    def ratio_row(name: str, r: float | None, lo: float) -> None:
+        out.append((name, _f(r, "{:.2f}×", "not run"), None if r is None else r >= lo))
+
+    n = single["callers"] if single else res["config"].get("single_concurrency", 64)
+    ratio_row(f"1/request × {n} callers, 1 shared client ≥ {TARGET_SINGLE_VS_PG_SINGLE_MIN:g}× PostgreSQL txn per transfer",
+              _ratio(single, pg.get("single")), TARGET_SINGLE_VS_PG_SINGLE_MIN)
+    ratio_row(f"1/request × {n} callers ≥ {TARGET_SINGLE_VS_OUR_BATCH_MIN:g}× our batches of {res['config']['batch']}",
+              _ratio(single, peak), TARGET_SINGLE_VS_OUR_BATCH_MIN)
+    ratio_row(f"batches ≥ {TARGET_BATCH_VS_PG_BATCH_MIN:g}× PostgreSQL txn per batch", _ratio(peak, pg.get("batch")),
+              TARGET_BATCH_VS_PG_BATCH_MIN)
+    ratio_row(f"batches ≥ {TARGET_BATCH_VS_PG_SYNC_BATCH_MIN:g}× PostgreSQL sync-rep (ANY 1 of 2 standbys) txn per batch",
+              _ratio(peak, sync.get("batch")), TARGET_BATCH_VS_PG_SYNC_BATCH_MIN)
+    cpu = peak["cpu_us_per_transfer"] if peak else None
+    out.append((f"validator CPU ≤ {TARGET_CPU_US_PER_TRANSFER_MAX:g} µs/transfer at batch 100, all 3 validators",
+                _f(cpu, "{:.1f} µs", "not run") + ("" if res["config"]["batch"] == 100 or cpu is None else f" (batch {res['config']['batch']})"),
+                None if cpu is None or res["config"]["batch"] != 100 else cpu <= TARGET_CPU_US_PER_TRANSFER_MAX))
+    for label, phase in (("batches", ours.get("half_load")), ("1/request", ours.get("single_half_load"))):
+        r = _tail(phase)
+        out.append((f"p99 ≤ {TARGET_TAIL_RATIO_MAX:g} × p50 at ½ peak ({label})",
+                    "not run" if r is None else f"{r:.2f} ({phase['latency']['p99_ms']:.1f} / {phase['latency']['p50_ms']:.1f} ms)",
+                    None if r is None else r <= TARGET_TAIL_RATIO_MAX))
+    return out
+
+
 def print_tables(res: dict, console: Console | None = None) -> str:
     """Print the tables to stdout and return them as plain text."""
     console = console or Console(width=None if sys.stdout.isatty() else TABLE_WIDTH_PIPED)
@@ -229,14 +336,8 @@ def write_json(res: dict, path: str) -> None:
 
 
 def plot_latency(res: dict, path: str) -> str | None:
-    """Histogram and CDF of commit latency per system; None if matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    """Histogram and CDF of commit latency per system; None if matplotlib is missing or no
+    part measured latencies (then matplotlib, seconds to import, is not imported)."""
     series = []
     ours = res.get("ours", {})
     if "peak" in ours:
@@ -250,8 +351,20 @@ def plot_latency(res: dict, path: str) -> str | None:
         series.append(("PostgreSQL, txn per batch", pg["batch"]["latencies_s"]))
     if "single" in pg:
         series.append(("PostgreSQL, txn per transfer", pg["single"]["latencies_s"]))
+    if "single_peak" in ours:
+        series.append((f"ours 1/request × {ours['single_peak']['callers']} (per request)", ours["single_peak"]["latencies_s"]))
+    for kind, name in (("batch", "per batch"), ("single", "per transfer")):
+        if kind in res.get("pg_sync", {}):
+            series.append((f"PostgreSQL sync-rep, txn {name}", res["pg_sync"][kind]["latencies_s"]))
     series = [(n, [x * 1e3 for x in v if x > 0]) for n, v in series if v]
     if not series:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
         return None
     lo = max(0.05, min(min(v) for _, v in series))
     hi = max(max(v) for _, v in series)

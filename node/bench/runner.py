@@ -18,7 +18,7 @@ from raft_ledger_node.bench.config import BenchConfig
 from raft_ledger_node.bench.measure import CpuMeter
 from raft_ledger_node.bench.workload import Workload, signed_batch_bytes
 
-PARTS = ("ours", "raft", "crypto", "postgres", "history", "proofs", "membership")
+PARTS = ("ours", "raft", "crypto", "postgres", "pg_sync", "history", "proofs", "membership")
 
 
 def _machine() -> dict:
@@ -84,23 +84,28 @@ def run(cfg: BenchConfig) -> dict:
             f"transaction (≈{envelope_bytes:,} bytes), {cfg.concurrency} concurrent clients; work dir {work_dir}")
 
     def part(name: str):
-        from raft_ledger_node.bench import bare_raft, ed25519, history, membership, ours, postgres, proofs
+        from raft_ledger_node.bench import bare_raft, ed25519, history, membership, ours, pg_sync, postgres, proofs
 
         return {
             "ours": lambda: ours.run(cfg, wl, work_dir),
             "raft": lambda: bare_raft.run(cfg, wl, work_dir),
             "crypto": lambda: ed25519.run(cfg, body_bytes),
             "postgres": lambda: postgres.run(cfg, wl, work_dir),
+            "pg_sync": lambda: pg_sync.run(cfg, wl, work_dir),
             "history": lambda: history.run(cfg, work_dir),
             "proofs": lambda: proofs.run(cfg, work_dir),
             "membership": lambda: membership.run(cfg, work_dir),
         }[name]
 
+    counts = cfg.part_counts()
     t_all = time.monotonic()
     try:
         for name in PARTS:
             if name in cfg.skip:
-                res[name] = {"skipped": f"--skip-{name}"}
+                res[name] = {"skipped": f"--skip-{name.replace('_', '-')}"}
+                continue
+            if not counts[name]:  # every count of the part is 0: nothing to measure, nothing started
+                res[name] = {"skipped": "count 0"}
                 continue
             t = time.monotonic()
             meter = CpuMeter(lambda: [os.getpid()])

@@ -115,6 +115,23 @@ class Workload:
             self._cache.append(self._make())
         return self._cache[first : first + count]
 
+    def member_rows(self, member: int, first: int, count: int) -> list[TransferRow]:
+        """``count`` transfers debiting only ``member``'s accounts: those of the batches
+        ``first, first+1, ...`` that ``member`` signs (every ``members``-th), in order.
+
+        What one member's shared client submits one transfer per request; the ids are
+        the workload's own, so they never collide with batches before ``first``.
+        Raises ValueError for a member outside ``0..members-1``.
+        """
+        if not 0 <= member < self.members:
+            raise ValueError(f"member must be 0..{self.members - 1}")
+        rows: list[TransferRow] = []
+        b = first + (member - first) % self.members  # the first batch >= first that member signs
+        while len(rows) < count:
+            rows.extend(self.batches(b, 1)[0].transfers)
+            b += self.members
+        return rows[:count]
+
     def stream(self, first: int, count: int):
         """Like :meth:`batches` but generated on the fly without caching (history preload)."""
         if first != self._made or self._cache:

@@ -14,7 +14,7 @@ import click
 @click.option("--half-load-transfers", type=int, default=None, help="Transfers at half the peak rate, 0 = skip [60,000; --quick 15,000].")
 @click.option("--raft-entries", type=int, default=None, help="Entries for bare pysyncobj, one batch each [2,000; --quick 1,000].")
 @click.option("--pg-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction per batch [100,000; --quick 30,000].")
-@click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, 0 = skip [20,000; --quick 8,000].")
+@click.option("--pg-single-transfers", type=int, default=None, help="PostgreSQL transfers, one SQL transaction each, at --single-concurrency connections, 0 = skip [20,000; --quick 8,000].")
 @click.option("--history-max", type=click.Choice(["10000", "100000", "1000000", "10000000"]), default=None,
               help="Largest stored history measured [1000000; --quick 100000]. 10000000 (an 8 GB RocksDB) takes about 5 minutes more.")
 @click.option("--quick", is_flag=True, help="About 2 minutes: smaller counts (explicit options still win).")
@@ -33,9 +33,24 @@ import click
 @click.option("--base-port", default=21100, show_default=True, help="First port tried (gRPC base+1.., Raft base+101.., bare Raft base+201.., PostgreSQL base+300).")
 @click.option("--seed", default=1, show_default=True, help="Workload seed (every part sees the same transfers).")
 @click.option("--keep-data", is_flag=True, help="Keep the temporary cluster, journals and logs.")
+@click.option("--single-transfers", type=int, default=None,
+              help="One transfer per request through one shared SDK client from --single-concurrency threads, and PostgreSQL's "
+                   "transaction per transfer at as many connections, 0 = skip [20,000; --quick 5,000].")
+@click.option("--single-concurrency", type=int, default=None, help="Callers of the one-transfer-per-request phase [64].")
+@click.option("--single-sweep-transfers", type=int, default=None,
+              help="One transfer per request at 1 and at 8 callers (transfers per Raft entry at each), 0 = skip [2,000; --quick 500].")
+@click.option("--single-half-load-transfers", type=int, default=None,
+              help="One transfer per request at half that phase's peak (open loop), 0 = skip [10,000; --quick 3,000].")
+@click.option("--pg-sync-transfers", type=int, default=None,
+              help="PostgreSQL primary + 2 synchronous standbys (ANY 1): transfers, one SQL transaction per batch, 0 = skip [50,000; --quick 10,000].")
+@click.option("--pg-sync-single-transfers", type=int, default=None,
+              help="The same, one SQL transaction per transfer at --single-concurrency connections, 0 = skip [10,000; --quick 3,000].")
+@click.option("--skip-pg-sync", is_flag=True, help="Skip PostgreSQL with synchronous replication.")
 def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_load_transfers, raft_entries, pg_transfers,
           pg_single_transfers, history_max, quick, skip_ours, skip_raft, skip_crypto, skip_postgres, skip_history, skip_proofs,
-          skip_membership, membership_stored, proofs_size, profile, out_dir, base_port, seed, keep_data):
+          skip_membership, membership_stored, proofs_size, profile, out_dir, base_port, seed, keep_data,
+          single_transfers, single_concurrency, single_sweep_transfers, single_half_load_transfers, pg_sync_transfers,
+          pg_sync_single_transfers, skip_pg_sync):
     """Benchmark our cluster against bare pysyncobj, Ed25519 and PostgreSQL on one workload (issue 5).
 
     Runs one after the other: a fresh 3-validator cluster on 127.0.0.1 driven
@@ -55,13 +70,17 @@ def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_loa
         "pg_transfers": pg_transfers, "pg_single_transfers": pg_single_transfers,
         "history_max": int(history_max) if history_max else None, "proofs_size": proofs_size,
         "membership_stored": membership_stored,
+        "single_transfers": single_transfers, "single_concurrency": single_concurrency,
+        "single_sweep_transfers": single_sweep_transfers, "single_half_load_transfers": single_half_load_transfers,
+        "pg_sync_transfers": pg_sync_transfers, "pg_sync_single_transfers": pg_sync_single_transfers,
     }
     kw = dict(
         accounts=accounts, skew=skew, zipf_exponent=zipf_exponent, batch=batch, concurrency=concurrency, profile=profile,
         out_dir=out_dir, base_port=base_port, seed=seed, keep_data=keep_data,
         skip=frozenset(n for n, f in (("ours", skip_ours), ("raft", skip_raft), ("crypto", skip_crypto),
                                       ("postgres", skip_postgres), ("history", skip_history),
-                                      ("proofs", skip_proofs), ("membership", skip_membership)) if f),
+                                      ("proofs", skip_proofs), ("membership", skip_membership),
+                                      ("pg_sync", skip_pg_sync)) if f),
         **{k: v for k, v in given.items() if v is not None},
     )
     try:

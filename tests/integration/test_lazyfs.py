@@ -176,3 +176,35 @@ def test_unlink_and_mkdir_without_directory_fsync_are_undone(lazyfs):
     cut()
     assert sorted(os.listdir(mnt)) == ["old.log"]
     assert (mnt / "old.log").read_bytes() == b"old"
+
+
+_rocksdb_child = r"""
+import os, signal, sys
+import rocksdict
+o = rocksdict.Options(raw_mode=True); o.create_if_missing(True)
+db = rocksdict.Rdict(sys.argv[1], o)
+synced = rocksdict.WriteOptions(); synced.sync = True
+db.put(b"synced", b"1", synced)
+db.put(b"unsynced", b"2")  # in the WAL, never fsynced
+os.kill(os.getpid(), signal.SIGKILL)  # the validator dies with the machine
+"""
+
+
+def test_rocksdb_keeps_a_synced_write_and_loses_an_unsynced_one_across_kill_and_power_cut(lazyfs):
+    # Without the file system, SIGKILL alone loses nothing: the page cache keeps the WAL.
+    mnt, _, cut = lazyfs
+    db = mnt / "db"
+    os.mkdir(db)
+    _fsync_dir(mnt)  # the harness makes the data directory durable before the validator starts
+    child = subprocess.run([sys.executable, "-c", _rocksdb_child, str(db)], timeout=60)
+    assert child.returncode == -9
+    cut()
+    import rocksdict
+
+    o = rocksdict.Options(raw_mode=True)
+    reopened = rocksdict.Rdict(str(db), o)
+    try:
+        assert reopened.get(b"synced") == b"1"
+        assert reopened.get(b"unsynced") is None
+    finally:
+        reopened.close()

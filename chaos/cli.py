@@ -27,7 +27,7 @@ DEFAULT_OUT = "data/chaos"
 #: Quiet tail after the nemesis healed, so recovery shows in the history.
 RECOVERY_TAIL_S = 5.0
 #: Scenarios of the CI smoke run (short: a few minutes in all).
-SMOKE_SCENARIOS = ("partition-leader", "kill-leader", "pause-leader")
+SMOKE_SCENARIOS = ("partition-leader", "kill-leader", "pause-leader", "power-cut-all")
 
 
 def _porcupine_binary() -> str | None:

@@ -271,10 +271,16 @@ def inject(nemesis, kind: str, d: list[float]) -> tuple[list[str], dict]:
             leader = c.leader(timeout_s=3.0)
             target = leader if (leader is not None and u < 0.5) else _pick([v for v in ids if v != leader], u)
             reply = c.power_cut([target])
-            cuts.append({"target": target, "was_leader": target == leader, "off_s": round(off_s, 3), "lazyfs": reply})
-            if nemesis._stop.wait(off_s):
-                break
+            cut = {"target": target, "was_leader": target == leader, "off_s": round(off_s, 3), "lazyfs": reply}
+            cuts.append(cut)
+            # Each cut on the timeline at the moment it happened (the window's own start is
+            # stamped after the whole sequence, like every fault's once it is in place).
+            nemesis._record("start", "power-cut", [target], dict(cut))
+            stopped = nemesis._stop.wait(off_s)
             c.start_validator(target)
+            nemesis._record("end", "power-cut", [target], {"restarted": True})
+            if stopped:
+                break
             if nemesis._stop.wait(gap_s):
                 break
         return sorted({cut["target"] for cut in cuts}), {"cuts": cuts}

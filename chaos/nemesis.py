@@ -177,7 +177,12 @@ class Nemesis:
         detail["window_s"] = round(window_s, 3)
         self._record("start", kind, targets, detail)
         try:
-            self._stop.wait(window_s)
+            if kind == "power-cut-repeated":
+                from raft_ledger_chaos import power
+
+                power.run_repeated(self, detail, window_s)  # more cuts within the window
+            else:
+                self._stop.wait(window_s)
         finally:
             healed = self.cluster.heal()
             self._record("end", kind, targets, {"heal": healed})

@@ -249,9 +249,8 @@ def inject(nemesis, kind: str, d: list[float]) -> tuple[list[str], dict]:
     * ``power-cut-follower`` / ``power-cut-leader``: one validator loses power; it stays off
       until the window's heal.
     * ``power-cut-all``: all members lose power at the same instant (killed first, then cut).
-    * ``power-cut-repeated``: 2–4 cuts in a row, each of the leader or a follower (drawn), the
-      cut validator started again after 0.5–1.5 s, 1–2.5 s between cuts; drawn from a generator
-      seeded by the window's first draw, so a seed replays the same sequence.
+    * ``power-cut-repeated``: the first of 2–4 cuts (:func:`repeated_plan`); the window runs
+      the rest (:func:`run_repeated`).
     """
     c = nemesis.cluster
     ids = list(c.validator_ids)
@@ -264,24 +263,49 @@ def inject(nemesis, kind: str, d: list[float]) -> tuple[list[str], dict]:
         reply = c.power_cut(ids)
         return sorted(ids), {"lazyfs": reply}
     if kind == "power-cut-repeated":
-        rng = random.Random(int(d[0] * 2**32))
-        cuts = []
-        for _ in range(rng.randint(*REPEATED_CUTS)):
-            off_s, gap_s, u = rng.uniform(*REPEATED_OFF_S), rng.uniform(*REPEATED_GAP_S), rng.random()
-            leader = c.leader(timeout_s=3.0)
-            target = leader if (leader is not None and u < 0.5) else _pick([v for v in ids if v != leader], u)
-            reply = c.power_cut([target])
-            cut = {"target": target, "was_leader": target == leader, "off_s": round(off_s, 3), "lazyfs": reply}
-            cuts.append(cut)
-            # Each cut on the timeline at the moment it happened (the window's own start is
-            # stamped after the whole sequence, like every fault's once it is in place).
-            nemesis._record("start", "power-cut", [target], dict(cut))
-            stopped = nemesis._stop.wait(off_s)
-            c.start_validator(target)
-            nemesis._record("end", "power-cut", [target], {"restarted": True})
-            if stopped:
-                break
-            if nemesis._stop.wait(gap_s):
-                break
-        return sorted({cut["target"] for cut in cuts}), {"cuts": cuts}
+        plan = repeated_plan(d[0])
+        target, cut = _cut_one(c, ids, plan[0]["u"])
+        return [target], {"plan": plan, "cuts": [cut]}
     raise ValueError(f"unknown power fault {kind!r}")
+
+
+def repeated_plan(u: float) -> list[dict]:
+    """The cuts of one ``power-cut-repeated`` window: 2–4 steps ``{"off_s", "gap_s", "u"}`` (time
+    the cut validator stays off, time before the next cut, the draw choosing leader or follower),
+    from a generator seeded by the window's draw ``u`` in [0, 1), so a seed replays them."""
+    rng = random.Random(int(u * 2**32))
+    return [{"off_s": round(rng.uniform(*REPEATED_OFF_S), 3), "gap_s": round(rng.uniform(*REPEATED_GAP_S), 3),
+             "u": rng.random()} for _ in range(rng.randint(*REPEATED_CUTS))]
+
+
+def _cut_one(c, ids: list[str], u: float) -> tuple[str, dict]:
+    """Cut the leader (``u`` < 0.5, if one is known) or a follower picked by ``u``."""
+    leader = c.leader(timeout_s=3.0)
+    target = leader if (leader is not None and u < 0.5) else _pick([v for v in ids if v != leader], u)
+    reply = c.power_cut([target])
+    return target, {"target": target, "was_leader": target == leader, "lazyfs": reply}
+
+
+def run_repeated(nemesis, detail: dict, window_s: float) -> None:
+    """The rest of a ``power-cut-repeated`` window (instead of the nemesis's plain wait): restart
+    the validator :func:`inject` cut after its ``off_s``, then cut and restart the plan's next
+    ones, all within ``window_s`` (or until the nemesis stops). Every cut goes on the timeline
+    as its own ``power-cut`` start/end pair."""
+    c = nemesis.cluster
+    deadline = time.monotonic() + window_s
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    ids = list(c.validator_ids)
+    target, cut = detail["cuts"][0]["target"], detail["cuts"][0]
+    for i, step in enumerate(detail["plan"]):
+        if i > 0:
+            target, cut = _cut_one(c, ids, step["u"])
+        nemesis._record("start", "power-cut", [target], cut)
+        stopped = nemesis._stop.wait(min(step["off_s"], left()))
+        c.start_validator(target)
+        nemesis._record("end", "power-cut", [target], {"restarted": True})
+        if stopped or nemesis._stop.wait(min(step["gap_s"], left())) or left() == 0.0:
+            break
+    nemesis._stop.wait(left())

@@ -186,8 +186,7 @@ class ChaosCluster:
                     from raft_ledger_chaos.power import PowerMounts
 
                     self._power = PowerMounts(self.directory)
-                    for vid in self._members:
-                        self._power.mount(vid)
+                    self._power.mount_many(self._members)
                 self._local.start_all()
                 self._local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
                 return
@@ -437,7 +436,7 @@ class ChaosCluster:
         if p is not None and p.poll() is None:
             return
         if self._power is not None:
-            self._power.mount(vid)  # after a power cut: a fresh mount over what was durable
+            self._power.mount(vid)  # no-op after power_cut, which mounts again at once
         self._local.start(vid)
         self._killed.discard(vid)
 
@@ -470,9 +469,9 @@ class ChaosCluster:
 
     def power_cut(self, vids) -> dict[str, str]:
         """Power loss of ``vids`` at one instant (needs ``lazyfs=True``; chaos/power.py): SIGKILL
-        them all, then drop each one's unsynced data and unmount its LazyFS. They stay off until
-        :meth:`heal` (or :meth:`start_validator`) mounts again over what was durable and starts
-        them. Returns id -> the file system's reply ("ok files_reverted=N entries_undone=M")."""
+        them all, then drop each one's unsynced data, unmount its LazyFS and mount a fresh one
+        over what was durable. They stay off until :meth:`heal` (or :meth:`start_validator`)
+        starts them. Returns id -> the file system's reply ("ok files_reverted=N entries_undone=M")."""
         from raft_ledger_chaos.power import kill_now
 
         if self._power is None:
@@ -488,7 +487,9 @@ class ChaosCluster:
                 p.send_signal(signal.SIGKILL)
         for vid in vids:
             kill_now(procs.get(vid))
-        return {vid: self._power.cut(vid) for vid in vids}
+        replies = {vid: self._power.cut(vid) for vid in vids}
+        self._power.mount_many(vids)  # fresh mounts over what was durable, ready for the heal
+        return replies
 
     def power_cuts(self) -> dict[str, list[str]]:
         """Validator id -> the replies of every power cut of its mount so far (for reports)."""

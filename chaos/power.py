@@ -28,8 +28,9 @@ A power cut of validator ``vid`` (:meth:`PowerMount.cut`, driven by ``ChaosClust
    process: the kernel's page cache over the mount goes too, as it would with the power, so
    a shared mapping's dirty pages that were never written back cannot reappear.
 
-The validator is started again by the window's heal (``ChaosCluster.start_validator``), which
-mounts a fresh LazyFS over ``data.durable`` first: it starts on what was durable.
+4. Mount a fresh LazyFS over ``data.durable`` at once (all cut validators' mounts in parallel),
+   so the window's heal (``ChaosCluster.start_validator``) only has to start the validator:
+   it starts on what was durable.
 
 msync and directory fsync: pysyncobj's journal is a shared mmap; ``msync(MS_SYNC)`` makes the
 kernel send WRITE then FSYNC for its dirty pages (durable), background writeback sends WRITE
@@ -132,7 +133,12 @@ class PowerMount:
     def mount(self) -> None:
         """Start the file system process and wait (bounded) until the mount answers. No-op if
         mounted. Raises PowerError (with the process's log) if it does not come up."""
-        if self.mounted:
+        self.spawn()
+        self.wait_mounted()
+
+    def spawn(self) -> None:
+        """Start the file system process (no wait; :meth:`wait_mounted`). No-op if it runs."""
+        if self.proc is not None and self.proc.poll() is None:
             return
         self.prepare()
         if os.path.exists(self.control_path):
@@ -143,6 +149,11 @@ class PowerMount:
                  "--control", self.control_path],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
+
+    def wait_mounted(self) -> None:
+        """Wait (``MOUNT_TIMEOUT_S``) until the spawned mount answers ``ping``. Raises PowerError."""
+        if self.proc is None:
+            raise PowerError(f"no lazyfs process for {self.data_dir}")
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while True:
             if os.path.ismount(self.data_dir) and os.path.exists(self.control_path):
@@ -201,15 +212,29 @@ class PowerMounts:
         self._sockets = tempfile.mkdtemp(prefix="lazyfs-")
         self.mounts: dict[str, PowerMount] = {}
 
-    def mount(self, vid: str) -> PowerMount:
+    def _get(self, vid: str) -> PowerMount:
         m = self.mounts.get(vid)
         if m is None:
             vdir = os.path.join(self.cluster_dir, vid)
             m = self.mounts[vid] = PowerMount(
                 os.path.join(vdir, "data"), control_path=os.path.join(self._sockets, f"{vid}.sock"),
                 log_path=os.path.join(vdir, "lazyfs.log"))
-        m.mount()
         return m
+
+    def mount(self, vid: str) -> PowerMount:
+        """Mount ``vid``'s file system (no-op if mounted). Raises PowerError, OSError."""
+        m = self._get(vid)
+        if not m.mounted:
+            m.mount()
+        return m
+
+    def mount_many(self, vids) -> None:
+        """Mount several at once: every process is started before the first wait."""
+        pending = [m for m in (self._get(v) for v in vids) if not m.mounted]
+        for m in pending:
+            m.spawn()
+        for m in pending:
+            m.wait_mounted()
 
     def cut(self, vid: str) -> str:
         return self.mounts[vid].cut()

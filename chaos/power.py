@@ -37,6 +37,11 @@ kernel send WRITE then FSYNC for its dirty pages (durable), background writeback
 alone (lost at a cut). fsync of a directory (the adapter's meta file rename, RocksDB's new
 files) arrives as FSYNCDIR. Both are modelled in chaos/lazyfs.py and tested in
 tests/integration/test_lazyfs.py.
+
+What the drill shows (seeded runs, see README): ``power-cut-all`` loses every acknowledged
+transfer with ``--unsafe`` and nothing with the fixes; a cut of one validator is tolerated
+even with ``--unsafe`` (two others hold every committed entry). A cut in ``power-cut-repeated``
+may hit a validator that is still starting (``files_reverted=0``): a crash during recovery.
 """
 from __future__ import annotations
 

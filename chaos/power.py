@@ -213,6 +213,10 @@ class PowerMounts:
     """The LazyFS mounts of a drill cluster, by validator id (chaos/cluster.py's ``lazyfs=True``)."""
 
     def __init__(self, cluster_dir: str) -> None:
+        """Raises PowerError at once if LazyFS cannot mount here (:func:`unavailable_reason`)."""
+        reason = unavailable_reason()
+        if reason is not None:
+            raise PowerError(f"the power-cut scenarios need LazyFS: {reason}")
         self.cluster_dir = cluster_dir
         self._sockets = tempfile.mkdtemp(prefix="lazyfs-")
         self.mounts: dict[str, PowerMount] = {}

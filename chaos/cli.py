@@ -27,7 +27,7 @@ DEFAULT_OUT = "data/chaos"
 #: Quiet tail after the nemesis healed, so recovery shows in the history.
 RECOVERY_TAIL_S = 5.0
 #: Scenarios of the CI smoke run (short: a few minutes in all).
-SMOKE_SCENARIOS = ("partition-leader", "kill-leader", "pause-leader")
+SMOKE_SCENARIOS = ("partition-leader", "kill-leader", "pause-leader", "power-cut-all")
 
 
 def _porcupine_binary() -> str | None:
@@ -49,7 +49,7 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
     os.makedirs(run_dir, exist_ok=True)
     console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
     console.print(scenario.description)
-    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe)
+    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe, lazyfs=scenario.lazyfs)
     history_path = os.path.join(run_dir, "history.jsonl")
     timeline_path = os.path.join(run_dir, "faults.jsonl")
     started = time.time()

@@ -130,8 +130,12 @@ class ChaosCluster:
     ``resume``, ``restart_all`` (process); ``heal`` undoes them all.
     """
 
-    def __init__(self, directory: str, *, base_port: int, config_overrides: dict | None = None, unsafe: bool = False) -> None:
+    def __init__(self, directory: str, *, base_port: int, config_overrides: dict | None = None, unsafe: bool = False,
+                 lazyfs: bool = False) -> None:
         self.directory = os.path.abspath(directory)
+        #: Each validator's data directory on a LazyFS mount (chaos/power.py), for ``power_cut``.
+        self.lazyfs = lazyfs
+        self._power = None  # power.PowerMounts while started with lazyfs
         self.base_port = base_port
         self.config_overrides = dict(config_overrides or {})
         self.unsafe = unsafe
@@ -178,6 +182,11 @@ class ChaosCluster:
                     self._create_proxies(vid)
                 for vid in self._members:
                     self._write_config(vid)
+                if self.lazyfs:
+                    from raft_ledger_chaos.power import PowerMounts
+
+                    self._power = PowerMounts(self.directory)
+                    self._power.mount_many(self._members)
                 self._local.start_all()
                 self._local.wait_ready(timeout_s=CLUSTER_READY_TIMEOUT_S)
                 return
@@ -217,6 +226,9 @@ class ChaosCluster:
                 if self._ports is not None:
                     self._ports.release()
                     self._ports = None
+                if self._power is not None:  # after the validators: a busy mount would need -uz
+                    power, self._power = self._power, None
+                    power.unmount_all()
 
     def __enter__(self) -> "ChaosCluster":
         self.start()
@@ -423,6 +435,8 @@ class ChaosCluster:
         p = self._check(vid)
         if p is not None and p.poll() is None:
             return
+        if self._power is not None:
+            self._power.mount(vid)  # no-op after power_cut, which mounts again at once
         self._local.start(vid)
         self._killed.discard(vid)
 
@@ -452,6 +466,34 @@ class ChaosCluster:
         self._paused.clear()
         for vid in self.validator_ids:
             self.start_validator(vid)
+
+    def power_cut(self, vids) -> dict[str, str]:
+        """Power loss of ``vids`` at one instant (needs ``lazyfs=True``; chaos/power.py): SIGKILL
+        them all, then drop each one's unsynced data, unmount its LazyFS and mount a fresh one
+        over what was durable. They stay off until :meth:`heal` (or :meth:`start_validator`)
+        starts them. Returns id -> the file system's reply ("ok files_reverted=N entries_undone=M")."""
+        from raft_ledger_chaos.power import kill_now
+
+        if self._power is None:
+            raise ChaosClusterError("power_cut needs a cluster started with lazyfs=True")
+        vids = list(vids)
+        procs = self._procs()
+        for vid in vids:
+            self._check(vid)
+            self._killed.add(vid)
+            self._paused.discard(vid)
+            p = procs.get(vid)
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+        for vid in vids:
+            kill_now(procs.get(vid))
+        replies = {vid: self._power.cut(vid) for vid in vids}
+        self._power.mount_many(vids)  # fresh mounts over what was durable, ready for the heal
+        return replies
+
+    def power_cuts(self) -> dict[str, list[str]]:
+        """Validator id -> the replies of every power cut of its mount so far (for reports)."""
+        return self._power.cut_counts() if self._power is not None else {}
 
     # -- network faults -------------------------------------------------------------
 

@@ -58,6 +58,8 @@ class Scenario:
     kinds: tuple[str, ...] = ()
     #: Membership changes run alongside (chaos/membership.py): add, remove, replace.
     membership: bool = False
+    #: Every validator's data directory on a LazyFS mount (chaos/power.py): the power-cut scenarios.
+    lazyfs: bool = False
 
 
 _SCENARIOS = [
@@ -84,6 +86,13 @@ _SCENARIOS.append(Scenario(
     "While faults hit (kill, pause, partition), add v4 (learner, then promoted), remove v2, replace v3 after losing "
     "its disk (same identity) and v1 by a new validator v5 (see chaos/membership.py).",
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
+# Power loss (chaos/power.py): only these mount LazyFS; `mixed` never picks them.
+_SCENARIOS += [
+    Scenario("power-cut-follower", "A follower loses power: SIGKILL and its unsynced writes dropped (LazyFS); restarted on what was durable.", "power-cut-follower", lazyfs=True),
+    Scenario("power-cut-leader", "The leader loses power (SIGKILL + unsynced writes dropped, LazyFS); restarted on what was durable.", "power-cut-leader", lazyfs=True),
+    Scenario("power-cut-all", "All three validators lose power at the same instant (LazyFS); all restart on what was durable.", "power-cut-all", lazyfs=True),
+    Scenario("power-cut-repeated", "2–4 power cuts per window of the leader or a follower, each restarted after 0.5–1.5 s (LazyFS).", "power-cut-repeated", lazyfs=True),
+]
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -95,7 +104,9 @@ class Nemesis:
     """Injects ``scenario``'s faults into ``cluster`` from a thread; :meth:`stop` heals."""
 
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
-        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS:
+        from raft_ledger_chaos.power import POWER_FAULT_KINDS
+
+        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS + POWER_FAULT_KINDS:
             raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
         self.cluster = cluster
         self.scenario = scenario
@@ -166,7 +177,12 @@ class Nemesis:
         detail["window_s"] = round(window_s, 3)
         self._record("start", kind, targets, detail)
         try:
-            self._stop.wait(window_s)
+            if kind == "power-cut-repeated":
+                from raft_ledger_chaos import power
+
+                power.run_repeated(self, detail, window_s)  # more cuts within the window
+            else:
+                self._stop.wait(window_s)
         finally:
             healed = self.cluster.heal()
             self._record("end", kind, targets, {"heal": healed})
@@ -181,6 +197,10 @@ class Nemesis:
         """Put fault ``kind`` in place; ``d`` are this window's uniform draws. Returns (targets, detail)."""
         c = self.cluster
         ids = list(c.validator_ids)
+        if kind.startswith("power-cut-"):
+            from raft_ledger_chaos import power
+
+            return power.inject(self, kind, d)
         if kind in ("partition-leader", "one-way-cut", "kill-leader", "pause-leader", "reset-peer"):
             leader, known = self._leader_or_pick(d[0])
             detail = {"leader": leader if known else None}

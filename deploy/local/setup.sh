@@ -18,7 +18,22 @@ echo "==> generating protobuf/gRPC code from proto/ into client/pb" >&2
 .venv/bin/python proto/generate.py
 echo "==> installing the validator, SDK and test dependencies into .venv" >&2
 # deploy/constraints.txt pins every distribution (the container image installs with it too).
-.venv/bin/python -m pip install --quiet -c deploy/constraints.txt -e ".[node,dev,chaos]"
+.venv/bin/python -m pip install --quiet -c deploy/constraints.txt -e ".[node,dev,chaos,lazyfs]"
+
+# The chaos suite's power-loss file system (chaos/lazyfs.py) needs libfuse 3 and fusermount3:
+# Debian's fuse3. Installed only when missing (as root, or with passwordless sudo); without it
+# the power-loss drills and their test are skipped, everything else still works.
+if ! command -v fusermount3 >/dev/null 2>&1 || ! ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3'; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's fuse3 (libfuse 3, fusermount3) for chaos/lazyfs.py" >&2
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo -n"
+    if ! { $sudo_cmd apt-get install -y -qq fuse3 >/dev/null 2>&1 || { $sudo_cmd apt-get update -qq >/dev/null 2>&1 && $sudo_cmd apt-get install -y -qq fuse3 >/dev/null 2>&1; }; }; then
+      echo "WARNING: could not install fuse3: the power-loss file system (chaos/lazyfs.py) will not mount" >&2
+    fi
+  else
+    echo "WARNING: no apt-get: install libfuse 3 and fusermount3 by hand for chaos/lazyfs.py" >&2
+  fi
+fi
 
 # The chaos suite's fault injector. Built from source with the Go toolchain, pinned;
 # re-installed only when the pin changes. Without `go` the chaos suite (and its

@@ -446,8 +446,9 @@ def test_the_image_installs_with_the_same_commands_and_pins_as_setup_sh():
     grpcio_tools = re.search(r'"grpcio-tools==([^"]+)"', _text("..", "pyproject.toml")).group(1)
     assert f'"grpcio-tools=={grpcio_tools}"' in setup and f"'grpcio-tools=={grpcio_tools}'" in image
     assert _constraints()["grpcio-tools"] == grpcio_tools
-    # setup.sh installs the node extra (and the test and chaos tools); the image the node extra.
-    assert re.search(r'-e "\.\[node,dev,chaos\]"', setup)
+    # setup.sh installs the node extra (and the test and chaos tools, with the power-loss file
+    # system's binding); the image the node extra.
+    assert re.search(r'-e "\.\[node,dev,chaos,lazyfs\]"', setup)
     assert re.search(r'raft_ledger-\*\.whl\)\[node\]"', image)
     assert "COPY deploy/constraints.txt deploy/constraints.txt" in image
     assert "!deploy/constraints.txt" in _text("container", "Containerfile.dockerignore").splitlines()

@@ -1,0 +1,331 @@
+"""A Raft-aware proxy on a validator link: duplicates, delays, reorders and replays AppendEntries.
+
+Toxiproxy (chaos/toxi.py) acts on bytes; TCP never duplicates, reorders or
+replays a message, so the drills never send pysyncobj the duplicated or stale
+AppendEntries that makes it truncate entries it already acknowledged (the
+hazard the adapter's ``raft_fixes`` close, node/raft/transport.py
+``_fix_append_entries``). This proxy decodes every pysyncobj frame on the link
+(the harness knows the cluster's Raft password) and acts on messages:
+
+* ``append_entries`` (leader -> follower) and ``next_node_idx`` (its reply) are
+  **duplicated** (a copy sent again later), **delayed** (held back by a random
+  time, so later messages overtake it: **reordered**) and, for AppendEntries,
+  **replayed**: a stale one, seen ``replay_depth_max`` messages ago or fewer, is
+  sent again after newer ones. Raft §5.3 requires a follower to ignore all of
+  these (receiver rules 2-5: never truncate entries that match).
+* Every other message (the nonce exchange, the hello, votes, commands) is
+  forwarded at once and in order.
+
+Frames and encryption are pysyncobj's: the 4-byte native ``'i'`` prefix read
+through :class:`~raft_ledger_node.raft.wire.FrameBuffer`, Fernet from
+``pysyncobj.encryptor.getEncryptor(password)``, ``zlib`` over
+``pysyncobj.pickle``, and each message after the nonce exchange wrapped as
+``(receiver's nonce, message)`` (TC:141-149, TR:443-460). The proxy re-encrypts
+every frame when it sends it, stamped with ``int(monotonic())`` as pysyncobj's
+sender does: the receiver requires non-decreasing stamps per connection
+(wire.py ``_TcpConnection__processParseMessage``), which a held-back frame with
+its original stamp would break. A replayed message is wrapped in the nonce of
+the connection it is replayed on, so it passes the library's checks: exactly
+what a Raft peer with the password could send.
+
+TLS. In a TLS cluster (node/raft/tls.py) each end pins the SHA-256 of the exact
+certificate of the validator it means to reach, so a proxy with a certificate
+of its own, even one issued by the cluster CA, is refused. The harness does
+hold every validator's certificate and key (init-cluster writes them into the
+validator directories), so a proxy could present the dialled validator's own
+certificate and re-originate TLS with the dialler's: that passes the pins and
+the hello binding. That is not built yet; this prototype runs its cluster with
+``insecure_plaintext`` (the Fernet layer, the password, is still on).
+
+Wiring: ``raft_peer_dial`` (node/config.py) in the diallers' configs points the
+target's Raft address at :attr:`RaftProxy.listen`. pysyncobj's dialler is the
+higher Raft address, so every validator with a higher address dials the target
+through the proxy: for the lowest-address validator, all its links.
+
+The proxy runs its own asyncio loop in one thread; :meth:`RaftProxy.stop`
+closes every socket and joins the thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import random
+import threading
+import zlib
+from dataclasses import dataclass, field
+
+import pysyncobj.pickle as pysyncobj_pickle
+from pysyncobj.encryptor import getEncryptor
+from pysyncobj.monotonic import monotonic as monotonicTime
+
+from raft_ledger_node.ledger import limits
+from raft_ledger_node.raft.wire import _PREFIX, FrameBuffer, FrameRejected
+
+HOST = "127.0.0.1"
+#: Messages the proxy acts on (all others are forwarded at once, in order).
+FAULTED_TYPES = frozenset({"append_entries", "next_node_idx"})
+#: Bytes read from a socket at a time.
+READ_BYTES_MAX = 1 << 16
+#: Seconds stop() waits for the proxy's thread.
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaftFaults:
+    """Probabilities (per faulted message) and bounds of the message faults.
+
+    ``delay_s_max`` bounds every hold-back (delays and when a duplicate is sent
+    again); a message held back is overtaken by the ones sent meanwhile.
+    ``replay_depth_max``: a replayed AppendEntries is one of the last that many
+    seen on the connection.
+    """
+
+    duplicate: float = 0.0
+    delay: float = 0.0
+    replay: float = 0.0
+    delay_s_max: float = 0.3
+    replay_depth_max: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for p in (self.duplicate, self.delay, self.replay):
+            assert 0.0 <= p <= 1.0, p
+        assert 0.0 <= self.delay_s_max <= 5.0
+        assert 1 <= self.replay_depth_max <= 1024
+
+
+#: No faults: a transparent (decoding) proxy.
+NO_FAULTS = RaftFaults()
+
+
+class MessageCodec:
+    """pysyncobj's frame encoding for one cluster password (the library's own primitives)."""
+
+    def __init__(self, password: str) -> None:
+        self._fernet = getEncryptor(password)
+
+    def decode(self, body: bytes):
+        """A frame's body (after the length prefix) -> the pickled object (nonce wrapping kept)."""
+        return pysyncobj_pickle.loads(zlib.decompress(self._fernet.decrypt(body)))
+
+    def encode(self, obj) -> bytes:
+        """The object -> a whole frame (prefix included), stamped now, as TcpConnection.send does."""
+        data = self._fernet.encrypt_at_time(zlib.compress(pysyncobj_pickle.dumps(obj), 3), int(monotonicTime()))
+        return _PREFIX.pack(len(data)) + data
+
+
+@dataclass
+class FaultStats:
+    """What the proxy did, for the test's evidence: counts per message type and fault."""
+
+    forwarded: collections.Counter = field(default_factory=collections.Counter)
+    duplicated: collections.Counter = field(default_factory=collections.Counter)
+    delayed: collections.Counter = field(default_factory=collections.Counter)
+    replayed: int = 0
+    connections: int = 0
+    #: Frames that did not decode (the connection was closed): must stay 0.
+    undecodable: int = 0
+
+    def snapshot(self) -> dict:
+        return {"forwarded": dict(self.forwarded), "duplicated": dict(self.duplicated),
+                "delayed": dict(self.delayed), "replayed": self.replayed,
+                "connections": self.connections, "undecodable": self.undecodable}
+
+
+class _Direction:
+    """One direction of one proxied connection: decode, decide, schedule, re-encode, write.
+
+    ``schedule`` is a heap of (send time, sequence, message): messages due
+    at the same time keep their arrival order; a held-back one is overtaken.
+    """
+
+    def __init__(self, proxy: "RaftProxy", reader, writer, name: str) -> None:
+        self.proxy = proxy
+        self.reader = reader
+        self.writer = writer
+        self.name = name
+        #: Nonce this direction's receiver expects, learnt from the first wrapped message.
+        self.nonce: bytes | None = None
+        self.recent: collections.deque = collections.deque(maxlen=proxy.faults.replay_depth_max)
+        self.schedule: list = []
+        self.seq = itertools.count()
+        self.wake = asyncio.Event()
+
+    def _put(self, delay_s: float, message) -> None:
+        heapq.heappush(self.schedule, (self.proxy.loop.time() + delay_s, next(self.seq), message))
+        self.wake.set()
+
+    def _on_message(self, obj) -> None:
+        f, rng, st = self.proxy.faults, self.proxy.rng, self.proxy.stats
+        wrapped = isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict)
+        if not wrapped:
+            self._put(0.0, ("raw", obj))  # nonce exchange, hello: at once, in order
+            return
+        nonce, message = obj
+        self.nonce = nonce
+        kind = message.get("type")
+        st.forwarded[kind] += 1
+        if kind not in FAULTED_TYPES or not self.proxy.enabled:
+            self._put(0.0, ("msg", message))
+            return
+        if rng.random() < f.delay:
+            st.delayed[kind] += 1
+            self._put(rng.uniform(0.0, f.delay_s_max), ("msg", message))
+        else:
+            self._put(0.0, ("msg", message))
+        if rng.random() < f.duplicate:
+            st.duplicated[kind] += 1
+            self._put(rng.uniform(0.0, f.delay_s_max), ("msg", message))
+        if kind == "append_entries":
+            if self.recent and rng.random() < f.replay:
+                st.replayed += 1
+                stale = self.recent[rng.randrange(len(self.recent))]
+                self._put(rng.uniform(0.0, f.delay_s_max), ("msg", stale))
+            self.recent.append(message)
+
+    async def read_loop(self) -> None:
+        frames = FrameBuffer(limits.raft_frame_bytes_max)
+        try:
+            while True:
+                data = await self.reader.read(min(READ_BYTES_MAX, max(1, frames.room())))
+                if not data:
+                    return
+                frames.feed(data)
+                while (body := frames.pop()) is not None:
+                    try:
+                        obj = self.proxy.codec.decode(body)
+                    except Exception:
+                        self.proxy.stats.undecodable += 1
+                        return
+                    self._on_message(obj)
+        except (FrameRejected, ConnectionError, OSError):
+            return
+
+    async def write_loop(self) -> None:
+        while True:
+            if not self.schedule:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            due = self.schedule[0][0] - self.proxy.loop.time()
+            if due > 0:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), due)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            _, _, (kind, payload) = heapq.heappop(self.schedule)
+            obj = payload if kind == "raw" else (self.nonce, payload)
+            self.writer.write(self.proxy.codec.encode(obj))
+            await self.writer.drain()
+
+
+class RaftProxy:
+    """A decoding proxy from :attr:`listen` to ``upstream`` (a validator's Raft address).
+
+    ``faults`` may be replaced while running (:meth:`set_faults`); ``enabled``
+    False forwards everything untouched in order (still decoded and re-encoded).
+    """
+
+    def __init__(self, upstream: str, password: str, faults: RaftFaults = NO_FAULTS, *, port: int = 0) -> None:
+        self.upstream = upstream
+        self.codec = MessageCodec(password)
+        self.faults = faults
+        self.rng = random.Random(faults.seed)
+        self.stats = FaultStats()
+        self.enabled = True
+        self._port = port
+        self.listen: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._tasks: set = set()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def set_faults(self, faults: RaftFaults) -> None:
+        def apply():
+            self.faults = faults
+            self.rng = random.Random(faults.seed)
+        self.loop.call_soon_threadsafe(apply)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> "RaftProxy":
+        self._thread = threading.Thread(target=self._run, name="raftproxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(STOP_TIMEOUT_S)
+        if self._error is not None:
+            raise self._error
+        if self.listen is None:
+            raise RuntimeError("raft proxy did not start")
+        return self
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self._server = self.loop.run_until_complete(asyncio.start_server(self._on_client, HOST, self._port))
+            host, port = self._server.sockets[0].getsockname()[:2]
+            self.listen = f"{host}:{port}"
+        except BaseException as e:  # surfaces in start()
+            self._error = e
+            self._ready.set()
+            self.loop.close()
+            return
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def stop(self) -> None:
+        if self.loop is None or self._thread is None:
+            return
+
+        async def shutdown():
+            self._server.close()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.loop.stop()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+        self._thread.join(STOP_TIMEOUT_S)
+        self._thread = None
+
+    def __enter__(self) -> "RaftProxy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- connections -----------------------------------------------------------------
+    async def _on_client(self, c_reader, c_writer) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        host, port = self.upstream.rsplit(":", 1)
+        u_writer = None
+        try:
+            u_reader, u_writer = await asyncio.open_connection(host, int(port))
+            self.stats.connections += 1
+            down = _Direction(self, c_reader, u_writer, "to-upstream")
+            up = _Direction(self, u_reader, c_writer, "to-dialler")
+            loops = [asyncio.ensure_future(x) for x in
+                     (down.read_loop(), down.write_loop(), up.read_loop(), up.write_loop())]
+            try:
+                # Either end closing (or a bad frame) closes both: pysyncobj reconnects.
+                await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in loops:
+                    t.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            for w in (c_writer, u_writer):
+                if w is not None:
+                    w.close()
+            self._tasks.discard(task)

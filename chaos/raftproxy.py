@@ -124,6 +124,9 @@ class FaultStats:
     duplicated: collections.Counter = field(default_factory=collections.Counter)
     delayed: collections.Counter = field(default_factory=collections.Counter)
     replayed: int = 0
+    #: Frames dropped on a connection cut by a strike.
+    dropped: int = 0
+    strikes: int = 0
     connections: int = 0
     #: Frames that did not decode (the connection was closed): must stay 0.
     undecodable: int = 0
@@ -131,7 +134,27 @@ class FaultStats:
     def snapshot(self) -> dict:
         return {"forwarded": dict(self.forwarded), "duplicated": dict(self.duplicated),
                 "delayed": dict(self.delayed), "replayed": self.replayed,
+                "dropped": self.dropped, "strikes": self.strikes,
                 "connections": self.connections, "undecodable": self.undecodable}
+
+
+class _Connection:
+    """One proxied connection: its dialler (from its hello), its two directions, and
+    whether a :meth:`RaftProxy.strike` has cut it (every later frame dropped, both ways)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.dialer: str | None = None
+        self.cut = False
+        self.to_upstream: "_Direction | None" = None
+        self.to_dialer: "_Direction | None" = None
+
+    def direction_from(self, address: str) -> "_Direction | None":
+        if address == self.dialer:
+            return self.to_upstream
+        if address == self.upstream:
+            return self.to_dialer
+        return None
 
 
 class _Direction:
@@ -141,8 +164,9 @@ class _Direction:
     at the same time keep their arrival order; a held-back one is overtaken.
     """
 
-    def __init__(self, proxy: "RaftProxy", reader, writer, name: str) -> None:
+    def __init__(self, proxy: "RaftProxy", conn: _Connection, reader, writer, name: str) -> None:
         self.proxy = proxy
+        self.conn = conn
         self.reader = reader
         self.writer = writer
         self.name = name
@@ -152,6 +176,11 @@ class _Direction:
         self.schedule: list = []
         self.seq = itertools.count()
         self.wake = asyncio.Event()
+        #: The newest AppendEntries when :meth:`RaftProxy.mark` was last called: what strike replays.
+        self.marked: dict | None = None
+        self.last_append: dict | None = None
+        #: Set when a strike's stale message has been written.
+        self.struck = asyncio.Event()
 
     def _put(self, delay_s: float, message) -> None:
         heapq.heappush(self.schedule, (self.proxy.loop.time() + delay_s, next(self.seq), message))
@@ -159,14 +188,21 @@ class _Direction:
 
     def _on_message(self, obj) -> None:
         f, rng, st = self.proxy.faults, self.proxy.rng, self.proxy.stats
+        if self.conn.cut:
+            st.dropped += 1
+            return
         wrapped = isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict)
         if not wrapped:
+            if self is self.conn.to_upstream and isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], str):
+                self.conn.dialer = obj[1]  # the hello: the dialler's Raft address (TR:353)
             self._put(0.0, ("raw", obj))  # nonce exchange, hello: at once, in order
             return
         nonce, message = obj
         self.nonce = nonce
         kind = message.get("type")
         st.forwarded[kind] += 1
+        if kind == "append_entries":
+            self.last_append = message
         if kind not in FAULTED_TYPES or not self.proxy.enabled:
             self._put(0.0, ("msg", message))
             return
@@ -218,9 +254,15 @@ class _Direction:
                     pass
                 continue
             _, _, (kind, payload) = heapq.heappop(self.schedule)
+            if self.conn.cut:
+                continue
             obj = payload if kind == "raw" else (self.nonce, payload)
             self.writer.write(self.proxy.codec.encode(obj))
             await self.writer.drain()
+            if kind == "strike":
+                self.conn.cut = True
+                self.schedule.clear()
+                self.struck.set()
 
 
 class RaftProxy:
@@ -242,6 +284,7 @@ class RaftProxy:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._tasks: set = set()
+        self._conns: set[_Connection] = set()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -251,6 +294,50 @@ class RaftProxy:
             self.faults = faults
             self.rng = random.Random(faults.seed)
         self.loop.call_soon_threadsafe(apply)
+
+    # -- the targeted fault ---------------------------------------------------------
+    def mark(self) -> None:
+        """Remember, on every live connection, the newest AppendEntries seen so far in each
+        direction: the stale message a later :meth:`strike` replays."""
+        def apply():
+            for c in self._conns:
+                for d in (c.to_upstream, c.to_dialer):
+                    d.marked = d.last_append
+        self._call(apply)
+
+    def strike(self, leader: str, follower: str, timeout_s: float = STOP_TIMEOUT_S) -> dict:
+        """Replay, on the live connection between ``leader`` and ``follower`` (Raft addresses),
+        the AppendEntries the leader sent before the last :meth:`mark`, after all newer ones,
+        then cut that connection (every later frame dropped both ways, as a partition) so the
+        leader cannot repair what the stale message did. Returns the replayed message's
+        ``prevLogIdx``, ``term`` and entry count. Raises RuntimeError if there is no such
+        connection or nothing was marked on it.
+
+        This is the exact event pysyncobj's truncation needs (SO:991-1000): a follower that
+        matches ``prevLogIdx`` deletes every entry after it, acknowledged or not.
+        """
+        async def arm():
+            for c in self._conns:
+                d = c.direction_from(leader) if {c.dialer, c.upstream} == {leader, follower} else None
+                if d is not None and d.marked is not None:
+                    d.struck.clear()
+                    d._put(0.0, ("strike", d.marked))
+                    self.stats.strikes += 1
+                    await asyncio.wait_for(d.struck.wait(), timeout_s)
+                    m = d.marked
+                    return {"prevLogIdx": m.get("prevLogIdx"), "term": m.get("term"), "entries": len(m.get("entries", []))}
+            raise RuntimeError(f"no marked connection from {leader} to {follower} on this proxy")
+        return asyncio.run_coroutine_threadsafe(arm(), self.loop).result(timeout_s + 1)
+
+    def _call(self, fn) -> None:
+        done = threading.Event()
+        def run():
+            try:
+                fn()
+            finally:
+                done.set()
+        self.loop.call_soon_threadsafe(run)
+        done.wait(STOP_TIMEOUT_S)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "RaftProxy":
@@ -308,11 +395,14 @@ class RaftProxy:
         self._tasks.add(task)
         host, port = self.upstream.rsplit(":", 1)
         u_writer = None
+        conn = None
         try:
             u_reader, u_writer = await asyncio.open_connection(host, int(port))
             self.stats.connections += 1
-            down = _Direction(self, c_reader, u_writer, "to-upstream")
-            up = _Direction(self, u_reader, c_writer, "to-dialler")
+            conn = _Connection(self.upstream)
+            down = conn.to_upstream = _Direction(self, conn, c_reader, u_writer, "to-upstream")
+            up = conn.to_dialer = _Direction(self, conn, u_reader, c_writer, "to-dialler")
+            self._conns.add(conn)
             loops = [asyncio.ensure_future(x) for x in
                      (down.read_loop(), down.write_loop(), up.read_loop(), up.write_loop())]
             try:
@@ -325,6 +415,7 @@ class RaftProxy:
         except (OSError, ConnectionError):
             pass
         finally:
+            self._conns.discard(conn)
             for w in (c_writer, u_writer):
                 if w is not None:
                     w.close()

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
+import grpc
 import pytest
 
-from raft_ledger_chaos.raftproxy import RaftFaults, RaftProxy
-from raft_ledger_client import Account, AccountFlags, CreateAccountResult, CreateTransferResult, LedgerError, RetryPolicy, Transfer
+from raft_ledger_chaos.raftproxy import NO_FAULTS, RaftFaults, RaftProxy
+from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerError, RetryPolicy, Transfer
 from raft_ledger_node.localcluster import (
     LocalCluster,
     cluster_port_offsets,
@@ -37,6 +39,7 @@ from raft_ledger_node.localcluster import (
     init_cluster,
     member_client,
     reserve_ports,
+    status_rows,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,76 +73,203 @@ def _password(directory: str, vid: str) -> str:
         return json.load(f)["raft_password"]
 
 
-def _run(tmp_path, *, unsafe: bool):
-    directory = str(tmp_path / "cluster")
-    with reserve_ports(cluster_port_offsets(VALIDATORS), start=START_PORT, step=200, probes_max=50) as ports:
-        init_cluster(directory, VALIDATORS, MEMBERS, "127.0.0.1", ports.base, force=True,
-                     issuers={LEDGER: ["bank-a"]}, insecure_plaintext=True)
-        validators = cluster_validators(directory)
-        target = min(validators, key=lambda v: v.raft_address)  # dialled by both others
-        proxy = RaftProxy(target.raft_address, _password(directory, target.id), FAULTS).start()
-        local = LocalCluster(directory)
+class Drill:
+    """A plaintext 3-validator cluster whose every Raft link runs through a RaftProxy.
+
+    pysyncobj's dialler is the higher Raft address, so each validator but the highest
+    gets one proxy (upstream: it) and every validator dials it through that proxy
+    (``raft_peer_dial``): together they carry all three links.
+    """
+
+    def __init__(self, directory: str, faults: RaftFaults, *, unsafe: bool) -> None:
+        self.directory = directory
+        self.faults = faults
+        self.unsafe = unsafe
+        self.proxies: dict[str, RaftProxy] = {}
+        self.local: LocalCluster | None = None
+        self._ports = None
+
+    def __enter__(self) -> "Drill":
+        self._ports = reserve_ports(cluster_port_offsets(VALIDATORS), start=START_PORT, step=200, probes_max=50)
         try:
-            _write_configs(directory, {target.raft_address: proxy.listen}, {"raft_fixes": False} if unsafe else {})
-            local.start_all()
-            local.wait_ready(timeout_s=READY_TIMEOUT_S)
-            acked = _write(directory)
-            present = _converged(directory, validators, acked)
-            return proxy.stats.snapshot(), acked, present
+            init_cluster(self.directory, VALIDATORS, MEMBERS, "127.0.0.1", self._ports.base, force=True,
+                         issuers={LEDGER: ["bank-a"]}, insecure_plaintext=True)
+            self.validators = {v.id: v for v in cluster_validators(self.directory)}
+            password = _password(self.directory, next(iter(self.validators)))
+            highest = max(v.raft_address for v in self.validators.values())
+            for v in self.validators.values():
+                if v.raft_address != highest:
+                    self.proxies[v.id] = RaftProxy(v.raft_address, password, self.faults).start()
+            _write_configs(self.directory, {self.validators[vid].raft_address: p.listen for vid, p in self.proxies.items()},
+                           {"raft_fixes": False} if self.unsafe else {})
+            self.local = LocalCluster(self.directory)
+            self.local.start_all()
+            self.local.wait_ready(timeout_s=READY_TIMEOUT_S)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.local is not None:
+                for p in self.local.procs.values():
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGCONT)  # a paused validator acts on no SIGTERM
+                self.local.stop_all()
         finally:
-            try:
-                local.stop_all()
-            finally:
-                proxy.stop()
-            still = {vid: p.pid for vid, p in local.procs.items() if p.poll() is None}
-            assert not still, still
+            for p in self.proxies.values():
+                p.stop()
+            self._ports.release()
+        still = {vid: p.pid for vid, p in self.local.procs.items() if p.poll() is None} if self.local else {}
+        assert not still, still
 
-
-def _write(directory: str) -> list[int]:
-    """TRANSFERS transfers one at a time; the ids the cluster acknowledged (ok, or exists on a retry)."""
-    with member_client(directory, "bank-a", retry=RetryPolicy(deadline_s=20)) as c:
-        rs = c.create_accounts([Account(id=1, ledger=LEDGER, code=1), Account(id=2, ledger=LEDGER, code=1)])
-        assert all(r.result in (CreateAccountResult.ok, CreateAccountResult.exists) for r in rs), rs
-        acked = []
-        for i in range(TRANSFERS):
-            tid = 1_000 + i
-            try:
-                [r] = c.create_transfers([Transfer(id=tid, debit_account_id=1, credit_account_id=2, amount=1,
-                                                   ledger=LEDGER, code=1)])
-            except LedgerError:
-                continue  # outcome unknown: not counted as acknowledged
-            if r.result in (CreateTransferResult.ok, CreateTransferResult.exists):
-                acked.append(tid)
-        return acked
-
-
-def _converged(directory: str, validators, acked: list[int]) -> dict[str, list[int]]:
-    """Wait for one head everywhere; then each validator's transfer ids among 1000.. and its account 2 balance."""
-    ids = list(range(1_000, 1_000 + TRANSFERS))
-    with member_client(directory, "bank-a", retry=RetryPolicy(deadline_s=5)) as c:
-        deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-        while True:
-            heads = {}
-            for v in validators:
-                try:
-                    h = c.head(address=v.grpc_address)
-                    heads[v.id] = (h.height, h.hash)
-                except LedgerError:
-                    pass
-            if len(heads) == len(validators) and len(set(heads.values())) == 1:
-                break
-            assert time.monotonic() < deadline, f"validators did not converge: {heads}"
-            time.sleep(0.3)
-        out = {}
-        for v in validators:
-            present = [t.id for t in c.lookup_transfers(ids, address=v.grpc_address)]
-            [acct] = c.lookup_accounts([2], address=v.grpc_address)
-            out[v.id] = {"transfers": present, "credits": acct.credits_posted}
+    def stats(self) -> dict:
+        out: dict = {}
+        for p in self.proxies.values():
+            for k, v in p.stats.snapshot().items():
+                if isinstance(v, dict):
+                    for kind, n in v.items():
+                        out.setdefault(k, {}).setdefault(kind, 0)
+                        out[k][kind] += n
+                else:
+                    out[k] = out.get(k, 0) + v
         return out
+
+    def client(self):
+        return member_client(self.directory, "bank-a", retry=RetryPolicy(deadline_s=20, attempt_timeout_s=1))
+
+    def leader(self, among=None, timeout_s: float = 30.0) -> str:
+        among = set(among or self.validators)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = [(v, st) for v, st in status_rows(os.path.join(self.directory, "genesis.json"), timeout_s=1.0)
+                    if v.id in among and not isinstance(st, grpc.RpcError)]
+            leaders = [v for v, st in rows if st.role == "leader"]
+            if len(leaders) == 1 and all(st.leader_address == leaders[0].grpc_address for v, st in rows):
+                return leaders[0].id
+            assert time.monotonic() < deadline, f"no agreed leader among {sorted(among)}: {rows}"
+            time.sleep(0.2)
+
+    def strike(self, leader: str, follower: str) -> dict:
+        """The targeted replay-then-cut on whichever proxy carries the leader-follower link."""
+        la, fa = self.validators[leader].raft_address, self.validators[follower].raft_address
+        for p in self.proxies.values():
+            try:
+                return p.strike(la, fa)
+            except RuntimeError:
+                continue
+        raise AssertionError(f"no proxied connection between {leader} and {follower}")
+
+    def final_state(self, ids: list[int], timeout_s: float = CONVERGE_TIMEOUT_S) -> dict:
+        """Each validator's head, the transfers among ``ids`` it holds and account 2's credits,
+        after waiting (up to ``timeout_s``) for one head everywhere; ``converged`` says if it came."""
+        with self.client() as c:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                heads = {}
+                for v in self.validators.values():
+                    try:
+                        h = c.head(address=v.grpc_address)
+                        heads[v.id] = (h.height, h.hash.hex())
+                    except LedgerError:
+                        pass
+                converged = len(heads) == len(self.validators) and len(set(heads.values())) == 1
+                if converged or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.3)
+            out = {"converged": converged, "heads": heads, "validators": {}}
+            for v in self.validators.values():
+                try:
+                    present = [t.id for t in c.lookup_transfers(ids, address=v.grpc_address)]
+                    [acct] = c.lookup_accounts([2], address=v.grpc_address)
+                    out["validators"][v.id] = {"transfers": present, "credits": acct.credits_posted}
+                except LedgerError as e:
+                    out["validators"][v.id] = {"error": f"{type(e).__name__}: {e}"}
+            return out
+
+
+def _setup_accounts(c) -> None:
+    rs = c.create_accounts([Account(id=1, ledger=LEDGER, code=1), Account(id=2, ledger=LEDGER, code=1)])
+    assert all(r.result in (CreateAccountResult.ok, CreateAccountResult.exists) for r in rs), rs
+
+
+def _write(c, ids) -> list[int]:
+    """One transfer per call (one Raft entry each); the ids acknowledged (ok, or exists on a retry)."""
+    acked = []
+    for tid in ids:
+        try:
+            [r] = c.create_transfers([Transfer(id=tid, debit_account_id=1, credit_account_id=2, amount=1,
+                                               ledger=LEDGER, code=1)])
+        except LedgerError:
+            continue  # outcome unknown: not counted as acknowledged
+        if r.result in (CreateTransferResult.ok, CreateTransferResult.exists):
+            acked.append(tid)
+    return acked
+
+
+def violations(state: dict, acked: list[int]) -> list[str]:
+    """What the checkers would report: an acknowledged write missing or doubled on a validator,
+    a balance that is not the count of its transfers, validators that never agree on a head."""
+    out = []
+    if not state["converged"]:
+        out.append(f"no common head: {state['heads']}")
+    for vid, s in sorted(state["validators"].items()):
+        if "error" in s:
+            out.append(f"{vid}: {s['error']}")
+            continue
+        if len(set(s["transfers"])) != len(s["transfers"]):
+            out.append(f"{vid}: a transfer present twice")
+        missing = sorted(set(acked) - set(s["transfers"]))
+        if missing:
+            out.append(f"{vid}: {len(missing)} acknowledged transfers missing, first {missing[:5]}")
+        if s["credits"] != len(s["transfers"]):
+            out.append(f"{vid}: credits {s['credits']} != {len(s['transfers'])} transfers")
+    return out
+
+
+def random_faults_run(directory: str, *, unsafe: bool):
+    ids = list(range(1_000, 1_000 + TRANSFERS))
+    with Drill(directory, FAULTS, unsafe=unsafe) as d:
+        with d.client() as c:
+            _setup_accounts(c)
+            acked = _write(c, ids)
+        return d.stats(), acked, d.final_state(ids)
+
+
+def stale_replay_run(directory: str, *, unsafe: bool):
+    """Raft §5.3 / Figure 7's hazard made exact: a follower F holds entries the leader L
+    committed with F's acknowledgement alone (the third validator G is paused); the proxy
+    replays an AppendEntries L sent before those entries, then cuts L-F; L is killed and G
+    resumed. pysyncobj (unsafe) truncates F's log to the stale message's prevLogIdx, so the
+    new majority {F, G} holds none of them: acknowledged writes are lost. With the fixes
+    F keeps them, wins the election (§5.4.1) and nothing is lost."""
+    before, during = list(range(1_000, 1_020)), list(range(2_000, 2_020))
+    with Drill(directory, NO_FAULTS, unsafe=unsafe) as d:
+        lead = d.leader()
+        f, g = sorted(v for v in d.validators if v != lead)
+        with d.client() as c:
+            _setup_accounts(c)
+            acked = _write(c, before)
+            time.sleep(0.5)  # heartbeats carry the latest index to both followers
+            for p in d.proxies.values():
+                p.mark()
+            os.kill(d.local.procs[g].pid, signal.SIGSTOP)
+            acked += _write(c, during)
+            time.sleep(0.5)  # L's commit index reaches F: F applies them too
+            replayed = d.strike(lead, f)
+            d.local.procs[lead].kill()
+            d.local.procs[lead].wait(10)
+            os.kill(d.local.procs[g].pid, signal.SIGCONT)
+        new_lead = d.leader(among={f, g})
+        d.local.start(lead)
+        state = d.final_state(before + during)
+        return {"leader": lead, "follower": f, "paused": g, "new_leader": new_lead, "replayed": replayed,
+                "stats": d.stats()}, acked, state
 
 
 def test_duplicated_delayed_replayed_append_entries_lose_nothing_with_the_fixes(tmp_path):
-    stats, acked, state = _run(tmp_path, unsafe=False)
+    stats, acked, state = random_faults_run(str(tmp_path / "cluster"), unsafe=False)
     # The faults happened, on the messages they are for, and every frame decoded.
     assert stats["undecodable"] == 0, stats
     assert stats["duplicated"].get("append_entries", 0) >= 5, stats
@@ -147,8 +277,11 @@ def test_duplicated_delayed_replayed_append_entries_lose_nothing_with_the_fixes(
     assert stats["replayed"] >= 5, stats
     assert stats["duplicated"].get("next_node_idx", 0) >= 1, stats
     assert len(acked) >= TRANSFERS // 2, (len(acked), stats)
-    for vid, s in state.items():
-        # Every acknowledged transfer present exactly once, and applied once (balance = count).
-        assert sorted(set(s["transfers"])) == sorted(s["transfers"]), vid
-        assert set(acked) <= set(s["transfers"]), (vid, sorted(set(acked) - set(s["transfers"])))
-        assert s["credits"] == len(s["transfers"]), (vid, s["credits"], len(s["transfers"]))
+    assert violations(state, acked) == [], (stats, state)
+
+
+def test_a_stale_append_entries_after_commit_loses_nothing_with_the_fixes(tmp_path):
+    evidence, acked, state = stale_replay_run(str(tmp_path / "cluster"), unsafe=False)
+    assert evidence["stats"]["strikes"] == 1 and evidence["stats"]["undecodable"] == 0, evidence
+    assert len(acked) >= 30, (len(acked), evidence)
+    assert violations(state, acked) == [], (evidence, state)

@@ -15,6 +15,12 @@ hazard the adapter's ``raft_fixes`` close, node/raft/transport.py
   these (receiver rules 2-5: never truncate entries that match).
 * Every other message (the nonce exchange, the hello, votes, commands) is
   forwarded at once and in order.
+* A targeted fault, :meth:`RaftProxy.mark` then :meth:`RaftProxy.strike`: replay
+  the AppendEntries a given leader sent a given follower before the mark, after
+  all newer ones, then cut that connection (frames dropped both ways) so the
+  leader cannot repair it. With a third validator paused across the window this
+  is exactly the event that makes pysyncobj lose a committed entry
+  (tests/integration/test_raftproxy.py ``stale_replay_run``).
 
 Frames and encryption are pysyncobj's: the 4-byte native ``'i'`` prefix read
 through :class:`~raft_ledger_node.raft.wire.FrameBuffer`, Fernet from

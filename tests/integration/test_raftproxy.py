@@ -1,9 +1,14 @@
 """Message-level Raft faults (issue 15 item 2, prototype): chaos/raftproxy.py on a real cluster.
 
-Three real validators; every link into the lowest-address validator (both of
-its links: pysyncobj's dialler is the higher address) goes through the
-Raft-aware proxy, which duplicates, delays (so reorders) and replays stale
-AppendEntries and their ``next_node_idx`` replies. Raft §5.3 (receiver rules
+Three real validators; every Raft link goes through a Raft-aware proxy (one per
+dialled validator: pysyncobj's dialler is the higher address), so whichever
+validator leads, the links to both followers are faulted.
+
+* Random faults: AppendEntries and their ``next_node_idx`` replies are
+  duplicated, delayed (so reordered) and stale AppendEntries replayed.
+* A targeted stale replay (``stale_replay_run``): the one event pysyncobj's
+  truncation needs, at the one moment it loses a committed write.
+ Raft §5.3 (receiver rules
 2-5) says a follower must treat all of these as no-ops; with the adapter's
 fixes on (``raft_fixes``, the default) every acknowledged write is then present
 exactly once on every validator and they agree on one chain head.
@@ -17,8 +22,8 @@ stale AppendEntries' last entry even when they match (SO:991-1000), so a
 follower can drop entries it already acknowledged and the leader counted for
 commit. That alone is repaired by the leader re-sending them; it loses a write
 only if the leader then fails and the truncated follower wins the election
-with the third validator, which lacks them too. So the unsafe drill needs the
-proxy *and* a kill of the leader at the right moment; not tried yet.
+with the third validator, which lacks them too: the targeted drill below
+(stale_replay_run) arranges exactly that and shows the loss.
 """
 from __future__ import annotations
 
@@ -136,8 +141,8 @@ class Drill:
                     out[k] = out.get(k, 0) + v
         return out
 
-    def client(self):
-        return member_client(self.directory, "bank-a", retry=RetryPolicy(deadline_s=20, attempt_timeout_s=1))
+    def client(self, deadline_s: float = 20.0):
+        return member_client(self.directory, "bank-a", retry=RetryPolicy(deadline_s=deadline_s, attempt_timeout_s=1))
 
     def leader(self, among=None, timeout_s: float = 30.0) -> str:
         among = set(among or self.validators)
@@ -164,7 +169,7 @@ class Drill:
     def final_state(self, ids: list[int], timeout_s: float = CONVERGE_TIMEOUT_S) -> dict:
         """Each validator's head, the transfers among ``ids`` it holds and account 2's credits,
         after waiting (up to ``timeout_s``) for one head everywhere; ``converged`` says if it came."""
-        with self.client() as c:
+        with self.client(deadline_s=5.0) as c:
             deadline = time.monotonic() + timeout_s
             while True:
                 heads = {}
@@ -237,7 +242,7 @@ def random_faults_run(directory: str, *, unsafe: bool):
         return d.stats(), acked, d.final_state(ids)
 
 
-def stale_replay_run(directory: str, *, unsafe: bool):
+def stale_replay_run(directory: str, *, unsafe: bool, converge_timeout_s: float = CONVERGE_TIMEOUT_S):
     """Raft §5.3 / Figure 7's hazard made exact: a follower F holds entries the leader L
     committed with F's acknowledgement alone (the third validator G is paused); the proxy
     replays an AppendEntries L sent before those entries, then cuts L-F; L is killed and G
@@ -263,7 +268,7 @@ def stale_replay_run(directory: str, *, unsafe: bool):
             os.kill(d.local.procs[g].pid, signal.SIGCONT)
         new_lead = d.leader(among={f, g})
         d.local.start(lead)
-        state = d.final_state(before + during)
+        state = d.final_state(before + during, timeout_s=converge_timeout_s)
         return {"leader": lead, "follower": f, "paused": g, "new_leader": new_lead, "replayed": replayed,
                 "stats": d.stats()}, acked, state
 
@@ -285,3 +290,15 @@ def test_a_stale_append_entries_after_commit_loses_nothing_with_the_fixes(tmp_pa
     assert evidence["stats"]["strikes"] == 1 and evidence["stats"]["undecodable"] == 0, evidence
     assert len(acked) >= 30, (len(acked), evidence)
     assert violations(state, acked) == [], (evidence, state)
+
+
+def test_unsafe_the_same_stale_append_entries_loses_acknowledged_writes(tmp_path):
+    """The drill can fail: with ``raft_fixes=False`` pysyncobj truncates the follower's
+    acknowledged, applied entries (its log says "truncating already-applied log entries"),
+    the new leader lacks them and the checker sees acknowledged transfers missing."""
+    evidence, acked, state = stale_replay_run(str(tmp_path / "cluster"), unsafe=True, converge_timeout_s=15.0)
+    assert evidence["stats"]["strikes"] == 1, evidence
+    found = violations(state, acked)
+    assert any("acknowledged transfers missing" in v for v in found), (evidence, found)
+    logs = "".join(open(os.path.join(tmp_path, "cluster", vid, "validator.log")).read() for vid in ("v1", "v2", "v3"))
+    assert "truncating already-applied log entries" in logs

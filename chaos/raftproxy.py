@@ -38,10 +38,12 @@ TLS. In a TLS cluster (node/raft/tls.py) each end pins the SHA-256 of the exact
 certificate of the validator it means to reach, so a proxy with a certificate
 of its own, even one issued by the cluster CA, is refused. The harness does
 hold every validator's certificate and key (init-cluster writes them into the
-validator directories), so a proxy could present the dialled validator's own
-certificate and re-originate TLS with the dialler's: that passes the pins and
-the hello binding. That is not built yet; this prototype runs its cluster with
-``insecure_plaintext`` (the Fernet layer, the password, is still on).
+validator directories), so with :class:`ProxyTls` the proxy terminates TLS
+presenting the dialled validator's own certificate, identifies the dialler by
+its client certificate's SHA-256, and re-originates TLS to the validator with
+the dialler's own certificate and key: both pins and the hello binding hold
+(the proxy *is* both validators as far as TLS can tell). Without it the
+cluster must run with ``insecure_plaintext`` (the Fernet layer still on).
 
 Wiring: ``raft_peer_dial`` (node/config.py) in the diallers' configs points the
 target's Raft address at :attr:`RaftProxy.listen`. pysyncobj's dialler is the
@@ -55,9 +57,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import heapq
 import itertools
+import os
 import random
+import ssl
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -67,6 +72,7 @@ from pysyncobj.encryptor import getEncryptor
 from pysyncobj.monotonic import monotonic as monotonicTime
 
 from raft_ledger_node.ledger import limits
+from raft_ledger_node.raft.tls import _context as tls_context
 from raft_ledger_node.raft.wire import _PREFIX, FrameBuffer, FrameRejected
 
 HOST = "127.0.0.1"
@@ -106,6 +112,40 @@ class RaftFaults:
 NO_FAULTS = RaftFaults()
 
 
+@dataclass(frozen=True, slots=True)
+class ProxyTls:
+    """TLS for a proxy in front of one validator, made of the validators' own files.
+
+    ``server_context``: what the proxy presents to diallers (the upstream
+    validator's certificate and key; a dialler's certificate must chain to the
+    cluster CA). ``client_contexts``: SHA-256 of a validator's DER certificate ->
+    a client context with that validator's certificate and key, used to dial
+    the upstream validator as the dialler.
+    """
+
+    server_context: ssl.SSLContext
+    client_contexts: dict
+
+    @classmethod
+    def for_validator(cls, directory: str, upstream_id: str, validator_ids) -> "ProxyTls":
+        """From a cluster made by ``init_cluster``: ``<dir>/ca/ca.crt.pem`` and each
+        ``<dir>/<id>/tls.{crt,key}.pem``."""
+        with open(os.path.join(directory, "ca", "ca.crt.pem"), "rb") as f:
+            ca_pem = f.read()
+
+        def files(vid):
+            return os.path.join(directory, vid, "tls.crt.pem"), os.path.join(directory, vid, "tls.key.pem")
+
+        server = tls_context(ssl.PROTOCOL_TLS_SERVER, *files(upstream_id), ca_pem)
+        clients = {}
+        for vid in validator_ids:
+            cert, key = files(vid)
+            with open(cert, "rb") as f:
+                der = ssl.PEM_cert_to_DER_cert(f.read().decode("ascii"))
+            clients[hashlib.sha256(der).digest()] = tls_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca_pem)
+        return cls(server, clients)
+
+
 class MessageCodec:
     """pysyncobj's frame encoding for one cluster password (the library's own primitives)."""
 
@@ -130,6 +170,8 @@ class FaultStats:
     duplicated: collections.Counter = field(default_factory=collections.Counter)
     delayed: collections.Counter = field(default_factory=collections.Counter)
     replayed: int = 0
+    #: TLS diallers whose certificate is no validator's (their connection was closed).
+    unknown_diallers: int = 0
     #: Frames dropped on a connection cut by a strike.
     dropped: int = 0
     strikes: int = 0
@@ -140,7 +182,7 @@ class FaultStats:
     def snapshot(self) -> dict:
         return {"forwarded": dict(self.forwarded), "duplicated": dict(self.duplicated),
                 "delayed": dict(self.delayed), "replayed": self.replayed,
-                "dropped": self.dropped, "strikes": self.strikes,
+                "dropped": self.dropped, "strikes": self.strikes, "unknown_diallers": self.unknown_diallers,
                 "connections": self.connections, "undecodable": self.undecodable}
 
 
@@ -278,8 +320,10 @@ class RaftProxy:
     False forwards everything untouched in order (still decoded and re-encoded).
     """
 
-    def __init__(self, upstream: str, password: str, faults: RaftFaults = NO_FAULTS, *, port: int = 0) -> None:
+    def __init__(self, upstream: str, password: str, faults: RaftFaults = NO_FAULTS, *, port: int = 0,
+                 tls: ProxyTls | None = None) -> None:
         self.upstream = upstream
+        self.tls = tls
         self.codec = MessageCodec(password)
         self.faults = faults
         self.rng = random.Random(faults.seed)
@@ -359,7 +403,8 @@ class RaftProxy:
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
         try:
-            self._server = self.loop.run_until_complete(asyncio.start_server(self._on_client, HOST, self._port))
+            self._server = self.loop.run_until_complete(asyncio.start_server(
+                self._on_client, HOST, self._port, ssl=self.tls.server_context if self.tls else None))
             host, port = self._server.sockets[0].getsockname()[:2]
             self.listen = f"{host}:{port}"
         except BaseException as e:  # surfaces in start()
@@ -403,7 +448,15 @@ class RaftProxy:
         u_writer = None
         conn = None
         try:
-            u_reader, u_writer = await asyncio.open_connection(host, int(port))
+            upstream_ssl = None
+            if self.tls is not None:
+                # Dial the validator as the dialler: its own certificate, found by the one it showed us.
+                der = c_writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                upstream_ssl = self.tls.client_contexts.get(hashlib.sha256(der or b"").digest())
+                if upstream_ssl is None:
+                    self.stats.unknown_diallers += 1
+                    return
+            u_reader, u_writer = await asyncio.open_connection(host, int(port), ssl=upstream_ssl)
             self.stats.connections += 1
             conn = _Connection(self.upstream)
             down = conn.to_upstream = _Direction(self, conn, c_reader, u_writer, "to-upstream")
@@ -418,7 +471,7 @@ class RaftProxy:
                 for t in loops:
                     t.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError, ssl.SSLError):
             pass
         finally:
             self._conns.discard(conn)

@@ -13,9 +13,10 @@ validator leads, the links to both followers are faulted.
 fixes on (``raft_fixes``, the default) every acknowledged write is then present
 exactly once on every validator and they agree on one chain head.
 
-The cluster runs with ``insecure_plaintext`` (the Raft password's Fernet layer
-still on): the TLS pins refuse any certificate but the exact one of each
-validator; see the module docstring of chaos/raftproxy.py.
+The clusters run with their real Raft mutual TLS: the pins refuse any certificate
+but the exact one of each validator, so the proxy uses the validators' own
+certificates and keys (chaos/raftproxy.py ``ProxyTls``); the random-fault test
+also runs once with ``insecure_plaintext``.
 
 ``--unsafe`` (``raft_fixes=False``): pysyncobj truncates the entries after a
 stale AppendEntries' last entry even when they match (SO:991-1000), so a
@@ -35,7 +36,7 @@ import time
 import grpc
 import pytest
 
-from raft_ledger_chaos.raftproxy import NO_FAULTS, RaftFaults, RaftProxy
+from raft_ledger_chaos.raftproxy import NO_FAULTS, ProxyTls, RaftFaults, RaftProxy
 from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerError, RetryPolicy, Transfer
 from raft_ledger_node.localcluster import (
     LocalCluster,
@@ -86,8 +87,9 @@ class Drill:
     (``raft_peer_dial``): together they carry all three links.
     """
 
-    def __init__(self, directory: str, faults: RaftFaults, *, unsafe: bool) -> None:
+    def __init__(self, directory: str, faults: RaftFaults, *, unsafe: bool, tls: bool = False) -> None:
         self.directory = directory
+        self.tls = tls
         self.faults = faults
         self.unsafe = unsafe
         self.proxies: dict[str, RaftProxy] = {}
@@ -98,13 +100,14 @@ class Drill:
         self._ports = reserve_ports(cluster_port_offsets(VALIDATORS), start=START_PORT, step=200, probes_max=50)
         try:
             init_cluster(self.directory, VALIDATORS, MEMBERS, "127.0.0.1", self._ports.base, force=True,
-                         issuers={LEDGER: ["bank-a"]}, insecure_plaintext=True)
+                         issuers={LEDGER: ["bank-a"]}, insecure_plaintext=not self.tls)
             self.validators = {v.id: v for v in cluster_validators(self.directory)}
             password = _password(self.directory, next(iter(self.validators)))
             highest = max(v.raft_address for v in self.validators.values())
             for v in self.validators.values():
                 if v.raft_address != highest:
-                    self.proxies[v.id] = RaftProxy(v.raft_address, password, self.faults).start()
+                    tls = ProxyTls.for_validator(self.directory, v.id, self.validators) if self.tls else None
+                    self.proxies[v.id] = RaftProxy(v.raft_address, password, self.faults, tls=tls).start()
             _write_configs(self.directory, {self.validators[vid].raft_address: p.listen for vid, p in self.proxies.items()},
                            {"raft_fixes": False} if self.unsafe else {})
             self.local = LocalCluster(self.directory)
@@ -233,16 +236,16 @@ def violations(state: dict, acked: list[int]) -> list[str]:
     return out
 
 
-def random_faults_run(directory: str, *, unsafe: bool):
+def random_faults_run(directory: str, *, unsafe: bool, tls: bool = False):
     ids = list(range(1_000, 1_000 + TRANSFERS))
-    with Drill(directory, FAULTS, unsafe=unsafe) as d:
+    with Drill(directory, FAULTS, unsafe=unsafe, tls=tls) as d:
         with d.client() as c:
             _setup_accounts(c)
             acked = _write(c, ids)
         return d.stats(), acked, d.final_state(ids)
 
 
-def stale_replay_run(directory: str, *, unsafe: bool, converge_timeout_s: float = CONVERGE_TIMEOUT_S):
+def stale_replay_run(directory: str, *, unsafe: bool, converge_timeout_s: float = CONVERGE_TIMEOUT_S, tls: bool = True):
     """Raft §5.3 / Figure 7's hazard made exact: a follower F holds entries the leader L
     committed with F's acknowledgement alone (the third validator G is paused); the proxy
     replays an AppendEntries L sent before those entries, then cuts L-F; L is killed and G
@@ -250,7 +253,7 @@ def stale_replay_run(directory: str, *, unsafe: bool, converge_timeout_s: float 
     new majority {F, G} holds none of them: acknowledged writes are lost. With the fixes
     F keeps them, wins the election (§5.4.1) and nothing is lost."""
     before, during = list(range(1_000, 1_020)), list(range(2_000, 2_020))
-    with Drill(directory, NO_FAULTS, unsafe=unsafe) as d:
+    with Drill(directory, NO_FAULTS, unsafe=unsafe, tls=tls) as d:
         lead = d.leader()
         f, g = sorted(v for v in d.validators if v != lead)
         with d.client() as c:
@@ -273,8 +276,12 @@ def stale_replay_run(directory: str, *, unsafe: bool, converge_timeout_s: float 
                 "stats": d.stats()}, acked, state
 
 
-def test_duplicated_delayed_replayed_append_entries_lose_nothing_with_the_fixes(tmp_path):
-    stats, acked, state = random_faults_run(str(tmp_path / "cluster"), unsafe=False)
+@pytest.mark.parametrize("tls", [True, False], ids=["mtls", "plaintext"])
+def test_duplicated_delayed_replayed_append_entries_lose_nothing_with_the_fixes(tmp_path, tls):
+    stats, acked, state = random_faults_run(str(tmp_path / "cluster"), unsafe=False, tls=tls)
+    logs = "".join(open(os.path.join(tmp_path, "cluster", vid, "validator.log")).read() for vid in ("v1", "v2", "v3"))
+    assert ("Raft links are PLAINTEXT" in logs) is not tls  # the proxy really sat inside pinned mutual TLS
+    assert stats["unknown_diallers"] == 0, stats
     # The faults happened, on the messages they are for, and every frame decoded.
     assert stats["undecodable"] == 0, stats
     assert stats["duplicated"].get("append_entries", 0) >= 5, stats

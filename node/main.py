@@ -104,12 +104,8 @@ PLAINTEXT_WARNING = (
 )
 
 
-def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.ServerCredentials:
-    """Mutual TLS: the validator's key and certificate, client certificates required and
-    verified against the genesis CA. Raises ConfigError (no CA in genesis, files unreadable)."""
-    if ca_pem is None:
-        raise ConfigError("genesis names no tls_ca_certificate, so client certificates cannot be verified: "
-                          "add the cluster CA to genesis, or set insecure_plaintext for a development cluster")
+def _tls_pair(cfg: ValidatorConfig) -> tuple[bytes, bytes]:
+    """The validator's TLS key and certificate (PEM). Raises ConfigError if unreadable."""
     try:
         with open(cfg.tls_key_file, "rb") as f:
             key = f.read()
@@ -117,6 +113,24 @@ def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.Serv
             cert = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read the validator's TLS key or certificate: {e}") from e
+    return key, cert
+
+
+def _channel_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.ChannelCredentials | None:
+    """Client credentials of this validator's certificate for calls to its peers (None in plaintext)."""
+    if cfg.insecure_plaintext:
+        return None
+    key, cert = _tls_pair(cfg)
+    return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key, certificate_chain=cert)
+
+
+def _server_credentials(cfg: ValidatorConfig, ca_pem: bytes | None) -> grpc.ServerCredentials:
+    """Mutual TLS: the validator's key and certificate, client certificates required and
+    verified against the genesis CA. Raises ConfigError (no CA in genesis, files unreadable)."""
+    if ca_pem is None:
+        raise ConfigError("genesis names no tls_ca_certificate, so client certificates cannot be verified: "
+                          "add the cluster CA to genesis, or set insecure_plaintext for a development cluster")
+    key, cert = _tls_pair(cfg)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca_pem, require_client_auth=True)
 
 
@@ -130,17 +144,7 @@ def _current_configuration(cfg: ValidatorConfig, genesis, local):
     from raft_ledger_node.ledger.governance import configuration_from_doc
     import json
 
-    creds = None
-    if not cfg.insecure_plaintext:
-        try:
-            with open(cfg.tls_key_file, "rb") as f:
-                key = f.read()
-            with open(cfg.tls_cert_file, "rb") as f:
-                cert = f.read()
-        except OSError as e:
-            raise ConfigError(f"cannot read the validator's TLS key or certificate: {e}") from e
-        creds = grpc.ssl_channel_credentials(root_certificates=genesis.tls_ca_pem, private_key=key,
-                                             certificate_chain=cert)
+    creds = _channel_credentials(cfg, genesis.tls_ca_pem)
     best = None
     own = next((v.grpc_address for v in local.validators if v.id == cfg.validator_id), None)
     addresses = dict.fromkeys([*(v.grpc_address for v in local.validators), *cfg.join_grpc_addresses])
@@ -267,7 +271,7 @@ class Validator:
         self.verifier = verifier or Verifier(source=self.store.configuration, threads=cfg.verify_threads)
         self.plaintext = cfg.insecure_plaintext
         credentials = None if self.plaintext else _server_credentials(cfg, self.genesis.tls_ca_pem)
-        self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext)
+        self.authz = Authorizer(self.store.configuration, plaintext=self.plaintext, catch_up=self.replica.read_barrier)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=cfg.grpc_workers, thread_name_prefix="grpc"),
             # The metrics interceptor first: it also counts the calls authorisation refuses.
@@ -392,15 +396,7 @@ class Validator:
         else:
             log.warning("validator %s has no signing_key_file: it signs no checkpoints (certificates then need a "
                         "majority of the others)", me.id)
-        if self.plaintext:
-            creds = None
-        else:
-            with open(cfg.tls_key_file, "rb") as f:
-                tls_key = f.read()
-            with open(cfg.tls_cert_file, "rb") as f:
-                tls_cert = f.read()
-            creds = grpc.ssl_channel_credentials(root_certificates=self.genesis.tls_ca_pem, private_key=tls_key,
-                                                 certificate_chain=tls_cert)
+        creds = _channel_credentials(cfg, self.genesis.tls_ca_pem)
         stubs: dict[tuple[str, str], Callable] = {}
 
         def peers() -> dict[str, Callable]:

@@ -97,6 +97,9 @@ from raft_ledger_node.ledger.governance import Configuration
 
 #: Decoded client certificates kept (certificate bytes -> identity), least recently used out first.
 IDENTITY_CACHE_ENTRIES_MAX = 1024
+#: How long a call from a certified identity this validator does not (yet) know as an
+#: active member waits for a read barrier before it is refused (seconds).
+CATCH_UP_TIMEOUT_S = 2.0
 
 LEDGER = "/ledger.v1.LedgerService/"
 ADMIN = "/ledger.v1.AdminService/"
@@ -184,12 +187,24 @@ class Authorizer:
 
     ``configuration()`` returns the current governed configuration (the store's);
     ``plaintext`` True: the server has no TLS, every caller is :data:`ANONYMOUS`.
-    Thread-safe.
+    ``catch_up(timeout_s) -> bool`` (the replica's read barrier), if given, is called
+    once before a certified identity is refused as unknown or inactive: this validator
+    may not yet have applied the governance change that admitted it (a follower a few
+    entries behind, a new leader whose applied index trails its commit index), and a
+    member added by an acknowledged change must not be refused anywhere. The refusal
+    stands if the identity is still not active after the barrier (or it times out).
+    Barriers are shared by concurrent callers (one in flight at a time), so refused
+    callers cost at most one log entry per round trip, and only holders of a
+    certificate of the cluster CA reach this point. Thread-safe.
     """
 
     def __init__(self, configuration: Callable[[], Configuration | None], *, plaintext: bool = False,
-                 cache_entries_max: int = IDENTITY_CACHE_ENTRIES_MAX) -> None:
+                 cache_entries_max: int = IDENTITY_CACHE_ENTRIES_MAX,
+                 catch_up: Callable[[float], bool] | None = None,
+                 catch_up_timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
         self._configuration = configuration
+        self._catch_up = catch_up
+        self._catch_up_timeout_s = catch_up_timeout_s
         self.plaintext = plaintext
         self._cache: OrderedDict[bytes, pki.Identity | None] = OrderedDict()
         self._cache_entries_max = cache_entries_max
@@ -227,8 +242,10 @@ class Authorizer:
         if ident is None or ident.kind != "member":
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           "the client certificate names no member identity (spiffe://ledger/member/<id>)")
-        cfg = self._configuration()
-        m = None if cfg is None else cfg.member(ident.id)
+        m = self._member(ident.id)
+        if (m is None or not m.active) and self._catch_up is not None:
+            self._catch_up(self._catch_up_timeout_s)
+            m = self._member(ident.id)
         if m is None or not m.active:
             # The holder of a certificate of the cluster CA for this identity learns its own
             # status (a member bank must know it was suspended), nothing about others.
@@ -236,6 +253,10 @@ class Authorizer:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"identity {ident.id!r} is {status} this ledger's configuration: nothing was done")
         return Caller(m.id, frozenset(m.roles))
+
+    def _member(self, member_id: str):
+        cfg = self._configuration()
+        return None if cfg is None else cfg.member(member_id)
 
     def _validator(self, ident: pki.Identity, cert: bytes, context) -> Caller:
         """A validator's certificate calling Health: it must be the certificate pinned for

@@ -135,7 +135,7 @@ def run(cfg, work_dir: str) -> dict:
                 "thread_cpu_us_per_transfer": th / n * 1e6,
                 "wall_us_per_transfer": w / n * 1e6,
                 "median_block_thread_cpu_us_per_transfer": statistics.median(per_block) / block_transfers * 1e6,
-                "db_bytes": _du(d),
+                "db_bytes": dir_bytes(d),
                 "compaction_settle_s": settle_s,
                 "preload_cpu_us_per_transfer": preload_cpu_us,
             }
@@ -200,7 +200,8 @@ def _settle(store) -> float:
     return waited
 
 
-def _du(path: str) -> int:
+def dir_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (files that vanish meanwhile count 0)."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:

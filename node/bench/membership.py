@@ -28,6 +28,7 @@ import threading
 import time
 
 from raft_ledger_node.bench import ui
+from raft_ledger_node.bench.history import dir_bytes
 
 LOAD_BATCH = 100
 LOAD_THREADS = 8
@@ -137,17 +138,6 @@ def _load(directory: str, n: int) -> float:
     return time.monotonic() - started
 
 
-def _dir_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
-
-
 def run(cfg, work_dir: str) -> dict:
     from raft_ledger_client import load_private_key
     from raft_ledger_node import localcluster as lc
@@ -180,7 +170,7 @@ def run(cfg, work_dir: str) -> dict:
                 return {v.id: st for v, st in lc.status_rows(gpath, timeout_s=1.0)}
 
             out = {"stored_transfers": n, "load_s": round(load_s, 1), "load_per_s": round(n / load_s), "probe_threads": PROBE_THREADS,
-                   "db_bytes_v1": _dir_bytes(os.path.join(directory, "v1", "data", "db")), "changes": {}}
+                   "db_bytes_v1": dir_bytes(os.path.join(directory, "v1", "data", "db")), "changes": {}}
             probe = _Probe(directory, first_id=2 * 10**9)
             probe.start()
             t = time.monotonic()

@@ -11,6 +11,7 @@ Access table: raft_ledger_node/api/authz.py.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -158,6 +159,13 @@ def test_a_validator_certificate_is_no_caller(cluster_module):
 def suspended_server(tmp_path):
     """A Ledger service over mutual TLS on 127.0.0.1 with the cluster's certificates, its
     governed configuration (a MemoryStore's) with bank-b suspended."""
+    with _suspended_server(tmp_path) as served:
+        yield served[:2]
+
+
+@contextlib.contextmanager
+def _suspended_server(tmp_path, catch_up=None):
+    """(directory, address, store) of the server above; ``catch_up`` is the Authorizer's."""
     from concurrent import futures
 
     from raft_ledger_node.api.authz import Authorizer, AuthzInterceptor
@@ -175,7 +183,7 @@ def suspended_server(tmp_path):
     cfg = cfg.with_members([dataclasses.replace(m, status=MemberStatus.suspended) if m.id == "bank-b" else m
                             for m in cfg.members])
     store = MemoryStore(cfg)
-    authz = Authorizer(store.configuration)
+    authz = Authorizer(store.configuration, catch_up=None if catch_up is None else lambda t: catch_up(store, t))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=(AuthzInterceptor(authz),))
     add_servicer(server, "LedgerService", LedgerServicer(
         store=store, replica=None, batcher=None, verifier=None, leader_grpc_address=lambda: None,
@@ -190,7 +198,7 @@ def suspended_server(tmp_path):
         [(key, cert)], root_certificates=genesis.tls_ca_pem, require_client_auth=True))
     server.start()
     try:
-        yield d, f"127.0.0.1:{port}"
+        yield d, f"127.0.0.1:{port}", store
     finally:
         server.stop(0).wait()
 
@@ -242,3 +250,37 @@ def test_genesis_names_the_ca_the_sdk_trusts(cluster_module):
     with open(cluster_module.genesis_path) as f:
         ca = json.load(f)["tls_ca_certificate"].encode()
     assert ca == cluster_module.tls("bank-a").ca_pem
+
+
+def test_a_member_reinstated_by_a_change_not_yet_applied_here_is_served_after_the_catch_up(tmp_path):
+    """A validator a few entries behind (or a new leader whose applied index trails its
+    commit index) must not refuse a member an acknowledged governance change admitted:
+    the refusal waits for the catch-up (the replica's read barrier) and looks again."""
+    from raft_ledger_node.ledger.governance import MemberStatus
+
+    calls = []
+
+    def apply_pending_reinstatement(store, timeout_s):
+        calls.append(timeout_s)
+        cfg = store.configuration()
+        store._configuration = cfg.with_members([dataclasses.replace(m, status=MemberStatus.active)
+                                                 for m in cfg.members])
+        return True
+
+    with _suspended_server(tmp_path, catch_up=apply_pending_reinstatement) as (d, address, _):
+        with _channel(d, address, "bank-a") as ch:
+            assert _get_head(ch).head.height == 0
+        assert calls == []  # an active member costs no barrier
+        with _channel(d, address, "bank-b") as ch:
+            assert _get_head(ch).head.height == 0
+        assert len(calls) == 1
+
+
+def test_the_refusal_stands_when_the_catch_up_changes_nothing(tmp_path):
+    calls = []
+    with _suspended_server(tmp_path, catch_up=lambda store, t: calls.append(t) or True) as (d, address, _):
+        with _channel(d, address, "bank-b") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                _get_head(ch)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "is suspended in" in e.value.details()
+    assert len(calls) == 1

@@ -49,7 +49,8 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
     os.makedirs(run_dir, exist_ok=True)
     console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
     console.print(scenario.description)
-    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe)
+    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe,
+                           raft_proxy=scenario.raft_proxy)
     history_path = os.path.join(run_dir, "history.jsonl")
     timeline_path = os.path.join(run_dir, "faults.jsonl")
     started = time.time()
@@ -94,6 +95,9 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         transfer_ids = sorted({r["value"]["id"] for r in records if r["f"] == "transfer" and r["type"] == "invoke"})
         final_state = collect_final_state(bank, cluster.addresses, transfer_ids)
         bank.close()
+        raft_stats = cluster.raft_links.stats() if cluster.raft_links is not None else None
+        if raft_stats is not None:
+            console.print(f"raft proxy: {raft_stats}")
         if reconfigurer is not None:
             from raft_ledger_chaos.membership import check_membership, final_statuses
 
@@ -130,6 +134,8 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         "counts": counts,
         "command": f"python -m raft_ledger_chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
     }
+    if raft_stats is not None:
+        meta["raft_proxy"] = raft_stats
     report = write_report(run_dir, meta, results, timeline_path, history_path)
     table = Table(title=f"{name} seed {seed}")
     table.add_column("checker")

@@ -58,6 +58,8 @@ class Scenario:
     kinds: tuple[str, ...] = ()
     #: Membership changes run alongside (chaos/membership.py): add, remove, replace.
     membership: bool = False
+    #: The cluster needs the Raft-aware proxy on its links (chaos/raftproxy.py RaftLinks).
+    raft_proxy: bool = False
 
 
 _SCENARIOS = [
@@ -84,6 +86,18 @@ _SCENARIOS.append(Scenario(
     "While faults hit (kill, pause, partition), add v4 (learner, then promoted), remove v2, replace v3 after losing "
     "its disk (same identity) and v1 by a new validator v5 (see chaos/membership.py).",
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
+#: Message-level Raft faults (chaos/raftproxy.py): their clusters chain a Raft-aware proxy
+#: in front of every Toxiproxy link; ``mixed`` does not choose them.
+RAFT_FAULT_KINDS = ("raft-messages", "raft-stale-replay")
+_SCENARIOS.append(Scenario(
+    "raft-messages",
+    "Every link duplicates, delays and reorders AppendEntries and their replies and replays stale AppendEntries "
+    "after newer ones (seeded probabilities per window).", "raft-messages", raft_proxy=True))
+_SCENARIOS.append(Scenario(
+    "raft-stale-replay",
+    "Pause one follower, let the leader commit with the other, replay an AppendEntries the leader sent before "
+    "to that follower and cut it, kill the leader, resume the paused one (the truncation hazard).",
+    "raft-stale-replay", raft_proxy=True))
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -95,8 +109,8 @@ class Nemesis:
     """Injects ``scenario``'s faults into ``cluster`` from a thread; :meth:`stop` heals."""
 
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
-        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
+        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS + RAFT_FAULT_KINDS:
+            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + RAFT_FAULT_KINDS + ('mixed',)}")
         self.cluster = cluster
         self.scenario = scenario
         self.seed = seed
@@ -181,6 +195,11 @@ class Nemesis:
         """Put fault ``kind`` in place; ``d`` are this window's uniform draws. Returns (targets, detail)."""
         c = self.cluster
         ids = list(c.validator_ids)
+        if kind in RAFT_FAULT_KINDS:
+            from raft_ledger_chaos import raftproxy
+
+            inject = raftproxy.inject_raft_messages if kind == "raft-messages" else raftproxy.inject_stale_replay
+            return inject(c, d)
         if kind in ("partition-leader", "one-way-cut", "kill-leader", "pause-leader", "reset-peer"):
             leader, known = self._leader_or_pick(d[0])
             detail = {"leader": leader if known else None}

@@ -57,13 +57,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import hashlib
+import json
 import heapq
 import itertools
 import os
 import random
 import ssl
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -72,8 +75,9 @@ from pysyncobj.encryptor import getEncryptor
 from pysyncobj.monotonic import monotonic as monotonicTime
 
 from raft_ledger_node.ledger import limits
-from raft_ledger_node.raft.tls import _context as tls_context
-from raft_ledger_node.raft.wire import _PREFIX, FrameBuffer, FrameRejected
+from raft_ledger_node.localcluster import cluster_validators
+from raft_ledger_node.raft.tls import link_context as tls_context
+from raft_ledger_node.raft.wire import FRAME_PREFIX, FrameBuffer, FrameRejected
 
 HOST = "127.0.0.1"
 #: Messages the proxy acts on (all others are forwarded at once, in order).
@@ -159,7 +163,7 @@ class MessageCodec:
     def encode(self, obj) -> bytes:
         """The object -> a whole frame (prefix included), stamped now, as TcpConnection.send does."""
         data = self._fernet.encrypt_at_time(zlib.compress(pysyncobj_pickle.dumps(obj), 3), int(monotonicTime()))
-        return _PREFIX.pack(len(data)) + data
+        return FRAME_PREFIX.pack(len(data)) + data
 
 
 @dataclass
@@ -196,6 +200,8 @@ class _Connection:
         self.cut = False
         self.to_upstream: "_Direction | None" = None
         self.to_dialer: "_Direction | None" = None
+        #: Both ends' stream writers: closing them ends the connection (heal() of a cut one).
+        self.writers: tuple = ()
 
     def direction_from(self, address: str) -> "_Direction | None":
         if address == self.dialer:
@@ -318,11 +324,16 @@ class RaftProxy:
 
     ``faults`` may be replaced while running (:meth:`set_faults`); ``enabled``
     False forwards everything untouched in order (still decoded and re-encoded).
+    ``raft_address``: the Raft address of the validator behind ``upstream`` when
+    ``upstream`` is not that validator itself but a hop in front of it (a
+    Toxiproxy listener, :class:`RaftLinks`); it names the connection's far end
+    for :meth:`strike`. Default: ``upstream``.
     """
 
     def __init__(self, upstream: str, password: str, faults: RaftFaults = NO_FAULTS, *, port: int = 0,
-                 tls: ProxyTls | None = None) -> None:
+                 tls: ProxyTls | None = None, raft_address: str | None = None) -> None:
         self.upstream = upstream
+        self.raft_address = raft_address or upstream
         self.tls = tls
         self.codec = MessageCodec(password)
         self.faults = faults
@@ -379,15 +390,33 @@ class RaftProxy:
             raise RuntimeError(f"no marked connection from {leader} to {follower} on this proxy")
         return asyncio.run_coroutine_threadsafe(arm(), self.loop).result(timeout_s + 1)
 
-    def _call(self, fn) -> None:
+    def heal(self) -> int:
+        """No faults from now on, and every connection a :meth:`strike` cut closed (pysyncobj
+        redials, on a clean connection). Messages already held back are still delivered,
+        within ``delay_s_max``. Returns how many cut connections were closed."""
+        def apply():
+            self.faults = NO_FAULTS
+            closed = 0
+            for c in list(self._conns):
+                if c.cut:
+                    closed += 1
+                    for w in c.writers:
+                        w.close()
+            return closed
+        return self._call(apply) or 0
+
+    def _call(self, fn):
+        """Run ``fn`` in the proxy's loop and return its result (None if it did not run in time)."""
         done = threading.Event()
+        out = []
         def run():
             try:
-                fn()
+                out.append(fn())
             finally:
                 done.set()
         self.loop.call_soon_threadsafe(run)
         done.wait(STOP_TIMEOUT_S)
+        return out[0] if out else None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "RaftProxy":
@@ -458,9 +487,10 @@ class RaftProxy:
                     return
             u_reader, u_writer = await asyncio.open_connection(host, int(port), ssl=upstream_ssl)
             self.stats.connections += 1
-            conn = _Connection(self.upstream)
+            conn = _Connection(self.raft_address)
             down = conn.to_upstream = _Direction(self, conn, c_reader, u_writer, "to-upstream")
             up = conn.to_dialer = _Direction(self, conn, u_reader, c_writer, "to-dialler")
+            conn.writers = (c_writer, u_writer)
             self._conns.add(conn)
             loops = [asyncio.ensure_future(x) for x in
                      (down.read_loop(), down.write_loop(), up.read_loop(), up.write_loop())]
@@ -479,3 +509,154 @@ class RaftProxy:
                 if w is not None:
                     w.close()
             self._tasks.discard(task)
+
+
+# -- the chaos suite's use: one proxy per validator link, and the two scenarios ------------
+
+#: ``raft-messages`` windows: each probability is drawn uniformly from its range (per
+#: AppendEntries / next_node_idx, per link) and the proxies' generator is seeded by the window.
+RAFT_MESSAGES_DUPLICATE = (0.1, 0.4)
+RAFT_MESSAGES_DELAY = (0.1, 0.4)
+RAFT_MESSAGES_REPLAY = (0.05, 0.25)
+#: Bound on a held-back message in ``raft-messages`` windows, seconds (well under the
+#: election timeout, so the faults are reorderings, not partitions).
+RAFT_MESSAGES_DELAY_S_MAX = 0.2
+#: ``raft-stale-replay``: how long the leader commits with one follower alone (the third
+#: paused) before the stale AppendEntries is replayed, seconds: long enough for the bank
+#: to have transfers acknowledged and for the follower to apply them.
+STALE_REPLAY_COMMIT_S = 1.5
+#: How long the stale-replay window looks for the leader, seconds.
+STALE_REPLAY_LEADER_TIMEOUT_S = 5.0
+
+
+def _raft_password(directory: str, validator_id: str) -> str:
+    with open(os.path.join(directory, validator_id, "config.json")) as f:
+        return json.load(f)["raft_password"]
+
+
+class RaftLinks:
+    """The RaftProxies of a chaos cluster (chaos/cluster.py ``ChaosCluster(raft_proxy=True)``).
+
+    Chained in front of the link's Toxiproxy proxy: the dialler i dials a
+    RaftProxy, which dials the Toxiproxy listener of link "i-j", which dials j.
+    So every Toxiproxy fault still acts on the link (bytes, below TLS) and the
+    message faults act above it (decoded pysyncobj messages, inside TLS). In a
+    TLS cluster each proxy presents j's certificate and dials as i
+    (:class:`ProxyTls`); in a plaintext one it dials in clear.
+
+    ``directory`` is the cluster directory made by ``init_cluster`` (configs hold
+    the Raft password; ``ca/`` exists iff the cluster runs TLS).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.proxies: dict[str, RaftProxy] = {}
+        self.faults: RaftFaults = NO_FAULTS
+
+    def add(self, name: str, listener_id: str, dial_to: str, raft_address: str, validator_ids) -> str:
+        """A proxy for link ``name`` to validator ``listener_id`` (``raft_address``), dialling
+        ``dial_to`` (its Toxiproxy listener). Returns the address the dialler must dial."""
+        if name not in self.proxies:
+            tls = None
+            if os.path.exists(os.path.join(self.directory, "ca", "ca.crt.pem")):
+                tls = ProxyTls.for_validator(self.directory, listener_id, list(validator_ids))
+            proxy = RaftProxy(dial_to, _raft_password(self.directory, listener_id), self._link_faults(len(self.proxies)),
+                              tls=tls, raft_address=raft_address)
+            self.proxies[name] = proxy.start()
+        return self.proxies[name].listen
+
+    def _link_faults(self, index: int) -> RaftFaults:
+        # One generator per link, each seeded from the window's seed: a seed replays per link.
+        return dataclasses.replace(self.faults, seed=self.faults.seed * 1_000 + index)
+
+    def set_faults(self, faults: RaftFaults) -> None:
+        self.faults = faults
+        for i, name in enumerate(sorted(self.proxies)):
+            self.proxies[name].set_faults(self._link_faults(i))
+
+    def mark(self) -> None:
+        for p in self.proxies.values():
+            p.mark()
+
+    def strike(self, leader_raft: str, follower_raft: str) -> dict:
+        """:meth:`RaftProxy.strike` on whichever proxy carries the leader-follower link.
+        Raises RuntimeError if none has a marked connection between them."""
+        for p in self.proxies.values():
+            try:
+                return p.strike(leader_raft, follower_raft)
+            except RuntimeError:
+                continue
+        raise RuntimeError(f"no marked proxied connection between {leader_raft} and {follower_raft}")
+
+    def heal(self) -> dict:
+        """No message faults anywhere; connections cut by a strike closed. Returns what it did."""
+        self.faults = NO_FAULTS
+        closed = sum(p.heal() for p in self.proxies.values())
+        return {"raft_faults_cleared": len(self.proxies), "cut_connections_closed": closed}
+
+    def stats(self) -> dict:
+        """The proxies' :class:`FaultStats` summed over all links."""
+        out: dict = {}
+        for p in self.proxies.values():
+            for k, v in p.stats.snapshot().items():
+                if isinstance(v, dict):
+                    for kind, n in v.items():
+                        out.setdefault(k, {}).setdefault(kind, 0)
+                        out[k][kind] += n
+                else:
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    def stop(self) -> None:
+        for p in self.proxies.values():
+            p.stop()
+        self.proxies.clear()
+
+
+def inject_raft_messages(cluster, draws: list[float]) -> tuple[list[str], dict]:
+    """The ``raft-messages`` fault: every link duplicates, delays (so reorders) AppendEntries
+    and their replies and replays stale AppendEntries after newer ones, with probabilities
+    and a seed from the window's uniform ``draws`` (4 of them). Raft §5.3 (receiver rules
+    2-5): a follower must treat every one of these as a no-op. Returns (targets, detail)."""
+    def lerp(r, u):
+        return round(r[0] + u * (r[1] - r[0]), 3)
+    faults = RaftFaults(duplicate=lerp(RAFT_MESSAGES_DUPLICATE, draws[0]), delay=lerp(RAFT_MESSAGES_DELAY, draws[1]),
+                        replay=lerp(RAFT_MESSAGES_REPLAY, draws[2]), delay_s_max=RAFT_MESSAGES_DELAY_S_MAX,
+                        seed=int(draws[3] * 2**31))
+    cluster.raft_links.set_faults(faults)
+    return sorted(cluster.validator_ids), {"duplicate": faults.duplicate, "delay": faults.delay, "replay": faults.replay,
+                                           "delay_s_max": faults.delay_s_max, "seed": faults.seed}
+
+
+def inject_stale_replay(cluster, draws: list[float]) -> tuple[list[str], dict]:
+    """The ``raft-stale-replay`` fault: the exact event that makes pysyncobj lose a committed
+    entry (SO:991-1000; Raft §5.3 receiver rule 3 allows truncation only on a conflict).
+
+    Leader L, followers F (chosen by ``draws[1]``) and G: mark the newest AppendEntries on
+    every link, SIGSTOP G, let the bank commit on {L, F} for ``STALE_REPLAY_COMMIT_S``,
+    replay L's marked AppendEntries to F after all newer ones and cut L-F, SIGKILL L,
+    SIGCONT G. Unsafe (``raft_fixes`` off) F truncates its log to the stale message, so
+    the new majority {F, G} lacks transfers the bank saw acknowledged; with the fixes F
+    keeps them and wins the election (§5.4.1). The window's heal restarts L and closes the
+    cut connection. No leader found: nothing injected. Returns (targets, detail)."""
+    leader = cluster.leader(timeout_s=STALE_REPLAY_LEADER_TIMEOUT_S)
+    if leader is None:
+        return [], {"skipped": "no leader"}
+    others = sorted(v for v in cluster.validator_ids if v != leader)
+    follower = others[min(int(draws[1] * len(others)), len(others) - 1)]
+    paused = [v for v in others if v != follower]
+    raft = {v.id: v.raft_address for v in cluster_validators(cluster.directory)}
+    links = cluster.raft_links
+    links.mark()
+    for g in paused:
+        cluster.pause(g)
+    time.sleep(STALE_REPLAY_COMMIT_S)
+    detail = {"leader": leader, "follower": follower, "paused": paused}
+    try:
+        detail["replayed"] = links.strike(raft[leader], raft[follower])
+    except RuntimeError as e:  # the link reconnected since the mark: nothing stale to replay
+        detail["strike_error"] = str(e)
+    cluster.kill(leader)
+    for g in paused:
+        cluster.resume(g)
+    return [leader, follower, *paused], detail

@@ -128,6 +128,12 @@ class ChaosCluster:
     started. Faults: ``partition``, ``cut_one_way``, ``latency``, ``bandwidth``,
     ``reset_peer`` (network); ``kill``, ``start_validator``, ``pause``,
     ``resume``, ``restart_all`` (process); ``heal`` undoes them all.
+
+    ``raft_proxy=True`` chains a Raft-aware proxy in front of every Toxiproxy
+    link (dialler -> RaftProxy -> Toxiproxy -> listener; chaos/raftproxy.py
+    ``RaftLinks``, :attr:`raft_links`): the message-level faults of the
+    ``raft-*`` scenarios act there, every fault above still acts below it, and
+    ``heal`` clears both.
     """
 
     def __init__(self, directory: str, *, base_port: int, config_overrides: dict | None = None, unsafe: bool = False,

@@ -50,6 +50,13 @@ target's Raft address at :attr:`RaftProxy.listen`. pysyncobj's dialler is the
 higher Raft address, so every validator with a higher address dials the target
 through the proxy: for the lowest-address validator, all its links.
 
+In the chaos suite (:class:`RaftLinks`, ``ChaosCluster(raft_proxy=True)``) there is
+one proxy per link instead, chained in front of the link's Toxiproxy proxy
+(dialler -> RaftProxy -> Toxiproxy -> listener; ``raft_address`` names the
+validator behind the Toxiproxy hop), and the nemesis drives it through
+:func:`inject_raft_messages` (scenario ``raft-messages``) and
+:func:`inject_stale_replay` (``raft-stale-replay``).
+
 The proxy runs its own asyncio loop in one thread; :meth:`RaftProxy.stop`
 closes every socket and joins the thread.
 """

@@ -35,8 +35,10 @@ def _porcupine_binary() -> str | None:
     return here if os.path.exists(here) else shutil.which("ledger-porcupine")
 
 
-def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: bool, concurrency: int, base_port: int) -> bool:
-    """One run of ``name``; returns True iff every checker passed."""
+def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: bool, concurrency: int, base_port: int,
+                 converge_timeout_s: float = 60.0) -> bool:
+    """One run of ``name``; returns True iff every checker passed. ``converge_timeout_s``: how
+    long the final read waits for one head everywhere (a run expected to diverge waits less)."""
     from raft_ledger_chaos import checkers
     from raft_ledger_chaos.bank import Bank, BankConfig, collect_final_state
     from raft_ledger_chaos.cluster import ChaosCluster
@@ -49,7 +51,8 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
     os.makedirs(run_dir, exist_ok=True)
     console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
     console.print(scenario.description)
-    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe, lazyfs=scenario.lazyfs)
+    cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe,
+                           lazyfs=scenario.lazyfs, raft_proxy=scenario.raft_proxy)
     history_path = os.path.join(run_dir, "history.jsonl")
     timeline_path = os.path.join(run_dir, "faults.jsonl")
     started = time.time()
@@ -92,8 +95,11 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         console.print(f"workload: {counts}")
         records = list(read_history(history_path))
         transfer_ids = sorted({r["value"]["id"] for r in records if r["f"] == "transfer" and r["type"] == "invoke"})
-        final_state = collect_final_state(bank, cluster.addresses, transfer_ids)
+        final_state = collect_final_state(bank, cluster.addresses, transfer_ids, timeout_s=converge_timeout_s)
         bank.close()
+        raft_stats = cluster.raft_links.stats() if cluster.raft_links is not None else None
+        if raft_stats is not None:
+            console.print(f"raft proxy: {raft_stats}")
         if reconfigurer is not None:
             from raft_ledger_chaos.membership import check_membership, final_statuses
 
@@ -130,6 +136,10 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         "counts": counts,
         "command": f"python -m raft_ledger_chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
     }
+    if raft_stats is not None:
+        meta["raft_proxy"] = raft_stats
+        with open(os.path.join(run_dir, "raft_proxy.json"), "w") as f:
+            json.dump(raft_stats, f, indent=2)
     report = write_report(run_dir, meta, results, timeline_path, history_path)
     table = Table(title=f"{name} seed {seed}")
     table.add_column("checker")

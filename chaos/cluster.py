@@ -128,10 +128,16 @@ class ChaosCluster:
     started. Faults: ``partition``, ``cut_one_way``, ``latency``, ``bandwidth``,
     ``reset_peer`` (network); ``kill``, ``start_validator``, ``pause``,
     ``resume``, ``restart_all`` (process); ``heal`` undoes them all.
+
+    ``raft_proxy=True`` chains a Raft-aware proxy in front of every Toxiproxy
+    link (dialler -> RaftProxy -> Toxiproxy -> listener; chaos/raftproxy.py
+    ``RaftLinks``, :attr:`raft_links`): the message-level faults of the
+    ``raft-*`` scenarios act there, every fault above still acts below it, and
+    ``heal`` clears both.
     """
 
     def __init__(self, directory: str, *, base_port: int, config_overrides: dict | None = None, unsafe: bool = False,
-                 lazyfs: bool = False) -> None:
+                 lazyfs: bool = False, raft_proxy: bool = False) -> None:
         self.directory = os.path.abspath(directory)
         #: Each validator's data directory on a LazyFS mount (chaos/power.py), for ``power_cut``.
         self.lazyfs = lazyfs
@@ -157,6 +163,10 @@ class ChaosCluster:
         #: Held by the nemesis for a whole fault window and by membership steps that start,
         #: stop or wipe a validator, so the two never act on processes at once.
         self.fault_lock = threading.RLock()
+        #: ``raft_proxy``: a Raft-aware proxy (chaos/raftproxy.py RaftLinks) chained in front of
+        #: every Toxiproxy link, for the message-level faults; None without it.
+        self.raft_proxy = raft_proxy
+        self.raft_links = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -178,6 +188,10 @@ class ChaosCluster:
                 self.toxiproxy.start()
                 self._local = LocalCluster(self.directory)
                 self._members = [v.id for v in self._local.genesis.validators]
+                if self.raft_proxy:
+                    from raft_ledger_chaos.raftproxy import RaftLinks
+
+                    self.raft_links = RaftLinks(self.directory)
                 for vid in self._members:
                     self._create_proxies(vid)
                 for vid in self._members:
@@ -220,6 +234,9 @@ class ChaosCluster:
                 if self.toxiproxy is not None:
                     self.toxiproxy.stop()  # its proxies go with it
             finally:
+                if self.raft_links is not None:
+                    self.raft_links.stop()
+                    self.raft_links = None
                 self._proxies.clear()
                 self._links.clear()
                 self._bounce_on_heal.clear()
@@ -248,6 +265,8 @@ class ChaosCluster:
                 if name not in self._proxies:
                     self._proxies[name] = client.create(upstream=b.raft_address, name=name, listen=f"{HOST}:0")
                     self._links[frozenset((a.id, b.id))] = name
+                    if self.raft_links is not None:  # a -> RaftProxy -> Toxiproxy -> b
+                        self.raft_links.add(name, b.id, self._proxies[name].listen, b.raft_address, known)
 
     def _write_config(self, vid: str) -> None:
         known = {v.id: v for v in cluster_validators(self.directory)}
@@ -255,7 +274,8 @@ class ChaosCluster:
         for name, proxy in self._proxies.items():
             src, dst = name.split("-")
             if src == vid:
-                dial[known[dst].raft_address] = proxy.listen
+                dial[known[dst].raft_address] = (self.raft_links.proxies[name].listen if self.raft_links is not None
+                                                 else proxy.listen)
         path = os.path.join(self.directory, vid, "config.json")
         with open(path) as f:
             cfg = json.load(f)
@@ -587,4 +607,6 @@ class ChaosCluster:
                 self.start_validator(vid)
                 done["started"].append(vid)
         self._killed.clear()
+        if self.raft_links is not None:
+            done.update(self.raft_links.heal())
         return done

@@ -60,6 +60,8 @@ class Scenario:
     membership: bool = False
     #: Every validator's data directory on a LazyFS mount (chaos/power.py): the power-cut scenarios.
     lazyfs: bool = False
+    #: The cluster needs the Raft-aware proxy on its links (chaos/raftproxy.py RaftLinks).
+    raft_proxy: bool = False
 
 
 _SCENARIOS = [
@@ -93,6 +95,18 @@ _SCENARIOS += [
     Scenario("power-cut-all", "All three validators lose power at the same instant (LazyFS); all restart on what was durable.", "power-cut-all", lazyfs=True),
     Scenario("power-cut-repeated", "2–4 power cuts per window of the leader or a follower, each restarted after 0.5–1.5 s (LazyFS).", "power-cut-repeated", lazyfs=True),
 ]
+#: Message-level Raft faults (chaos/raftproxy.py): their clusters chain a Raft-aware proxy
+#: in front of every Toxiproxy link; ``mixed`` does not choose them.
+RAFT_FAULT_KINDS = ("raft-messages", "raft-stale-replay")
+_SCENARIOS.append(Scenario(
+    "raft-messages",
+    "Every link duplicates, delays and reorders AppendEntries and their replies and replays stale AppendEntries "
+    "after newer ones (seeded probabilities per window).", "raft-messages", raft_proxy=True))
+_SCENARIOS.append(Scenario(
+    "raft-stale-replay",
+    "Pause one follower, let the leader commit with the other, replay an AppendEntries the leader sent before "
+    "to that follower and cut it, kill the leader, resume the paused one (the truncation hazard).",
+    "raft-stale-replay", raft_proxy=True))
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -106,8 +120,9 @@ class Nemesis:
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
         from raft_ledger_chaos.power import POWER_FAULT_KINDS
 
-        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS + POWER_FAULT_KINDS:
-            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
+        known = FAULT_KINDS + POWER_FAULT_KINDS + RAFT_FAULT_KINDS
+        if scenario.fault != "mixed" and scenario.fault not in known:
+            raise ValueError(f"unknown fault {scenario.fault!r}; one of {known + ('mixed',)}")
         self.cluster = cluster
         self.scenario = scenario
         self.seed = seed
@@ -201,6 +216,11 @@ class Nemesis:
             from raft_ledger_chaos import power
 
             return power.inject(self, kind, d)
+        if kind in RAFT_FAULT_KINDS:
+            from raft_ledger_chaos import raftproxy
+
+            inject = raftproxy.inject_raft_messages if kind == "raft-messages" else raftproxy.inject_stale_replay
+            return inject(c, d)
         if kind in ("partition-leader", "one-way-cut", "kill-leader", "pause-leader", "reset-peer"):
             leader, known = self._leader_or_pick(d[0])
             detail = {"leader": leader if known else None}

@@ -174,6 +174,15 @@ def _context(purpose: int, cert_file: str, key_file: str, ca_pem: bytes) -> ssl.
     return ctx
 
 
+
+def link_context(purpose: int, cert_file: str, key_file: str, ca_pem: bytes) -> ssl.SSLContext:
+    """The TLS context a Raft link end uses (``purpose``: ``ssl.PROTOCOL_TLS_CLIENT`` or
+    ``ssl.PROTOCOL_TLS_SERVER``; TLS 1.3, peer certificate required and verified against
+    ``ca_pem``, no host name check, no resumption on the server side), for harness code
+    that must present a validator's own certificate exactly as it does (chaos/raftproxy.py).
+    Raises ``ssl.SSLError`` / ``OSError`` on unreadable or mismatched files."""
+    return _context(purpose, cert_file, key_file, ca_pem)
+
 class RaftTlsError(ValueError):
     """The validator's TLS material is unusable for its Raft links (unreadable, or not its pin)."""
 

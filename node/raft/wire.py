@@ -46,6 +46,9 @@ from raft_ledger_node.ledger.invariants import verify
 PYSYNCOBJ_VERSION = "0.3.17"
 
 _PREFIX = struct.Struct("i")  # pysyncobj's prefix: signed, native byte order and size
+#: The same prefix under a public name, for harness code that frames pysyncobj messages
+#: itself (chaos/raftproxy.py re-encodes the frames it forwards).
+FRAME_PREFIX = _PREFIX
 
 #: Bytes one READ event may consume beyond its first whole frame before the tick
 #: thread goes back to its other work (pysyncobj reads until EAGAIN, unbounded).

@@ -63,6 +63,7 @@ import time
 
 import grpc
 
+from raft_ledger_chaos import disks
 from raft_ledger_chaos.bank import ISSUER, LEDGER
 from raft_ledger_chaos.toxi import ToxiproxyServer
 from raft_ledger_node.localcluster import (
@@ -153,6 +154,8 @@ class ChaosCluster:
         #: Held by the nemesis for a whole fault window and by membership steps that start,
         #: stop or wipe a validator, so the two never act on processes at once.
         self.fault_lock = threading.RLock()
+        #: Data directories put on a small tmpfs by the disk-full fault (chaos/disks.py): id -> SmallDisk.
+        self.small_disks: dict = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -206,6 +209,8 @@ class ChaosCluster:
                 for vid in list(procs):
                     self._local.stop(vid, wait_s=VALIDATOR_STOP_TIMEOUT_S)  # SIGKILLs one that did not exit
                 self._paused.clear()
+                if self.small_disks:
+                    disks.unmount_all(self)  # the validators are down: copy their data back, unmount
         finally:
             try:
                 if self.toxiproxy is not None:
@@ -426,6 +431,11 @@ class ChaosCluster:
         self._local.start(vid)
         self._killed.discard(vid)
 
+    def expect_exit(self, vid: str) -> None:
+        """``vid`` exited as the fault wanted (the disk-full fail-stop): not an unexpected
+        exit, and :meth:`heal` starts it again."""
+        self._killed.add(vid)
+
     def pause(self, vid: str) -> None:
         """SIGSTOP: the process keeps its sockets open but does nothing (a hung, not dead, node)."""
         p = self._check(vid)
@@ -539,6 +549,8 @@ class ChaosCluster:
             self._bounce_on_heal.clear()
         for vid in sorted(self._paused):
             self.resume(vid)
+        if self.small_disks:
+            done["disks_grown"] = disks.heal_disks(self)  # free space before the restarts below
         for vid in sorted(self._killed):
             p = self._procs().get(vid)
             if p is None or p.poll() is not None:

@@ -84,6 +84,14 @@ _SCENARIOS.append(Scenario(
     "While faults hit (kill, pause, partition), add v4 (learner, then promoted), remove v2, replace v3 after losing "
     "its disk (same identity) and v1 by a new validator v5 (see chaos/membership.py).",
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
+#: Faults run only by their own scenario, never by ``mixed`` (its seeded schedules stay as they were).
+OWN_SCENARIO_FAULT_KINDS: tuple[str, ...] = ("disk-full",)
+_SCENARIOS.append(Scenario(
+    "disk-full",
+    "Put a follower's data directory on a tmpfs a few MB larger than its data; under load it fills and the "
+    "validator must stop by itself (exit 74, 'storage write failed'); at heal the disk grows and it restarts "
+    "and catches up (chaos/disks.py; needs root).",
+    "disk-full"))
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -95,7 +103,7 @@ class Nemesis:
     """Injects ``scenario``'s faults into ``cluster`` from a thread; :meth:`stop` heals."""
 
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
-        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS:
+        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS + OWN_SCENARIO_FAULT_KINDS:
             raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
         self.cluster = cluster
         self.scenario = scenario
@@ -223,6 +231,12 @@ class Nemesis:
         if kind == "restart-all":
             c.restart_all()
             return sorted(ids), {}
+        if kind == "disk-full":
+            from raft_ledger_chaos import disks
+
+            leader, known = self._leader_or_pick(d[0])
+            follower = _pick([v for v in ids if v != leader], d[1])
+            return [follower], {"leader": leader if known else None, **disks.fill_disk(c, follower)}
         raise ValueError(f"unknown fault {kind!r}")
 
     def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:

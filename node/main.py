@@ -38,7 +38,7 @@ from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore, StoreError
-from raft_ledger_node import pki
+from raft_ledger_node import integrity, pki
 from raft_ledger_node.metrics import (
     GrpcMetricsInterceptor,
     LedgerMetrics,
@@ -191,6 +191,10 @@ class Validator:
         _private_data_dir(cfg.data_dir)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
         had_journal = os.path.exists(cfg.journal_file)
+        # Bad disks: a data directory that does not verify is refused before it is opened
+        # (integrity.py: raises DataCorruptError, a StoreError; `start` exits 65).
+        integrity.check_data_directory(journal_file=cfg.journal_file, db_path=cfg.db_path,
+                                       durable_journal=cfg.durable_journal)
         self.store = open_store(cfg.db_path)
         self.store.bind_genesis(self.genesis.hash, self.genesis.configuration)
         governed = self.store.configuration()

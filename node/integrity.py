@@ -175,7 +175,10 @@ def check_data_directory(*, journal_file: str, db_path: str, durable_journal: bo
                         "first read (run `ledger-validator audit` to read them all)", size, scan_sst_bytes_max)
         cfs, rows = scan_rocksdb(live, full=scanned)
     report = IntegrityReport(entries, cfs, rows, size, scanned, time.monotonic() - started)
-    log.info("data directory verified: %d journal entries, %d RocksDB entries in %d column families "
-             "(%d SST bytes%s) in %.2f s", entries, rows, cfs, size, "" if scanned else ", not scanned",
-             report.elapsed_s)
+    if not cfs:
+        log.info("data directory verified: %d journal entries, no RocksDB yet, in %.2f s", entries, report.elapsed_s)
+    else:
+        log.info("data directory verified: %d journal entries, %d RocksDB entries in %d column families "
+                 "(%d SST bytes%s) in %.2f s", entries, rows, cfs, size, "" if scanned else ", not scanned",
+                 report.elapsed_s)
     return report

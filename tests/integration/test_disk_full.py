@@ -23,7 +23,6 @@ import pytest
 from conftest import running_cluster
 from raft_ledger_chaos.disks import EXIT_STORAGE_FAILURE, STORAGE_FAILURE_MARK, SmallDisk, last_lines, mount_supported, wait_exit
 from raft_ledger_client import Account, RetryPolicy, Timeout, Transfer, Unavailable
-from raft_ledger_node.ledger import limits
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,6 +42,8 @@ MAJORITY_ACKS_MIN = 200
 MAJORITY_TIMEOUT_S = 30.0
 CATCH_UP_TIMEOUT_S = 60.0
 GROW_BYTES = 256 * 1024 * 1024
+#: Transfers looked up per call when checking the restarted follower.
+LOOKUP_CHUNK = 200
 RETRY = RetryPolicy(deadline_s=8.0, attempt_timeout_s=2.0, backoff_initial_s=0.05, backoff_max_s=0.5)
 
 
@@ -137,8 +138,8 @@ def test_full_disk_stops_the_validator_with_74_and_it_catches_up_after_space_is_
             assert len({tuple(b) for b in balances.values()}) == 1, balances
             assert sum(d for _, d, _ in balances[follower]) == sum(cr for _, _, cr in balances[follower])
             found = set()
-            for i in range(0, len(acked), limits.lookup_ids_max):
-                found |= {t.id for t in bank.lookup_transfers(acked[i:i + limits.lookup_ids_max],
+            for i in range(0, len(acked), LOOKUP_CHUNK):
+                found |= {t.id for t in bank.lookup_transfers(acked[i:i + LOOKUP_CHUNK],
                                                               address=addresses[follower])}
             assert found == set(acked), len(set(acked) - found)
             print(f"\ndisk-full: tmpfs {size} bytes; {follower} exited {rc} after {filled_s:.1f} s: "
@@ -149,3 +150,42 @@ def test_full_disk_stops_the_validator_with_74_and_it_catches_up_after_space_is_
             bank.close()
             c.local.stop_all()
             disk.unmount(keep_data=False)
+
+
+#: A journal writer on a full tmpfs: appends entries of 4 KiB until the disk is full.
+_FILL_JOURNAL = r"""
+import sys
+from {module} import {cls} as Journal
+j = Journal(sys.argv[1])
+for i in range(1, 100_000):
+    j.add(b"x" * 4096, i, 1)
+    if hasattr(j, "sync"):
+        j.sync()
+print("never full", flush=True)
+"""
+
+
+@pytest.mark.parametrize("module,cls,expected", [
+    ("raft_ledger_node.raft.journal", "DurableFileJournal", EXIT_STORAGE_FAILURE),
+    # The defect it fixes: pysyncobj's journal grows its mmap with ftruncate; the first
+    # store into a page the full disk cannot back is a SIGBUS, with no message at all.
+    ("pysyncobj.journal", "FileJournal", -7),
+])
+def test_a_full_disk_under_the_raft_journal_is_exit_74_with_a_message_not_a_sigbus(tmp_path, module, cls, expected):
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    disk = SmallDisk(str(mnt))
+    disk.mount(1024 * 1024)
+    try:
+        p = subprocess.run([sys.executable, "-c", _FILL_JOURNAL.format(module=module, cls=cls), str(mnt / "journal")],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        disk.unmount(keep_data=False)
+    assert p.returncode == expected, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
+    if expected == EXIT_STORAGE_FAILURE:
+        assert STORAGE_FAILURE_MARK in p.stderr and "No space left on device" in p.stderr, p.stderr[-2000:]
+        assert "Traceback" not in p.stderr
+        print(f"\n{cls}: exit {p.returncode}: {p.stderr.strip().splitlines()[-1][:300]}")

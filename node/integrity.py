@@ -46,11 +46,12 @@ import os
 import time
 from dataclasses import dataclass
 
-from rocksdict import AccessType, Options, ReadOptions, Rdict
+from rocksdict import AccessType, Cache, Options, ReadOptions, Rdict
 
 from raft_ledger_node.raft.journal import DurableMetaStorer
 from raft_ledger_node.raft.journal_guard import JournalCorruptError, verify_journal_file
 from raft_ledger_node.store import StoreError
+from raft_ledger_node.store import _cf_opts as _store_cf_opts
 
 log = logging.getLogger("ledger.integrity")
 
@@ -58,8 +59,9 @@ log = logging.getLogger("ledger.integrity")
 EXIT_DATA_CORRUPT = 65
 #: The start-up scan reads every RocksDB block while the SST files total at most this
 #: (bytes); past it the scan is skipped (logged) and blocks are checked when first read.
-#: ~1 s per 100 MB here.
-SCAN_SST_BYTES_MAX = 512 * 1024 * 1024
+#: Measured here: 1.0 MB of SST files, 49,724 entries, in 0.13 s (the scan's cost is per
+#: entry, ~400,000/s), so this bound keeps a start-up under ~15 s.
+SCAN_SST_BYTES_MAX = 128 * 1024 * 1024
 
 
 class DataCorruptError(StoreError):
@@ -118,8 +120,11 @@ def scan_rocksdb(path: str, *, full: bool = True) -> tuple[int, int]:
         raise DataCorruptError(path, f"RocksDB at {path} cannot list its column families: {e}") from e
     opts = Options(raw_mode=True)
     opts.set_paranoid_checks(True)
+    # The store's own table options (Bloom filters where it has them), so the scan reads
+    # the blocks the store will read, filter blocks included; a small cache of its own.
+    cache = Cache(8 * 1024 * 1024)
     try:
-        db = Rdict(path, opts, column_families={n: Options(raw_mode=True) for n in names},
+        db = Rdict(path, opts, column_families={n: _store_cf_opts(n, cache) for n in names},
                    access_type=AccessType.read_only())
     except Exception as e:
         raise DataCorruptError(path, f"RocksDB at {path} does not open: {e}") from e
@@ -144,6 +149,11 @@ def scan_rocksdb(path: str, *, full: bool = True) -> tuple[int, int]:
     finally:
         db.close()
     return len(names), entries
+
+
+def is_corruption(error: BaseException) -> bool:
+    """Whether a RocksDB error (rocksdict raises plain Exception) reports corruption."""
+    return "Corruption" in str(error) or "checksum mismatch" in str(error)
 
 
 def check_data_directory(*, journal_file: str, db_path: str, durable_journal: bool = True,

@@ -195,7 +195,12 @@ class Validator:
         # (integrity.py: raises DataCorruptError, a StoreError; `start` exits 65).
         integrity.check_data_directory(journal_file=cfg.journal_file, db_path=cfg.db_path,
                                        durable_journal=cfg.durable_journal)
-        self.store = open_store(cfg.db_path)
+        try:
+            self.store = open_store(cfg.db_path)
+        except StoreError as e:
+            if integrity.is_corruption(e):  # found at open although the check above passed
+                raise integrity.DataCorruptError(cfg.db_path, str(e)) from e
+            raise
         self.store.bind_genesis(self.genesis.hash, self.genesis.configuration)
         governed = self.store.configuration()
         if governed is None:

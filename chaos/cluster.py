@@ -431,6 +431,11 @@ class ChaosCluster:
         self._local.start(vid)
         self._killed.discard(vid)
 
+    def fill_disk(self, vid: str) -> dict:
+        """The disk-full fault: ``vid`` on a small tmpfs until it stops on the full disk
+        (chaos/disks.py). Returns the detail for the timeline. Raises DiskError (not root)."""
+        return disks.fill_disk(self, vid)
+
     def expect_exit(self, vid: str) -> None:
         """``vid`` exited as the fault wanted (the disk-full fail-stop): not an unexpected
         exit, and :meth:`heal` starts it again."""

@@ -232,11 +232,9 @@ class Nemesis:
             c.restart_all()
             return sorted(ids), {}
         if kind == "disk-full":
-            from raft_ledger_chaos import disks
-
             leader, known = self._leader_or_pick(d[0])
             follower = _pick([v for v in ids if v != leader], d[1])
-            return [follower], {"leader": leader if known else None, **disks.fill_disk(c, follower)}
+            return [follower], {"leader": leader if known else None, **(c.fill_disk(follower) or {})}
         raise ValueError(f"unknown fault {kind!r}")
 
     def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:

@@ -3,8 +3,9 @@
 A validator whose data directory fails this check does not start: ``ledger-validator
 start`` prints what failed where and exits ``EXIT_DATA_CORRUPT`` (65, EX_DATAERR of
 sysexits.h). It serves nothing, so it never serves a wrong balance; the remedy is the
-one for a lost disk (move the data directory aside, start from an empty one, have
-the administrators add it back: README, "Replacing a lost validator").
+one for a failed disk (move the data directory aside, start from an empty one, and
+have the administrators replace it: ``ledger-validator validator replace``, README
+"Replacing a failed validator").
 
 What finds a flipped byte, file by file (tests/integration/test_bad_disk.py flips
 one, at a seeded position in the data part, in each kind):
@@ -71,7 +72,7 @@ class DataCorruptError(StoreError):
         super().__init__(
             f"data directory integrity check failed: {detail}. This validator refuses to serve from it. Move the "
             "data directory aside (keep it for inspection) and start this validator from an empty one, as for a "
-            "lost disk (README: Replacing a lost validator)")
+            "failed disk: `ledger-validator validator replace` (README: Replacing a failed validator)")
         self.path = path
         self.detail = detail
 

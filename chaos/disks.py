@@ -162,6 +162,9 @@ def fill_disk(cluster, vid: str, *, headroom_bytes: int = HEADROOM_BYTES, wait_s
     directory on a small tmpfs, start it, and wait (up to ``wait_s``) for it to stop on
     the full disk. Returns the detail for the timeline: tmpfs size, exit code (None: still
     running at the deadline), seconds until it stopped, its storage-failure log line."""
+    why = mount_supported()
+    if why is not None:  # before touching the validator
+        raise DiskError(f"the disk-full fault needs a tmpfs mount: {why}")
     data = os.path.join(cluster.directory, vid, "data")
     cluster.kill(vid, 15)  # SIGTERM: a clean stop, then the directory is free to move
     disk = cluster.small_disks.get(vid) or SmallDisk(data)
@@ -171,7 +174,7 @@ def fill_disk(cluster, vid: str, *, headroom_bytes: int = HEADROOM_BYTES, wait_s
     cluster.small_disks[vid] = disk
     cluster.start_validator(vid)
     started = time.monotonic()
-    proc = cluster._local.procs[vid]
+    proc = cluster._procs()[vid]
     rc = wait_exit(proc, wait_s)
     marks = [ln for ln in last_lines(cluster._local.log_path(vid), 200) if STORAGE_FAILURE_MARK in ln]
     if rc == EXIT_STORAGE_FAILURE:

@@ -63,6 +63,7 @@ import time
 
 import grpc
 
+from raft_ledger_chaos import disks
 from raft_ledger_chaos.bank import ISSUER, LEDGER
 from raft_ledger_chaos.toxi import ToxiproxyServer
 from raft_ledger_node.localcluster import (
@@ -167,6 +168,8 @@ class ChaosCluster:
         #: every Toxiproxy link, for the message-level faults; None without it.
         self.raft_proxy = raft_proxy
         self.raft_links = None
+        #: Data directories put on a small tmpfs by the disk-full fault (chaos/disks.py): id -> SmallDisk.
+        self.small_disks: dict = {}
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -229,6 +232,8 @@ class ChaosCluster:
                 for vid in list(procs):
                     self._local.stop(vid, wait_s=VALIDATOR_STOP_TIMEOUT_S)  # SIGKILLs one that did not exit
                 self._paused.clear()
+                if self.small_disks:
+                    disks.unmount_all(self)  # the validators are down: copy their data back, unmount
         finally:
             try:
                 if self.toxiproxy is not None:
@@ -460,6 +465,16 @@ class ChaosCluster:
         self._local.start(vid)
         self._killed.discard(vid)
 
+    def fill_disk(self, vid: str) -> dict:
+        """The disk-full fault: ``vid`` on a small tmpfs until it stops on the full disk
+        (chaos/disks.py). Returns the detail for the timeline. Raises DiskError (not root)."""
+        return disks.fill_disk(self, vid)
+
+    def expect_exit(self, vid: str) -> None:
+        """``vid`` exited as the fault wanted (the disk-full fail-stop): not an unexpected
+        exit, and :meth:`heal` starts it again."""
+        self._killed.add(vid)
+
     def pause(self, vid: str) -> None:
         """SIGSTOP: the process keeps its sockets open but does nothing (a hung, not dead, node)."""
         p = self._check(vid)
@@ -601,6 +616,8 @@ class ChaosCluster:
             self._bounce_on_heal.clear()
         for vid in sorted(self._paused):
             self.resume(vid)
+        if self.small_disks:
+            done["disks_grown"] = disks.heal_disks(self)  # free space before the restarts below
         for vid in sorted(self._killed):
             p = self._procs().get(vid)
             if p is None or p.poll() is not None:

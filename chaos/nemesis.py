@@ -107,6 +107,14 @@ _SCENARIOS.append(Scenario(
     "Pause one follower, let the leader commit with the other, replay an AppendEntries the leader sent before "
     "to that follower and cut it, kill the leader, resume the paused one (the truncation hazard).",
     "raft-stale-replay", raft_proxy=True))
+#: Faults run only by their own scenario, never by ``mixed`` (its seeded schedules stay as they were).
+OWN_SCENARIO_FAULT_KINDS: tuple[str, ...] = ("disk-full",)
+_SCENARIOS.append(Scenario(
+    "disk-full",
+    "Put a follower's data directory on a tmpfs a few MB larger than its data; under load it fills and the "
+    "validator must stop by itself (exit 74, 'storage write failed'); at heal the disk grows and it restarts "
+    "and catches up (chaos/disks.py; needs root).",
+    "disk-full"))
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
@@ -120,7 +128,7 @@ class Nemesis:
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
         from raft_ledger_chaos.power import POWER_FAULT_KINDS
 
-        known = FAULT_KINDS + POWER_FAULT_KINDS + RAFT_FAULT_KINDS
+        known = FAULT_KINDS + POWER_FAULT_KINDS + RAFT_FAULT_KINDS + OWN_SCENARIO_FAULT_KINDS
         if scenario.fault != "mixed" and scenario.fault not in known:
             raise ValueError(f"unknown fault {scenario.fault!r}; one of {known + ('mixed',)}")
         self.cluster = cluster
@@ -263,6 +271,10 @@ class Nemesis:
         if kind == "restart-all":
             c.restart_all()
             return sorted(ids), {}
+        if kind == "disk-full":
+            leader, known = self._leader_or_pick(d[0])
+            follower = _pick([v for v in ids if v != leader], d[1])
+            return [follower], {"leader": leader if known else None, **(c.fill_disk(follower) or {})}
         raise ValueError(f"unknown fault {kind!r}")
 
     def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:

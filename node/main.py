@@ -38,7 +38,7 @@ from raft_ledger_node.api.ratelimit import MemberRateLimiter, Rate
 from raft_ledger_node.api.server import RateLimitedLog, add_servicer
 from raft_ledger_node.api.servicers import AdminServicer, LedgerServicer
 from raft_ledger_node.store import RocksStore, StoreError
-from raft_ledger_node import pki
+from raft_ledger_node import integrity, pki
 from raft_ledger_node.metrics import (
     GrpcMetricsInterceptor,
     LedgerMetrics,
@@ -191,7 +191,16 @@ class Validator:
         _private_data_dir(cfg.data_dir)
         os.makedirs(os.path.dirname(cfg.journal_file), exist_ok=True)
         had_journal = os.path.exists(cfg.journal_file)
-        self.store = open_store(cfg.db_path)
+        # Bad disks: a data directory that does not verify is refused before it is opened
+        # (integrity.py: raises DataCorruptError, a StoreError; `start` exits 65).
+        integrity.check_data_directory(journal_file=cfg.journal_file, db_path=cfg.db_path,
+                                       durable_journal=cfg.durable_journal)
+        try:
+            self.store = open_store(cfg.db_path)
+        except StoreError as e:
+            if integrity.is_corruption(e):  # found at open although the check above passed
+                raise integrity.DataCorruptError(cfg.db_path, str(e)) from e
+            raise
         self.store.bind_genesis(self.genesis.hash, self.genesis.configuration)
         governed = self.store.configuration()
         if governed is None:

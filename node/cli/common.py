@@ -54,7 +54,8 @@ EXIT_CODES_HELP = (
     "  3  not a validator: `start` of a validator outside the governed set\n"
     "  4  unavailable: no validator answered in time (a write's outcome unknown)\n"
     "  `health` answers 0 (SERVING) or 1 (anything else); `start` exits 74 when\n"
-    "  its storage fails; `status --watch` exits 0 on Ctrl-C."
+    "  its storage fails (disk full, I/O error) and 65 when its data directory\n"
+    "  fails the start-up integrity check; `status --watch` exits 0 on Ctrl-C."
 )
 
 

@@ -62,12 +62,14 @@ def start(config_path, log_level, log_format):
     genesis validator; any other new directory starts as a learner (non-voting) and votes
     only once governance promotes it (`validator add`). A learner promoted to voter
     restarts itself in place. Exits 0 when stopped or removed by governance, 2 on a
-    config or storage error, 3 if this validator is not in the validator set."""
+    config or storage error, 3 if this validator is not in the validator set, 65 if its
+    data directory fails the start-up integrity check, 74 if a storage write fails."""
     from raft_ledger_node import logs
     from raft_ledger_node.config import ConfigError, load_config
     from raft_ledger_node.store import StoreError
 
     from raft_ledger_node.main import NotAValidatorError
+    from raft_ledger_node.integrity import EXIT_DATA_CORRUPT, DataCorruptError
 
     logs.configure(log_format=log_format or "text", level=log_level)
     try:
@@ -79,6 +81,9 @@ def start(config_path, log_level, log_format):
     except NotAValidatorError as e:
         console.print(f"[red]not starting:[/] {e}")
         sys.exit(EXIT_NOT_A_VALIDATOR)
+    except DataCorruptError as e:
+        console.print(f"[red]refusing to start:[/] {e}")
+        sys.exit(EXIT_DATA_CORRUPT)
     except (ConfigError, StoreError) as e:
         console.print(f"[red]cannot start:[/] {e}")
         sys.exit(ExitCode.USAGE)

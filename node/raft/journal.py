@@ -11,6 +11,11 @@ toward the commit index (:meth:`~raft_ledger_node.raft.durable.DurableReplica._o
 The meta file (currentTerm, votedFor) is fsynced, file and directory, before
 ``setCurrentTerm`` returns, i.e. before a vote is sent (Raft §5.1, Figure 2
 "Persistent state ... updated on stable storage before responding to RPCs").
+
+Every record and the meta file carry a CRC-32 checked when the journal opens, the
+file is preallocated before it grows, and a failed write stops the validator with
+exit code 74 (raft/journal_guard.py): a corrupt journal raises JournalCorruptError
+at start, a full disk is a clear log line and exit 74, never a SIGBUS.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ from typing import Callable
 
 from pysyncobj.journal import FileJournal, MetaStorer
 from pysyncobj.pickle import dumps as _pickle_dumps
+from pysyncobj.pickle import loads as _pickle_loads
+
+from raft_ledger_node.raft import journal_guard
 
 
 def fsync_dir(path: str) -> None:
@@ -33,15 +41,33 @@ def fsync_dir(path: str) -> None:
 class DurableMetaStorer(MetaStorer):
     """MetaStorer that fsyncs the temp file and the directory around the rename."""
 
+    def getMeta(self):  # noqa: N802 (pysyncobj's name)
+        """The meta dict; {} if there is no file yet. Raises JournalCorruptError
+        (pysyncobj's own reader turns any failure into {}: term 0, no vote)."""
+        path = self.getPath()
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return {}
+        payload = journal_guard.decode_meta(path, raw)
+        try:
+            return _pickle_loads(payload)
+        except Exception as e:  # a checksummed payload that does not unpickle: written wrong
+            raise journal_guard.JournalCorruptError(path, 0, f"meta file does not decode ({e!r})") from e
+
     def storeMeta(self, meta):  # noqa: N802 (pysyncobj's name)
         path = self.getPath()
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_pickle_dumps(meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(journal_guard.encode_meta(_pickle_dumps(meta)))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path)
+        except OSError as e:  # ENOSPC, EIO: the term or vote would not be durable
+            journal_guard.fail_stop(f"Raft meta file {path}", e)
 
 
 class DurableFileJournal(FileJournal):
@@ -53,14 +79,26 @@ class DurableFileJournal(FileJournal):
     """
 
     def __init__(self, journalFile: str, on_flush: Callable[[int], None] | None = None):  # noqa: N803
+        if os.path.exists(journalFile):
+            journal_guard.verify_journal_file(journalFile)  # raises JournalCorruptError
         super().__init__(journalFile)
         self._path = journalFile
+        # pysyncobj read the records and the meta unchecked: take out the (verified)
+        # checksums, and read the meta again through the checking storer.
+        self._FileJournal__journal = [
+            (journal_guard.unwrap_command(c, i, t, path=journalFile), i, t) for c, i, t in self._FileJournal__journal]
         self._FileJournal__metaStorer = DurableMetaStorer(journalFile + ".meta")
+        self._FileJournal__meta = self._FileJournal__metaStorer.getMeta()
+        journal_guard.PreallocatedFile.adopt(self._FileJournal__journalFile)
         self._dirty = False
         self._on_flush = on_flush
 
     def add(self, command, idx, term):
-        super().add(command, idx, term)
+        try:
+            super().add(journal_guard.wrap_command(command, idx, term), idx, term)
+        except OSError as e:  # ENOSPC from the preallocation, EIO
+            journal_guard.fail_stop(f"Raft journal append of entry {idx} to {self._path}", e)
+        self._FileJournal__journal[-1] = (command, idx, term)  # in memory: the command itself
         self._dirty = True
 
     def deleteEntriesFrom(self, entryFrom):  # noqa: N802,N803
@@ -81,7 +119,10 @@ class DurableFileJournal(FileJournal):
     def sync(self) -> None:
         if not self._dirty:
             return
-        self.flush()  # mmap.flush(): msync(MS_SYNC) of the mapping
+        try:
+            self.flush()  # mmap.flush(): msync(MS_SYNC) of the mapping
+        except OSError as e:
+            journal_guard.fail_stop(f"Raft journal flush of {self._path}", e)
         self._dirty = False
         if self._on_flush is not None:
             self._on_flush(len(self))

@@ -33,7 +33,7 @@ class FakeCluster:
 
     def __getattr__(self, name):
         if name in ("partition", "cut_one_way", "latency", "bandwidth", "reset_peer", "kill", "pause", "restart_all", "heal",
-                    "power_cut", "start_validator"):
+                    "power_cut", "start_validator", "fill_disk"):
             return lambda *a, **kw: self.calls.append((name, a, tuple(sorted(kw.items()))))
         raise AttributeError(name)
 
@@ -91,7 +91,7 @@ def test_faults_hit_the_named_roles(kind, expected_calls, targets):
 
 def test_follower_faults_never_hit_the_leader():
     for u in (0.0, 0.49, 0.5, 0.99):
-        for kind in ("partition-follower", "kill-follower"):
+        for kind in ("partition-follower", "kill-follower", "disk-full"):
             n = nemesis(kind, 1)
             (target,), detail = n._inject(kind, [0.0, u, 0.0, 0.0])
             assert target != "v2" and detail == {"leader": "v2"}

@@ -99,6 +99,9 @@ class ElectionGuard:
         self._granted: set = set()
         #: A pre-vote was won: the next tick lets pysyncobj run the real election.
         self._won = False
+        #: This tick's election is a TimeoutNow transfer (pysyncobj clears its own flag
+        #: before it sends the votes, SO:637): tag the request_votes it sends.
+        self._transfer_tick = False
         #: monotonic seconds of the last AppendEntries of a current leader (lease start).
         self._leader_contact = float("-inf")
         #: Counters, for tests and the status of a drill.
@@ -129,18 +132,21 @@ class ElectionGuard:
         pre-vote round instead of pysyncobj's election (unless one was just won or a
         leadership transfer asked for it)."""
         r = self._r
+        self._transfer_tick = bool(r._SyncObj__transferInProgress)
         if r._SyncObj__selfNode is None:
             return  # a read-only node (learner) never campaigns
         now = monotonicTime()
         state = r._SyncObj__raftState
         if state == _LEADER:
             self._round_term, self._won = None, False
-            self._check_quorum(now)
-            return
+            if not self._check_quorum(now):
+                return
+            # Stepped down: the timer is long past, and pysyncobj would elect in this very
+            # tick (SO:633) without a pre-vote; fall through to start one instead.
         if self._won:
             self._won = False  # pysyncobj's election runs in this tick (the timer is at 0)
             return
-        if r._SyncObj__transferInProgress:
+        if self._transfer_tick:
             return  # TimeoutNow from the leader: elect at once (etcd's campaignTransfer)
         if r._SyncObj__raftElectionDeadline >= now or not r._SyncObj__connectedToAnyone():
             return
@@ -170,11 +176,12 @@ class ElectionGuard:
         self._r._SyncObj__raftElectionDeadline = 0
         log.info("raft pre-vote for term %d won: starting the election", term, extra={"raft_term": term})
 
-    def _check_quorum(self, now: float) -> None:
+    def _check_quorum(self, now: float) -> bool:
+        """Step down if no majority replied within the timeout; True if it stepped down."""
         r = self._r
         others = r._SyncObj__otherNodes
         if not others:
-            return
+            return False
         timeout = self._check_quorum_timeout_s
         if timeout is None:
             timeout = r._SyncObj__conf.raftMaxTimeout
@@ -187,6 +194,8 @@ class ElectionGuard:
             # As pysyncobj's leaderFallbackTimeout step-down (SO:684-686).
             r._SyncObj__setState(_FOLLOWER)
             r._SyncObj__raftLeader = None
+            return True
+        return False
 
     def on_message(self, node, message: dict) -> bool:
         """Answer and count pre-votes, note leader contact, drop vote requests within the
@@ -232,8 +241,8 @@ class ElectionGuard:
         r._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE, "term": term, "granted": granted})
 
     def tag_outgoing(self, message: dict) -> dict:
-        """A ``request_vote`` sent during a TimeoutNow transfer carries ``transfer``: voters in
-        lease grant it anyway (the leader asked for this election)."""
-        if message.get("type") == "request_vote" and self._r._SyncObj__transferInProgress:
+        """A ``request_vote`` sent by the election of a TimeoutNow transfer carries ``transfer``:
+        voters in lease grant it anyway (the leader asked for this election)."""
+        if message.get("type") == "request_vote" and self._transfer_tick:
             return dict(message, transfer=True)
         return message

@@ -54,6 +54,9 @@ log = logging.getLogger("ledger.replication")
 PRE_VOTE = "ledger_pre_vote"
 PRE_VOTE_RESPONSE = "ledger_pre_vote_response"
 
+#: A tick gap above this fraction of the CheckQuorum timeout postpones the check (see _check_quorum).
+STALL_FRACTION = 0.25
+
 #: pysyncobj's ``_RAFT_STATE`` values (SO:40-43).
 _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
@@ -102,6 +105,8 @@ class ElectionGuard:
         #: This tick's election is a TimeoutNow transfer (pysyncobj clears its own flag
         #: before it sends the votes, SO:637): tag the request_votes it sends.
         self._transfer_tick = False
+        #: monotonic seconds of the previous before_tick (a long gap: this replica stalled).
+        self._last_tick = None
         #: monotonic seconds of the last AppendEntries of a current leader (lease start).
         self._leader_contact = float("-inf")
         #: Counters, for tests and the status of a drill.
@@ -136,10 +141,12 @@ class ElectionGuard:
         if r._SyncObj__selfNode is None:
             return  # a read-only node (learner) never campaigns
         now = monotonicTime()
+        gap = 0.0 if self._last_tick is None else now - self._last_tick
+        self._last_tick = now
         state = r._SyncObj__raftState
         if state == _LEADER:
             self._round_term, self._won = None, False
-            if not self._check_quorum(now):
+            if not self._check_quorum(now, gap):
                 return
             # Stepped down: the timer is long past, and pysyncobj would elect in this very
             # tick (SO:633) without a pre-vote; fall through to start one instead.
@@ -176,8 +183,14 @@ class ElectionGuard:
         self._r._SyncObj__raftElectionDeadline = 0
         log.info("raft pre-vote for term %d won: starting the election", term, extra={"raft_term": term})
 
-    def _check_quorum(self, now: float) -> bool:
-        """Step down if no majority replied within the timeout; True if it stepped down."""
+    def _check_quorum(self, now: float, gap: float) -> bool:
+        """Step down if no majority replied within the timeout; True if it stepped down.
+
+        ``gap``: seconds since the previous tick. After a stall of this replica's own tick
+        thread longer than ``STALL_FRACTION`` of the timeout (a slow fsync, a long apply),
+        the replies that arrived meanwhile are still unread in the sockets: the check
+        waits for the next tick, after the poll has read them. A replica that stalls on
+        every tick is left to pysyncobj's ``leaderFallbackTimeout`` (SO:678)."""
         r = self._r
         others = r._SyncObj__otherNodes
         if not others:
@@ -185,12 +198,16 @@ class ElectionGuard:
         timeout = self._check_quorum_timeout_s
         if timeout is None:
             timeout = r._SyncObj__conf.raftMaxTimeout
+        if gap > STALL_FRACTION * timeout:
+            return False
         last = r._SyncObj__lastResponseTime
         heard = 1 + sum(1 for n in others if last.get(n, 0.0) > now - timeout)
         if not self._majority(heard):
             self.quorum_step_downs += 1
-            log.warning("raft check-quorum: no reply from a majority for %.1f s in term %d; stepping down",
-                        timeout, r._SyncObj__raftCurrentTerm, extra={"raft_term": r._SyncObj__raftCurrentTerm})
+            silent = ", ".join(f"{n.address} {now - last.get(n, 0.0):.1f} s" for n in sorted(others, key=lambda n: n.address))
+            log.warning("raft check-quorum: no reply from a majority for %.1f s in term %d (last replies: %s); "
+                        "stepping down", timeout, r._SyncObj__raftCurrentTerm, silent,
+                        extra={"raft_term": r._SyncObj__raftCurrentTerm})
             # As pysyncobj's leaderFallbackTimeout step-down (SO:684-686).
             r._SyncObj__setState(_FOLLOWER)
             r._SyncObj__raftLeader = None

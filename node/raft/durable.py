@@ -124,8 +124,9 @@ class DurableReplica(SyncObj):
     # -- status -------------------------------------------------------------------
     def is_leader(self) -> bool:
         """This replica believes it leads. It can stay true for up to
-        ``leaderFallbackTimeout`` on a leader cut off from the majority: never
-        serve a linearizable read on it alone (use a read barrier)."""
+        ``leaderFallbackTimeout`` (with CheckQuorum, ``raftMaxTimeout``: raft/prevote.py)
+        on a leader cut off from the majority: never serve a linearizable read on it
+        alone (use a read barrier)."""
         return self._isLeader()
 
     def leader_address(self) -> str | None:

@@ -109,7 +109,7 @@ class ElectionGuard:
         self._last_tick = None
         #: monotonic seconds of the last AppendEntries of a current leader (lease start).
         self._leader_contact = float("-inf")
-        #: Counters, for tests and the status of a drill.
+        #: Counters (diagnostics).
         self.pre_votes_started = 0
         self.pre_votes_won = 0
         self.votes_refused_in_lease = 0

@@ -31,6 +31,16 @@ Three rules, as in the thesis §9.6 and etcd's raft (``PreVote``, ``CheckQuorum`
   ``leaderFallbackTimeout`` check does (SO:678-686), only sooner: a cut-off leader
   stops believing it leads once the others may have elected someone else.
 
+* **No stuck node** (etcd's ``TestFreeStuckCandidateWithCheckQuorum``). A voter whose
+  term got ahead of the leader's (its election started, then its vote requests were
+  lost or refused in lease) ignores the leader's AppendEntries (lower term), and its
+  pre-votes are refused: under Pre-Vote alone it would stay out of the cluster for
+  good. It answers such an AppendEntries with ``TERM_NOTICE`` {term}; the leader
+  adopts the higher term and steps down as pysyncobj does on a higher-term
+  ``request_vote`` (SO:920-923), and the next election takes everyone in. Likewise a
+  refused pre-vote carries the voter's term (``voter_term``), and a pre-candidate
+  behind it adopts it (Raft §5.1: a node that sees a higher term adopts it).
+
 Safety: none of this changes what a vote or a commit needs; it only withholds
 elections and votes, so Raft's Election Safety and Leader Completeness stay the
 library's (the thesis §9.6: Pre-Vote and CheckQuorum are liveness measures).
@@ -53,6 +63,8 @@ log = logging.getLogger("ledger.replication")
 #: Message types (pysyncobj ignores types it does not know, SO:909-1084).
 PRE_VOTE = "ledger_pre_vote"
 PRE_VOTE_RESPONSE = "ledger_pre_vote_response"
+#: "My term is higher than yours": the answer to an AppendEntries of a lower term (see module docstring).
+TERM_NOTICE = "ledger_term_notice"
 
 #: A tick gap above this fraction of the CheckQuorum timeout postpones the check (see _check_quorum).
 STALL_FRACTION = 0.25
@@ -62,7 +74,7 @@ _FOLLOWER, _CANDIDATE, _LEADER = 0, 1, 2
 
 #: SyncObj methods (name-mangled) the guard calls (pysyncobj 0.3.17).
 _METHODS = ("_SyncObj__connectedToAnyone", "_SyncObj__generateRaftTimeout", "_SyncObj__getCurrentLogIndex",
-            "_SyncObj__getCurrentLogTerm", "_SyncObj__setState")
+            "_SyncObj__getCurrentLogTerm", "_SyncObj__setState", "_SyncObj__setCurrentTerm")
 #: SyncObj attributes the guard reads or writes, present once ``SyncObj.__init__`` has run.
 _ATTRIBUTES = ("_SyncObj__raftState", "_SyncObj__raftElectionDeadline", "_SyncObj__raftCurrentTerm",
                "_SyncObj__selfNode", "_SyncObj__otherNodes", "_SyncObj__transport", "_SyncObj__transferInProgress",
@@ -114,6 +126,7 @@ class ElectionGuard:
         self.pre_votes_won = 0
         self.votes_refused_in_lease = 0
         self.quorum_step_downs = 0
+        self.terms_adopted = 0
 
     # -- helpers -----------------------------------------------------------------------
     def _in_lease(self, now: float) -> bool:
@@ -220,10 +233,17 @@ class ElectionGuard:
         kind = message.get("type")
         r = self._r
         if kind == "append_entries":
-            if message.get("term", -1) >= r._SyncObj__raftCurrentTerm:
+            term, current = message.get("term", -1), r._SyncObj__raftCurrentTerm
+            if term >= current:
                 self._leader_contact = monotonicTime()
                 self._round_term, self._won = None, False
+            elif r._SyncObj__selfNode is not None and node in r._SyncObj__otherNodes:
+                r._SyncObj__transport.send(node, {"type": TERM_NOTICE, "term": current})
             return False
+        if kind == TERM_NOTICE:
+            if node in r._SyncObj__otherNodes and message.get("term", 0) > r._SyncObj__raftCurrentTerm:
+                self._adopt(message["term"], "a voter answered with term %d" % message["term"])
+            return True
         if kind == "request_vote":
             if (r._SyncObj__selfNode is not None and message.get("term", 0) > r._SyncObj__raftCurrentTerm
                     and not message.get("transfer") and self._in_lease(monotonicTime())):
@@ -235,6 +255,11 @@ class ElectionGuard:
             return True
         if kind == PRE_VOTE_RESPONSE:
             term = message.get("term")
+            voter_term = message.get("voter_term", 0)
+            if (not message.get("granted") and node in r._SyncObj__otherNodes
+                    and voter_term > r._SyncObj__raftCurrentTerm and r._SyncObj__raftState != _LEADER):
+                self._adopt(voter_term, "a voter refused our pre-vote in term %d" % voter_term)
+                return True
             if (message.get("granted") and term is not None and term == self._round_term
                     and term == r._SyncObj__raftCurrentTerm + 1 and node in r._SyncObj__otherNodes
                     and r._SyncObj__raftState != _LEADER):
@@ -255,7 +280,19 @@ class ElectionGuard:
             and not self._in_lease(monotonicTime())
             and self._log_up_to_date(message.get("last_log_index", 0), message.get("last_log_term", 0))
         )
-        r._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE, "term": term, "granted": granted})
+        r._SyncObj__transport.send(node, {"type": PRE_VOTE_RESPONSE, "term": term, "granted": granted,
+                                          "voter_term": r._SyncObj__raftCurrentTerm})
+
+    def _adopt(self, term: int, why: str) -> None:
+        """Take the higher ``term`` as a follower with no vote cast, as pysyncobj does on a
+        higher-term ``request_vote`` (SO:920-923); the journal records the term."""
+        r = self._r
+        self.terms_adopted += 1
+        log.info("raft term %d adopted (%s)", term, why, extra={"raft_term": term})
+        r._SyncObj__setCurrentTerm(term, None)
+        r._SyncObj__setState(_FOLLOWER)
+        r._SyncObj__raftLeader = None
+        self._round_term, self._won = None, False
 
     def tag_outgoing(self, message: dict) -> dict:
         """A ``request_vote`` sent by the election of a TimeoutNow transfer carries ``transfer``:

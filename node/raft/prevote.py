@@ -9,7 +9,7 @@ when the link heals its higher term deposes the leader the majority elected, and
 the cluster stops committing for a second election: the second dip after each heal
 of the partition-leader drill (issue 15, item 5; terms in the README's drill notes).
 
-Three rules, as in the thesis §9.6 and etcd's raft (``PreVote``, ``CheckQuorum``):
+Four rules, as in the thesis §9.6 and etcd's raft (``PreVote``, ``CheckQuorum``):
 
 * **Pre-Vote.** When the election timer of a follower or candidate fires, it does not
   raise its term: it asks every voter ``PRE_VOTE`` {term: current + 1,
@@ -30,7 +30,6 @@ Three rules, as in the thesis §9.6 and etcd's raft (``PreVote``, ``CheckQuorum`
   longest election timeout) steps down to follower, as pysyncobj's own
   ``leaderFallbackTimeout`` check does (SO:678-686), only sooner: a cut-off leader
   stops believing it leads once the others may have elected someone else.
-
 * **No stuck node** (etcd's ``TestFreeStuckCandidateWithCheckQuorum``). A voter whose
   term got ahead of the leader's (its election started, then its vote requests were
   lost or refused in lease) ignores the leader's AppendEntries (lower term), and its

@@ -36,9 +36,11 @@ def _porcupine_binary() -> str | None:
 
 
 def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: bool, concurrency: int, base_port: int,
-                 converge_timeout_s: float = 60.0) -> bool:
+                 converge_timeout_s: float = 60.0, config_overrides: dict | None = None) -> bool:
     """One run of ``name``; returns True iff every checker passed. ``converge_timeout_s``: how
-    long the final read waits for one head everywhere (a run expected to diverge waits less)."""
+    long the final read waits for one head everywhere (a run expected to diverge waits less);
+    ``config_overrides`` go into every validator's config.json last (e.g.
+    ``{"raft_prevote": False}``)."""
     from raft_ledger_chaos import checkers
     from raft_ledger_chaos.bank import Bank, BankConfig, collect_final_state
     from raft_ledger_chaos.cluster import ChaosCluster
@@ -52,7 +54,7 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
     console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
     console.print(scenario.description)
     cluster = ChaosCluster(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe,
-                           lazyfs=scenario.lazyfs, raft_proxy=scenario.raft_proxy)
+                           lazyfs=scenario.lazyfs, raft_proxy=scenario.raft_proxy, config_overrides=config_overrides)
     history_path = os.path.join(run_dir, "history.jsonl")
     timeline_path = os.path.join(run_dir, "faults.jsonl")
     started = time.time()
@@ -134,7 +136,8 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
         "concurrency": concurrency,
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "counts": counts,
-        "command": f"python -m raft_ledger_chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else ""),
+        "command": f"python -m raft_ledger_chaos run {name} --seed {seed} --duration {duration_s:g}" + (" --unsafe" if unsafe else "")
+                   + (" --no-prevote" if (config_overrides or {}).get("raft_prevote") is False else ""),
     }
     if raft_stats is not None:
         meta["raft_proxy"] = raft_stats
@@ -181,7 +184,8 @@ def list_cmd() -> None:
 @click.option("--unsafe", is_flag=True, help="Switch the adapter's durability and truncation fixes off (demonstration only).")
 @click.option("--concurrency", default=4, show_default=True, help="Concurrent bank clients.")
 @click.option("--base-port", default=19100, show_default=True, help="First port of the cluster's range.")
-def run(scenario, seed, duration, out, unsafe, concurrency, base_port) -> None:
+@click.option("--no-prevote", is_flag=True, help="Validators without Pre-Vote and CheckQuorum (raft_prevote false): the before of the partition-leader drill.")
+def run(scenario, seed, duration, out, unsafe, concurrency, base_port, no_prevote) -> None:
     """Run SCENARIO (or `all`) and check the history; exit 1 if a checker failed."""
     from raft_ledger_chaos.nemesis import SCENARIOS
 
@@ -191,7 +195,8 @@ def run(scenario, seed, duration, out, unsafe, concurrency, base_port) -> None:
         raise click.BadParameter(f"unknown scenario {unknown[0]!r}; see `python -m raft_ledger_chaos list`")
     verdicts = {}
     for n in names:
-        verdicts[n] = run_scenario(n, seed=seed, duration_s=duration, out=out, unsafe=unsafe, concurrency=concurrency, base_port=base_port)
+        verdicts[n] = run_scenario(n, seed=seed, duration_s=duration, out=out, unsafe=unsafe, concurrency=concurrency, base_port=base_port,
+                                   config_overrides={"raft_prevote": False} if no_prevote else None)
     if len(names) > 1:
         for n, v in verdicts.items():
             console.print(f"{n:20} {'[green]pass' if v else '[red]FAIL'}")

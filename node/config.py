@@ -156,6 +156,9 @@ class ValidatorConfig:
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True
+    #: Pre-Vote and CheckQuorum (node/raft/prevote.py): a validator cut off from the others
+    #: does not depose the leader when it returns. Off only to show the difference in a drill.
+    raft_prevote: bool = True
 
     @property
     def journal_file(self) -> str:

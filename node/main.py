@@ -267,6 +267,7 @@ class Validator:
             validator_id=cfg.validator_id,
             data_dir_id=self.identity.data_dir_id,
             vote_after_term=self.identity.vote_after_term,
+            election_guard=cfg.raft_prevote,
         )
         #: This validator's metrics (node/metrics.py), served on metrics_listen_address.
         self.metrics = LedgerMetrics()

@@ -9,6 +9,8 @@ ledger logic (an import-linter contract in pyproject.toml keeps it so).
 
 Both safety switches can be turned off (``durable_journal=False``,
 ``raft_fixes=False``) so the chaos suite can show what they prevent.
+Pre-Vote and CheckQuorum (:mod:`raft_ledger_node.raft.prevote`) are on unless
+``election_guard=False`` (the before/after of the partition-leader drill).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj import syncobj as _syncobj_mod
 
 from raft_ledger_node.raft.journal import DurableFileJournal
+from raft_ledger_node.raft.prevote import ElectionGuard, check_pysyncobj_members
 from raft_ledger_node.raft.transport import LedgerTransport
 
 #: pysyncobj swaps its journal through a module global (``syncobj.createJournal``):
@@ -75,6 +78,7 @@ class DurableReplica(SyncObj):
         peer_dial: dict[str, str] | None = None,
         on_journal_flush: Callable[[int], None] | None = None,
         raft_tls=None,
+        election_guard: bool = True,
     ) -> None:
         if not conf.password:
             raise ValueError("the Raft port must have a password (pysyncobj unpickles what it receives)")
@@ -87,6 +91,8 @@ class DurableReplica(SyncObj):
         self._raft_tls = raft_tls
         self._durable = durable_journal
         self._raft_fixes = raft_fixes
+        #: Pre-Vote and CheckQuorum (raft/prevote.py); None: pysyncobj's elections as they are.
+        self._election_guard = ElectionGuard(self) if election_guard else None
         with _journal_factory_lock:
             original = _syncobj_mod.createJournal
             if durable_journal:
@@ -95,6 +101,8 @@ class DurableReplica(SyncObj):
                 super().__init__(self_address, peer_addresses, conf, transportClass=LedgerTransport)
             finally:
                 _syncobj_mod.createJournal = original
+        if self._election_guard is not None:
+            check_pysyncobj_members(self)
 
     # -- durability hooks -------------------------------------------------------
     def _journal(self):
@@ -109,13 +117,16 @@ class DurableReplica(SyncObj):
         # Entries appended since the last tick (leader proposals, the leader's
         # no-op) reach the disk before the commit index is computed from them.
         self._sync_journal()
+        if self._election_guard is not None:
+            self._election_guard.before_tick()
         super()._onTick(timeToWait)
 
     # -- status -------------------------------------------------------------------
     def is_leader(self) -> bool:
         """This replica believes it leads. It can stay true for up to
-        ``leaderFallbackTimeout`` on a leader cut off from the majority: never
-        serve a linearizable read on it alone (use a read barrier)."""
+        ``leaderFallbackTimeout`` (with CheckQuorum, ``raftMaxTimeout``: raft/prevote.py)
+        on a leader cut off from the majority: never serve a linearizable read on it
+        alone (use a read barrier)."""
         return self._isLeader()
 
     def leader_address(self) -> str | None:

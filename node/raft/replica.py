@@ -87,6 +87,7 @@ class LedgerReplica(DurableReplica):
         validator_id: str | None = None,
         data_dir_id: bytes = b"",
         vote_after_term: int = 0,
+        election_guard: bool = True,
     ) -> None:
         if conf.appendEntriesBatchSizeBytes <= limits.raft_command_bytes_max:
             raise ValueError("appendEntriesBatchSizeBytes must exceed raft_command_bytes_max (a pickled entry)")
@@ -125,6 +126,7 @@ class LedgerReplica(DurableReplica):
             peer_dial=peer_dial,
             on_journal_flush=on_journal_flush,
             raft_tls=raft_tls,
+            election_guard=election_guard,
         )
 
     def propose(self, entry: bytes, decoded: Entry, callback) -> None:

@@ -25,6 +25,10 @@
   answers every chunk (``TRANSMISSION_ACK``, ignored by pysyncobj): pysyncobj answers
   only the last, and the sender drops a link that received nothing for
   ``connectionTimeout`` (3.5 s), so a snapshot that took longer to send never arrived.
+* **Pre-Vote and CheckQuorum** (see :mod:`raft_ledger_node.raft.prevote`): every
+  received message passes the replica's ``_election_guard`` first (it consumes
+  pre-votes and vote requests within a leader's lease), and every ``request_vote``
+  sent during a leadership transfer is tagged ``transfer``.
 * **Peer dial addresses.** A peer can be dialled at another address than its
   identity (a Toxiproxy listener in the chaos suite).
 * **Mutual TLS pinned to genesis** (see :mod:`raft_ledger_node.raft.tls`) when the
@@ -236,6 +240,9 @@ class LedgerTransport(TCPTransport):
         return self._connections[node].connect(host, int(port))
 
     def send(self, node, message):
+        guard = getattr(self._replica, "_election_guard", None)
+        if guard is not None:
+            message = guard.tag_outgoing(message)
         if message.get("type") in ("next_node_idx", "response_vote"):
             self._replica._sync_journal()
             if self._reply_cap is not None and message["type"] == "next_node_idx" and message.get("success"):
@@ -249,6 +256,9 @@ class LedgerTransport(TCPTransport):
                 # A promoted data directory does not vote in the terms up to its promotion:
                 # the validator it replaces (same Raft address) may have voted in them.
                 return
+            guard = getattr(self._replica, "_election_guard", None)
+            if guard is not None and guard.on_message(node, message):
+                return  # a pre-vote, or a vote request within the lease (raft/prevote.py)
             if self._replica._raft_fixes and kind == "append_entries":
                 message = self._fix_append_entries(message)
             try:

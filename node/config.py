@@ -156,6 +156,10 @@ class ValidatorConfig:
     #: Safety switches for the chaos suite only: never turn off in production.
     durable_journal: bool = True
     raft_fixes: bool = True
+    #: Group commit (node/batcher.py): while Raft entries are in flight, a submission
+    #: waits up to this long for others to share its entry; 0 = propose as soon as one
+    #: of inflight_entries_max is free.
+    group_commit_wait_s_max: float = 0.005
 
     @property
     def journal_file(self) -> str:

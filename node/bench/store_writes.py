@@ -31,6 +31,60 @@ from raft_ledger_node.bench.history import _tx
 from raft_ledger_node.bench.workload import ACCOUNT_CODE, LEDGER, TRANSFER_CODE, Workload, member_names
 
 
+def _tune_db(mod, change) -> None:
+    opts = mod._opts
+
+    def tuned():
+        o = opts()
+        change(o)
+        return o
+
+    mod._opts = tuned
+
+
+def _tune_cf(mod, names, change) -> None:
+    cf_opts = mod._cf_opts
+
+    def tuned(name, cache):
+        o = cf_opts(name, cache)
+        if name in names:
+            change(o)
+        return o
+
+    mod._cf_opts = tuned
+
+
+def _tune_write(mod, change) -> None:
+    cls = mod.RocksStore
+    init = cls.__init__
+
+    def tuned(self, *a, **kw):
+        init(self, *a, **kw)
+        change(self._wo)
+
+    cls.__init__ = tuned
+
+
+def _no_concurrent(o) -> None:
+    o.set_allow_concurrent_memtable_write(False)
+    o.set_enable_write_thread_adaptive_yield(False)
+
+
+def _inplace(o) -> None:
+    o.set_inplace_update_support(True)
+
+
+#: Variants of this build, one RocksDB setting each (applied to a private copy of the module).
+TUNINGS = {
+    "no-wal": lambda m: _tune_write(m, lambda wo: setattr(wo, "disable_wal", True)),
+    "no-concurrent-memtable": lambda m: _tune_db(m, _no_concurrent),
+    "accounts-inplace": lambda m: (_tune_db(m, _no_concurrent), _tune_cf(m, {"accounts"}, _inplace)),
+    "insert-hint": lambda m: _tune_write(m, lambda wo: setattr(wo, "memtable_insert_hint_per_batch", True)),
+    "write-buffer-256m": lambda m: _tune_cf(m, {"accounts", "transfers", "account_transfers"},
+                                            lambda o: o.set_write_buffer_size(256 << 20)),
+}
+
+
 def _load_store_module(path: str, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -95,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--members", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tune", action="append", default=[], choices=sorted(TUNINGS),
+                    help="also run this build with one RocksDB setting changed (repeatable)")
     args = ap.parse_args(argv)
     from raft_ledger_node import store as current
     from raft_ledger_node.ledger.types import Account, Operation, Transfer
@@ -103,6 +159,10 @@ def main(argv=None) -> int:
     builds = [("this build", current)]
     if args.baseline:
         builds.insert(0, ("baseline", _load_store_module(args.baseline, "raft_ledger_store_baseline")))
+    for name in args.tune:
+        mod = _load_store_module(current.__file__, f"raft_ledger_store_{name.replace('-', '_')}")
+        TUNINGS[name](mod)
+        builds.append((name, mod))
     names = member_names(args.members)
     runs: list[_Counted] = []
     try:

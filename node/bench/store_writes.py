@@ -13,8 +13,9 @@ transfers, applied as blocks of one create_transfers transaction of
 ``--blocks`` further blocks are timed, alternating between the stores block by
 block so that load from other processes falls on both alike. Printed per
 transfer: WriteBatch keys (``len(WriteBatch)`` of each ``commit``), the applying
-thread's CPU for apply + commit, and for ``commit`` alone (the store's Python
-and RocksDB's ``write``), as medians over the timed blocks.
+thread's CPU for apply + commit, for ``commit`` alone (the store's Python and
+RocksDB's ``write``) and for the ``write`` inside it, as medians over the timed
+blocks. ``--tune`` adds this build with one RocksDB setting changed (TUNINGS).
 """
 from __future__ import annotations
 
@@ -101,7 +102,11 @@ class _CountingDB:
 
     def write(self, wb, wo) -> None:
         self._counter.keys += len(wb)
-        self._db.write(wb, wo)
+        t = time.thread_time()
+        try:
+            self._db.write(wb, wo)
+        finally:
+            self._counter.write_s += time.thread_time() - t
 
     def __getattr__(self, name):
         return getattr(self._db, name)
@@ -118,6 +123,7 @@ class _Counted:
         self.machine = StateMachine(self.store)
         self.keys = 0
         self.commit_s = 0.0
+        self.write_s = 0.0
         self.store._db = _CountingDB(self.store._db, self)
         real_commit = self.store.commit
 
@@ -201,11 +207,11 @@ def main(argv=None) -> int:
               f"in {time.monotonic() - t0:.1f}s", flush=True)
         for r in runs:
             r.store.flush()
-        per = {r.label: {"keys": [], "total": [], "commit": []} for r in runs}
+        per = {r.label: {"keys": [], "total": [], "commit": [], "write": []} for r in runs}
         for _ in range(args.blocks):
             txs = block()
             for r in runs:
-                k0, c0 = r.keys, r.commit_s
+                k0, c0, w0 = r.keys, r.commit_s, r.write_s
                 t = time.thread_time()
                 results = r.apply(txs)
                 total = time.thread_time() - t
@@ -214,13 +220,14 @@ def main(argv=None) -> int:
                 per[r.label]["keys"].append((r.keys - k0) / n)
                 per[r.label]["total"].append(total / n * 1e6)
                 per[r.label]["commit"].append((r.commit_s - c0) / n * 1e6)
+                per[r.label]["write"].append((r.write_s - w0) / n * 1e6)
         print(f"{args.blocks} blocks of {args.block_transfers} transfers each, at {args.stored:,} stored "
               "(medians per transfer, applying thread CPU):")
-        print(f"{'store':<12} {'keys/transfer':>14} {'apply+commit µs':>16} {'commit µs':>10}")
+        print(f"{'store':<24} {'keys/transfer':>14} {'apply+commit µs':>16} {'commit µs':>10} {'of it write µs':>15}")
         for r in runs:
             p = per[r.label]
-            print(f"{r.label:<12} {statistics.mean(p['keys']):>14.2f} {statistics.median(p['total']):>16.1f} "
-                  f"{statistics.median(p['commit']):>10.1f}")
+            print(f"{r.label:<24} {statistics.mean(p['keys']):>14.2f} {statistics.median(p['total']):>16.1f} "
+                  f"{statistics.median(p['commit']):>10.1f} {statistics.median(p['write']):>15.1f}")
     finally:
         for r in runs:
             r.store.close()

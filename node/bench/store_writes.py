@@ -80,6 +80,7 @@ TUNINGS = {
     "no-wal": lambda m: _tune_write(m, lambda wo: setattr(wo, "disable_wal", True)),
     "no-concurrent-memtable": lambda m: _tune_db(m, _no_concurrent),
     "accounts-inplace": lambda m: (_tune_db(m, _no_concurrent), _tune_cf(m, {"accounts"}, _inplace)),
+    "no-accounts-inplace": lambda m: _tune_cf(m, {"accounts"}, lambda o: o.set_inplace_update_support(False)),
     "insert-hint": lambda m: _tune_write(m, lambda wo: setattr(wo, "memtable_insert_hint_per_batch", True)),
     "write-buffer-256m": lambda m: _tune_cf(m, {"accounts", "transfers", "account_transfers"},
                                             lambda o: o.set_write_buffer_size(256 << 20)),

@@ -159,7 +159,7 @@ class ValidatorConfig:
     #: Group commit (node/batcher.py): while Raft entries are in flight, a submission
     #: waits up to this long for others to share its entry; 0 = propose as soon as one
     #: of inflight_entries_max is free.
-    group_commit_wait_s_max: float = 0.005
+    group_commit_wait_s_max: float = 0.02
 
     @property
     def journal_file(self) -> str:

@@ -9,7 +9,7 @@ config; 0 = propose as soon as one of ``inflight_entries_max`` is free, the
 behaviour before group commit) a fresh 3-validator mutual-TLS cluster on
 127.0.0.1 (``init_cluster`` + ``LocalCluster``, as ``ledger-validator bench``'s
 *ours* part) is driven by the bench's driver process (:mod:`node.bench.driver`)
-with one transfer per request, closed loop, at each of ``--callers``. Printed per
+with ``--batch`` transfers per request (default one), closed loop, at each of ``--callers``. Printed per
 phase: transfers/s, Raft entries (the leader's commit index delta), transfers per
 entry, validator CPU per transfer and p50/p99 latency per request. Short runs: the
 machine is shared; read the ratios, not the absolute rates.
@@ -23,10 +23,15 @@ import sys
 import tempfile
 
 from raft_ledger_node.bench.measure import CpuMeter, latency_summary
-from raft_ledger_node.bench.ours import DRIVER_SETUP_S_MAX, PHASE_SILENCE_S_MAX, PORT_BASE_STEP, _leader
+from raft_ledger_node.bench.ours import DRIVER_SETUP_S_MAX, PHASE_SILENCE_S_MAX, _leader
 from raft_ledger_node.bench.proc import JsonLineProcess
 from raft_ledger_node.bench.workload import LEDGER, Workload, member_names
 from raft_ledger_node.localcluster import LocalCluster, cluster_port_offsets, init_cluster, reserve_ports
+
+#: Port bases tried from --base-port (gRPC base+1.., Raft base+101..): a stopped cluster's
+#: ports may linger for a while, so each cluster may need the next block.
+PORT_STEP = 300
+PORT_PROBES_MAX = 6
 
 
 def _set_wait(cluster_dir: str, wait_s: float) -> None:
@@ -44,17 +49,23 @@ def _cluster_run(wait_s: float, callers: list[int], per_caller: int, args, work:
     cluster_dir = os.path.join(work, f"wait-{wait_s}")
     members = member_names(2)
     rows = []
-    with reserve_ports(cluster_port_offsets(3), start=args.base_port, step=PORT_BASE_STEP, probes_max=2) as ports:
+    with reserve_ports(cluster_port_offsets(3), start=args.base_port, step=PORT_STEP, probes_max=PORT_PROBES_MAX) as ports:
         init_cluster(cluster_dir, 3, members, "127.0.0.1", ports.base, force=True, issuers={LEDGER: members})
         _set_wait(cluster_dir, wait_s)
         cluster = LocalCluster(cluster_dir)
         cluster.start_all()
         driver = None
         try:
-            cluster.wait_ready()
+            try:
+                cluster.wait_ready()
+            except Exception:
+                for vid in sorted(cluster.procs):
+                    with open(cluster.log_path(vid), errors="replace") as f:
+                        print(f"--- {vid} log (last lines)\n" + "".join(f.readlines()[-8:]), file=sys.stderr)
+                raise
             pids = [p.pid for p in cluster.procs.values()]
-            wl = Workload(accounts=args.accounts, members=2, skew="uniform", zipf_exponent=1.0, batch=1, seed=7)
-            total = sum(c * per_caller for c in callers)
+            wl = Workload(accounts=args.accounts, members=2, skew="uniform", zipf_exponent=1.0, batch=args.batch, seed=7)
+            total = sum(c * per_caller for c in callers)  # signed requests of --batch transfers
             driver = JsonLineProcess([sys.executable, "-m", "raft_ledger_node.bench.driver"],
                                      log_path=os.path.join(work, f"driver-{wait_s}.log"))
             driver.send({"cluster": cluster_dir, "workload": wl.spec(), "batches_total": total})
@@ -93,9 +104,10 @@ def _cluster_run(wait_s: float, callers: list[int], per_caller: int, args, work:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--waits", default="0,0.005", help="group_commit_wait_s_max values (s), comma-separated")
+    ap.add_argument("--waits", default="0,0.02", help="group_commit_wait_s_max values (s), comma-separated")
     ap.add_argument("--callers", default="1,8,64", help="concurrent callers per phase, comma-separated")
-    ap.add_argument("--per-caller", type=int, default=40, help="requests (one transfer each) per caller per phase")
+    ap.add_argument("--per-caller", type=int, default=40, help="requests per caller per phase")
+    ap.add_argument("--batch", type=int, default=1, help="transfers per request")
     ap.add_argument("--accounts", type=int, default=1000)
     ap.add_argument("--base-port", type=int, default=53100)
     ap.add_argument("--out", help="write the rows as JSON here")

@@ -48,10 +48,11 @@ _REASONS = {v: k for k, v in vars(FAIL_REASON).items() if k.isupper()}
 #: Longest time (s) a submission waits for company while entries are in flight
 #: (see the module docstring); none at all when nothing is in flight, so it only
 #: matters once a Raft commit takes longer than this, i.e. under load, when bigger
-#: entries are what frees CPU. Chosen by node/bench/group_commit.py on our shared
-#: 2-core machine, 0 / 5 / 20 ms side by side: transfers per entry at 8 and 64
-#: callers of one transfer 1.6 / 2.2 / 3.4 and 3.0 / 3.6 / 5.2, and at 8 callers of
-#: 100 transfers 152 / 168 / 223 (with the most transfers/s of the three).
+#: entries are what frees CPU. Chosen by node/bench/group_commit.py on our shared,
+#: heavily loaded 2-core machine: transfers per entry at 8 and 64 callers of one
+#: transfer, 0 vs 20 ms in one run, 1.6 vs 3.4 and 3.0 vs 5.2 (5 ms in another run:
+#: 2.2 and 3.6); at 8 callers of 100 transfers, 0 / 5 / 20 ms in one run, 152 / 168
+#: / 223, with the most transfers/s at 20 ms.
 GROUP_COMMIT_WAIT_S_MAX = 0.02
 
 

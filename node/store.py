@@ -832,10 +832,19 @@ class RocksStore:
                 _add_row(index, get_rows, (2, t.user_data_64), row)
             if t.user_data_32:
                 _add_row(index, get_rows, (3, t.user_data_32), row)
+            # Ledger and code are set on nearly every transfer: inlined.
             if t.ledger:
-                _add_row(index, get_rows, (4, t.ledger), row)
+                rows = get_rows((4, t.ledger))
+                if rows is None:
+                    index[(4, t.ledger)] = [row]
+                else:
+                    rows.append(row)
             if t.code:
-                _add_row(index, get_rows, (5, t.code), row)
+                rows = get_rows((5, t.code))
+                if rows is None:
+                    index[(5, t.code)] = [row]
+                else:
+                    rows.append(row)
         if by_ts:
             _put_segments(put, {b"": by_ts}, h["transfers_by_ts"])
             _put_segments(put, {bytes((tag,)) + v.to_bytes(16, "big"): rows for (tag, v), rows in index.items()},
@@ -857,16 +866,28 @@ class RocksStore:
         for (member, tid), code in ws.failed_transfers.items():
             wb.put(_failed_key(member, tid), struct.pack(">I", code), h["transfers_failed"])
         if ws.account_transfers:
-            per_account: dict[int, list[bytes]] = {}
+            # account -> its one row (bytes), or its rows (list): most accounts have one per block.
+            per_account: dict[int, bytes | list[bytes]] = {}
             get_rows = per_account.get
             pack = _U64.pack
             for account_id, ts, tid in ws.account_transfers:
+                row = pack(ts) + tid.to_bytes(16, "big")
                 rows = get_rows(account_id)
                 if rows is None:
-                    per_account[account_id] = [pack(ts) + tid.to_bytes(16, "big")]
+                    per_account[account_id] = row
+                elif rows.__class__ is bytes:
+                    per_account[account_id] = [rows, row]
                 else:
-                    rows.append(pack(ts) + tid.to_bytes(16, "big"))
-            _put_segments(put, {a.to_bytes(16, "big"): rows for a, rows in per_account.items()}, h["account_transfers"])
+                    rows.append(row)
+            cf_account_transfers = h["account_transfers"]
+            many = {}
+            for account_id, rows in per_account.items():
+                if rows.__class__ is bytes:
+                    put(account_id.to_bytes(16, "big") + rows[:8], rows, cf_account_transfers)
+                else:
+                    many[account_id.to_bytes(16, "big")] = rows
+            if many:
+                _put_segments(put, many, cf_account_transfers)
         # Puts before deletes: a pending transfer created and resolved in the same
         # block has its expiry key in both lists, and must not stay indexed.
         for expires_at, tid in ws.expiry_put:

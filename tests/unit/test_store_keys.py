@@ -106,6 +106,11 @@ def test_a_block_writes_one_key_per_index_prefix(paths):
         assert grown == {"transfers": 100, "transfers_by_ts": 1, "transfer_index": 2, "account_transfers": 3,
                          "accounts_by_ts": 0, "account_index": 0}
         assert [t for _, t in led.store.account_transfer_ids(2)] == list(range(100, 150)) + list(range(200, 250))
+        n = len(_rows(led.store, "account_transfers"))
+        led.block(transfers_tx(transfer(300, 1, 3, 1)))
+        assert len(_rows(led.store, "account_transfers")) == n + 2  # one row each: a one-row segment
+        assert [t for _, t in led.store.account_transfer_ids(3)][-2:] == [249, 300]
+        assert [t for _, t in led.store.account_transfer_ids(1)][-2:] == [149, 300]
     finally:
         led.store.close()
 

@@ -46,6 +46,10 @@ class MemoryStore:
     def get_account(self, account_id: int) -> Account | None:
         return self.accounts.get(account_id)
 
+    def get_accounts(self, ids) -> tuple[int, list[Account | None]]:
+        """As :meth:`raft_ledger_node.store.Store.get_accounts` (single-threaded here)."""
+        return self._head.height, [self.accounts.get(i) for i in ids]
+
     def get_transfer(self, transfer_id: int) -> Transfer | None:
         return self.transfers.get(transfer_id)
 

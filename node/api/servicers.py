@@ -364,8 +364,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         validation.check_lookup(request.ids)
         self._consistent_read(request.consistency, context)
         caller = self._authz.caller(context)
-        height = self._store.head().height
-        found = [self._store.get_account(from_u128(i)) for i in request.ids]
+        # One consistent view: per-id reads could see half of a block (store.get_accounts).
+        height, found = self._store.get_accounts([from_u128(i) for i in request.ids])
         # Another member's account is left out exactly as a missing id is (api.authz).
         return pb.LookupAccountsResponse(
             accounts=[account_to_pb(a) for a in found if a is not None and caller.sees_account(a)], height=height)

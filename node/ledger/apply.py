@@ -594,7 +594,6 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
     member = tx.member_id
     n = len(events)
     codes: list[int] = [0] * n
-    chain_layer = st.chain
     i = 0
     while i < n:
         # A chain runs from i to the first event without `linked`.
@@ -606,6 +605,10 @@ def _apply_tx(st: _State, tx: Tx, first_timestamp: int) -> tuple[int, ...]:
             # nothing to roll back and it writes straight into the block layer
             # (a chain layer per event cost ~4.5 µs, most of it merging).
             ev = events[i]
+            # The current chain layer, not one taken before the loop: a failed chain
+            # before this event replaced it (rollback_chain), and restoring the old one
+            # would bring the failed chain's writes back for the next commit_chain.
+            chain_layer = st.chain
             st.chain = st.block
             try:
                 code = create(st, ev, member, first_timestamp + i)

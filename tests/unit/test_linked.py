@@ -47,6 +47,24 @@ def test_failure_in_the_middle_fails_the_whole_chain_and_only_it(led):
     assert_conserved(led.store.accounts.values())
 
 
+def test_a_failed_chain_stays_rolled_back_when_an_unlinked_event_and_a_chain_follow(led):
+    # Found by the SDK's coalescing tests: the unlinked event restored the chain layer
+    # captured before the loop (the failed chain's), and the next chain's commit merged
+    # the failed chain's transfer record into the block with no balance change.
+    codes = led.create_transfers(
+        T(1, A, B, 1, flags=L),
+        T(2, A, MISSING, 1),  # fails the first chain
+        T(3, A, B, 2),  # unlinked
+        T(4, A, B, 3, flags=L),
+        T(5, B, C, 4),  # a chain that succeeds
+    )
+    assert codes == (TR.linked_event_failed, TR.credit_account_not_found, TR.ok, TR.ok, TR.ok)
+    assert led.store.get_transfer(1) is None and led.store.get_transfer(2) is None
+    assert [led.store.get_transfer(i) is not None for i in (3, 4, 5)] == [True, True, True]
+    assert led.balances(A) == (0, 5, 0, 0)
+    assert_conserved(led.store.accounts.values())
+
+
 def test_failure_at_the_first_event(led):
     assert led.create_transfers(T(10, A, A, 1, flags=L), T(11, A, B, 1)) == (TR.accounts_must_be_different, TR.linked_event_failed)
     assert led.store.get_transfer(11) is None

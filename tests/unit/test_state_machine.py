@@ -141,3 +141,36 @@ def test_apply_raising_on_a_well_formed_entry_is_a_core_failure(path):
         assert s.applied_index() == 0
     finally:
         s.close()
+
+
+def test_get_accounts_never_sees_half_a_block(store):
+    """A lookup of both sides of a transfer sees it on both or neither: the accounts, the
+    cache and the head of one committed block (store.get_accounts), while a writer commits
+    transfers 1 -> 2 from another thread. Per-id reads (get_account) could see the debit of
+    block h and the credit of block h-1. Bounded: 300 blocks."""
+    import threading
+
+    from helpers import Ledger
+
+    led = Ledger(store)
+    assert led.create_accounts(account(1), account(2)) == (AR.ok, AR.ok)
+    done = threading.Event()
+
+    def write():
+        try:
+            for i in range(300):
+                assert led.create_transfers(transfer(100 + i, 1, 2, 1)) == (TR.ok,)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    reads = 0
+    try:
+        while not done.is_set() or reads == 0:
+            height, (debit_side, credit_side) = store.get_accounts([1, 2])
+            assert debit_side.debits_posted == credit_side.credits_posted == height - 1
+            reads += 1
+    finally:
+        writer.join(60)
+    assert reads > 0 and store.get_accounts([1, 3]) == (301, [store.get_account(1), None])

@@ -155,9 +155,10 @@ POINT_LOOKUP_CFS = frozenset({"accounts", "transfers", "pending_status", "transf
 #: machine). The price is RocksDB's: no point-in-time view of these keys for
 #: iterators or snapshots while blocks commit, and a point read may see a record of
 #: the block being written a moment before the block is visible. Nothing here needs
-#: more: account reads are point reads (a read that straddles a commit could already
-#: mix heights), proofs read under ``_visible_lock`` which the commit holds, the
-#: account tree is iterated only at open, and checkpoints are taken on the thread that
+#: more: reads of several accounts that must agree (:meth:`RocksStore.get_accounts`,
+#: proofs) read under ``_visible_lock``, which the commit holds while it writes; a
+#: single point read (:meth:`RocksStore.get_account`) sees one record, of the last
+#: block or of the one being made visible; the account tree is iterated only at open, and checkpoints are taken on the thread that
 #: commits (node/raft/snapshot.py), never during a write. Needs single-writer memtables
 #: (``allow_concurrent_memtable_write`` off; the apply thread is the one writer of blocks).
 INPLACE_CFS = frozenset({"accounts"})

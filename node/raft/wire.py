@@ -138,6 +138,7 @@ class LedgerConnection(TcpConnection):
         self.dialled_at: float | None = None
         self._event_bytes = 0
         super().__init__(*args, **kwargs)
+        self._TcpConnection__writeBuffer = bytearray()
 
     def raise_cap(self) -> None:
         """The peer has authenticated: accept frames up to ``raft_frame_bytes_max``."""
@@ -149,7 +150,9 @@ class LedgerConnection(TcpConnection):
         self._frames = FrameBuffer(limits.raft_handshake_frame_bytes_max)
         self.authenticated = False
         self.dialled_at = monotonicTime()
-        return super().connect(host, port)
+        ok = super().connect(host, port)
+        self._TcpConnection__writeBuffer = bytearray()  # the library resets it to bytes (TC:126)
+        return ok
 
     def _buffered_below(self) -> bool:
         """Bytes already read from the socket but not yet in the frame buffer (a TLS layer's
@@ -160,6 +163,33 @@ class LedgerConnection(TcpConnection):
     def disconnect(self):
         self._frames.clear()
         super().disconnect()
+        self._TcpConnection__writeBuffer = bytearray()  # the library resets it to bytes (TC:167)
+
+    def _TcpConnection__processSend(self):  # noqa: N802 (replaces the library's private method)
+        """As the library's (TC:239-254), on a ``bytearray`` write buffer.
+
+        The library keeps ``bytes``: every queued message (``+=``, TC:148) and every
+        partial send (``buf[res:]``, TC:249) copies the whole rest of the buffer, so a
+        buffer of many AppendEntries to a slow follower costs time quadratic in its
+        size on the tick thread. A bytearray appends in place and drops a sent prefix
+        without copying the rest. False stops the send loop.
+        """
+        buf = self._TcpConnection__writeBuffer
+        if not buf:
+            return False
+        try:
+            res = self._TcpConnection__socket.send(buf)
+        except socket.error as e:
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                self.disconnect()
+            return False
+        if res < 0:
+            self.disconnect()
+            return False
+        if res == 0:
+            return False
+        del buf[:res]
+        return True
 
     def send(self, message):
         """As the library's (TC:141-149), and WRITE interest is armed when bytes are left over.
@@ -311,14 +341,16 @@ def check_pysyncobj() -> None:
     verify(importlib.metadata.version("pysyncobj") == PYSYNCOBJ_VERSION, "pysyncobj is pinned at 0.3.17")
     for cls, names in (
         (TcpConnection, ("_TcpConnection__processRead", "_TcpConnection__processParseMessage",
-                         "_TcpConnection__tryReadBuffer", "_TcpConnection__processConnection")),
+                         "_TcpConnection__tryReadBuffer", "_TcpConnection__processConnection",
+                         "_TcpConnection__processSend", "_TcpConnection__trySendBuffer")),
         (TcpServer, ("_TcpServer__onNewConnection", "bind", "unbind")),
     ):
         for name in names:
             verify(callable(getattr(cls, name, None)), f"pysyncobj {cls.__name__}.{name} exists")
     # Instance attributes the overrides read, created by the constructors.
     probe = TcpConnection(poller=None)
-    for name in ("_TcpConnection__socket", "_TcpConnection__recvBufferSize", "_TcpConnection__poller", "recvRandKey",
+    for name in ("_TcpConnection__socket", "_TcpConnection__recvBufferSize", "_TcpConnection__poller",
+                 "_TcpConnection__writeBuffer", "recvRandKey",
                  "recvLastTimestamp", "encryptor"):
         verify(hasattr(probe, name), f"pysyncobj TcpConnection has {name}")
     server = TcpServer(None, "127.0.0.1", 0, None)

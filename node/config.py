@@ -159,6 +159,10 @@ class ValidatorConfig:
     #: Pre-Vote and CheckQuorum (node/raft/prevote.py): a validator cut off from the others
     #: does not depose the leader when it returns. Off only to show the difference in a drill.
     raft_prevote: bool = True
+    #: Group commit (node/batcher.py): while Raft entries are in flight, a submission
+    #: waits up to this long for others to share its entry; 0 = propose as soon as one
+    #: of inflight_entries_max is free.
+    group_commit_wait_s_max: float = 0.02
 
     @property
     def journal_file(self) -> str:

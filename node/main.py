@@ -275,6 +275,7 @@ class Validator:
             self.replica.propose,
             inflight_entries_max=cfg.inflight_entries_max,
             metrics=self.metrics,
+            group_commit_wait_s_max=cfg.group_commit_wait_s_max,
         )
         # Follows the governed configuration in the store: added keys verify, revoked
         # keys and suspended members are refused at ingress from the next block on.

@@ -183,6 +183,10 @@ class _ReadOnlyDB:
                 break
             yield k, it.value()
             it.next()
+        try:
+            it.status()  # invalid at a corrupt block exactly as at the end: tell them apart
+        except Exception as e:  # rocksdict raises plain Exception
+            raise AuditError(f"RocksDB read of {cf} failed: {e}") from e
 
     def close(self) -> None:
         self.cf.clear()

@@ -45,6 +45,7 @@ from raft_ledger_node.crypto import verify_ed25519
 from raft_ledger_node.ledger import codec
 from raft_ledger_node.ledger.apply import apply_block
 from raft_ledger_node.ledger.types import Entry, TxResult, WriteSet
+from raft_ledger_node.store import StoreError
 
 log = logging.getLogger("ledger.state_machine")
 
@@ -149,6 +150,8 @@ class StateMachine:
                     for tx in decoded.txs))
             results, ws = apply_block(store, decoded, term, raft_index, verify_signature=self._verify_signature,
                                       chain_id=self._chain_id)
+        except StoreError as e:  # a read the block needed failed (a corrupt block, an I/O error)
+            raise StorageFailure(raft_index, f"storage read for raft entry {raft_index} failed: {e}") from e
         except Exception as e:
             raise CoreFailure(raft_index, f"apply of raft entry {raft_index} raised: {e!r}") from e
         try:

@@ -443,6 +443,7 @@ class RocksStore:
                 break
             out[k[8:].decode()] = it.value()
             it.next()
+        _check_iterator(it, "cosignatures")
         return out
 
     def signatures_of(self, validator_id: str, from_height: int, limit: int) -> list[tuple[int, bytes]]:
@@ -459,6 +460,7 @@ class RocksStore:
                 out.append((_U64.unpack(k[:8])[0], it.value()))
             budget -= 1
             it.next()
+        _check_iterator(it, "cosignatures")
         return out
 
     def handoff_heights(self, after: int, up_to: int, limit: int = 64) -> list[int]:
@@ -475,6 +477,7 @@ class RocksStore:
                 break
             out.append(h)
             it.next()
+        _check_iterator(it, "handoff heights")
         return out
 
     def applied_index(self) -> int:
@@ -551,6 +554,7 @@ class RocksStore:
             if len(out) == limit:
                 break
             it.next()
+        _check_iterator(it, "the expiry index")
         return out
 
     # -- reads for the API -----------------------------------------------------
@@ -600,6 +604,7 @@ class RocksStore:
                 it.prev()
             else:
                 it.next()
+        _check_iterator(it, cf)
 
     def _scan_segments(self, cf: str, prefix: bytes, ts_min: int, ts_max: int,
                        reverse: bool) -> Iterator[tuple[int, bytes]]:
@@ -635,12 +640,14 @@ class RocksStore:
                         return
                     yield ts, value
                 it.next()
+        _check_iterator(it, cf)
 
     def _transfer_id_at(self, ts: int) -> bytes | None:
         """The id (u128 bytes) of the transfer with timestamp ``ts``, or None."""
         it = self._cf["transfers_by_ts"].iter()
         it.seek_for_prev(_U64.pack(ts))
         if not it.valid():
+            _check_iterator(it, "transfers_by_ts")
             return None
         for row_ts, raw_id in _segment_rows(it.key(), it.value(), 0):
             if row_ts == ts:
@@ -788,6 +795,7 @@ class RocksStore:
         while it.valid():
             yield codec.decode_account(it.value())
             it.next()
+        _check_iterator(it, "accounts")
 
     # -- writes ------------------------------------------------------------------
     def get_accounts(self, ids) -> tuple[int, list[Account | None]]:
@@ -1039,9 +1047,24 @@ def _load_account_tree(cf) -> tuple[dict[int, int], AccountTree]:
         positions[int.from_bytes(key, "big")] = position
         leaves[position] = merkle.leaf_hash(acc_it.value())
         pos_it.next()
+    _check_iterator(pos_it, "account_positions")
+    _check_iterator(acc_it, "accounts")
     if sorted(leaves) != list(range(len(leaves))):
         raise StoreError("account tree positions are not 0..n-1")
     return positions, AccountTree.from_leaf_hashes(leaves[i] for i in range(len(leaves)))
+
+
+def _check_iterator(it, what: str) -> None:
+    """Raise StoreError if ``it`` stopped on a read error rather than at the end of its
+    data: RocksDB marks an iterator that hit a corrupt block invalid, exactly as at the
+    end, and only ``status()`` tells them apart (RocksDB wiki "Iterator": "check
+    status() after valid() returns false"). Without it a corrupt block reads as "no more
+    rows": a missing expiry on one validator would make it diverge from the others.
+    """
+    try:
+        it.status()
+    except Exception as e:  # rocksdict raises plain Exception
+        raise StoreError(f"RocksDB read of {what} failed: {e}") from e
 
 
 # Plain ints: IntFlag's & runs Python-level enum code on every account written.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from raft_ledger_client import (
     Account,
+    AccountFilter,
     AccountFlags,
     CreateAccountResult,
     CreateTransferResult,
@@ -31,6 +32,7 @@ from raft_ledger_client import (
     NotSubmitted,
     RetryPolicy,
     Transfer,
+    TransferFlags,
     TransportError,
     load_private_key,
     read_genesis,
@@ -47,6 +49,11 @@ ISSUER = "central-bank"
 #: Reads every account for the read operations and the final state (role auditor).
 READER = "auditor"
 TRANSFER_ID_BASE = 10_000_000
+#: The issuer's escrow account (``history`` flag): every pending transfer of the workload goes
+#: mint -> escrow and is left to expire, so its balance history records each expiry's instant.
+ESCROW_ACCOUNT = MINT_ACCOUNT + 1
+#: First id of the pending transfers (far above the bank's transfer ids).
+PENDING_ID_BASE = 500_000_000
 
 
 @dataclass
@@ -62,6 +69,12 @@ class BankConfig:
     think_time_s: float = 0.02
     #: Deadline of one operation, retries included; past it the outcome is unknown.
     op_deadline_s: float = 2.0
+    #: Seconds between the issuer's pending transfers mint -> escrow (0: none). They never
+    #: touch the N accounts (the checkers' balances and Porcupine's model ignore them) and are
+    #: never posted or voided: each is voided by its timeout (chaos/checkers.check_clock).
+    pending_interval_s: float = 0.5
+    #: Their timeouts, whole seconds (TigerBeetle's unit), drawn uniformly.
+    pending_timeout_s: tuple[int, int] = (1, 3)
 
 
 @dataclass
@@ -72,6 +85,8 @@ class Bank:
     seed: int
     clients: dict[str, LedgerClient] = field(default_factory=dict)
     owner: dict[int, str] = field(default_factory=dict)
+    #: Ids of the pending transfers submitted (whatever their outcome).
+    pending_ids: list[int] = field(default_factory=list)
 
     @property
     def account_ids(self) -> list[int]:
@@ -111,6 +126,11 @@ class Bank:
         res = setup_clients[ISSUER].create_accounts([Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE)])
         if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
             raise LedgerError(f"bank setup: mint account creation failed: {res}")
+        if self.cfg.pending_interval_s > 0:
+            res = setup_clients[ISSUER].create_accounts(
+                [Account(id=ESCROW_ACCOUNT, ledger=LEDGER, code=CODE, flags=AccountFlags.HISTORY)])
+            if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
+                raise LedgerError(f"bank setup: escrow account creation failed: {res}")
         funding = [
             Transfer(id=TRANSFER_ID_BASE - a, debit_account_id=MINT_ACCOUNT, credit_account_id=a,
                      amount=self.cfg.initial_balance, ledger=LEDGER, code=CODE)
@@ -122,6 +142,8 @@ class Bank:
         for c in setup_clients.values():
             c.close()
         self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS + (READER,)}
+        if self.cfg.pending_interval_s > 0:
+            self.clients[ISSUER] = self._client(ISSUER, self.cfg.op_deadline_s)
 
     def run(self, history: History, duration_s: float, stop: threading.Event | None = None) -> dict[str, int]:
         """Run the concurrent clients for ``duration_s``; return counts of outcomes."""
@@ -153,6 +175,8 @@ class Bank:
                 time.sleep(self.cfg.think_time_s)
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"bank-{i}") for i in range(self.cfg.concurrency)]
+        if self.cfg.pending_interval_s > 0 and ISSUER in self.clients:
+            threads.append(threading.Thread(target=self._pending_worker, args=(deadline, stop, count), name="bank-pending"))
         for t in threads:
             t.start()
         for t in threads:
@@ -188,6 +212,27 @@ class Bank:
             history.record(process, "fail", "transfer", {**value, "result": r.name})
             count("transfer:fail")
         return False
+
+    def _pending_worker(self, deadline: float, stop: threading.Event, count) -> None:
+        """Every ``pending_interval_s``: one pending transfer mint -> escrow with a short timeout,
+        amount = its sequence number (so a block's released amount names the set expired in it).
+        Not in the history; its id goes to ``pending_ids`` before it is submitted."""
+        rng = random.Random(self.seed * 1000 + 999)
+        client = self.clients[ISSUER]
+        lo, hi = self.cfg.pending_timeout_s
+        for n in itertools.count(1):
+            if time.monotonic() >= deadline or stop.wait(self.cfg.pending_interval_s):
+                return
+            tid = PENDING_ID_BASE + n
+            self.pending_ids.append(tid)
+            t = Transfer(id=tid, debit_account_id=MINT_ACCOUNT, credit_account_id=ESCROW_ACCOUNT, amount=n,
+                         ledger=LEDGER, code=CODE, flags=TransferFlags.PENDING, timeout=rng.randint(lo, hi))
+            try:
+                [r] = client.create_transfers([t])
+            except LedgerError:
+                count("pending:info")
+                continue
+            count("pending:ok" if r.result in (CreateTransferResult.ok, CreateTransferResult.exists) else "pending:fail")
 
     def _read(self, history: History, process: int, count) -> bool:
         history.record(process, "invoke", "read", None)
@@ -237,7 +282,8 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
     for vid, addr in addresses.items():
         try:
             head = reader.head(address=addr)
-            chain = [reader.block(h, address=addr)[0].hash.hex() for h in range(1, head.height + 1)]
+            headers = [reader.block(h, address=addr)[0] for h in range(1, head.height + 1)]
+            chain = [h.hash.hex() for h in headers]
             accounts = reader.lookup_accounts(bank.account_ids, address=addr)
             present: list[int] = []
             for i in range(0, len(transfer_ids), 1000):
@@ -247,8 +293,36 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
                 "chain": chain,
                 "balances": {str(a.id): a.credits_posted - a.debits_posted for a in accounts},
                 "transfers_present": sorted(present),
+                "timestamps": [h.timestamp for h in headers],
+                "pending": _pending_state(reader, bank, addr),
             }
         except LedgerError as e:
             state["validators"][vid] = {"error": f"{type(e).__name__}: {e}"}
     reader.close()
+    state["read_at_ns"] = time.time_ns()
     return state
+
+
+#: Bound on the pages of the escrow account's balance history read for the final state.
+ESCROW_PAGES_MAX = 1_000
+
+
+def _pending_state(reader: LedgerClient, bank: Bank, address: str) -> dict:
+    """The workload's pending transfers on one validator and the escrow account's balance history:
+    ``{"transfers": [{"id", "timestamp" (ns), "timeout" (s), "amount"}],
+    "escrow_history": [[timestamp ns, credits_pending], ...]}`` (time order)."""
+    transfers = []
+    ids = list(bank.pending_ids)
+    for i in range(0, len(ids), 1000):
+        transfers.extend({"id": t.id, "timestamp": t.timestamp, "timeout": t.timeout, "amount": t.amount}
+                         for t in reader.lookup_transfers(ids[i : i + 1000], address=address))
+    history: list[list[int]] = []
+    cursor = 0
+    if bank.cfg.pending_interval_s > 0:
+        for _ in range(ESCROW_PAGES_MAX):
+            page = reader.get_account_balances(AccountFilter(account_id=ESCROW_ACCOUNT, timestamp_min=cursor), address=address)
+            history.extend([b.timestamp, b.credits_pending] for b in page.items)
+            if page.next_timestamp == 0:
+                break
+            cursor = page.next_timestamp
+    return {"transfers": sorted(transfers, key=lambda t: t["id"]), "escrow_history": history}

@@ -421,3 +421,124 @@ def check_linearizable(
         return CheckResult(name, None, f"undecided: Porcupine timed out after {timeout_s:g}s on {counted}{viz}", details)
     reason = summary.get("error") or proc.stderr.strip()[-500:] or f"exit status {proc.returncode}"
     return CheckResult(name, None, f"ledger-porcupine could not check the history: {reason}", details)
+
+
+# (clock) -----------------------------------------------------------------------------------
+
+NS_PER_S = 1_000_000_000
+
+
+def _expiry_blocks_observed(timestamps: list[int], escrow_history: list) -> tuple[dict[int, int], list[str]]:
+    """{height: amount released from the escrow's credits_pending in that block} from the escrow
+    account's balance history ([[timestamp ns, credits_pending], ...]), and problems found.
+
+    An expiry is stamped after the previous block and before the block's first event
+    (node/ledger/apply.py ``_expire_pending``), so its block is the first one whose
+    timestamp is >= the stamp."""
+    import bisect
+
+    out: dict[int, int] = {}
+    problems = []
+    prev = 0
+    for stamp, pending in sorted((int(t), int(p)) for t, p in escrow_history):
+        if pending < prev:
+            i = bisect.bisect_left(timestamps, stamp)
+            if i >= len(timestamps):
+                problems.append(f"an expiry stamped {stamp} is after the last block ({timestamps[-1] if timestamps else 'none'})")
+            else:
+                out[i + 1] = out.get(i + 1, 0) + (prev - pending)
+        prev = pending
+    return out, problems
+
+
+def _expiry_blocks_expected(timestamps: list[int], transfers: list[dict]) -> tuple[dict[int, list[int]], list[int]]:
+    """({height: [pending transfer ids whose timeout has passed by that block's time and not by
+    the previous one's]}, [ids still pending after the last block]): the rule every validator
+    must apply (expires_at = timestamp + timeout s <= block timestamp; the per-block bound
+    ``limits.block_expiries_max`` is far above what a drill creates)."""
+    import bisect
+
+    out: dict[int, list[int]] = {}
+    pending = []
+    for t in transfers:
+        if not t.get("timeout"):
+            continue
+        expires_at = int(t["timestamp"]) + int(t["timeout"]) * NS_PER_S
+        i = bisect.bisect_left(timestamps, expires_at)
+        if i >= len(timestamps):
+            pending.append(t["id"])
+        else:
+            out.setdefault(i + 1, []).append(t["id"])
+    return {h: sorted(ids) for h, ids in sorted(out.items())}, sorted(pending)
+
+
+def check_clock(final_state: Mapping) -> CheckResult:
+    """Block timestamps strictly increase along the whole chain of every validator, and the
+    workload's pending transfers are voided by timeout identically everywhere: the same
+    transfers in the same block on every validator, as the rule says (the first block whose
+    timestamp reaches ``timestamp + timeout``), and that block's release of the escrow's
+    ``credits_pending`` is the sum of their amounts. Undecided if the final state has no
+    timestamps (an older run). ``details["validators"]`` is the per-validator table:
+    blocks, minimum step (ns), expired transfers, blocks with expiries, still pending, and
+    how far the last block's time is ahead of the harness's clock when read (s)."""
+    name = "clock"
+    validators, broken = _readable(final_state)
+    validators = {v: s for v, s in validators.items() if "timestamps" in s}
+    if not validators:
+        return CheckResult(name, None, "no validator reported block timestamps" + _unreadable_note(broken), {"unreadable": broken})
+    problems = [f"{vid} did not report its state: {err}" for vid, err in broken.items()]
+    table: dict[str, dict] = {}
+    expected_by: dict[str, dict] = {}
+    observed_by: dict[str, dict] = {}
+    read_at = final_state.get("read_at_ns")
+    for vid, v in validators.items():
+        ts = [int(t) for t in v["timestamps"]]
+        back = [h for h in range(2, len(ts) + 1) if ts[h - 1] <= ts[h - 2]]
+        if back:
+            problems.append(f"{vid}: block timestamps do not strictly increase at height(s) "
+                            + ", ".join(f"{h} ({ts[h - 2]} -> {ts[h - 1]})" for h in back[:evidence_items_max]))
+        pend = v.get("pending") or {"transfers": [], "escrow_history": []}
+        expected, still = _expiry_blocks_expected(ts, pend["transfers"])
+        observed, obs_problems = _expiry_blocks_observed(ts, pend["escrow_history"])
+        problems.extend(f"{vid}: {p}" for p in obs_problems)
+        amounts = {t["id"]: int(t["amount"]) for t in pend["transfers"]}
+        want = {h: sum(amounts[i] for i in ids) for h, ids in expected.items()}
+        wrong = sorted(h for h in set(want) | set(observed) if want.get(h) != observed.get(h))
+        if wrong:
+            problems.append(f"{vid}: expiries not as the rule says in block(s) "
+                            + ", ".join(f"{h} (released {observed.get(h, 0)}, expected {want.get(h, 0)}: ids {expected.get(h, [])[:5]})"
+                                        for h in wrong[:evidence_items_max]))
+        expected_by[vid], observed_by[vid] = expected, observed
+        steps = [b - a for a, b in zip(ts, ts[1:])]
+        table[vid] = {
+            "blocks": len(ts),
+            "min_step_ns": min(steps) if steps else None,
+            "max_step_s": round(max(steps) / NS_PER_S, 3) if steps else None,
+            "pending_created": len(pend["transfers"]),
+            "expired": sum(len(ids) for ids in expected.values()),
+            "expiry_blocks": len(expected),
+            "still_pending": len(still),
+            "chain_ahead_s": round((ts[-1] - int(read_at)) / NS_PER_S, 1) if ts and read_at else None,
+        }
+    ref_id = next(iter(validators))
+    for vid in validators:
+        if vid == ref_id:
+            continue
+        for label, by in (("expire", expected_by), ("release", observed_by)):
+            a, b = by[ref_id], by[vid]
+            common = set(a) | set(b)
+            n = min(table[ref_id]["blocks"], table[vid]["blocks"])
+            diff = sorted(h for h in common if h <= n and a.get(h) != b.get(h))
+            if diff:
+                problems.append(f"{ref_id} and {vid} {label} different pending transfers in block(s) {diff[:evidence_items_max]}")
+    details = {"validators": table, "unreadable": broken,
+               "expiries": {vid: {str(h): ids for h, ids in e.items()} for vid, e in expected_by.items()}}
+    if problems:
+        return CheckResult(name, False, _quote(problems), details)
+    r = table[ref_id]
+    ahead = f"; last block {r['chain_ahead_s']} s ahead of real time" if r["chain_ahead_s"] is not None else ""
+    return CheckResult(name, True,
+                       f"{len(validators)} validators: {r['blocks']} blocks, timestamps strictly increasing (min step "
+                       f"{r['min_step_ns']} ns, max {r['max_step_s']} s); {r['expired']} of {r['pending_created']} pending "
+                       f"transfers expired in {r['expiry_blocks']} blocks, the same on every validator and as the rule says, "
+                       f"{r['still_pending']} still pending{ahead}", details)

@@ -58,6 +58,9 @@ class Scenario:
     kinds: tuple[str, ...] = ()
     #: Membership changes run alongside (chaos/membership.py): add, remove, replace.
     membership: bool = False
+    #: What the scenario needs beyond the chaos suite (keys of REQUIREMENTS, e.g. "faketime");
+    #: `run all` and `soak` skip it with a line saying what is missing.
+    requires: tuple[str, ...] = ()
 
 
 _SCENARIOS = [
@@ -84,7 +87,36 @@ _SCENARIOS.append(Scenario(
     "While faults hit (kill, pause, partition), add v4 (learner, then promoted), remove v2, replace v3 after losing "
     "its disk (same identity) and v1 by a new validator v5 (see chaos/membership.py).",
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
+_SCENARIOS.append(Scenario(
+    "clock-jump",
+    "The leader's wall clock steps back or forward by 1 min–4 h (libfaketime) and back to true time at the "
+    "window's end, under the bank workload with short-timeout pending transfers (chaos/clock.py).",
+    "clock-jump", requires=("faketime",)))
+#: Fault kinds implemented outside this module: kind -> "module:function" of
+#: inject(nemesis, draws) -> (targets, detail); the cluster's heal() undoes them.
+EXTRA_FAULTS: dict[str, str] = {"clock-jump": "raft_ledger_chaos.clock:inject_clock_jump"}
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
+
+
+def _have_faketime() -> str | None:
+    from raft_ledger_chaos.clock import libfaketime_path
+
+    return None if libfaketime_path() else "libfaketime not installed (apt-get install faketime)"
+
+
+#: Requirement -> check() returning None if met, else why not (a line for the operator).
+REQUIREMENTS: dict = {"faketime": _have_faketime}
+
+
+def missing_requirements(scenario: Scenario) -> list[str]:
+    """Why ``scenario`` cannot run here (empty: it can); unknown requirement names count as missing."""
+    out = []
+    for req in getattr(scenario, "requires", ()) or ():
+        check = REQUIREMENTS.get(req)
+        why = check() if check else f"unknown requirement {req!r}"
+        if why:
+            out.append(why)
+    return out
 
 
 def _pick(items: list[str], u: float) -> str:
@@ -95,8 +127,8 @@ class Nemesis:
     """Injects ``scenario``'s faults into ``cluster`` from a thread; :meth:`stop` heals."""
 
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
-        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + ('mixed',)}")
+        if scenario.fault != "mixed" and scenario.fault not in FAULT_KINDS and scenario.fault not in EXTRA_FAULTS:
+            raise ValueError(f"unknown fault {scenario.fault!r}; one of {FAULT_KINDS + tuple(EXTRA_FAULTS) + ('mixed',)}")
         self.cluster = cluster
         self.scenario = scenario
         self.seed = seed
@@ -223,6 +255,11 @@ class Nemesis:
         if kind == "restart-all":
             c.restart_all()
             return sorted(ids), {}
+        if kind in EXTRA_FAULTS:
+            import importlib
+
+            module, function = EXTRA_FAULTS[kind].split(":")
+            return getattr(importlib.import_module(module), function)(self, d)
         raise ValueError(f"unknown fault {kind!r}")
 
     def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:

@@ -54,7 +54,7 @@ def run_scenario(name: str, *, seed: int, duration_s: float, out: str, unsafe: b
     console.rule(f"[bold]{name}[/] (seed {seed}, {duration_s:.0f}s{', UNSAFE: adapter fixes off' if unsafe else ''})")
     console.print(scenario.description)
     cluster_class = ChaosCluster
-    if "faketime" in getattr(scenario, "requires", ()):
+    if getattr(scenario, "clock", False):
         from raft_ledger_chaos.clock import ClockChaosCluster as cluster_class
     cluster = cluster_class(os.path.join(run_dir, "cluster"), base_port=base_port, unsafe=unsafe)
     if outcome is not None:

@@ -192,7 +192,7 @@ class ChaosCluster:
                 raise
 
     def _local_cluster(self) -> LocalCluster:
-        """The LocalCluster that starts the validators (chaos/clock.py preloads libfaketime)."""
+        """The LocalCluster that starts the validators (chaos/clock.py: one whose wall clock the harness steps)."""
         return LocalCluster(self.directory)
 
     def stop(self) -> None:

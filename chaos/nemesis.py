@@ -21,6 +21,7 @@ while a fault acts on processes; the governance changes themselves run meanwhile
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import contextlib
@@ -58,9 +59,11 @@ class Scenario:
     kinds: tuple[str, ...] = ()
     #: Membership changes run alongside (chaos/membership.py): add, remove, replace.
     membership: bool = False
-    #: What the scenario needs beyond the chaos suite (keys of REQUIREMENTS, e.g. "faketime");
-    #: `run all` and `soak` skip it with a line saying what is missing.
+    #: What the scenario needs beyond the chaos suite (keys of REQUIREMENTS, e.g. "root");
+    #: `run all`, `smoke` and `soak` skip it with a line saying what is missing.
     requires: tuple[str, ...] = ()
+    #: The validators run with a wall clock the nemesis can step (chaos/clock.py).
+    clock: bool = False
 
 
 _SCENARIOS = [
@@ -89,23 +92,25 @@ _SCENARIOS.append(Scenario(
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
 _SCENARIOS.append(Scenario(
     "clock-jump",
-    "The leader's wall clock steps back or forward by 1 min–4 h (libfaketime) and back to true time at the "
-    "window's end, under the bank workload with short-timeout pending transfers (chaos/clock.py).",
-    "clock-jump", requires=("faketime",)))
+    "The leader's wall clock steps back or forward by 1 min–4 h and back to true time at the window's end, "
+    "under the bank workload with short-timeout pending transfers (chaos/clock.py).",
+    "clock-jump", clock=True))
 #: Fault kinds implemented outside this module: kind -> "module:function" of
 #: inject(nemesis, draws) -> (targets, detail); the cluster's heal() undoes them.
 EXTRA_FAULTS: dict[str, str] = {"clock-jump": "raft_ledger_chaos.clock:inject_clock_jump"}
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
 
 
-def _have_faketime() -> str | None:
-    from raft_ledger_chaos.clock import libfaketime_path
+def _have_root() -> str | None:
+    return None if os.geteuid() == 0 else "needs root (e.g. to mount)"
 
-    return None if libfaketime_path() else "libfaketime not installed (apt-get install faketime)"
+
+def _have_fuse() -> str | None:
+    return None if os.path.exists("/dev/fuse") else "no /dev/fuse (FUSE not available)"
 
 
 #: Requirement -> check() returning None if met, else why not (a line for the operator).
-REQUIREMENTS: dict = {"faketime": _have_faketime}
+REQUIREMENTS: dict = {"root": _have_root, "fuse": _have_fuse}
 
 
 def missing_requirements(scenario: Scenario) -> list[str]:

@@ -10,8 +10,8 @@ replays from its own seed. After every run the summary (``summary.md`` in the so
 directory, chaos/report.py ``write_summary``) is rewritten, so an interrupted soak
 still leaves one. The soak passes iff every run's checkers passed (none failed).
 
-Scenarios that need something this machine lacks (``Scenario.requires``, e.g.
-libfaketime for ``clock-jump``) are left out of the draw, with a line saying why.
+Scenarios that need something this machine lacks (``Scenario.requires``, e.g. root
+or FUSE) are left out of the draw, with a line saying why.
 ``membership`` is left out by default (one run takes minutes: its changes wait out
 the faults); name it in ``--scenarios`` to include it.
 """

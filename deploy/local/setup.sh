@@ -105,22 +105,3 @@ for tool in "${go_tools[@]}"; do
   rm -rf "$gobin"
   echo "$pkg" > ".venv/$name.version"
 done
-
-# The chaos suite's clock-jump scenario steps a validator's wall clock with libfaketime
-# (Debian's faketime package, preloaded into the drill's validators: chaos/clock.py).
-# Installed with apt-get when it is missing and we may (root); otherwise the scenario is
-# skipped by `run all`, `smoke` and `soak` with a line saying so. Everything else still works.
-have_faketime=no
-for f in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do [ -e "$f" ] && have_faketime=yes; done
-if [ "$have_faketime" = no ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "==> installing faketime (libfaketime) with apt-get" >&2
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends faketime >/dev/null 2>&1; then
-      DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends faketime >/dev/null 2>&1 \
-        || echo "WARNING: apt-get install faketime failed: the clock-jump chaos scenario will be skipped" >&2
-    fi
-  else
-    echo "WARNING: libfaketime not installed (apt-get install faketime, as root): the clock-jump chaos scenario will be skipped" >&2
-  fi
-fi

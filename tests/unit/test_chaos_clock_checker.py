@@ -3,7 +3,7 @@
 The checker's final states are built as collect_final_state reports them: block
 timestamps per validator, the workload's pending transfers (id, timestamp ns, timeout
 s, amount) and the escrow account's balance history ([timestamp, credits_pending]).
-The stepper's test preloads the real libfaketime into a real Python process.
+The stepper's test runs a real Python process with the clock shim.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from raft_ledger_chaos.checkers import check_clock
-from raft_ledger_chaos.clock import JUMP_S, jump_seconds, libfaketime_path, write_offset
+from raft_ledger_chaos.clock import CONTROL_FILE, JUMP_S, SHIM, SHIM_DIR, jump_seconds, write_offset
 
 S = 1_000_000_000
 
@@ -91,19 +91,20 @@ def test_jump_seconds_spans_minutes_to_hours_both_ways():
     assert 60 < jump_seconds(0.7, 0.5) < 4 * 3600
 
 
-@pytest.mark.skipif(libfaketime_path() is None, reason="libfaketime not installed (apt-get install faketime)")
-def test_libfaketime_steps_the_wall_clock_of_a_process_and_leaves_monotonic_alone(tmp_path):
-    """A real process under libfaketime with the stepper's settings: its wall clock follows
-    the control file at once (rewritten while it runs); its monotonic clock does not jump."""
-    control = str(tmp_path / "faketime.rc")
+def test_the_shim_steps_the_wall_clock_of_a_process_and_leaves_monotonic_alone(tmp_path):
+    """A real Python process started as ClockLocalCluster starts a validator (PYTHONPATH to the
+    shim, LEDGER_CHAOS_CLOCK_FILE): its wall clock follows the offset file, rewritten while
+    it runs; its monotonic clock and time.sleep are untouched."""
+    shim_dir = tmp_path / SHIM_DIR
+    shim_dir.mkdir()
+    (shim_dir / "sitecustomize.py").write_text(SHIM)
+    control = str(tmp_path / CONTROL_FILE)
     write_offset(control, -3600)
     script = ("import json,sys,time\n"
-              "def now(): return {'wall': time.time(), 'mono': time.monotonic()}\n"
-              "a = now(); print(json.dumps(a), flush=True); sys.stdin.readline()\n"
+              "def now(): return {'wall': time.time(), 'wall_ns': time.time_ns(), 'mono': time.monotonic()}\n"
+              "print(json.dumps(now()), flush=True); sys.stdin.readline(); time.sleep(0.05)\n"
               "print(json.dumps(now()), flush=True)\n")
-    env = dict(os.environ, LD_PRELOAD=libfaketime_path(), FAKETIME_TIMESTAMP_FILE=control, FAKETIME_NO_CACHE="1",
-               FAKETIME_DONT_FAKE_MONOTONIC="1")
-    env.pop("FAKETIME", None)
+    env = dict(os.environ, PYTHONPATH=str(shim_dir), LEDGER_CHAOS_CLOCK_FILE=control)
     p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     try:
         first = json.loads(p.stdout.readline())
@@ -116,5 +117,7 @@ def test_libfaketime_steps_the_wall_clock_of_a_process_and_leaves_monotonic_alon
     finally:
         p.wait(10)
     assert first["wall"] - true_1 == pytest.approx(-3600, abs=5)
+    assert first["wall_ns"] / 1e9 - true_1 == pytest.approx(-3600, abs=5)
     assert second["wall"] - true_2 == pytest.approx(7200, abs=5)
-    assert 0 <= second["mono"] - first["mono"] < 5  # untouched by the 3 h step
+    assert 0.05 <= second["mono"] - first["mono"] < 5  # untouched by the 3 h step
+    assert open(control).read() == "+7200\n"

@@ -37,9 +37,9 @@ def test_draw_replays_from_its_seed_and_ignores_the_order_of_names():
 
 
 def test_choose_scenarios_default_excludes_membership_and_skips_what_is_missing():
-    chosen, skipped = soak.choose_scenarios(SCENARIOS, None, lambda s: ["no faketime"] if s.name == "clock-jump" else [])
+    chosen, skipped = soak.choose_scenarios(SCENARIOS, None, lambda s: ["needs root"] if s.name == "clock-jump" else [])
     assert "membership" not in chosen and "kill-leader" in chosen
-    assert skipped == {"clock-jump": ["no faketime"]}
+    assert skipped == {"clock-jump": ["needs root"]}
     chosen, _ = soak.choose_scenarios(SCENARIOS, ["membership", "kill-leader", "membership"], missing_requirements)
     assert chosen == ["membership", "kill-leader"]
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):
@@ -51,7 +51,7 @@ def test_every_scenario_names_only_known_requirements():
 
     for s in SCENARIOS.values():
         assert set(getattr(s, "requires", ())) <= set(REQUIREMENTS), s.name
-    assert SCENARIOS["clock-jump"].requires == ("faketime",)
+    assert SCENARIOS["clock-jump"].clock is True
 
 
 def _runner(calls, fail_on=(), crash_on=()):

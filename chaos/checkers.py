@@ -428,29 +428,6 @@ def check_linearizable(
 NS_PER_S = 1_000_000_000
 
 
-def _expiry_blocks_observed(timestamps: list[int], escrow_history: list) -> tuple[dict[int, int], list[str]]:
-    """{height: amount released from the escrow's credits_pending in that block} from the escrow
-    account's balance history ([[timestamp ns, credits_pending], ...]), and problems found.
-
-    An expiry is stamped after the previous block and before the block's first event
-    (node/ledger/apply.py ``_expire_pending``), so its block is the first one whose
-    timestamp is >= the stamp."""
-    import bisect
-
-    out: dict[int, int] = {}
-    problems = []
-    prev = 0
-    for stamp, pending in sorted((int(t), int(p)) for t, p in escrow_history):
-        if pending < prev:
-            i = bisect.bisect_left(timestamps, stamp)
-            if i >= len(timestamps):
-                problems.append(f"an expiry stamped {stamp} is after the last block ({timestamps[-1] if timestamps else 'none'})")
-            else:
-                out[i + 1] = out.get(i + 1, 0) + (prev - pending)
-        prev = pending
-    return out, problems
-
-
 def _expiry_blocks_expected(timestamps: list[int], transfers: list[dict]) -> tuple[dict[int, list[int]], list[int]]:
     """({height: [pending transfer ids whose timeout has passed by that block's time and not by
     the previous one's]}, [ids still pending after the last block]): the rule every validator
@@ -474,13 +451,18 @@ def _expiry_blocks_expected(timestamps: list[int], transfers: list[dict]) -> tup
 
 def check_clock(final_state: Mapping) -> CheckResult:
     """Block timestamps strictly increase along the whole chain of every validator, and the
-    workload's pending transfers are voided by timeout identically everywhere: the same
-    transfers in the same block on every validator, as the rule says (the first block whose
-    timestamp reaches ``timestamp + timeout``), and that block's release of the escrow's
-    ``credits_pending`` is the sum of their amounts. Undecided if the final state has no
-    timestamps (an older run). ``details["validators"]`` is the per-validator table:
-    blocks, minimum step (ns), expired transfers, blocks with expiries, still pending, and
-    how far the last block's time is ahead of the harness's clock when read (s)."""
+    workload's pending transfers are voided by timeout identically everywhere: by the rule
+    (a transfer expires in the first block whose timestamp reaches ``timestamp + timeout``)
+    every validator's own blocks and transfers give the same transfers in the same blocks,
+    and each validator's escrow account still holds, as ``credits_pending``, exactly the sum
+    of the amounts that have not expired by its last block (and nothing posted). That a
+    validator applied those expiries in those blocks, not only by the end, the agreement
+    checker covers: every block's hash commits to its state hash, which covers the block's
+    writes, the expiries' included. Undecided if the final state has no timestamps (an
+    older run). ``details["validators"]`` is the per-validator table: blocks, minimum and
+    maximum step between blocks, pending transfers created, expired, blocks with expiries,
+    still pending, and how far the last block's time is ahead of the harness's clock when
+    the state was read (s; negative: behind)."""
     name = "clock"
     validators, broken = _readable(final_state)
     validators = {v: s for v, s in validators.items() if "timestamps" in s}
@@ -489,7 +471,6 @@ def check_clock(final_state: Mapping) -> CheckResult:
     problems = [f"{vid} did not report its state: {err}" for vid, err in broken.items()]
     table: dict[str, dict] = {}
     expected_by: dict[str, dict] = {}
-    observed_by: dict[str, dict] = {}
     read_at = final_state.get("read_at_ns")
     for vid, v in validators.items():
         ts = [int(t) for t in v["timestamps"]]
@@ -497,18 +478,19 @@ def check_clock(final_state: Mapping) -> CheckResult:
         if back:
             problems.append(f"{vid}: block timestamps do not strictly increase at height(s) "
                             + ", ".join(f"{h} ({ts[h - 2]} -> {ts[h - 1]})" for h in back[:evidence_items_max]))
-        pend = v.get("pending") or {"transfers": [], "escrow_history": []}
+        pend = v.get("pending") or {"transfers": [], "escrow": None}
         expected, still = _expiry_blocks_expected(ts, pend["transfers"])
-        observed, obs_problems = _expiry_blocks_observed(ts, pend["escrow_history"])
-        problems.extend(f"{vid}: {p}" for p in obs_problems)
-        amounts = {t["id"]: int(t["amount"]) for t in pend["transfers"]}
-        want = {h: sum(amounts[i] for i in ids) for h, ids in expected.items()}
-        wrong = sorted(h for h in set(want) | set(observed) if want.get(h) != observed.get(h))
-        if wrong:
-            problems.append(f"{vid}: expiries not as the rule says in block(s) "
-                            + ", ".join(f"{h} (released {observed.get(h, 0)}, expected {want.get(h, 0)}: ids {expected.get(h, [])[:5]})"
-                                        for h in wrong[:evidence_items_max]))
-        expected_by[vid], observed_by[vid] = expected, observed
+        escrow = pend.get("escrow")
+        if pend["transfers"] and escrow is None:
+            problems.append(f"{vid}: has pending transfers but no escrow account")
+        elif escrow is not None:
+            amounts = {t["id"]: int(t["amount"]) for t in pend["transfers"]}
+            want = sum(amounts[i] for i in still)
+            if int(escrow["credits_pending"]) != want or int(escrow["credits_posted"]) != 0:
+                problems.append(f"{vid}: escrow holds credits_pending {escrow['credits_pending']} / posted "
+                                f"{escrow['credits_posted']}, but the {len(still)} transfers not expired by its last block "
+                                f"sum to {want} (and none is posted): expiries not as the rule says")
+        expected_by[vid] = expected
         steps = [b - a for a, b in zip(ts, ts[1:])]
         table[vid] = {
             "blocks": len(ts),
@@ -524,13 +506,11 @@ def check_clock(final_state: Mapping) -> CheckResult:
     for vid in validators:
         if vid == ref_id:
             continue
-        for label, by in (("expire", expected_by), ("release", observed_by)):
-            a, b = by[ref_id], by[vid]
-            common = set(a) | set(b)
-            n = min(table[ref_id]["blocks"], table[vid]["blocks"])
-            diff = sorted(h for h in common if h <= n and a.get(h) != b.get(h))
-            if diff:
-                problems.append(f"{ref_id} and {vid} {label} different pending transfers in block(s) {diff[:evidence_items_max]}")
+        a, b = expected_by[ref_id], expected_by[vid]
+        n = min(table[ref_id]["blocks"], table[vid]["blocks"])
+        diff = sorted(h for h in set(a) | set(b) if h <= n and a.get(h) != b.get(h))
+        if diff:
+            problems.append(f"{ref_id} and {vid} expire different pending transfers in block(s) {diff[:evidence_items_max]}")
     details = {"validators": table, "unreadable": broken,
                "expiries": {vid: {str(h): ids for h, ids in e.items()} for vid, e in expected_by.items()}}
     if problems:
@@ -540,5 +520,5 @@ def check_clock(final_state: Mapping) -> CheckResult:
     return CheckResult(name, True,
                        f"{len(validators)} validators: {r['blocks']} blocks, timestamps strictly increasing (min step "
                        f"{r['min_step_ns']} ns, max {r['max_step_s']} s); {r['expired']} of {r['pending_created']} pending "
-                       f"transfers expired in {r['expiry_blocks']} blocks, the same on every validator and as the rule says, "
-                       f"{r['still_pending']} still pending{ahead}", details)
+                       f"transfers expired in {r['expiry_blocks']} blocks, the same on every validator, escrow balances "
+                       f"as the rule says, {r['still_pending']} still pending{ahead}", details)

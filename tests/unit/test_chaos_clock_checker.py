@@ -21,10 +21,11 @@ from raft_ledger_chaos.clock import CONTROL_FILE, JUMP_S, SHIM, SHIM_DIR, jump_s
 S = 1_000_000_000
 
 
-def _validator(timestamps, transfers, history):
+def _validator(timestamps, transfers, credits_pending, credits_posted=0):
     return {"head": {"height": len(timestamps), "hash": "00"}, "chain": ["00"] * len(timestamps),
             "balances": {}, "transfers_present": [], "timestamps": list(timestamps),
-            "pending": {"transfers": list(transfers), "escrow_history": [list(x) for x in history]}}
+            "pending": {"transfers": list(transfers),
+                        "escrow": {"credits_pending": credits_pending, "credits_posted": credits_posted}}}
 
 
 def _chain():
@@ -35,9 +36,7 @@ def _chain():
     transfers = [{"id": 1, "timestamp": 10 * S - 1, "timeout": 2, "amount": 1},
                  {"id": 2, "timestamp": 11 * S - 1, "timeout": 4, "amount": 2},
                  {"id": 3, "timestamp": 20 * S - 1, "timeout": 1, "amount": 3}]
-    # Creation raises credits_pending; an expiry (stamped after the previous block) lowers it.
-    history = [(10 * S - 1, 1), (11 * S - 1, 3), (11 * S + 1, 2), (14 * S + 1, 0), (20 * S - 1, 3)]
-    return ts, transfers, history
+    return ts, transfers, 3  # only transfer 3 (amount 3) still pending
 
 
 def test_clock_passes_when_every_validator_expires_by_the_rule():
@@ -48,6 +47,7 @@ def test_clock_passes_when_every_validator_expires_by_the_rule():
     assert r.details["validators"]["v1"] == {"blocks": 4, "min_step_ns": 1 * S, "max_step_s": 6.0, "pending_created": 3,
                                              "expired": 2, "expiry_blocks": 2, "still_pending": 1, "chain_ahead_s": 1.0}
     assert r.details["expiries"]["v2"] == {"3": [1], "4": [2]}
+    assert "2 of 3 pending transfers expired in 2 blocks" in r.evidence
 
 
 def test_clock_fails_on_a_timestamp_that_does_not_increase():
@@ -59,15 +59,16 @@ def test_clock_fails_on_a_timestamp_that_does_not_increase():
     assert "v2: block timestamps do not strictly increase at height(s) 3" in r.evidence
 
 
-def test_clock_fails_when_a_validator_expires_in_another_block():
+def test_clock_fails_when_a_validator_did_not_release_an_expired_transfer():
     ts, tr, hist = _chain()
-    late = [h for h in hist if h[0] != 11 * S + 1]  # transfer 1 released with 2 in block 4, not in 3
-    state = {"validators": {"v1": _validator(ts, tr, hist), "v2": _validator(ts, tr, late)}}
+    state = {"validators": {"v1": _validator(ts, tr, hist), "v2": _validator(ts, tr, hist + 2),
+                            "v3": _validator(ts, tr, hist, credits_posted=1)}}
     r = check_clock(state)
     assert r.passed is False
-    assert "v2: expiries not as the rule says in block(s) 3 (released 0, expected 1: ids [1]), 4 (released 3, expected 2" in r.evidence
-    assert "v1 and v2 release different pending transfers in block(s) [3, 4]" in r.evidence
-    assert "v1: expiries" not in r.evidence
+    assert ("v2: escrow holds credits_pending 5 / posted 0, but the 1 transfers not expired by its last block sum to 3"
+            in r.evidence)
+    assert "v3: escrow holds credits_pending 3 / posted 1" in r.evidence
+    assert "v1:" not in r.evidence
 
 
 def test_clock_fails_when_validators_disagree_on_a_transfers_deadline():

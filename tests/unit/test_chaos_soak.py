@@ -119,3 +119,28 @@ def test_run_soak_stops_at_its_duration(tmp_path):
     with pytest.raises(ValueError):
         soak.run_soak(duration_s=None, runs=None, seed=1, scenarios=["x"], run_duration_s=1, out=str(tmp_path),
                       runner=slow, write_summary=write_summary)
+
+
+def test_run_many_skips_a_scenario_missing_a_requirement_and_survives_a_crash(monkeypatch, capsys):
+    """`run all` / `smoke` (chaos/cli.py _run_many): a scenario whose requirements are not met
+    here is skipped with a line (never run), a crashing run is a FAIL and the next one runs."""
+    from raft_ledger_chaos.cli import _run_many
+    from raft_ledger_chaos.nemesis import Scenario
+
+    monkeypatch.setitem(SCENARIOS, "needs-x", Scenario("needs-x", "needs what is not here", "kill-leader", requires=("no-such-thing",)))
+    ran = []
+
+    def run_one(name):
+        ran.append(name)
+        if name == "kill-leader":
+            raise RuntimeError("cluster did not start")
+        return True
+
+    verdicts = _run_many(["needs-x", "kill-leader", "pause-leader"], run_one, keep_going=True)
+    assert verdicts == {"needs-x": None, "kill-leader": False, "pause-leader": True}
+    assert ran == ["kill-leader", "pause-leader"]
+    out = capsys.readouterr().out
+    assert "skip needs-x: unknown requirement 'no-such-thing'" in out
+    assert "kill-leader crashed: RuntimeError: cluster did not start" in out
+    with pytest.raises(RuntimeError):
+        _run_many(["kill-leader"], run_one, keep_going=False)

@@ -32,7 +32,8 @@ class FakeCluster:
         return self._leader
 
     def __getattr__(self, name):
-        if name in ("partition", "cut_one_way", "latency", "bandwidth", "reset_peer", "kill", "pause", "restart_all", "heal"):
+        if name in ("partition", "cut_one_way", "latency", "bandwidth", "reset_peer", "kill", "pause", "restart_all", "heal",
+                    "set_clock"):
             return lambda *a, **kw: self.calls.append((name, a, tuple(sorted(kw.items()))))
         raise AttributeError(name)
 

@@ -10,6 +10,12 @@ amount between two of them or read all balances with a linearizable read; every
 operation is recorded in the history (chaos/history.py) with its invoke and
 completion time and outcome. Afterwards :func:`collect_final_state` reads every
 validator's chain and balances for the checkers.
+
+Beside them, one more thread of the issuer creates a pending transfer mint -> escrow
+every ``pending_interval_s`` with a 1–3 s timeout and never posts it: each is voided by
+its timeout, which the clock checker (chaos/checkers.py ``check_clock``) compares across
+validators. They touch neither the N accounts nor the history, so the other checkers
+and Porcupine's model are as before.
 """
 from __future__ import annotations
 

@@ -288,7 +288,7 @@ def smoke(duration, seed, out, base_port) -> None:
 @click.option("--runs", type=int, default=None, help="Number of runs (with --duration: whichever comes first).")
 @click.option("--seed", default=1, show_default=True, help="Seed of the scenario draw; each run gets its own seed from it.")
 @click.option("--scenarios", default=None, help="Comma-separated scenarios to draw from (default: all but membership).")
-@click.option("--run-duration", default=None, type=float, help="Seconds of faults per run [default: 15].")
+@click.option("--run-duration", default=None, type=float, help="Seconds of faults per run [default: 12].")
 @click.option("--out", default=DEFAULT_OUT, show_default=True, help="The soak's directory goes here (its runs inside).")
 @click.option("--concurrency", default=4, show_default=True, help="Concurrent bank clients.")
 @click.option("--base-port", default=19100, show_default=True, help="First port of the cluster's range.")

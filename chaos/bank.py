@@ -10,6 +10,12 @@ amount between two of them or read all balances with a linearizable read; every
 operation is recorded in the history (chaos/history.py) with its invoke and
 completion time and outcome. Afterwards :func:`collect_final_state` reads every
 validator's chain and balances for the checkers.
+
+Beside them, one more thread of the issuer creates a pending transfer mint -> escrow
+every ``pending_interval_s`` with a 1–3 s timeout and never posts it: each is voided by
+its timeout, which the clock checker (chaos/checkers.py ``check_clock``) compares across
+validators. They touch neither the N accounts nor the history, so the other checkers
+and Porcupine's model are as before.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from raft_ledger_client import (
     NotSubmitted,
     RetryPolicy,
     Transfer,
+    TransferFlags,
     TransportError,
     load_private_key,
     read_genesis,
@@ -47,6 +54,11 @@ ISSUER = "central-bank"
 #: Reads every account for the read operations and the final state (role auditor).
 READER = "auditor"
 TRANSFER_ID_BASE = 10_000_000
+#: The issuer's escrow account: every pending transfer of the workload goes mint -> escrow and
+#: is left to expire, so its credits_pending is the sum of those not expired yet.
+ESCROW_ACCOUNT = MINT_ACCOUNT + 1
+#: First id of the pending transfers (far above the bank's transfer ids).
+PENDING_ID_BASE = 500_000_000
 
 
 @dataclass
@@ -62,6 +74,12 @@ class BankConfig:
     think_time_s: float = 0.02
     #: Deadline of one operation, retries included; past it the outcome is unknown.
     op_deadline_s: float = 2.0
+    #: Seconds between the issuer's pending transfers mint -> escrow (0: none). They never
+    #: touch the N accounts (the checkers' balances and Porcupine's model ignore them) and are
+    #: never posted or voided: each is voided by its timeout (chaos/checkers.check_clock).
+    pending_interval_s: float = 0.5
+    #: Their timeouts, whole seconds (TigerBeetle's unit), drawn uniformly.
+    pending_timeout_s: tuple[int, int] = (1, 3)
 
 
 @dataclass
@@ -72,6 +90,8 @@ class Bank:
     seed: int
     clients: dict[str, LedgerClient] = field(default_factory=dict)
     owner: dict[int, str] = field(default_factory=dict)
+    #: Ids of the pending transfers submitted (whatever their outcome).
+    pending_ids: list[int] = field(default_factory=list)
 
     @property
     def account_ids(self) -> list[int]:
@@ -111,6 +131,11 @@ class Bank:
         res = setup_clients[ISSUER].create_accounts([Account(id=MINT_ACCOUNT, ledger=LEDGER, code=CODE)])
         if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
             raise LedgerError(f"bank setup: mint account creation failed: {res}")
+        if self.cfg.pending_interval_s > 0:
+            res = setup_clients[ISSUER].create_accounts(
+                [Account(id=ESCROW_ACCOUNT, ledger=LEDGER, code=CODE)])
+            if any(r.result not in (CreateAccountResult.ok, CreateAccountResult.exists) for r in res):
+                raise LedgerError(f"bank setup: escrow account creation failed: {res}")
         funding = [
             Transfer(id=TRANSFER_ID_BASE - a, debit_account_id=MINT_ACCOUNT, credit_account_id=a,
                      amount=self.cfg.initial_balance, ledger=LEDGER, code=CODE)
@@ -122,6 +147,8 @@ class Bank:
         for c in setup_clients.values():
             c.close()
         self.clients = {m: self._client(m, self.cfg.op_deadline_s) for m in MEMBERS + (READER,)}
+        if self.cfg.pending_interval_s > 0:
+            self.clients[ISSUER] = self._client(ISSUER, self.cfg.op_deadline_s)
 
     def run(self, history: History, duration_s: float, stop: threading.Event | None = None) -> dict[str, int]:
         """Run the concurrent clients for ``duration_s``; return counts of outcomes."""
@@ -153,6 +180,8 @@ class Bank:
                 time.sleep(self.cfg.think_time_s)
 
         threads = [threading.Thread(target=worker, args=(i,), name=f"bank-{i}") for i in range(self.cfg.concurrency)]
+        if self.cfg.pending_interval_s > 0 and ISSUER in self.clients:
+            threads.append(threading.Thread(target=self._pending_worker, args=(deadline, stop, count), name="bank-pending"))
         for t in threads:
             t.start()
         for t in threads:
@@ -188,6 +217,27 @@ class Bank:
             history.record(process, "fail", "transfer", {**value, "result": r.name})
             count("transfer:fail")
         return False
+
+    def _pending_worker(self, deadline: float, stop: threading.Event, count) -> None:
+        """Every ``pending_interval_s``: one pending transfer mint -> escrow with a short timeout,
+        amount = its sequence number (so a block's released amount names the set expired in it).
+        Not in the history; its id goes to ``pending_ids`` before it is submitted."""
+        rng = random.Random(self.seed * 1000 + 999)
+        client = self.clients[ISSUER]
+        lo, hi = self.cfg.pending_timeout_s
+        for n in itertools.count(1):
+            if time.monotonic() >= deadline or stop.wait(self.cfg.pending_interval_s):
+                return
+            tid = PENDING_ID_BASE + n
+            self.pending_ids.append(tid)
+            t = Transfer(id=tid, debit_account_id=MINT_ACCOUNT, credit_account_id=ESCROW_ACCOUNT, amount=n,
+                         ledger=LEDGER, code=CODE, flags=TransferFlags.PENDING, timeout=rng.randint(lo, hi))
+            try:
+                [r] = client.create_transfers([t])
+            except LedgerError:
+                count("pending:info")
+                continue
+            count("pending:ok" if r.result in (CreateTransferResult.ok, CreateTransferResult.exists) else "pending:fail")
 
     def _read(self, history: History, process: int, count) -> bool:
         history.record(process, "invoke", "read", None)
@@ -237,7 +287,8 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
     for vid, addr in addresses.items():
         try:
             head = reader.head(address=addr)
-            chain = [reader.block(h, address=addr)[0].hash.hex() for h in range(1, head.height + 1)]
+            headers = [reader.block(h, address=addr)[0] for h in range(1, head.height + 1)]
+            chain = [h.hash.hex() for h in headers]
             accounts = reader.lookup_accounts(bank.account_ids, address=addr)
             present: list[int] = []
             for i in range(0, len(transfer_ids), 1000):
@@ -247,8 +298,29 @@ def collect_final_state(bank: Bank, addresses: dict[str, str], transfer_ids: lis
                 "chain": chain,
                 "balances": {str(a.id): a.credits_posted - a.debits_posted for a in accounts},
                 "transfers_present": sorted(present),
+                "timestamps": [h.timestamp for h in headers],
+                "pending": _pending_state(reader, bank, addr),
             }
         except LedgerError as e:
             state["validators"][vid] = {"error": f"{type(e).__name__}: {e}"}
     reader.close()
+    state["read_at_ns"] = time.time_ns()
     return state
+
+
+def _pending_state(reader: LedgerClient, bank: Bank, address: str) -> dict:
+    """The workload's pending transfers on one validator and the escrow account's pending and
+    posted credits: ``{"transfers": [{"id", "timestamp" (ns), "timeout" (s), "amount"}],
+    "escrow": {"credits_pending", "credits_posted"} | None}``. (An expiry writes no balance
+    history record, node/ledger/apply.py ``_expire_pending``: the balances now are what shows it.)"""
+    transfers = []
+    ids = list(bank.pending_ids)
+    for i in range(0, len(ids), 1000):
+        transfers.extend({"id": t.id, "timestamp": t.timestamp, "timeout": t.timeout, "amount": t.amount}
+                         for t in reader.lookup_transfers(ids[i : i + 1000], address=address))
+    escrow = None
+    if bank.cfg.pending_interval_s > 0:
+        found = reader.lookup_accounts([ESCROW_ACCOUNT], address=address)
+        if found:
+            escrow = {"credits_pending": found[0].credits_pending, "credits_posted": found[0].credits_posted}
+    return {"transfers": sorted(transfers, key=lambda t: t["id"]), "escrow": escrow}

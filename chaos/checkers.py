@@ -421,3 +421,104 @@ def check_linearizable(
         return CheckResult(name, None, f"undecided: Porcupine timed out after {timeout_s:g}s on {counted}{viz}", details)
     reason = summary.get("error") or proc.stderr.strip()[-500:] or f"exit status {proc.returncode}"
     return CheckResult(name, None, f"ledger-porcupine could not check the history: {reason}", details)
+
+
+# (clock) -----------------------------------------------------------------------------------
+
+NS_PER_S = 1_000_000_000
+
+
+def _expiry_blocks_expected(timestamps: list[int], transfers: list[dict]) -> tuple[dict[int, list[int]], list[int]]:
+    """({height: [pending transfer ids whose timeout has passed by that block's time and not by
+    the previous one's]}, [ids still pending after the last block]): the rule every validator
+    must apply (expires_at = timestamp + timeout s <= block timestamp; the per-block bound
+    ``limits.block_expiries_max`` is far above what a drill creates)."""
+    import bisect
+
+    out: dict[int, list[int]] = {}
+    pending = []
+    for t in transfers:
+        if not t.get("timeout"):
+            continue
+        expires_at = int(t["timestamp"]) + int(t["timeout"]) * NS_PER_S
+        i = bisect.bisect_left(timestamps, expires_at)
+        if i >= len(timestamps):
+            pending.append(t["id"])
+        else:
+            out.setdefault(i + 1, []).append(t["id"])
+    return {h: sorted(ids) for h, ids in sorted(out.items())}, sorted(pending)
+
+
+def check_clock(final_state: Mapping) -> CheckResult:
+    """Block timestamps strictly increase along the whole chain of every validator, and the
+    workload's pending transfers are voided by timeout identically everywhere: by the rule
+    (a transfer expires in the first block whose timestamp reaches ``timestamp + timeout``)
+    every validator's own blocks and transfers give the same transfers in the same blocks,
+    and each validator's escrow account still holds, as ``credits_pending``, exactly the sum
+    of the amounts that have not expired by its last block (and nothing posted). That a
+    validator applied those expiries in those blocks, not only by the end, the agreement
+    checker covers: every block's hash commits to its state hash, which covers the block's
+    writes, the expiries' included. Undecided if the final state has no timestamps (an
+    older run). ``details["validators"]`` is the per-validator table: blocks, minimum and
+    maximum step between blocks, pending transfers created, expired, blocks with expiries,
+    still pending, and how far the last block's time is ahead of the harness's clock when
+    the state was read (s; negative: behind)."""
+    name = "clock"
+    validators, broken = _readable(final_state)
+    validators = {v: s for v, s in validators.items() if "timestamps" in s}
+    if not validators:
+        return CheckResult(name, None, "no validator reported block timestamps" + _unreadable_note(broken), {"unreadable": broken})
+    problems = [f"{vid} did not report its state: {err}" for vid, err in broken.items()]
+    table: dict[str, dict] = {}
+    expected_by: dict[str, dict] = {}
+    read_at = final_state.get("read_at_ns")
+    for vid, v in validators.items():
+        ts = [int(t) for t in v["timestamps"]]
+        back = [h for h in range(2, len(ts) + 1) if ts[h - 1] <= ts[h - 2]]
+        if back:
+            problems.append(f"{vid}: block timestamps do not strictly increase at height(s) "
+                            + ", ".join(f"{h} ({ts[h - 2]} -> {ts[h - 1]})" for h in back[:evidence_items_max]))
+        pend = v.get("pending") or {"transfers": [], "escrow": None}
+        expected, still = _expiry_blocks_expected(ts, pend["transfers"])
+        escrow = pend.get("escrow")
+        if pend["transfers"] and escrow is None:
+            problems.append(f"{vid}: has pending transfers but no escrow account")
+        elif escrow is not None:
+            amounts = {t["id"]: int(t["amount"]) for t in pend["transfers"]}
+            want = sum(amounts[i] for i in still)
+            if int(escrow["credits_pending"]) != want or int(escrow["credits_posted"]) != 0:
+                problems.append(f"{vid}: escrow holds credits_pending {escrow['credits_pending']} / posted "
+                                f"{escrow['credits_posted']}, but the {len(still)} transfers not expired by its last block "
+                                f"sum to {want} (and none is posted): expiries not as the rule says")
+        expected_by[vid] = expected
+        steps = [b - a for a, b in zip(ts, ts[1:])]
+        table[vid] = {
+            "blocks": len(ts),
+            "min_step_ns": min(steps) if steps else None,
+            "max_step_s": round(max(steps) / NS_PER_S, 3) if steps else None,
+            "pending_created": len(pend["transfers"]),
+            "expired": sum(len(ids) for ids in expected.values()),
+            "expiry_blocks": len(expected),
+            "still_pending": len(still),
+            "chain_ahead_s": round((ts[-1] - int(read_at)) / NS_PER_S, 1) if ts and read_at else None,
+        }
+    ref_id = next(iter(validators))
+    for vid in validators:
+        if vid == ref_id:
+            continue
+        a, b = expected_by[ref_id], expected_by[vid]
+        n = min(table[ref_id]["blocks"], table[vid]["blocks"])
+        diff = sorted(h for h in set(a) | set(b) if h <= n and a.get(h) != b.get(h))
+        if diff:
+            problems.append(f"{ref_id} and {vid} expire different pending transfers in block(s) {diff[:evidence_items_max]}")
+    details = {"validators": table, "unreadable": broken,
+               "expiries": {vid: {str(h): ids for h, ids in e.items()} for vid, e in expected_by.items()}}
+    if problems:
+        return CheckResult(name, False, _quote(problems), details)
+    r = table[ref_id]
+    ahead = f"; last block {r['chain_ahead_s']} s ahead of real time" if r["chain_ahead_s"] is not None else ""
+    return CheckResult(name, True,
+                       f"{len(validators)} validators: {r['blocks']} blocks, timestamps strictly increasing (min step "
+                       f"{r['min_step_ns']} ns, max {r['max_step_s']} s); {r['expired']} of {r['pending_created']} pending "
+                       f"transfers expired in {r['expiry_blocks']} blocks, the same on every validator, escrow balances "
+                       f"as the rule says, {r['still_pending']} still pending{ahead}", details)

@@ -189,7 +189,7 @@ class ChaosCluster:
                 init_cluster(self.directory, VALIDATORS, list(MEMBERS), HOST, base, force=True, issuers={LEDGER: [ISSUER]})
                 self.toxiproxy = ToxiproxyServer(log_path=os.path.join(self.directory, "toxiproxy.log"))
                 self.toxiproxy.start()
-                self._local = LocalCluster(self.directory)
+                self._local = self._local_cluster()
                 self._members = [v.id for v in self._local.genesis.validators]
                 if self.raft_proxy:
                     from raft_ledger_chaos.raftproxy import RaftLinks
@@ -216,6 +216,10 @@ class ChaosCluster:
             except BaseException:
                 self.stop()
                 raise
+
+    def _local_cluster(self) -> LocalCluster:
+        """The LocalCluster that starts the validators (chaos/clock.py: one whose wall clock the harness steps)."""
+        return LocalCluster(self.directory)
 
     def stop(self) -> None:
         """Stop the validators this object started (by PID), then the proxies and the server. Idempotent."""

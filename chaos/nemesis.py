@@ -21,6 +21,7 @@ while a fault acts on processes; the governance changes themselves run meanwhile
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import contextlib
@@ -62,6 +63,11 @@ class Scenario:
     lazyfs: bool = False
     #: The cluster needs the Raft-aware proxy on its links (chaos/raftproxy.py RaftLinks).
     raft_proxy: bool = False
+    #: What the scenario needs beyond the chaos suite (keys of REQUIREMENTS, e.g. "root");
+    #: `run all`, `smoke` and `soak` skip it with a line saying what is missing.
+    requires: tuple[str, ...] = ()
+    #: The validators run with a wall clock the nemesis can step (chaos/clock.py).
+    clock: bool = False
 
 
 _SCENARIOS = [
@@ -90,10 +96,10 @@ _SCENARIOS.append(Scenario(
     "mixed", kinds=MEMBERSHIP_FAULT_KINDS, membership=True))
 # Power loss (chaos/power.py): only these mount LazyFS; `mixed` never picks them.
 _SCENARIOS += [
-    Scenario("power-cut-follower", "A follower loses power: SIGKILL and its unsynced writes dropped (LazyFS); restarted on what was durable.", "power-cut-follower", lazyfs=True),
-    Scenario("power-cut-leader", "The leader loses power (SIGKILL + unsynced writes dropped, LazyFS); restarted on what was durable.", "power-cut-leader", lazyfs=True),
-    Scenario("power-cut-all", "All three validators lose power at the same instant (LazyFS); all restart on what was durable.", "power-cut-all", lazyfs=True),
-    Scenario("power-cut-repeated", "2–4 power cuts per window of the leader or a follower, each restarted after 0.5–1.5 s (LazyFS).", "power-cut-repeated", lazyfs=True),
+    Scenario("power-cut-follower", "A follower loses power: SIGKILL and its unsynced writes dropped (LazyFS); restarted on what was durable.", "power-cut-follower", lazyfs=True, requires=("fuse",)),
+    Scenario("power-cut-leader", "The leader loses power (SIGKILL + unsynced writes dropped, LazyFS); restarted on what was durable.", "power-cut-leader", lazyfs=True, requires=("fuse",)),
+    Scenario("power-cut-all", "All three validators lose power at the same instant (LazyFS); all restart on what was durable.", "power-cut-all", lazyfs=True, requires=("fuse",)),
+    Scenario("power-cut-repeated", "2–4 power cuts per window of the leader or a follower, each restarted after 0.5–1.5 s (LazyFS).", "power-cut-repeated", lazyfs=True, requires=("fuse",)),
 ]
 #: Message-level Raft faults (chaos/raftproxy.py): their clusters chain a Raft-aware proxy
 #: in front of every Toxiproxy link; ``mixed`` does not choose them.
@@ -114,8 +120,39 @@ _SCENARIOS.append(Scenario(
     "Put a follower's data directory on a tmpfs a few MB larger than its data; under load it fills and the "
     "validator must stop by itself (exit 74, 'storage write failed'); at heal the disk grows and it restarts "
     "and catches up (chaos/disks.py; needs root).",
-    "disk-full"))
+    "disk-full", requires=("root",)))
+_SCENARIOS.append(Scenario(
+    "clock-jump",
+    "The leader's wall clock steps back or forward by 1 min–4 h and back to true time at the window's end, "
+    "under the bank workload with short-timeout pending transfers (chaos/clock.py).",
+    "clock-jump", clock=True))
+#: Fault kinds implemented outside this module: kind -> "module:function" of
+#: inject(nemesis, draws) -> (targets, detail); the cluster's heal() undoes them.
+EXTRA_FAULTS: dict[str, str] = {"clock-jump": "raft_ledger_chaos.clock:inject_clock_jump"}
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIOS}
+
+
+def _have_root() -> str | None:
+    return None if os.geteuid() == 0 else "needs root (e.g. to mount)"
+
+
+def _have_fuse() -> str | None:
+    return None if os.path.exists("/dev/fuse") else "no /dev/fuse (FUSE not available)"
+
+
+#: Requirement -> check() returning None if met, else why not (a line for the operator).
+REQUIREMENTS: dict = {"root": _have_root, "fuse": _have_fuse}
+
+
+def missing_requirements(scenario: Scenario) -> list[str]:
+    """Why ``scenario`` cannot run here (empty: it can); unknown requirement names count as missing."""
+    out = []
+    for req in getattr(scenario, "requires", ()) or ():
+        check = REQUIREMENTS.get(req)
+        why = check() if check else f"unknown requirement {req!r}"
+        if why:
+            out.append(why)
+    return out
 
 
 def _pick(items: list[str], u: float) -> str:
@@ -128,7 +165,7 @@ class Nemesis:
     def __init__(self, cluster, scenario: Scenario, *, seed: int, duration_s: float, t0_ns: int, timeline_path: str) -> None:
         from raft_ledger_chaos.power import POWER_FAULT_KINDS
 
-        known = FAULT_KINDS + POWER_FAULT_KINDS + RAFT_FAULT_KINDS + OWN_SCENARIO_FAULT_KINDS
+        known = FAULT_KINDS + POWER_FAULT_KINDS + RAFT_FAULT_KINDS + OWN_SCENARIO_FAULT_KINDS + tuple(EXTRA_FAULTS)
         if scenario.fault != "mixed" and scenario.fault not in known:
             raise ValueError(f"unknown fault {scenario.fault!r}; one of {known + ('mixed',)}")
         self.cluster = cluster
@@ -275,6 +312,11 @@ class Nemesis:
             leader, known = self._leader_or_pick(d[0])
             follower = _pick([v for v in ids if v != leader], d[1])
             return [follower], {"leader": leader if known else None, **(c.fill_disk(follower) or {})}
+        if kind in EXTRA_FAULTS:
+            import importlib
+
+            module, function = EXTRA_FAULTS[kind].split(":")
+            return getattr(importlib.import_module(module), function)(self, d)
         raise ValueError(f"unknown fault {kind!r}")
 
     def record(self, event: str, kind: str, targets: list[str], detail: dict) -> None:

@@ -296,11 +296,87 @@ def write_report(run_dir: str, meta: dict, results: Sequence, timeline_path: str
     out.append("")
     for r in results:
         out += [f"### {r.name}: {_verdict(r.passed)}", "", r.evidence, ""]
+        if r.name == "clock" and (getattr(r, "details", None) or {}).get("validators"):
+            out += clock_table(r.details["validators"]) + [""]
     extras = [n for n in ("final_state.json", "linearizability.html", "history.jsonl", "faults.jsonl") if os.path.exists(os.path.join(run_dir, n))]
     if extras:
         out += ["## Files", "", ", ".join(f"[{n}]({n})" for n in extras), ""]
 
     path = os.path.join(run_dir, REPORT_NAME)
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    return path
+
+
+CLOCK_COLUMNS = ("blocks", "min_step_ns", "max_step_s", "pending_created", "expired", "expiry_blocks", "still_pending", "chain_ahead_s")
+
+
+def clock_table(rows: dict) -> list[str]:
+    """Markdown lines of the clock checker's per-validator table (checkers.check_clock
+    ``details["validators"]``: validator -> {column: value})."""
+    out = ["| validator | " + " | ".join(c.replace("_", " ") for c in CLOCK_COLUMNS) + " |",
+           "|---|" + "---|" * len(CLOCK_COLUMNS)]
+    for vid, row in rows.items():
+        out.append(f"| {vid} | " + " | ".join(_cell("—" if row.get(c) is None else row.get(c)) for c in CLOCK_COLUMNS) + " |")
+    return out
+
+
+def write_summary(path: str, meta: dict, runs: Sequence) -> str:
+    """Write the soak's summary (Markdown) to ``path``; returns it.
+
+    ``meta``: seed, scenarios, skipped ({scenario: [why]}), run_duration_s, duration_s,
+    runs, started_at, elapsed_s, command. ``runs``: chaos/soak.py SoakRuns (index,
+    scenario, seed, duration_s, elapsed_s, ok_ops, failed_ops, unknown_ops, checks,
+    evidence, report, error, passed). One table row per run with each checker's verdict,
+    then each run's throughput/latency plot (linked from its own report).
+    """
+    base = os.path.dirname(os.path.abspath(path))
+    checkers: list[str] = []
+    for r in runs:
+        for name in r.checks:
+            if name not in checkers:
+                checkers.append(name)
+    passed = sum(1 for r in runs if r.passed)
+    verdict = "PASS" if runs and passed == len(runs) else "FAIL"
+    out = [f"# Chaos soak: {verdict} ({passed}/{len(runs)} runs passed)", "",
+           "| | |", "|---|---|",
+           f"| seed | {meta.get('seed', '?')} |",
+           f"| scenarios drawn from | {_cell(', '.join(meta.get('scenarios', [])))} |",
+           f"| faults per run | {meta.get('run_duration_s', '?')} s |",
+           f"| bound | {_cell(' and '.join(x for x in ((str(meta['duration_s']) + ' s') if meta.get('duration_s') is not None else '', (str(meta['runs']) + ' runs') if meta.get('runs') else '') if x))} |",
+           f"| started at | {meta.get('started_at', '?')} |",
+           f"| elapsed | {meta.get('elapsed_s', 0.0) / 60:.1f} min |",
+           f"| command | `{_cell(meta.get('command', ''))}` |", ""]
+    for name, why in (meta.get("skipped") or {}).items():
+        out.append(f"- skipped `{name}`: {_cell('; '.join(why))}")
+    if meta.get("skipped"):
+        out.append("")
+    out += ["## Runs", "",
+            "| run | scenario | seed | faults | took | ok ops | failed ops | unknown | " + " | ".join(checkers) + " | report |",
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(checkers) + "---|"]
+    for r in runs:
+        rel = os.path.relpath(r.report, base) if r.report else ""
+        cells = [_verdict(r.checks.get(c)) if c in r.checks else "—" for c in checkers]
+        link = f"[report]({rel})" if rel else _cell(r.error or "—")
+        out.append(f"| {r.index} | `{r.scenario}` | {r.seed} | {r.duration_s:g} s | {r.elapsed_s:.0f} s | {r.ok_ops} | "
+                   f"{r.failed_ops} | {r.unknown_ops} | " + " | ".join(cells) + f" | {link} |")
+    out.append("")
+    bad = [r for r in runs if not r.passed]
+    if bad:
+        out += ["## Failures", ""]
+        for r in bad:
+            out.append(f"- run {r.index} `{r.scenario}` seed {r.seed}: "
+                       + (_cell(r.error) if r.error else "; ".join(f"{c}: {_cell(e)}" for c, e in r.evidence.items() if r.checks.get(c) is False))
+                       + f" — replay: `python -m raft_ledger_chaos run {r.scenario} --seed {r.seed} --duration {r.duration_s:g}`")
+        out.append("")
+    out += ["## Latency over time", ""]
+    for r in runs:
+        if not r.report:
+            continue
+        png = os.path.join(os.path.dirname(r.report), PLOT_NAME)
+        if os.path.exists(png):
+            out += [f"### run {r.index}: {r.scenario} (seed {r.seed}) — {'PASS' if r.passed else 'FAIL'}", "",
+                    f"[![run {r.index}]({os.path.relpath(png, base)})]({os.path.relpath(r.report, base)})", ""]
     with open(path, "w") as f:
         f.write("\n".join(out))
     return path

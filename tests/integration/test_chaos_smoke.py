@@ -11,6 +11,7 @@ import os
 import pytest
 
 from raft_ledger_chaos import toxi
+from raft_ledger_chaos.cli import SMOKE_SCENARIOS
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +19,14 @@ SMOKE_DURATION_S = float(os.environ.get("CHAOS_SMOKE_DURATION_S", "15"))
 
 
 @pytest.mark.skipif(toxi.find_binary() is None, reason="toxiproxy-server not installed: run `bash deploy/local/setup.sh` (needs Go)")
-@pytest.mark.parametrize("scenario", ["partition-leader", "kill-leader", "pause-leader"])
+@pytest.mark.parametrize("scenario", SMOKE_SCENARIOS)
 def test_chaos_smoke(scenario, tmp_path):
     from raft_ledger_chaos.cli import run_scenario
+    from raft_ledger_chaos.nemesis import SCENARIOS, missing_requirements
+
+    missing = missing_requirements(SCENARIOS[scenario])
+    if missing:
+        pytest.skip(f"{scenario}: " + "; ".join(missing))
 
     assert run_scenario(
         scenario, seed=7, duration_s=SMOKE_DURATION_S, out=str(tmp_path), unsafe=False, concurrency=3, base_port=25100

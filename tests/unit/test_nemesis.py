@@ -33,7 +33,7 @@ class FakeCluster:
 
     def __getattr__(self, name):
         if name in ("partition", "cut_one_way", "latency", "bandwidth", "reset_peer", "kill", "pause", "restart_all", "heal",
-                    "power_cut", "start_validator", "fill_disk"):
+                    "power_cut", "start_validator", "fill_disk", "set_clock"):
             return lambda *a, **kw: self.calls.append((name, a, tuple(sorted(kw.items()))))
         raise AttributeError(name)
 

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/setup.sh
 echo "==> installing the benchmark's Python dependencies into .venv" >&2
-.venv/bin/python -m pip install --quiet -e ".[node,dev,chaos,bench]"
+.venv/bin/python -m pip install --quiet -c deploy/constraints.txt -e ".[node,dev,chaos,lazyfs,bench]"
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
   if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then

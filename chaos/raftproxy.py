@@ -541,6 +541,21 @@ def _raft_password(directory: str, validator_id: str) -> str:
         return json.load(f)["raft_password"]
 
 
+def summed_stats(proxies) -> dict:
+    """The :class:`FaultStats` snapshots of ``proxies`` (RaftProxy) summed: counters added,
+    per-kind counters added kind by kind."""
+    out: dict = {}
+    for p in proxies:
+        for k, v in p.stats.snapshot().items():
+            if isinstance(v, dict):
+                for kind, n in v.items():
+                    out.setdefault(k, {}).setdefault(kind, 0)
+                    out[k][kind] += n
+            else:
+                out[k] = out.get(k, 0) + v
+    return out
+
+
 class RaftLinks:
     """The RaftProxies of a chaos cluster (chaos/cluster.py ``ChaosCluster(raft_proxy=True)``).
 
@@ -603,16 +618,7 @@ class RaftLinks:
 
     def stats(self) -> dict:
         """The proxies' :class:`FaultStats` summed over all links."""
-        out: dict = {}
-        for p in self.proxies.values():
-            for k, v in p.stats.snapshot().items():
-                if isinstance(v, dict):
-                    for kind, n in v.items():
-                        out.setdefault(k, {}).setdefault(kind, 0)
-                        out[k][kind] += n
-                else:
-                    out[k] = out.get(k, 0) + v
-        return out
+        return summed_stats(self.proxies.values())
 
     def stop(self) -> None:
         for p in self.proxies.values():

@@ -36,7 +36,7 @@ import time
 import grpc
 import pytest
 
-from raft_ledger_chaos.raftproxy import NO_FAULTS, ProxyTls, RaftFaults, RaftProxy
+from raft_ledger_chaos.raftproxy import NO_FAULTS, ProxyTls, RaftFaults, RaftProxy, summed_stats
 from raft_ledger_client import Account, CreateAccountResult, CreateTransferResult, LedgerError, RetryPolicy, Transfer
 from raft_ledger_node.localcluster import (
     LocalCluster,
@@ -133,16 +133,7 @@ class Drill:
         assert not still, still
 
     def stats(self) -> dict:
-        out: dict = {}
-        for p in self.proxies.values():
-            for k, v in p.stats.snapshot().items():
-                if isinstance(v, dict):
-                    for kind, n in v.items():
-                        out.setdefault(k, {}).setdefault(kind, 0)
-                        out[k][kind] += n
-                else:
-                    out[k] = out.get(k, 0) + v
-        return out
+        return summed_stats(self.proxies.values())
 
     def client(self, deadline_s: float = 20.0):
         return member_client(self.directory, "bank-a", retry=RetryPolicy(deadline_s=deadline_s, attempt_timeout_s=1))

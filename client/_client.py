@@ -697,13 +697,20 @@ class LedgerClient:
         _applied(self.submit([signed])[0])
         return base + 1
 
-    def get_configuration(self, version: int = 0, *, address: str | None = None) -> dict:
+    def get_configuration(self, version: int = 0, *, address: str | None = None,
+                          linearizable: bool = False) -> dict:
         """The governed configuration (version 0: the current one) as a dict: version,
         members (id, roles, status, keys with hex public key, valid_from, revoked_at),
-        issuers, admins, threshold, validators; plus ``height``, the head it was read at."""
+        issuers, admins, threshold, validators; plus ``height``, the head it was read at.
+
+        The current version is a LOCAL read by default (a lagging validator may answer
+        with an older version); ``linearizable=True`` asks the leader after a read barrier:
+        the version every governance proposal must be built on (a proposal on an older one
+        is refused ``config_version_stale``)."""
         import json
 
-        resp = self._call_read("GetConfiguration", pb.GetConfigurationRequest(version=version), address)
+        req = pb.GetConfigurationRequest(version=version, consistency=self._consistency(linearizable))
+        resp = self._read("GetConfiguration", req, address, linearizable)
         doc = json.loads(resp.configuration_json)
         if version == 0:
             self._know([v["grpc_address"] for v in doc.get("validators", ())])

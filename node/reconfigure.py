@@ -63,7 +63,7 @@ def propose(client, admins: Sequence[tuple[str, str, object]], change) -> int:
     Raises the SDK's errors (TransactionRejected with the rejection, MembershipChangeRefused)."""
     from raft_ledger_client import governance as gov
 
-    p = gov.build_proposal(client.chain_id, client.get_configuration()["version"], [change])
+    p = gov.build_proposal(client.chain_id, client.get_configuration(linearizable=True)["version"], [change])
     for member_id, key_id, key in admins:
         p.approve(member_id, key_id, key)
     return client.submit_governance(p)

@@ -211,7 +211,9 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
 
     @_guard
     def GetConfiguration(self, request, context):  # noqa: N802
-        """The governed configuration, current (version 0) or a past version."""
+        """The governed configuration, current (version 0, LOCAL or LINEARIZABLE) or a past version."""
+        if request.version == 0:
+            self._consistent_read(request.consistency, context)
         head = self._store.head().height
         if request.version == 0:
             cfg = self._store.configuration()

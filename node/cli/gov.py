@@ -158,7 +158,7 @@ def propose(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert, add
         with _client(cluster, genesis, identity, key_id, key_file, tls_key, tls_cert) as c:
             chain_id = chain_id or c.chain_id
             if base_version is None:
-                base_version = c.get_configuration()["version"]
+                base_version = c.get_configuration(linearizable=True)["version"]
     p = g.build_proposal(chain_id, base_version, changes, validity_s=valid_hours * 3600)
     with open(out, "w") as f:
         p.dump(f)

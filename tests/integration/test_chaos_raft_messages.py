@@ -130,7 +130,9 @@ def test_the_raft_proxy_is_chained_in_front_of_toxiproxy_and_both_fault_layers_a
                 dial = json.load(f)["raft_peer_dial"]
             p = links.proxies[name]
             assert dial[p.raft_address] == p.listen and p.upstream == link["listen"], (name, dial, link)
-        c.raft_links.set_faults(RaftFaults(duplicate=0.3, delay=0.3, replay=0.2, delay_s_max=0.2, seed=3))
+        # replay=1.0: every AppendEntries after a link's first is followed by a stale one, so
+        # the replay layer acts however few messages a loaded machine sends in the window.
+        c.raft_links.set_faults(RaftFaults(duplicate=0.3, delay=0.3, replay=1.0, delay_s_max=0.2, seed=3))
         old = c.leader(timeout_s=ELECTION_TIMEOUT_S)
         assert old is not None
         c.partition([{old}])

@@ -65,7 +65,7 @@ def _admin_key(directory: str, admin: str):
 
 def _propose(c, directory: str, changes, approvers=("admin-1", "admin-2"), base=None) -> gov.ProposalFile:
     with member_client(directory, "operator", retry=RETRY) as op:
-        version = op.get_configuration()["version"] if base is None else base
+        version = op.get_configuration(linearizable=True)["version"] if base is None else base
         p = gov.build_proposal(op.chain_id, version, changes)
     for a in approvers:
         p.approve(a, "k1", _admin_key(directory, a))
@@ -79,7 +79,7 @@ def _submit(directory: str, p: gov.ProposalFile, as_identity: str = "operator") 
 
 def _version(directory: str) -> int:
     with member_client(directory, "auditor", retry=RETRY) as c:
-        return c.get_configuration()["version"]
+        return c.get_configuration(linearizable=True)["version"]
 
 
 def test_add_member_with_two_of_three_then_it_transacts(cluster_module):

@@ -50,6 +50,32 @@ def test_follower_refuses_a_linearizable_read_and_names_the_leader(cluster_modul
         assert local.head.height >= 0
 
 
+def test_a_linearizable_configuration_read_is_the_leaders_and_a_follower_names_it(cluster_module):
+    """Governance proposals are built on this read: a LOCAL one from a lagging validator
+    can give an older version (refused at Submit as config_version_stale)."""
+    cluster = cluster_module
+    leader = cluster.leader()
+    follower = cluster.followers(leader)[0]
+    with cluster.channel(follower) as ch:
+        stub = pb_grpc.LedgerServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.GetConfiguration(pb.GetConfigurationRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert dict(e.value.trailing_metadata())["leader-address"] == cluster.addresses[leader]
+        # A past version is the same everywhere: served locally whatever is asked.
+        past = stub.GetConfiguration(pb.GetConfigurationRequest(
+            version=1, consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
+        assert past.version == 1
+    with cluster.channel(leader) as ch:
+        resp = pb_grpc.LedgerServiceStub(ch).GetConfiguration(
+            pb.GetConfigurationRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=10)
+    bank = cluster.client("bank-b")
+    try:
+        assert bank.get_configuration(linearizable=True)["version"] == resp.version >= 1
+    finally:
+        bank.close()
+
+
 def test_read_barriers_add_no_blocks(cluster_module):
     cluster = cluster_module
     bank = cluster.client("bank-b")

@@ -85,7 +85,7 @@ def _snapshot(cl, *ids: int):
 
 def _version(directory: str) -> int:
     with member_client(directory, "auditor", retry=RETRY) as c:
-        return c.get_configuration()["version"]
+        return c.get_configuration(linearizable=True)["version"]
 
 
 def _proposal(directory: str, changes, approvers=("admin-1", "admin-2"), *, chain_id: str | None = None, base=None):

@@ -44,7 +44,7 @@ def _rotate_v3_key(cluster) -> tuple[bytes, int]:
                                       serialization.NoEncryption()))
     records = [dict(v, public_key=new_pub.hex() if v["id"] == "v3" else v["public_key"]) for v in validators]
     with member_client(directory, "operator", retry=RETRY) as op:
-        p = gov.build_proposal(op.chain_id, op.get_configuration()["version"], [gov.set_validators(records)])
+        p = gov.build_proposal(op.chain_id, op.get_configuration(linearizable=True)["version"], [gov.set_validators(records)])
         for admin in ("admin-1", "admin-2"):
             p.approve(admin, "k1", load_private_key(os.path.join(directory, "members", f"{admin}.pem")))
         op.submit_governance(p)

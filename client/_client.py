@@ -16,14 +16,12 @@ from raft_ledger_client._enums import CreateAccountResult, CreateTransferResult
 from raft_ledger_client._enums import TxRejection
 from raft_ledger_client._exceptions import (
     LedgerError,
-    NotLeader,
     NotSubmitted,
-    RateLimited,
-    Timeout,
     TransactionRejected,
     TransportError,
     Unavailable,
 )
+from raft_ledger_client import _attempts
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client._transport import ClientTLS, GrpcTransport, Transport
 from raft_ledger_client._exceptions import InvalidRequest, NotFound, VerificationError
@@ -1027,30 +1025,31 @@ class LedgerClient:
     def _attempt_timeout(self, deadline: float) -> float:
         return max(0.05, min(self.retry.attempt_timeout_s, deadline - self._clock()))
 
-    def _backoff(self, backoff: float, deadline: float) -> float | None:
-        """Sleep ``backoff`` (at most until the deadline); the next backoff, or None once past the deadline."""
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            return None
-        self._sleep(min(backoff, remaining))
-        return min(backoff * 2, self.retry.backoff_max_s)
-
     def _call_read(self, method: str, req, address: str | None):
-        """A LOCAL read: any validator will do; on failure try the next, then back off."""
-        targets = [address] if address else self._candidates()
-        deadline = self._clock() + self.retry.deadline_s
-        backoff: float | None = self.retry.backoff_initial_s
-        last: LedgerError | None = None
-        while backoff is not None:
-            for addr in targets:
-                try:
-                    return self._transport.call(addr, method, req, self._attempt_timeout(deadline))
-                except (TransportError, NotSubmitted) as e:  # InvalidRequest, NotFound: the same anywhere
-                    last = e
-                if self._clock() >= deadline:
-                    break
-            backoff = self._backoff(backoff, deadline)
-        raise Unavailable(f"{method}: no validator answered within {self.retry.deadline_s}s ({_detail(last)})")
+        """A LOCAL read: any validator will do; on failure try the next, then back off
+        (``_attempts.local_read``)."""
+        return self._drive(_attempts.local_read(self, method, self._clock() + self.retry.deadline_s, address),
+                           method, req, None)
+
+    def _drive(self, steps: "_attempts.Attempts", method: str, req, deadline: float | None):
+        """Perform the steps of a retry rule (``_attempts``) with this client's transport and sleep."""
+        try:
+            step = next(steps)
+            while True:
+                if step.__class__ is _attempts.Call:
+                    try:
+                        outcome = self._transport.call(step.addr, method, req, step.timeout_s)
+                    except _attempts.RETRIED as e:
+                        outcome = e
+                    step = steps.send(outcome)
+                elif step.__class__ is _attempts.Learn:
+                    self._learn_validators(step.addr, deadline)
+                    step = steps.send(None)
+                else:
+                    self._sleep(step.seconds)
+                    step = steps.send(None)
+        except StopIteration as done:
+            return done.value
 
     def _call_leader(self, method: str, req, deadline: float | None = None):
         """Call the leader: follow redirects, retry unknown outcomes with the same request,
@@ -1058,62 +1057,11 @@ class LedgerClient:
 
         Ends in :class:`NotSubmitted` if every attempt was refused before
         proposal, else (some attempt may have been proposed) :class:`Timeout` if
-        one timed out, :class:`Unavailable` otherwise.
+        one timed out, :class:`Unavailable` otherwise (``_attempts.leader_call``).
         """
         if deadline is None:
             deadline = self._clock() + self.retry.deadline_s
-        backoff: float | None = self.retry.backoff_initial_s
-        last: LedgerError | None = None
-        unknown = timed_out = redirected = False
-        candidates = self._candidates()
-        i = 0
-        while backoff is not None:
-            addr = candidates[i % len(candidates)]
-            try:
-                resp = self._transport.call(addr, method, req, self._attempt_timeout(deadline))
-                self._leader = addr
-                return resp
-            except NotLeader as e:
-                last = e
-                leader = e.leader_address
-                if leader and leader != addr and leader not in self._allowed:
-                    self._learn_validators(addr, deadline)
-                # Only to a configured validator (genesis, or added since by governance): any
-                # other hint is ignored, as if no leader were known (tests/unit/test_sdk_client.py).
-                if leader and leader != addr and leader in self._allowed:
-                    self._leader = leader
-                    candidates = self._candidates()
-                    i = 0
-                    # Follow a redirect at once, but back off if the leader redirects too (an election).
-                    if not redirected and self._clock() < deadline:
-                        redirected = True
-                        continue
-                    self.retries += 1
-                    backoff = self._backoff(backoff, deadline)
-                    continue
-            except RateLimited as e:
-                last = e
-                self.retries += 1
-                backoff = self._backoff(max(backoff, e.retry_after_s), deadline)
-                continue
-            except NotSubmitted as e:
-                last = e
-            except TransportError as e:
-                last = e
-                unknown = True
-                timed_out = timed_out or isinstance(e, Timeout)
-            redirected = False
-            self.retries += 1
-            if addr == self._leader:
-                self._leader = None
-            i += 1
-            backoff = self._backoff(backoff, deadline)
-        if not unknown:
-            raise NotSubmitted(f"{method}: every attempt within {self.retry.deadline_s}s was refused before "
-                               f"anything was proposed ({_detail(last)}); nothing was applied by this call")
-        err = Timeout if timed_out else Unavailable
-        raise err(f"{method}: not committed within {self.retry.deadline_s}s, outcome unknown ({_detail(last)}); "
-                  "resubmit the same signed transactions to learn it")
+        return self._drive(_attempts.leader_call(self, method, deadline), method, req, deadline)
 
     # -- change-data capture (issue 14): raft_ledger_client.cdc ---------------------------
     def watch_events(self, from_height: int = 1, *, kinds: Iterable[str] = ("accounts", "transfers"), ledger: int = 0,
@@ -1146,6 +1094,3 @@ def _coalescers(client: "LedgerClient", on: bool, wait_max_s: float, in_flight_m
 
     return {op: coalescer(op) for op in _OPERATIONS}
 
-
-def _detail(e: Exception | None) -> str:
-    return f"{type(e).__name__}: {e}" if e is not None else "no attempt"

@@ -45,7 +45,6 @@ from raft_ledger_client._client import (
     _account_from_pb,
     _account_pb,
     _applied,
-    _detail,
     _genesis_ca,
     _rebuild,
     _transfer_from_pb,
@@ -65,15 +64,8 @@ from raft_ledger_client.coalescing import (
     framed_bytes,
     send_steps,
 )
-from raft_ledger_client._exceptions import (
-    LedgerError,
-    NotLeader,
-    NotSubmitted,
-    RateLimited,
-    Timeout,
-    TransportError,
-    Unavailable,
-)
+from raft_ledger_client import _attempts
+from raft_ledger_client._exceptions import LedgerError, Unavailable
 from raft_ledger_client._transport import ClientTLS, InProcessTransport, status_to_exception
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2 as pb
 from raft_ledger_client.pb.ledger.v1 import ledger_pb2_grpc as pb_grpc
@@ -298,29 +290,30 @@ class AsyncLedgerClient:
         return pb.READ_CONSISTENCY_LINEARIZABLE if linearizable else pb.READ_CONSISTENCY_LOCAL
 
     # -- plumbing: LedgerClient's, awaiting ---------------------------------------------
-    async def _backoff(self, backoff: float, deadline: float) -> float | None:
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            return None
-        await self._sleep(min(backoff, remaining))
-        return min(backoff * 2, self.retry.backoff_max_s)
-
     async def _call_read(self, method: str, req):
-        """A LOCAL read, as LedgerClient._call_read."""
-        core = self._core
-        deadline = self._clock() + self.retry.deadline_s
-        backoff: float | None = self.retry.backoff_initial_s
-        last: LedgerError | None = None
-        while backoff is not None:
-            for addr in core._candidates():
-                try:
-                    return await self._transport.call(addr, method, req, core._attempt_timeout(deadline))
-                except (TransportError, NotSubmitted) as e:
-                    last = e
-                if self._clock() >= deadline:
-                    break
-            backoff = await self._backoff(backoff, deadline)
-        raise Unavailable(f"{method}: no validator answered within {self.retry.deadline_s}s ({_detail(last)})")
+        """A LOCAL read, as LedgerClient._call_read (``_attempts.local_read``)."""
+        return await self._drive(_attempts.local_read(self._core, method, self._clock() + self.retry.deadline_s),
+                                 method, req, None)
+
+    async def _drive(self, steps: "_attempts.Attempts", method: str, req, deadline: float | None):
+        """LedgerClient._drive, awaiting the transport and the sleep."""
+        try:
+            step = next(steps)
+            while True:
+                if step.__class__ is _attempts.Call:
+                    try:
+                        outcome = await self._transport.call(step.addr, method, req, step.timeout_s)
+                    except _attempts.RETRIED as e:
+                        outcome = e
+                    step = steps.send(outcome)
+                elif step.__class__ is _attempts.Learn:
+                    await self._learn_validators(step.addr, deadline)
+                    step = steps.send(None)
+                else:
+                    await self._sleep(step.seconds)
+                    step = steps.send(None)
+        except StopIteration as done:
+            return done.value
 
     async def _learn_validators(self, addr: str, deadline: float) -> None:
         try:
@@ -334,60 +327,12 @@ class AsyncLedgerClient:
         self._core._know(found)
 
     async def _call_leader(self, method: str, req, deadline: float | None = None):
-        """LedgerClient._call_leader, awaiting: the same redirects (configured validators
-        only), the same retries of the same request, the same final exception."""
-        core = self._core
+        """LedgerClient._call_leader, awaiting: the same rule (``_attempts.leader_call``),
+        so the same redirects (configured validators only), the same retries of the same
+        request, the same final exception."""
         if deadline is None:
             deadline = self._clock() + self.retry.deadline_s
-        backoff: float | None = self.retry.backoff_initial_s
-        last: LedgerError | None = None
-        unknown = timed_out = redirected = False
-        candidates = core._candidates()
-        i = 0
-        while backoff is not None:
-            addr = candidates[i % len(candidates)]
-            try:
-                resp = await self._transport.call(addr, method, req, core._attempt_timeout(deadline))
-                core._leader = addr
-                return resp
-            except NotLeader as e:
-                last = e
-                leader = e.leader_address
-                if leader and leader != addr and leader not in core._allowed:
-                    await self._learn_validators(addr, deadline)
-                if leader and leader != addr and leader in core._allowed:
-                    core._leader = leader
-                    candidates = core._candidates()
-                    i = 0
-                    if not redirected and self._clock() < deadline:
-                        redirected = True
-                        continue
-                    core.retries += 1
-                    backoff = await self._backoff(backoff, deadline)
-                    continue
-            except RateLimited as e:
-                last = e
-                core.retries += 1
-                backoff = await self._backoff(max(backoff, e.retry_after_s), deadline)
-                continue
-            except NotSubmitted as e:
-                last = e
-            except TransportError as e:
-                last = e
-                unknown = True
-                timed_out = timed_out or isinstance(e, Timeout)
-            redirected = False
-            core.retries += 1
-            if addr == core._leader:
-                core._leader = None
-            i += 1
-            backoff = await self._backoff(backoff, deadline)
-        if not unknown:
-            raise NotSubmitted(f"{method}: every attempt within {self.retry.deadline_s}s was refused before "
-                               f"anything was proposed ({_detail(last)}); nothing was applied by this call")
-        err = Timeout if timed_out else Unavailable
-        raise err(f"{method}: not committed within {self.retry.deadline_s}s, outcome unknown ({_detail(last)}); "
-                  "resubmit the same signed transactions to learn it")
+        return await self._drive(_attempts.leader_call(self._core, method, deadline), method, req, deadline)
 
 
 class _AsyncCoalescer:

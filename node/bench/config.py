@@ -67,6 +67,8 @@ class BenchConfig:
     #: (and PostgreSQL's transaction per transfer at the same concurrency); 0 = skip.
     single_transfers: int = 20_000
     single_concurrency: int = SINGLE_CONCURRENCY
+    #: Submits the shared client keeps in flight in those phases (``coalesce_in_flight_max``).
+    single_in_flight: int = 1
     #: Transfers of the same phase at each of SINGLE_SWEEP_CALLERS callers (1 and 8); 0 = skip.
     single_sweep_transfers: int = 2_000
     #: Transfers one per request at half of that phase's peak rate (open loop); 0 = skip.
@@ -87,6 +89,8 @@ class BenchConfig:
             raise ValueError("concurrency must be at least 1")
         if self.single_concurrency < 1:
             raise ValueError("single_concurrency must be at least 1")
+        if self.single_in_flight < 1:
+            raise ValueError("single_in_flight must be at least 1")
         counts = {k: getattr(self, k) for k in COUNT_FIELDS}
         if any(v < 0 for v in counts.values()):
             raise ValueError(f"counts must be >= 0 (0 skips): {', '.join(k for k, v in counts.items() if v < 0)}")

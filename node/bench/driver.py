@@ -35,9 +35,10 @@ def emit(**event) -> None:
     sys.stdout.flush()
 
 
-def _clients(cluster: str, members: list[str]) -> dict[str, LedgerClient]:
+def _clients(cluster: str, members: list[str], in_flight: int = 1) -> dict[str, LedgerClient]:
     # Over mutual TLS with each member's client certificate, as a member bank connects.
-    return {m: member_client(cluster, m) for m in members}
+    # ``in_flight``: the shared client's coalesced Submits in flight (the 1/request phases).
+    return {m: member_client(cluster, m, coalesce_in_flight_max=in_flight) for m in members}
 
 
 def _open_accounts(wl: Workload, clients: dict[str, LedgerClient], names: list[str]) -> None:
@@ -231,7 +232,7 @@ def main() -> int:
     spec = json.loads(sys.stdin.readline())
     wl = Workload(**spec["workload"])
     names = member_names(wl.members)
-    clients = _clients(spec["cluster"], names)
+    clients = _clients(spec["cluster"], names, spec.get("single_in_flight", 1))
     t = time.monotonic()
     _open_accounts(wl, clients, names)
     accounts_s = time.monotonic() - t

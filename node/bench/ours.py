@@ -88,7 +88,7 @@ def _run(cfg, wl: Workload, work_dir: str, base: int) -> dict:
         result["validator_pids"] = pids
         driver = JsonLineProcess([sys.executable, "-m", "raft_ledger_node.bench.driver"], log_path=os.path.join(work_dir, "ours-driver.log"))
         driver.send({"cluster": cluster_dir, "workload": wl.spec(), "batches_total": peak_batches + half_batches,
-                     "single_rows_total": single_rows_total})
+                     "single_rows_total": single_rows_total, "single_in_flight": cfg.single_in_flight})
         ui.note(f"driver pid {driver.pid}: opening {cfg.accounts:,} accounts for {cfg.members} members, signing {peak_batches + half_batches:,} batches in advance")
         ready = driver.recv_event("ready", DRIVER_SETUP_S_MAX)
         ui.note(f"accounts opened in {ready['accounts_s']:.1f}s, batches signed in {ready['presign_s']:.1f}s "

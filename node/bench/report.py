@@ -62,9 +62,11 @@ def _rows(res: dict) -> list[dict]:
                          + (f" (driver's own send lag p99 {h['send_lag_p99_ms']:.1f} ms)" if h.get("send_lag_p99_ms") is not None else "")
                          + _others(h)))
     single = [*ours.get("single_sweep", []), *([ours["single_peak"]] if "single_peak" in ours else [])]
+    in_flight = res.get("config", {}).get("single_in_flight", 1)
+    shared = "1 shared client" + (f" ({in_flight} Submits in flight)" if in_flight > 1 else "")
     for p in single:
         rows.append(dict(key="ours_single" if p is ours.get("single_peak") else f"ours_single_{p['callers']}",
-                         name=f"ours: 1 transfer/request, {p['callers']} caller{'s' if p['callers'] > 1 else ''}, 1 shared client",
+                         name=f"ours: 1 transfer/request, {p['callers']} caller{'s' if p['callers'] > 1 else ''}, {shared}",
                          tps=p["transfers_per_s"], lat=p["latency"], cpu=p["cpu_us_per_transfer"],
                          note=f"{p['transfers']:,} transfers, {_f(p.get('transfers_per_entry'), '{:,.1f}')}/Raft entry; latency per request"
                          + (f"; [red]{p['batches_failed']} requests failed[/]" if p["batches_failed"] else "") + _others(p)))

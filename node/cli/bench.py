@@ -37,6 +37,9 @@ import click
               help="One transfer per request through one shared SDK client from --single-concurrency threads, and PostgreSQL's "
                    "transaction per transfer at as many connections, 0 = skip [20,000; --quick 5,000].")
 @click.option("--single-concurrency", type=int, default=None, help="Callers of the one-transfer-per-request phase [64].")
+@click.option("--single-in-flight", type=int, default=None,
+              help="Submits the shared client keeps in flight in the one-transfer-per-request phases "
+                   "(the SDK's coalesce_in_flight_max) [1].")
 @click.option("--single-sweep-transfers", type=int, default=None,
               help="One transfer per request at 1 and at 8 callers (transfers per Raft entry at each), 0 = skip [2,000; --quick 500].")
 @click.option("--single-half-load-transfers", type=int, default=None,
@@ -49,7 +52,7 @@ import click
 def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_load_transfers, raft_entries, pg_transfers,
           pg_single_transfers, history_max, quick, skip_ours, skip_raft, skip_crypto, skip_postgres, skip_history, skip_proofs,
           skip_membership, membership_stored, proofs_size, profile, out_dir, base_port, seed, keep_data,
-          single_transfers, single_concurrency, single_sweep_transfers, single_half_load_transfers, pg_sync_transfers,
+          single_transfers, single_concurrency, single_in_flight, single_sweep_transfers, single_half_load_transfers, pg_sync_transfers,
           pg_sync_single_transfers, skip_pg_sync):
     """Benchmark our cluster against bare pysyncobj, Ed25519 and PostgreSQL on one workload (issue 5).
 
@@ -71,6 +74,7 @@ def bench(accounts, skew, zipf_exponent, batch, concurrency, transfers, half_loa
         "history_max": int(history_max) if history_max else None, "proofs_size": proofs_size,
         "membership_stored": membership_stored,
         "single_transfers": single_transfers, "single_concurrency": single_concurrency,
+        "single_in_flight": single_in_flight,
         "single_sweep_transfers": single_sweep_transfers, "single_half_load_transfers": single_half_load_transfers,
         "pg_sync_transfers": pg_sync_transfers, "pg_sync_single_transfers": pg_sync_single_transfers,
     }

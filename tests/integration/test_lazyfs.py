@@ -136,6 +136,24 @@ def test_msync_of_a_shared_mapping_is_durable_and_an_unsynced_mapping_write_is_n
     assert data[4096:4102] == bytes(6)
 
 
+def test_fdatasync_makes_writes_through_a_shared_mapping_durable(lazyfs):
+    """The Raft journal syncs its mapping with fdatasync (journal_guard.PreallocatedFile.flush):
+    the pages written through the mapping reach the file system as msync's do."""
+    mnt, _, cut = lazyfs
+    _write(mnt / "journal.mm", bytes(8192), fsync=True)
+    _fsync_dir(mnt)
+    with open(mnt / "journal.mm", "r+b") as f:
+        m = mmap.mmap(f.fileno(), 8192)
+        m[0:5] = b"first"
+        os.fdatasync(f.fileno())
+        m[4096:4102] = b"second"  # never synced
+        m.close()
+    cut()
+    data = (mnt / "journal.mm").read_bytes()
+    assert data[0:5] == b"first"
+    assert data[4096:4102] == bytes(6)
+
+
 def test_created_file_without_directory_fsync_disappears_even_if_its_data_was_synced(lazyfs):
     mnt, _, cut = lazyfs
     _write(mnt / "new.sst", b"data", fsync=True)

@@ -3,8 +3,7 @@
 pysyncobj's ``FileJournal`` writes entries into an mmap and never flushes them;
 its term/vote meta file is renamed into place without fsync. Acknowledged would
 mean "in the page cache". :class:`DurableFileJournal` marks the journal dirty on
-every append and flushes it (``fdatasync`` of the mapped file, which releases the GIL
-where ``mmap.flush``'s ``msync`` holds it) once per group,
+every append and flushes it (``mmap.flush`` = ``msync(MS_SYNC)``) once per group,
 before any acknowledgement: a follower flushes before its AppendEntries reply
 leaves (``next_node_idx``, see :class:`~raft_ledger_node.raft.transport.LedgerTransport`),
 the leader flushes at the start of every tick, before it counts its own log
@@ -121,7 +120,7 @@ class DurableFileJournal(FileJournal):
         if not self._dirty:
             return
         try:
-            self.flush()  # PreallocatedFile.flush: fdatasync of the mapped file
+            self.flush()  # mmap.flush(): msync(MS_SYNC) of the mapping
         except OSError as e:
             journal_guard.fail_stop(f"Raft journal flush of {self._path}", e)
         self._dirty = False

@@ -188,15 +188,6 @@ class PreallocatedFile(ResizableFile):
                 self._ResizableFile__mm = mm = mmap.mmap(self._ResizableFile__f.fileno(), 0)
         mm[offset:end] = values
 
-    def flush(self):
-        """``fdatasync`` of the journal file: the pages written through the shared mapping
-        are the file's page-cache pages, so on Linux this writes them back as
-        ``msync(MS_SYNC)`` does (and a FUSE file system sees the same FSYNC request), but
-        CPython releases the GIL around ``os.fdatasync`` and holds it in ``mmap.flush``
-        (3.11): the gRPC and Raft threads run while the disk syncs.
-        Raises OSError (EIO, ENOSPC) as msync would."""
-        os.fdatasync(self._ResizableFile__f.fileno())
-
 
 def fail_stop(what: str, error: BaseException) -> None:
     """Log that the journal write ``what`` failed with ``error`` and exit 74 (never returns)."""

@@ -137,8 +137,8 @@ def test_msync_of_a_shared_mapping_is_durable_and_an_unsynced_mapping_write_is_n
 
 
 def test_fdatasync_makes_writes_through_a_shared_mapping_durable(lazyfs):
-    """The Raft journal syncs its mapping with fdatasync (journal_guard.PreallocatedFile.flush):
-    the pages written through the mapping reach the file system as msync's do."""
+    """fdatasync of a mapped file (node/bench/journal_sync.py compares it with msync for the
+    Raft journal): the pages written through the mapping reach the file system as msync's do."""
     mnt, _, cut = lazyfs
     _write(mnt / "journal.mm", bytes(8192), fsync=True)
     _fsync_dir(mnt)

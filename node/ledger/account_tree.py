@@ -153,9 +153,9 @@ class AccountTree:
             view = memoryview(level)
             nxt = bytearray()
             for off in range(0, len(level), _GROUP_BYTES):
-                h = sha256(_NODE)
-                h.update(view[off : off + _GROUP_BYTES])
-                nxt += h.digest()
+                node = sha256(_NODE)
+                node.update(view[off : off + _GROUP_BYTES])
+                nxt += node.digest()
             view.release()
             levels.append(nxt)
             level = nxt

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from . import codec, limits, merkle
 from .governance import Configuration, GovernanceProposal, apply_changes, encode_configuration
-from .invariants import verify
+from .invariants import fatal
 from .merkle_log import MerkleLog
 from .ports import StateReader
 from .types import (
@@ -43,8 +43,8 @@ from .types import (
 NS_PER_S = 1_000_000_000
 # Flags as plain ints on the hot path: IntFlag's & and | run Python-level enum code
 # (about 8% of a leader's CPU in the benchmark's profile).
-AF = SimpleNamespace(**{m.name: int(m) for m in AccountFlags})
-TF = SimpleNamespace(**{m.name: int(m) for m in TransferFlags})
+AF = SimpleNamespace(**{str(m.name): int(m) for m in AccountFlags})
+TF = SimpleNamespace(**{str(m.name): int(m) for m in TransferFlags})
 U128 = limits.u128_max
 U64 = limits.u64_max
 
@@ -248,7 +248,8 @@ def _transfer_exists(st: _State, t: Transfer, e: Transfer, member: str) -> TR:
     ``exists_with_different_owner`` and nothing of its fields.
     """
     owner = st.account(e.debit_account_id)
-    verify(owner is not None, "transfer refers to a missing debit account")
+    if owner is None:
+        fatal("transfer refers to a missing debit account")
     if owner.owner != member:
         return TR.exists_with_different_owner
     if (t.flags & ~TF.LINKED) != (e.flags & ~TF.LINKED):
@@ -260,7 +261,8 @@ def _transfer_exists(st: _State, t: Transfer, e: Transfer, member: str) -> TR:
     if t.flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
         # Same flags and pending id: ``e`` resolved the same pending transfer.
         p = st.transfer(t.pending_id)
-        verify(p is not None, "post/void refers to a missing pending transfer")
+        if p is None:
+            fatal("post/void refers to a missing pending transfer")
         return _resolve_exists(t, e, p)
     if t.debit_account_id != e.debit_account_id:
         return TR.exists_with_different_debit_account_id
@@ -460,7 +462,8 @@ def _resolve_pending(st: _State, t: Transfer, member: str, timestamp: int, post:
         return TR.pending_transfer_not_found
     dr = st.account(p.debit_account_id)
     cr = st.account(p.credit_account_id)
-    verify(dr is not None and cr is not None, "pending transfer refers to missing accounts")
+    if dr is None or cr is None:
+        fatal("pending transfer refers to missing accounts")
     # Ownership before every fact about ``p`` (even whether it is pending): another
     # member's transfer reveals only that its id is taken.
     if dr.owner != member:
@@ -561,10 +564,12 @@ def _expire_pending(st: _State, block_timestamp: int, stamp: int, expiries_max: 
             st.chain.expiry_delete.append((expires_at, transfer_id))
             continue
         p = st.transfer(transfer_id)
-        verify(p is not None, "expiry index refers to a missing transfer")
+        if p is None:
+            fatal("expiry index refers to a missing transfer")
         dr = st.account(p.debit_account_id)
         cr = st.account(p.credit_account_id)
-        verify(dr is not None and cr is not None, "expiring transfer refers to missing accounts")
+        if dr is None or cr is None:
+            fatal("expiring transfer refers to missing accounts")
         dr_flags = dr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_DEBIT else dr.flags
         cr_flags = cr.flags & ~AF.CLOSED if p.flags & TF.CLOSING_CREDIT else cr.flags
         # Stamped with the expiry instant: keeping the account's older timestamp
@@ -785,10 +790,10 @@ def _state_hash(prev: bytes, ws: WriteSet, failed: dict[tuple[str, int], int]) -
         h.update(b"T" + b)
     for k in sorted(ws.pending_status):
         h.update(b"S" + codec.u128(k) + codec.encode_pending_status(ws.pending_status[k]))
-    for k in sorted(failed):
+    for key in sorted(failed):
         # Failed ids are per member: the member is part of the record.
-        member = k[0].encode()
-        h.update(b"F" + len(member).to_bytes(2, "big") + member + codec.u128(k[1]) + failed[k].to_bytes(4, "big"))
+        member = key[0].encode()
+        h.update(b"F" + len(member).to_bytes(2, "big") + member + codec.u128(key[1]) + failed[key].to_bytes(4, "big"))
     if ws.configuration is not None:
         h.update(b"C" + encode_configuration(ws.configuration))
     return h.digest()
@@ -886,7 +891,10 @@ def apply_block(
         else:
             rejection = TxRejection.none
         if not rejection and tx.operation == Operation.governance:
-            out = _apply_governance(working, tx.governance, height, timestamp, chain_id, verify_signature)
+            # A governance transaction without its proposal cannot be built by decode
+            # (validation sets ``invalid``): refused as a change that does not decode.
+            out = (TxRejection.change_invalid if tx.governance is None else
+                   _apply_governance(working, tx.governance, height, timestamp, chain_id, verify_signature))
             if isinstance(out, Configuration):
                 working = out
             else:
@@ -906,10 +914,13 @@ def apply_block(
             results.append(TxResult(tx.tx_hash, height, by_hash[tx.tx_hash], rejected.get(tx.tx_hash, 0)))
         else:
             prior = reader.get_tx_result(tx.tx_hash)
+            if prior is None:
+                fatal(f"transaction {tx.tx_hash.hex()} is neither in this block nor applied before")
             results.append(TxResult(tx.tx_hash, prior[0], prior[1], prior[2] if len(prior) > 2 else 0))
 
     b = st.block
-    log = MerkleLog(_LogOverlay(reader), head.header.tree_size)
+    overlay = _LogOverlay(reader)
+    log = MerkleLog(overlay, head.header.tree_size)
     leaves = [merkle.leaf_hash(tx.envelope) for tx in fresh]
     for leaf in leaves:
         log.append(leaf)
@@ -927,7 +938,7 @@ def apply_block(
         tx_codes=[by_hash[tx.tx_hash] for tx in fresh],
         tx_rejections=[rejected.get(tx.tx_hash, 0) for tx in fresh],
         configuration=working if working is not cfg0 else None,
-        merkle_nodes=log.store.nodes,
+        merkle_nodes=overlay.nodes,
     )
     state_hash = _state_hash(head.header.state_hash, ws, st.failed)
     state_root = _account_tree_update(reader, ws, b.created)

@@ -248,7 +248,8 @@ def decode_stored_header(b: bytes) -> BlockHeader:
     if len(b) != _HEADER.size + 32:
         raise CodecError("block header has wrong size")
     f = _HEADER.unpack_from(b, 0)
-    return BlockHeader(*f, hash=bytes(b[_HEADER.size :]))
+    # The 13 fields of _HEADER, then the hash (mypy cannot count a struct's fields).
+    return BlockHeader(*f, hash=bytes(b[_HEADER.size :]))  # type: ignore[misc]
 
 
 def encode_head(head: Head) -> bytes:

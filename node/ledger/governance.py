@@ -469,7 +469,7 @@ def change_to_doc(c) -> dict:
         return {"kind": kind, "validator": [v.id, v.grpc_address, v.raft_address, v.tls_cert_sha256.hex(), v.public_key.hex()]}
     if isinstance(c, PromoteValidator):
         return {"kind": kind, "id": c.id, "data_dir_id": c.data_dir_id.hex()}
-    doc = {"kind": kind}
+    doc: dict[str, object] = {"kind": kind}
     for f in c.__slots__:
         v = getattr(c, f)
         doc[f] = list(v) if isinstance(v, tuple) else v
@@ -492,7 +492,7 @@ def change_from_doc(doc: dict):
             return AddValidator(ValidatorRecord(i, g, r, bytes.fromhex(pin), bytes.fromhex(pk), False))
         if cls is PromoteValidator:
             return PromoteValidator(doc["id"], bytes.fromhex(doc["data_dir_id"]))
-        args = [tuple(doc[f]) if isinstance(doc[f], list) else doc[f] for f in cls.__slots__]
+        args = [tuple(doc[f]) if isinstance(doc[f], list) else doc[f] for f in getattr(cls, "__slots__")]
         return cls(*args)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"malformed governance change: {e!r}") from e

@@ -568,12 +568,36 @@ def _tune_gc(gen0_threshold: int) -> None:
     collected every ``gen0_threshold`` allocations instead of 700. Reference
     cycles are still collected. 0 leaves Python's defaults.
     """
+    gc.callbacks.append(_GcPauseLog())
     if gen0_threshold <= 0:
         return
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
+#: A cycle collection longer than this is logged (WARNING): every thread waits for it.
+GC_PAUSE_LOG_S = 0.05
+
+
+class _GcPauseLog:
+    """``gc.callbacks`` hook: log every collection that holds the GIL longer than
+    :data:`GC_PAUSE_LOG_S`, with its generation, duration and what it freed, so a
+    latency spike can be told from a Raft or disk stall."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if took >= GC_PAUSE_LOG_S:
+            log.warning("garbage collection of generation %d held every thread for %.0f ms (%d objects collected; "
+                        "%d frozen at start-up, not scanned)", info.get("generation", -1), took * 1000,
+                        info.get("collected", 0), gc.get_freeze_count())
 
 
 #: Seconds a removed leader waits for another validator to take over before it stops.

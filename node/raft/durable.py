@@ -14,7 +14,9 @@ Pre-Vote and CheckQuorum (:mod:`raft_ledger_node.raft.prevote`) are on unless
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +33,14 @@ _journal_factory_lock = threading.Lock()
 
 #: pysyncobj's ``_RAFT_STATE`` values.
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+log = logging.getLogger("ledger.replication")
+
+#: A Raft tick whose work (journal sync, commit, apply, sends; not the idle poll) takes
+#: longer than this is logged (WARNING): every proposal and heartbeat waited for it.
+SLOW_TICK_LOG_S = 0.2
+#: At most one slow-tick line per this many seconds; the others are counted into it.
+SLOW_TICK_LOG_PERIOD_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,26 @@ class DurableReplica(SyncObj):
                 _syncobj_mod.createJournal = original
         if self._election_guard is not None:
             check_pysyncobj_members(self)
+        # pysyncobj runs its tick callbacks at the end of a tick's work, just before it
+        # polls: the time since the tick started is the work that held the Raft thread.
+        self._tick_started = self._tick_sync_s = 0.0
+        self._slow_ticks = 0
+        self._slow_tick_logged = float("-inf")
+        self.addOnTickCallback(self._check_tick_time)
+
+    def _check_tick_time(self) -> None:
+        now = time.monotonic()
+        took = now - self._tick_started
+        if took < SLOW_TICK_LOG_S or not self._tick_started:
+            return
+        self._slow_ticks += 1
+        if now - self._slow_tick_logged >= SLOW_TICK_LOG_PERIOD_S:
+            log.warning("slow Raft tick: %.0f ms of work, %.0f ms of it the journal sync (%d slow ticks since "
+                        "the last report); a sync this slow is the disk (another writer's writeback on the "
+                        "same file system), the rest an apply or a send", took * 1000, self._tick_sync_s * 1000,
+                        self._slow_ticks)
+            self._slow_ticks = 0
+            self._slow_tick_logged = now
 
     # -- durability hooks -------------------------------------------------------
     def _journal(self):
@@ -116,7 +146,9 @@ class DurableReplica(SyncObj):
     def _onTick(self, timeToWait=0.0):  # noqa: N802,N803
         # Entries appended since the last tick (leader proposals, the leader's
         # no-op) reach the disk before the commit index is computed from them.
+        self._tick_started = time.monotonic()
         self._sync_journal()
+        self._tick_sync_s = time.monotonic() - self._tick_started
         if self._election_guard is not None:
             self._election_guard.before_tick()
         super()._onTick(timeToWait)

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -426,3 +427,30 @@ def test_storage_failure_stops_the_validator_with_exit_code_74(tmp_path):
     assert out.returncode == 74, out.stdout + out.stderr
     assert "still running" not in out.stdout
     assert "storage write failed" in out.stderr and "No space left on device" in out.stderr
+
+
+def test_a_slow_journal_sync_is_logged_as_a_slow_tick_once_per_period(replica_factory, events, caplog):
+    """A tick held by a slow journal sync names the sync (durable.SLOW_TICK_LOG_S); a second
+    slow tick within SLOW_TICK_LOG_PERIOD_S is counted into the next report, not logged."""
+    import logging
+    import time
+
+    from raft_ledger_node.raft import durable
+
+    r = replica_factory(peers=0)
+    _tick_until_leader(r)
+    r._journal()._on_flush = lambda n: time.sleep(durable.SLOW_TICK_LOG_S + 0.05)
+    caplog.set_level(logging.WARNING, logger="ledger.replication")
+    results = []
+    for n in (1, 2):
+        r.apply_entry(_entry(n), callback=lambda res, err: results.append(err))
+        for _ in range(100):
+            r.doTick(0.01)
+            if len(results) == n:
+                break
+    assert results == [0, 0]
+    slow = [rec.getMessage() for rec in caplog.records if "slow Raft tick" in rec.getMessage()]
+    assert len(slow) == 1, slow
+    took_ms, sync_ms = (float(x) for x in re.findall(r"(\d+) ms", slow[0])[:2])
+    assert sync_ms >= durable.SLOW_TICK_LOG_S * 1000 and took_ms >= sync_ms
+    assert r._slow_ticks >= 1  # the second slow tick waits for the next report

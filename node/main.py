@@ -566,9 +566,12 @@ def _tune_gc(gen0_threshold: int) -> None:
     descriptors: ~50,000) are moved out of the collector's way with
     ``gc.freeze()`` (Python docs, gc.freeze), and the young generation is
     collected every ``gen0_threshold`` allocations instead of 700. Reference
-    cycles are still collected. 0 leaves Python's defaults.
+    cycles are still collected. 0 leaves Python's defaults. Collections over
+    :data:`GC_PAUSE_LOG_S` are logged either way (one hook per process, however many
+    validators it starts).
     """
-    gc.callbacks.append(_GcPauseLog())
+    if not any(isinstance(cb, _GcPauseLog) for cb in gc.callbacks):
+        gc.callbacks.append(_GcPauseLog())
     if gen0_threshold <= 0:
         return
     gc.collect()

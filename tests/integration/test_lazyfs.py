@@ -120,32 +120,20 @@ def test_overwrite_and_truncate_without_fsync_revert(lazyfs):
     assert (mnt / "meta").read_bytes() == b"A" * 10000
 
 
-def test_msync_of_a_shared_mapping_is_durable_and_an_unsynced_mapping_write_is_not(lazyfs):
+@pytest.mark.parametrize("sync", ["msync", "fdatasync"])
+def test_msync_of_a_shared_mapping_is_durable_and_an_unsynced_mapping_write_is_not(lazyfs, sync):
+    """msync(MS_SYNC) (the Raft journal's mmap.flush) and fdatasync of the mapped file
+    (node/bench/journal_sync.py compares them) both make the mapping's pages durable."""
     mnt, _, cut = lazyfs
     _write(mnt / "journal.mm", bytes(8192), fsync=True)
     _fsync_dir(mnt)
     with open(mnt / "journal.mm", "r+b") as f:
         m = mmap.mmap(f.fileno(), 8192)
         m[0:5] = b"first"
-        m.flush()  # msync(MS_SYNC): WRITE then FSYNC reach the file system
-        m[4096:4102] = b"second"  # never msynced
-        m.close()
-    cut()
-    data = (mnt / "journal.mm").read_bytes()
-    assert data[0:5] == b"first"
-    assert data[4096:4102] == bytes(6)
-
-
-def test_fdatasync_makes_writes_through_a_shared_mapping_durable(lazyfs):
-    """fdatasync of a mapped file (node/bench/journal_sync.py compares it with msync for the
-    Raft journal): the pages written through the mapping reach the file system as msync's do."""
-    mnt, _, cut = lazyfs
-    _write(mnt / "journal.mm", bytes(8192), fsync=True)
-    _fsync_dir(mnt)
-    with open(mnt / "journal.mm", "r+b") as f:
-        m = mmap.mmap(f.fileno(), 8192)
-        m[0:5] = b"first"
-        os.fdatasync(f.fileno())
+        if sync == "msync":
+            m.flush()  # msync(MS_SYNC): WRITE then FSYNC reach the file system
+        else:
+            os.fdatasync(f.fileno())
         m[4096:4102] = b"second"  # never synced
         m.close()
     cut()

@@ -35,16 +35,22 @@ def test_linearizable_read_sees_every_acknowledged_write(cluster_module):
     bank.close()
 
 
+def _assert_names_the_leader(cluster, leader, call) -> None:
+    """``call`` (a LINEARIZABLE read on a follower) fails FAILED_PRECONDITION naming the leader."""
+    with pytest.raises(grpc.RpcError) as e:
+        call()
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert dict(e.value.trailing_metadata())["leader-address"] == cluster.addresses[leader]
+
+
 def test_follower_refuses_a_linearizable_read_and_names_the_leader(cluster_module):
     cluster = cluster_module
     leader = cluster.leader()
     follower = cluster.followers(leader)[0]
     with cluster.channel(follower) as ch:
         stub = pb_grpc.LedgerServiceStub(ch)
-        with pytest.raises(grpc.RpcError) as e:
-            stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
-        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert dict(e.value.trailing_metadata())["leader-address"] == cluster.addresses[leader]
+        _assert_names_the_leader(cluster, leader, lambda: stub.GetHead(
+            pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5))
         # A LOCAL read is served by the follower itself, with the height it was served at.
         local = stub.GetHead(pb.GetHeadRequest(consistency=pb.READ_CONSISTENCY_LOCAL), timeout=5)
         assert local.head.height >= 0
@@ -58,10 +64,8 @@ def test_a_linearizable_configuration_read_is_the_leaders_and_a_follower_names_i
     follower = cluster.followers(leader)[0]
     with cluster.channel(follower) as ch:
         stub = pb_grpc.LedgerServiceStub(ch)
-        with pytest.raises(grpc.RpcError) as e:
-            stub.GetConfiguration(pb.GetConfigurationRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
-        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert dict(e.value.trailing_metadata())["leader-address"] == cluster.addresses[leader]
+        _assert_names_the_leader(cluster, leader, lambda: stub.GetConfiguration(
+            pb.GetConfigurationRequest(consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5))
         # A past version is the same everywhere: served locally whatever is asked.
         past = stub.GetConfiguration(pb.GetConfigurationRequest(
             version=1, consistency=pb.READ_CONSISTENCY_LINEARIZABLE), timeout=5)
